@@ -1,0 +1,32 @@
+# Stable entry points: setup, demo, test, lab-up HOSTS=N, lab-status, lab-down, bench.
+SHELL := /bin/bash
+HOSTS ?= 3
+VENV := .venv
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+
+.PHONY: setup demo test lab-up lab-status lab-down bench lint
+
+setup:
+	@bash scripts/setup
+
+lab-up: setup
+	@$(VENV)/bin/python lab/labctl up --hosts $(HOSTS)
+
+lab-status:
+	@$(VENV)/bin/python lab/labctl status
+
+lab-down:
+	@$(VENV)/bin/python lab/labctl down
+
+demo: setup
+	@bash scripts/demo $(HOSTS)
+
+test: setup
+	@$(VENV)/bin/python -m pytest -p no:cacheprovider tests $(PYTEST_ARGS)
+
+lint: setup
+	@$(VENV)/bin/ansible-lint --profile production
+
+bench: setup
+	@$(VENV)/bin/python bench/run.py

@@ -1,0 +1,121 @@
+# -*- coding: utf-8 -*-
+# The toolkit's view of bpf/brc_contract.h: map names, value layouts, counters,
+# histogram shape. Parsed from the header itself so the contract is defined once.
+# Only the header's documented forms are understood; anything else is an error,
+# so a change to the header that this parser would misread fails loudly.
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import ctypes
+import hashlib
+import os
+import re
+
+CONTRACT_HEADER = "brc_contract.h"
+
+_CTYPES = {
+    "__u8": ctypes.c_uint8,
+    "__u16": ctypes.c_uint16,
+    "__u32": ctypes.c_uint32,
+    "__u64": ctypes.c_uint64,
+    "__s32": ctypes.c_int32,
+    "__s64": ctypes.c_int64,
+}
+
+_DEFINE_INT = re.compile(r"^#define\s+(BRC_\w+)\s+(\d+)\s*$", re.M)
+_DEFINE_STR = re.compile(r'^#define\s+(BRC_\w+)\s+"([^"]*)"\s*$', re.M)
+_STRUCT = re.compile(r"struct\s+(brc_\w+)\s*\{(.*?)\};", re.S)
+_FIELD = re.compile(r"^\s*(__[us]\d+)\s+(\w+)(?:\[(\w+)\])?\s*;", re.M)
+_XLIST = re.compile(r"#define\s+(BRC_\w+)\(X\)((?:.*\\\n)*.*)")
+_XITEM = re.compile(r'X\(\s*(\w+)\s*,\s*"([^"]*)"\s*\)')
+_COMMENT = re.compile(r"/\*.*?\*/", re.S)
+
+
+class ContractError(Exception):
+    """The header does not have the shape this parser expects."""
+
+
+class Contract:
+    """Everything the toolkit needs to read and write BRC's pinned maps."""
+
+    def __init__(self, header_text):
+        self.text = header_text
+        code = _COMMENT.sub("", header_text)
+        self.constants = {k: int(v) for k, v in _DEFINE_INT.findall(code)}
+        self.strings = dict(_DEFINE_STR.findall(code))
+        self.structs = {}
+        for name, body in _STRUCT.findall(code):
+            self.structs[name] = self._make_struct(name, body)
+        self.xlists = {}
+        for name, body in _XLIST.findall(header_text):
+            self.xlists[name] = _XITEM.findall(body)
+        for required in ("BRC_COUNTERS", "BRC_LAT_CLASSES"):
+            if not self.xlists.get(required):
+                raise ContractError("%s has no %s list" % (CONTRACT_HEADER, required))
+
+    def _make_struct(self, name, body):
+        fields = []
+        for ctype, field, dim in _FIELD.findall(body):
+            base = _CTYPES[ctype]
+            if dim:
+                count = int(dim) if dim.isdigit() else self.constants.get(dim)
+                if count is None:
+                    raise ContractError("%s.%s: unknown array size %s" % (name, field, dim))
+                base = base * count
+            fields.append((field, base))
+        if not fields:
+            raise ContractError("struct %s: no fixed-width fields found" % name)
+        return type(name, (ctypes.Structure,), {"_fields_": fields})
+
+    @property
+    def counters(self):
+        """Counter names in slot order, e.g. ['pkt_ingress', ...]."""
+        return [name.lower() for name, _doc in self.xlists["BRC_COUNTERS"]]
+
+    @property
+    def counter_docs(self):
+        return dict((name.lower(), doc) for name, doc in self.xlists["BRC_COUNTERS"])
+
+    @property
+    def latency_classes(self):
+        return [name.lower() for name, _doc in self.xlists["BRC_LAT_CLASSES"]]
+
+    @property
+    def latency_slots(self):
+        return self.constants["BRC_LAT_SLOTS"]
+
+    @property
+    def modes(self):
+        """{'off': 0, 'observe': 1, 'serve': 2}"""
+        return dict((k[len("BRC_MODE_"):].lower(), v)
+                    for k, v in self.constants.items() if k.startswith("BRC_MODE_"))
+
+    def map_name(self, what):
+        """map_name('config') -> 'brc_config' (from BRC_MAP_CONFIG)."""
+        return self.strings["BRC_MAP_" + what.upper()]
+
+    @property
+    def layout_digest(self):
+        """Short digest of every layout-bearing definition (structs, constants).
+
+        Counter and histogram descriptions do not take part; counter names do
+        not either, since counters are append-only into a fixed-capacity map.
+        """
+        parts = []
+        for name in sorted(self.structs):
+            parts.append("%s:%s" % (name, [(f, ctypes.sizeof(t)) for f, t in self.structs[name]._fields_]))
+        for name in sorted(self.constants):
+            parts.append("%s=%d" % (name, self.constants[name]))
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def load_contract(src_dir):
+    """Parse <src_dir>/brc_contract.h."""
+    path = os.path.join(src_dir, CONTRACT_HEADER)
+    try:
+        with open(path) as f:
+            return Contract(f.read())
+    except IOError as e:
+        raise ContractError("cannot read the BRC contract at %s: %s" % (path, e))

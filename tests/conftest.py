@@ -1,0 +1,20 @@
+"""Shared pytest set-up: make the repo's module_utils and library importable the way
+Ansible sees them (ansible.module_utils.<name>), and load the fixture plugins.
+
+Fixtures live by concern in tests/fixtures/ so that they can grow independently.
+"""
+import os
+import sys
+
+import ansible.module_utils
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ansible.module_utils.__path__.append(os.path.join(REPO, "module_utils"))
+sys.path.insert(0, os.path.join(REPO, "library"))
+sys.path.insert(0, os.path.join(REPO, "tests"))
+
+pytest_plugins = [
+    "fixtures." + name[:-3]
+    for name in sorted(os.listdir(os.path.join(REPO, "tests", "fixtures")))
+    if name.endswith(".py") and not name.startswith("_")
+]

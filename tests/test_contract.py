@@ -1,0 +1,23 @@
+"""The contract header parses, and its layouts are what the C compiler sees."""
+import ctypes
+
+from ansible.module_utils.brc_contract import load_contract
+
+from fixtures.paths import BPF_DIR
+
+
+def test_contract_parses_names_and_modes():
+    contract = load_contract(BPF_DIR)
+    assert contract.modes == {"off": 0, "observe": 1, "serve": 2}
+    assert len(contract.counters) == len(set(contract.counters))
+    assert len(contract.counters) <= contract.constants["BRC_STATS_SLOTS"]
+    assert contract.latency_classes[:3] == ["get", "set", "other"]
+    assert ctypes.sizeof(contract.structs["brc_config"]) % 8 == 0
+
+
+def test_layout_digest_ignores_counter_docs_but_not_struct_changes():
+    text = open(BPF_DIR + "/brc_contract.h").read()
+    from ansible.module_utils.brc_contract import Contract
+    base = Contract(text).layout_digest
+    assert Contract(text.replace("TCP segments", "Segments")).layout_digest == base
+    assert Contract(text.replace("__u32 require_auth;", "__u64 require_auth;")).layout_digest != base
