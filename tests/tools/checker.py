@@ -1,0 +1,303 @@
+#!/usr/bin/env python3
+"""BRC consistency checker: prove that a Redis endpoint answers exactly as Redis would.
+
+Runs N client connections against one Redis address for a bounded time and checks every
+reply against what the checker itself knows must be true. It exists to catch what an
+in-kernel cache can get wrong: a stale or foreign value, a reply that went backwards,
+a desynchronised or stalled connection.
+
+Workers (at least 8 connections by default):
+  owner    each owns its keys: SET (some with TTL, some larger than one MSS), GET several
+           times (read-heavy, so a cache would hit), DEL, GET -> nil; pipelined batches.
+  writer   one per run: INCRs a shared counter key.
+  reader   GET the shared counter: it must never go backwards.
+  select   works in db 1 on a key that also exists in db 0 with another value.
+
+Every operation has a socket timeout; a reply that does not arrive within it is a stall.
+Speaks RESP over a raw socket so that any byte of desynchronisation is seen.
+
+Usage:
+  checker.py --host 10.77.0.11 --port 6379 --connections 8 --seconds 30
+  checker.py --host 127.0.0.1 --port 6379 --seconds 5 --json
+Exit status: 0 when every reply was right and no connection stalled, 1 otherwise.
+"""
+
+import argparse
+import json
+import os
+import random
+import socket
+import sys
+import threading
+import time
+
+
+class ProtocolError(Exception):
+    pass
+
+
+class Stall(Exception):
+    pass
+
+
+class RespConnection:
+    """A minimal RESP2 client: encode commands, read exactly one reply each."""
+
+    def __init__(self, host, port, timeout):
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = b""
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    @staticmethod
+    def encode(*args):
+        out = [b"*%d\r\n" % len(args)]
+        for a in args:
+            a = a if isinstance(a, bytes) else str(a).encode()
+            out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+        return b"".join(out)
+
+    def _fill(self):
+        try:
+            chunk = self.sock.recv(65536)
+        except socket.timeout:
+            raise Stall("no reply within the timeout")
+        if not chunk:
+            raise ProtocolError("connection closed by peer")
+        self.buf += chunk
+
+    def _line(self):
+        while b"\r\n" not in self.buf:
+            self._fill()
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def read_reply(self):
+        line = self._line()
+        kind, rest = line[:1], line[1:]
+        if kind == b"+":
+            return rest.decode()
+        if kind == b"-":
+            return RedisError(rest.decode())
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            n = int(rest)
+            if n < 0:
+                return None
+            while len(self.buf) < n + 2:
+                self._fill()
+            data, tail, self.buf = self.buf[:n], self.buf[n:n + 2], self.buf[n + 2:]
+            if tail != b"\r\n":
+                raise ProtocolError("bulk string not terminated by CRLF")
+            return data
+        if kind == b"*":
+            n = int(rest)
+            return None if n < 0 else [self.read_reply() for _ in range(n)]
+        raise ProtocolError("unexpected reply type byte %r" % kind)
+
+    def call(self, *args):
+        self.sock.sendall(self.encode(*args))
+        return self.read_reply()
+
+    def pipeline(self, commands):
+        self.sock.sendall(b"".join(self.encode(*c) for c in commands))
+        return [self.read_reply() for _ in commands]
+
+
+class RedisError(str):
+    pass
+
+
+class Result:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.ops = 0
+        self.gets = 0
+        self.errors = []
+        self.stalls = 0
+
+    def add(self, ops, gets=0):
+        with self.lock:
+            self.ops += ops
+            self.gets += gets
+
+    def error(self, worker, message):
+        with self.lock:
+            if len(self.errors) < 50:
+                self.errors.append("%s: %s" % (worker, message))
+            else:
+                self.errors.append(None)
+
+
+def expect(actual, wanted, what):
+    if actual != wanted:
+        raise AssertionError("%s: expected %r, got %r" % (what, short(wanted), short(actual)))
+
+
+def short(value):
+    if isinstance(value, bytes) and len(value) > 40:
+        return value[:20] + b"...(%d bytes)" % len(value)
+    return value
+
+
+def value_for(rng, size):
+    return ("%x:" % rng.getrandbits(64)).encode().ljust(size, b"v")
+
+
+def owner_worker(conn, name, rng, result, deadline):
+    keys = [("brc-check:%s:%s:%d" % (RUN_ID, name, i)).encode() for i in range(8)]
+    while time.monotonic() < deadline:
+        key = rng.choice(keys)
+        # Mostly small values; some span several segments (larger than one MSS).
+        value = value_for(rng, rng.choice([16, 16, 64, 300, 3000]))
+        with_ttl = rng.random() < 0.2
+        if with_ttl:
+            expect(conn.call(b"SET", key, value, b"EX", b"600"), "OK", "SET EX")
+        else:
+            expect(conn.call(b"SET", key, value), "OK", "SET")
+        reads = rng.randint(2, 6)
+        for _ in range(reads):
+            expect(conn.call(b"GET", key), value, "GET after SET")
+        if rng.random() < 0.3:
+            batch = [(b"GET", key)] * 4 + [(b"SET", key, value + b"2"), (b"GET", key)]
+            replies = conn.pipeline(batch)
+            expect(replies, [value] * 4 + ["OK", value + b"2"], "pipelined batch")
+            value += b"2"
+            reads += 5
+        expect(conn.call(b"DEL", key), 1, "DEL")
+        expect(conn.call(b"GET", key), None, "GET after DEL")
+        result.add(reads + 4, reads + 1)
+
+
+def writer_worker(conn, name, rng, result, deadline):
+    while time.monotonic() < deadline:
+        conn.call(b"INCR", SHARED_KEY)
+        conn.call(b"GET", SHARED_KEY)
+        result.add(2, 1)
+
+
+def reader_worker(conn, name, rng, result, deadline):
+    last = -1
+    while time.monotonic() < deadline:
+        raw = conn.call(b"GET", SHARED_KEY)
+        now = int(raw) if raw is not None else -1
+        if now < last:
+            raise AssertionError("shared counter went backwards: %d after %d" % (now, last))
+        last = now
+        result.add(1, 1)
+
+
+def select_worker(conn, name, rng, result, deadline):
+    key = ("brc-check:%s:%s:db" % (RUN_ID, name)).encode()
+    while time.monotonic() < deadline:
+        in_db0, in_db1 = value_for(rng, 24), value_for(rng, 24)
+        expect(conn.call(b"SELECT", b"0"), "OK", "SELECT 0")
+        expect(conn.call(b"SET", key, in_db0), "OK", "SET db0")
+        expect(conn.call(b"GET", key), in_db0, "GET db0")
+        expect(conn.call(b"SELECT", b"1"), "OK", "SELECT 1")
+        expect(conn.call(b"GET", key), None, "GET db1 before SET")
+        expect(conn.call(b"SET", key, in_db1), "OK", "SET db1")
+        expect(conn.call(b"GET", key), in_db1, "GET db1")
+        expect(conn.call(b"DEL", key), 1, "DEL db1")
+        expect(conn.call(b"SELECT", b"0"), "OK", "SELECT 0 again")
+        expect(conn.call(b"GET", key), in_db0, "GET db0 after db1 work")
+        expect(conn.call(b"DEL", key), 1, "DEL db0")
+        result.add(11, 4)
+
+
+RUN_ID = "%d-%d" % (os.getpid(), int(time.time()))
+SHARED_KEY = ("brc-check:%s:shared" % RUN_ID).encode()
+
+
+def plan(connections):
+    """Worker kinds for N connections: one writer, one select, readers, owners."""
+    kinds = ["writer", "select"]
+    readers = max(2, connections // 4)
+    kinds += ["reader"] * readers
+    kinds += ["owner"] * max(1, connections - len(kinds))
+    return kinds[:max(connections, 4)]
+
+
+WORKERS = {"owner": owner_worker, "writer": writer_worker,
+           "reader": reader_worker, "select": select_worker}
+
+
+def run(host, port, connections=8, seconds=10.0, timeout=5.0, seed=None):
+    """Run the checker; returns a summary dict (errors empty and stalls 0 on success)."""
+    result = Result()
+    deadline = time.monotonic() + seconds
+    seed = seed if seed is not None else random.randrange(1 << 30)
+    threads = []
+
+    def body(kind, index):
+        name = "%s%d" % (kind, index)
+        rng = random.Random(seed * 1000 + index)
+        conn = None
+        try:
+            conn = RespConnection(host, port, timeout)
+            WORKERS[kind](conn, name, rng, result, deadline)
+        except Stall as e:
+            with result.lock:
+                result.stalls += 1
+            result.error(name, "stalled: %s" % e)
+        except Exception as e:  # every failure is a finding, never swallowed
+            result.error(name, "%s: %s" % (type(e).__name__, e))
+        finally:
+            if conn:
+                conn.close()
+
+    for index, kind in enumerate(plan(connections)):
+        t = threading.Thread(target=body, args=(kind, index), daemon=True)
+        t.start()
+        threads.append(t)
+    for t in threads:
+        t.join(seconds + timeout * 4 + 10)
+    hung = sum(1 for t in threads if t.is_alive())
+    try:
+        cleanup = RespConnection(host, port, timeout)
+        cleanup.call(b"DEL", SHARED_KEY)
+        cleanup.close()
+    except Exception:
+        pass
+    errors = [e for e in result.errors if e is not None]
+    return {
+        "host": host, "port": port, "connections": len(threads), "seconds": seconds,
+        "seed": seed, "ops": result.ops, "gets": result.gets,
+        "errors": len(result.errors), "stalls": result.stalls + hung,
+        "first_errors": errors[:10],
+        "ok": not result.errors and not hung,
+    }
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                     epilog="\n".join(__doc__.split("\n")[18:]),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=6379)
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--timeout", type=float, default=5.0,
+                        help="seconds without a reply that count as a stall")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    args = parser.parse_args(argv)
+    summary = run(args.host, args.port, args.connections, args.seconds, args.timeout, args.seed)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print("checker: %(ops)d ops (%(gets)d GETs) on %(connections)d connections in "
+              "%(seconds)gs: %(errors)d errors, %(stalls)d stalls (seed %(seed)d)" % summary)
+        for e in summary["first_errors"]:
+            print("  " + e)
+    return 0 if summary["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
