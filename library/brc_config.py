@@ -1,0 +1,143 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: brc_config
+short_description: Set BRC's mode, Redis port and limits in the live config map
+description:
+  - Reads the pinned config map C(<pin_root>/<interface>/brc_config), merges the given options
+    (options left unset keep their live value) and writes it back only when something differs.
+  - The value layout comes from the contract header C(brc_contract.h) in O(src_dir).
+  - The programs read the config per packet, so a change takes effect without a reload.
+version_added: "1.0.0"
+author: BRC fleet toolkit
+options:
+  interface:
+    description: Interface whose pins to configure.
+    type: str
+    required: true
+  pin_root:
+    description: bpffs directory holding C(<interface>/).
+    type: path
+    default: /sys/fs/bpf/brc
+  src_dir:
+    description: Directory with the BRC sources on the host (for C(brc_contract.h)).
+    type: path
+    default: /usr/local/lib/brc/bpf
+  mode:
+    description: V(off) passes everything through, V(observe) counts would-be hits, V(serve) answers hits.
+    type: str
+    choices: [off, observe, serve]
+  port:
+    description: Redis TCP port.
+    type: int
+  max_key_len:
+    description: Keys longer than this (bytes) are never cached.
+    type: int
+  max_value_len:
+    description: Values longer than this (bytes) are never cached.
+    type: int
+  max_age:
+    description: Cache entries older than this many seconds are treated as absent.
+    type: int
+  verify_sample:
+    description: In serve mode, 1 in N would-be hits still goes to Redis to verify the cached value; 0 disables.
+    type: int
+  require_auth:
+    description: Redis requires AUTH; flows that have not authenticated are never served from the cache.
+    type: bool
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+seealso:
+  - module: brc_program
+  - module: brc_stats
+"""
+
+EXAMPLES = r"""
+- name: Observe on eth0
+  brc_config:
+    interface: eth0
+    mode: observe
+    port: 6379
+    max_key_len: 128
+    max_value_len: 1024
+    max_age: 30
+
+- name: Switch to serve (other settings kept)
+  brc_config:
+    interface: eth0
+    mode: serve
+"""
+
+RETURN = r"""
+config:
+  description: Live configuration after the task.
+  returned: success
+  type: dict
+  sample: {"mode": "observe", "port": 6379, "max_key_len": 128, "max_value_len": 1024, "max_age": 30,
+           "verify_sample": 100, "require_auth": false}
+previous:
+  description: Live configuration before the task.
+  returned: success
+  type: dict
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.brc_common import BrcError, DEFAULT_PIN_ROOT, DEFAULT_SRC_DIR, fail
+from ansible.module_utils import brc_maps, brc_pins
+
+SETTINGS = ("mode", "port", "max_key_len", "max_value_len", "max_age", "verify_sample", "require_auth")
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            interface=dict(type="str", required=True),
+            pin_root=dict(type="path", default=DEFAULT_PIN_ROOT),
+            src_dir=dict(type="path", default=DEFAULT_SRC_DIR),
+            mode=dict(type="str", choices=["off", "observe", "serve"]),
+            port=dict(type="int"),
+            max_key_len=dict(type="int"),
+            max_value_len=dict(type="int"),
+            max_age=dict(type="int"),
+            verify_sample=dict(type="int"),
+            require_auth=dict(type="bool"),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    for k in SETTINGS:
+        if k not in ("mode", "require_auth") and p[k] is not None and p[k] < 0:
+            module.fail_json(msg="%s must be >= 0, got %d" % (k, p[k]))
+    if p["port"] is not None and not 0 < p["port"] < 65536:
+        module.fail_json(msg="port must be 1-65535, got %d" % p["port"])
+    pdir = brc_pins.pin_dir(p["pin_root"], p["interface"])
+    wanted = dict((k, p[k]) for k in SETTINGS)
+    try:
+        contract = brc_maps.contract_for(p["src_dir"])
+        try:
+            changed, before, after = brc_maps.configure(pdir, contract, wanted, module.check_mode, p["src_dir"])
+        except BrcError as e:
+            if not (module.check_mode and e.details.get("missing")):
+                raise
+            # Check mode before the first deploy: the map does not exist yet.
+            after = dict((k, v) for k, v in wanted.items() if v is not None)
+            module.exit_json(changed=True, config=after, previous={},
+                             msg="would configure the map that brc_program creates",
+                             diff={"before": {}, "after": after})
+    except BrcError as e:
+        fail(module, e, interface=p["interface"])
+    module.exit_json(changed=changed, config=after, previous=before, diff={"before": before, "after": after})
+
+
+if __name__ == "__main__":
+    main()

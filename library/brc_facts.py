@@ -1,0 +1,134 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: brc_facts
+short_description: Gather BRC capabilities and state as ansible_facts.brc
+description:
+  - Capabilities of the host (kernel version, BPF syscall, BTF, clsact and cls_bpf support, bpffs,
+    kernel headers exact/fallback/missing, bcc, pyroute2, libbpf).
+  - BRC state per interface that has pins or records (mode and config, pinned program ids and tags,
+    BRC filters attached with tc, pins, map ids and fill), plus the build record.
+  - With O(port), where Redis listens and the interface carrying that address (RV(ansible_facts.brc.detected_interface)).
+  - RV(ansible_facts.brc.problems) lists what blocks a deploy, each with its fix.
+  - Never changes anything.
+version_added: "1.0.0"
+author: BRC fleet toolkit
+options:
+  interface:
+    description: Interface to report as RV(ansible_facts.brc.state); default the detected one.
+    type: str
+  pin_root:
+    description: bpffs directory holding C(<interface>/) pins.
+    type: path
+    default: /sys/fs/bpf/brc
+  src_dir:
+    description: Directory with the BRC sources (for the contract header, to decode the config).
+    type: path
+    default: /usr/local/lib/brc/bpf
+  port:
+    description: Redis TCP port, to find its listening addresses and interface.
+    type: int
+  address:
+    description: Address the host is reached at (such as C(ansible_host)); picks the interface when Redis binds a wildcard.
+    type: str
+  probe_bcc:
+    description: Compile and load a trivial program with bcc to prove it works (about half a second).
+    type: bool
+    default: false
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+  facts:
+    support: full
+"""
+
+EXAMPLES = r"""
+- name: Gather BRC facts
+  brc_facts:
+    port: 6379
+    address: "{{ ansible_host }}"
+
+- name: Fail early on problems
+  ansible.builtin.assert:
+    that: ansible_facts.brc.problems | length == 0
+    fail_msg: "{{ ansible_facts.brc.problems }}"
+"""
+
+RETURN = r"""
+ansible_facts:
+  description: Facts under the C(brc) key.
+  returned: always
+  type: complex
+  contains:
+    brc:
+      description: BRC facts.
+      type: complex
+      returned: always
+      contains:
+        capabilities:
+          description: kernel, bpf_syscall, btf, clsact, cls_bpf, bpf_jit, bpffs, headers, bcc, pyroute2, libbpf.
+          type: dict
+          returned: always
+        state:
+          description: >-
+            State of the selected interface - mode, config, programs (pinned ids/tags), attached
+            (BRC filters' ids/tags), pins, maps, map_fill (entries in hash maps), clsact, clsact_owned, build.
+          type: dict
+          returned: always
+        interfaces:
+          description: The same state for every interface with BRC pins or records.
+          type: dict
+          returned: always
+        interface:
+          description: The interface RV(ansible_facts.brc.state) describes.
+          type: str
+          returned: always
+        detected_interface:
+          description: Interface carrying the address Redis listens on.
+          type: str
+          returned: when O(port) is given
+        redis:
+          description: The port and listening addresses.
+          type: dict
+          returned: when O(port) is given
+        problems:
+          description: What blocks a deploy, as a list of dicts with kind (host or packages), problem and fix.
+          type: list
+          elements: dict
+          returned: always
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.brc_common import DEFAULT_PIN_ROOT, DEFAULT_SRC_DIR
+from ansible.module_utils import brc_facts
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            interface=dict(type="str"),
+            pin_root=dict(type="path", default=DEFAULT_PIN_ROOT),
+            src_dir=dict(type="path", default=DEFAULT_SRC_DIR),
+            port=dict(type="int"),
+            address=dict(type="str"),
+            probe_bcc=dict(type="bool", default=False),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    facts = brc_facts.gather(p["interface"] or None, p["pin_root"], p["src_dir"], p["port"],
+                             p["address"], p["probe_bcc"])
+    module.exit_json(changed=False, ansible_facts={"brc": facts})
+
+
+if __name__ == "__main__":
+    main()

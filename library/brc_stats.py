@@ -1,0 +1,117 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: brc_stats
+short_description: Read (and optionally reset) BRC's counters and latency histograms
+description:
+  - Reads the pinned per-CPU stats and latency maps under C(<pin_root>/<interface>/), sums the
+    CPUs, and returns named counters, hit ratios and latency percentiles per command class.
+  - Counter names, histogram classes and slot count come from C(brc_contract.h) in O(src_dir).
+  - With O(reset=true), zeroes both maps after reading; C(changed) is true only when something was non-zero.
+version_added: "1.0.0"
+author: BRC fleet toolkit
+options:
+  interface:
+    description: Interface whose pins to read.
+    type: str
+    required: true
+  pin_root:
+    description: bpffs directory holding C(<interface>/).
+    type: path
+    default: /sys/fs/bpf/brc
+  src_dir:
+    description: Directory with the BRC sources on the host (for C(brc_contract.h)).
+    type: path
+    default: /usr/local/lib/brc/bpf
+  reset:
+    description: Zero the counters and histograms after reading them.
+    type: bool
+    default: false
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+notes:
+  - Latency percentiles are the upper bound of the log2 bucket that holds them, in microseconds.
+"""
+
+EXAMPLES = r"""
+- name: Read stats
+  brc_stats:
+    interface: eth0
+  register: stats
+
+- name: Show the hit ratio
+  ansible.builtin.debug:
+    msg: "{{ stats.ratios.hit_ratio | default('n/a') }}"
+
+- name: Start a measurement window
+  brc_stats:
+    interface: eth0
+    reset: true
+"""
+
+RETURN = r"""
+counters:
+  description: Every counter of the contract, summed over CPUs (values before a reset).
+  returned: success
+  type: dict
+  sample: {"pkt_ingress": 1024, "pkt_egress": 998}
+ratios:
+  description: Ratios derived from the counters that exist in the contract (0.0 while the denominator is 0).
+  returned: success
+  type: dict
+  sample: {"hit_ratio": 0.82, "would_hit_ratio": 0.0}
+latency:
+  description: Per command class, request count, p50/p90/p99 in microseconds, and the log2-ns buckets.
+  returned: success
+  type: dict
+  sample: {"get": {"count": 10, "p50_us": 65.536, "p90_us": 131.072, "p99_us": 131.072, "buckets": [0, 0]}}
+mode:
+  description: Live mode from the config map.
+  returned: success
+  type: str
+  sample: observe
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.brc_common import BrcError, DEFAULT_PIN_ROOT, DEFAULT_SRC_DIR, fail
+from ansible.module_utils import brc_maps, brc_pins
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            interface=dict(type="str", required=True),
+            pin_root=dict(type="path", default=DEFAULT_PIN_ROOT),
+            src_dir=dict(type="path", default=DEFAULT_SRC_DIR),
+            reset=dict(type="bool", default=False),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    pdir = brc_pins.pin_dir(p["pin_root"], p["interface"])
+    try:
+        contract = brc_maps.contract_for(p["src_dir"])
+        counters = brc_maps.read_counters(pdir, contract)
+        hist = brc_maps.read_latency(pdir, contract)
+        mode = brc_maps.read_config(pdir, contract, p["src_dir"]).get("mode")
+        changed = False
+        if p["reset"]:
+            changed = brc_maps.reset_stats(pdir, contract, module.check_mode)
+    except BrcError as e:
+        fail(module, e, interface=p["interface"])
+    module.exit_json(changed=changed, counters=counters, ratios=brc_maps.ratios(counters),
+                     latency=brc_maps.latency_summary(hist), mode=mode)
+
+
+if __name__ == "__main__":
+    main()

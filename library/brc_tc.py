@@ -1,0 +1,106 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+---
+module: brc_tc
+short_description: Attach the pinned BRC programs to an interface with tc clsact
+description:
+  - Ensures a C(clsact) qdisc on O(interface) and two direct-action C(bpf) filters, at ingress
+    (parent C(ffff:fff2)) and egress (C(ffff:fff3)), running the programs pinned by M(brc_program)
+    under C(<pin_root>/<interface>/).
+  - Idempotent by the attached program id. A new build is attached with C(tc filter replace) on the
+    same prio and handle, so traffic never passes without a filter.
+  - O(state=detached) removes the BRC filters first, then the C(clsact) qdisc only when the toolkit
+    created it (recorded in C(/var/lib/brc/<interface>/tc.json)) and no other filter uses it.
+version_added: "1.0.0"
+author: BRC fleet toolkit
+options:
+  interface:
+    description: Network interface.
+    type: str
+    required: true
+  pin_root:
+    description: Directory on a bpffs under which C(<interface>/prog_ingress) and C(prog_egress) are pinned.
+    type: path
+    default: /sys/fs/bpf/brc
+  state:
+    description: V(attached) or V(detached).
+    type: str
+    choices: [attached, detached]
+    default: attached
+  predict_change:
+    description:
+      - Check mode only. Set when an earlier task of the same run rebuilds the programs, so the module
+        predicts a filter replacement. Ignored outside check mode.
+    type: bool
+    default: false
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+requirements:
+  - pyroute2 (Debian package python3-pyroute2)
+seealso:
+  - module: brc_program
+"""
+
+EXAMPLES = r"""
+- name: Attach BRC to eth0
+  brc_tc:
+    interface: eth0
+
+- name: Detach it
+  brc_tc:
+    interface: eth0
+    state: detached
+"""
+
+RETURN = r"""
+attached:
+  description: Program id and tag of the BRC filter at each hook after the task (empty when detached).
+  returned: always
+  type: dict
+  sample: {"ingress": {"id": 41, "tag": "a1b2c3d4e5f60718"}, "egress": {"id": 42, "tag": "0f1e2d3c4b5a6978"}}
+clsact_owned:
+  description: Whether the clsact qdisc was created by the toolkit.
+  returned: always
+  type: bool
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.brc_common import BrcError, DEFAULT_PIN_ROOT, fail, require
+from ansible.module_utils import brc_pins, brc_tc
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            interface=dict(type="str", required=True),
+            pin_root=dict(type="path", default=DEFAULT_PIN_ROOT),
+            state=dict(type="str", choices=["attached", "detached"], default="attached"),
+            predict_change=dict(type="bool", default=False),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    require(module, "pyroute2", "to manage tc clsact filters")
+    try:
+        if p["state"] == "attached":
+            result = brc_tc.attach(p["interface"], brc_pins.pin_dir(p["pin_root"], p["interface"]),
+                                   module.check_mode, p["predict_change"])
+        else:
+            result = brc_tc.detach(p["interface"], module.check_mode)
+    except BrcError as e:
+        fail(module, e, interface=p["interface"])
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

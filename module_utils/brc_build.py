@@ -1,0 +1,248 @@
+# -*- coding: utf-8 -*-
+# brc_program's logic: compile the bpf/ sources with bcc (module_utils/brc_bpf.py),
+# pin programs, tail-call arrays and persistent maps under <pin_root>/<interface>/,
+# and keep /var/lib/brc/<interface>/build.json as the record of what is pinned.
+#
+# Upgrade rules:
+#   - unchanged when the source hash (files + cflags) matches the record and the
+#     pinned programs are the recorded ones (id and tag);
+#   - persistent maps are reused when their pinned layout equals the new build's
+#     declared layout (cache and stats survive); a differing layout is refused
+#     unless reset_maps, which removes only the differing pins;
+#   - programs and tail-call arrays are pinned under a temporary name and renamed
+#     over the old pins, so a reader always finds a complete program.
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+import time
+
+from ansible.module_utils.brc_common import BrcError, STATE_DIR, iface_state_dir, read_json, \
+    write_json, remove_file, source_hash, headers_info
+from ansible.module_utils.brc_contract import ContractError, load_contract
+from ansible.module_utils import brc_pins
+
+LAYOUT_KEYS = ("type", "key_size", "value_size", "max_entries")
+
+
+def build_record_path(interface, state_dir=STATE_DIR):
+    return os.path.join(iface_state_dir(interface, state_dir), "build.json")
+
+
+def _bpf_api():
+    """compile_programs and persistent_map_names from module_utils/brc_bpf.py."""
+    from ansible.module_utils import brc_bpf
+    return brc_bpf
+
+
+def _norm_type(t):
+    t = str(t).lower()
+    return t[len("bpf_map_type_"):] if t.startswith("bpf_map_type_") else t
+
+
+def layout_mismatches(declared, pinned):
+    """[(name, field, pinned value, declared value)] for maps whose pinned layout differs."""
+    out = []
+    for name in sorted(declared):
+        have = pinned.get(name)
+        if not have:
+            continue
+        want = declared[name]
+        for key in LAYOUT_KEYS:
+            if key not in want:
+                continue
+            a, b = have.get(key), want[key]
+            if key == "type":
+                a, b = _norm_type(a), _norm_type(b)
+            if a != b:
+                out.append((name, key, a, b))
+    return out
+
+
+def _close_build(build):
+    bpf = getattr(build, "bpf", None)
+    cleanup = getattr(bpf, "cleanup", None)
+    if cleanup:
+        try:
+            cleanup()
+        except Exception:
+            pass
+
+
+def current_state(interface, pin_root, state_dir=STATE_DIR):
+    pdir = brc_pins.pin_dir(pin_root, interface)
+    return {"pin_dir": pdir,
+            "record": read_json(build_record_path(interface, state_dir)),
+            "programs": brc_pins.pinned_programs(pdir) if os.path.isdir(pdir) else {},
+            "maps": brc_pins.pinned_maps(pdir) if os.path.isdir(pdir) else {}}
+
+
+def _up_to_date(record, programs, maps, shash):
+    if not record or record.get("source_hash") != shash:
+        return False
+    for d in brc_pins.DIRECTIONS:
+        want = record.get("programs", {}).get(d)
+        have = programs.get(d)
+        if not want or not have or want["id"] != have["id"] or want["tag"] != have["tag"]:
+            return False
+    for name, want in record.get("maps", {}).items():
+        have = maps.get(name)
+        if not have or have["id"] != want["id"]:
+            return False
+    return True
+
+
+def _result_from_record(record, changed):
+    return {"changed": changed, "pin_dir": record["pin_dir"], "source_hash": record["source_hash"],
+            "layout_digest": record["layout_digest"], "programs": record["programs"],
+            "maps": record["maps"], "headers": record.get("headers")}
+
+
+def install(interface, src_dir, pin_root, cflags=(), reset_maps=False, check_mode=False,
+            predict_change=False, state_dir=STATE_DIR, api=None):
+    """brc_program state=present. Returns the module result (without 'msg')."""
+    cflags = list(cflags or [])
+    pdir = brc_pins.pin_dir(pin_root, interface)
+    on_bpffs = brc_pins.bpffs_covering(pin_root)
+    have_src = os.path.isdir(src_dir)
+    if check_mode and (not on_bpffs or not have_src):
+        # An earlier task (bpffs mount, source copy) would have prepared these.
+        return {"changed": True, "pin_dir": pdir, "source_hash": None, "layout_digest": None,
+                "programs": {}, "maps": {}, "headers": headers_info(),
+                "msg": "would compile and pin the programs (bpffs or sources not in place yet)"}
+    if not on_bpffs:
+        raise BrcError("%s is not on a mounted bpffs" % pin_root,
+                       "mount one first (brc_bpffs path=/sys/fs/bpf) or set pin_root under a bpffs")
+    shash = source_hash(src_dir, cflags)
+    try:
+        contract = load_contract(src_dir)
+    except ContractError as e:
+        raise BrcError(str(e), "ship the complete bpf/ directory to %s" % src_dir)
+    cur = current_state(interface, pin_root, state_dir)
+    record = cur["record"]
+    if _up_to_date(record, cur["programs"], cur["maps"], shash) and not (check_mode and predict_change):
+        res = _result_from_record(record, False)
+        res["diff"] = {"before": {"source_hash": shash}, "after": {"source_hash": shash}}
+        return res
+    diff = {"before": {"source_hash": (record or {}).get("source_hash"),
+                       "programs": dict((d, p["tag"]) for d, p in cur["programs"].items())},
+            "after": {"source_hash": shash, "programs": "rebuilt"}}
+    headers = headers_info()
+    if check_mode:
+        return {"changed": True, "pin_dir": pdir, "source_hash": shash,
+                "layout_digest": contract.layout_digest, "programs": {}, "maps": {},
+                "headers": headers, "diff": diff}
+    if headers["kind"] == "missing":
+        raise BrcError("no kernel headers for %s at %s" % (headers["kernel"], headers["build"]),
+                       headers["fix"])
+
+    api = api or _bpf_api()
+    persistent = list(api.persistent_map_names())
+    pinned_persistent = dict((n, cur["maps"][n]) for n in persistent if n in cur["maps"])
+    dropped = []
+    if pinned_persistent:
+        probe = _compile(api, src_dir, None, cflags)
+        try:
+            declared = probe.declared_layout()
+        finally:
+            _close_build(probe)
+        bad = layout_mismatches(declared, pinned_persistent)
+        if bad and not reset_maps:
+            raise BrcError(
+                "the pinned maps in %s have a different layout than the new build: %s" % (
+                    pdir, "; ".join("%s.%s pinned %s, new %s" % b for b in bad)),
+                "set reset_maps: true to drop and recreate those maps (their cache entries and "
+                "stats are lost), or deploy sources with the pinned layout",
+                mismatches=[dict(zip(("map", "field", "pinned", "new"), b)) for b in bad])
+        for name in sorted(set(b[0] for b in bad)):
+            os.unlink(os.path.join(pdir, name))
+            dropped.append(name)
+
+    if not os.path.isdir(pdir):
+        os.makedirs(pdir, 0o700)
+    build = _compile(api, src_dir, pdir, cflags)
+    try:
+        declared = build.declared_layout()
+        now_maps = brc_pins.pinned_maps(pdir)
+        bad = layout_mismatches(declared, dict((n, now_maps[n]) for n in persistent if n in now_maps))
+        if bad:  # bcc reused a pin without checking; never leave programs on a wrong layout
+            raise BrcError("after loading, pinned maps in %s do not match the declared layout: %s"
+                           % (pdir, "; ".join("%s.%s pinned %s, new %s" % b for b in bad)),
+                           "rerun with reset_maps: true")
+        keep = set()
+        programs = {}
+        for d in brc_pins.DIRECTIONS:
+            if d not in build.programs:
+                raise BrcError("the build has no %s program" % d, "check bpf/ (brc_bpf.compile_programs)")
+            path = brc_pins.prog_pin(pdir, d)
+            brc_pins.pin_replace(build.programs[d], path)
+            info = brc_pins.prog_info(build.programs[d])
+            programs[d] = {"id": info["id"], "tag": info["tag"], "pin": path}
+            keep.add(os.path.basename(path))
+        maps = {}
+        for name, fd in sorted((getattr(build, "prog_arrays", None) or {}).items()):
+            path = os.path.join(pdir, name)
+            brc_pins.pin_replace(fd, path)
+            maps[name] = {"id": brc_pins.map_info(fd)["id"], "pin": path, "kind": "prog_array"}
+            keep.add(name)
+        now_maps = brc_pins.pinned_maps(pdir)
+        for name in persistent:
+            if name not in now_maps:
+                raise BrcError("the build did not pin the persistent map %s in %s" % (name, pdir),
+                               "check brc_bpf.compile_programs(pin_dir=...)")
+            maps[name] = {"id": now_maps[name]["id"], "pin": now_maps[name]["pin"], "kind": "persistent"}
+            keep.add(name)
+    finally:
+        _close_build(build)
+    stale = [n for n in brc_pins.list_pins(pdir) if n not in keep]
+    for name in stale:
+        path = os.path.join(pdir, name)
+        if not os.path.isdir(path):
+            os.unlink(path)
+    reused = sorted(n for n in pinned_persistent if n not in dropped
+                    and maps.get(n, {}).get("id") == pinned_persistent[n]["id"])
+    record = {"interface": interface, "pin_dir": pdir, "source_hash": shash, "cflags": cflags,
+              "src_dir": src_dir, "layout_digest": contract.layout_digest, "programs": programs,
+              "maps": maps, "headers": headers, "built_at": int(time.time()),
+              "maps_reused": reused, "maps_reset": dropped}
+    write_json(build_record_path(interface, state_dir), record)
+    res = _result_from_record(record, True)
+    res.update(diff=diff, maps_reused=reused, maps_reset=dropped, stale_pins_removed=stale)
+    return res
+
+
+def _compile(api, src_dir, pdir, cflags):
+    try:
+        return api.compile_programs(src_dir, pin_dir=pdir, extra_cflags=tuple(cflags))
+    except BrcError:
+        raise
+    except Exception as e:  # bcc raises plain Exceptions with the compiler's output
+        raise BrcError("compiling the BPF programs in %s failed: %s" % (src_dir, e),
+                       "check the kernel headers (scripts/kernel-headers) and bcc "
+                       "(python3-bpfcc); the compiler output is above")
+
+
+def remove(interface, pin_root, check_mode=False, state_dir=STATE_DIR):
+    """brc_program state=absent: unlink every pin under <pin_root>/<interface> and the record."""
+    pdir = brc_pins.pin_dir(pin_root, interface)
+    rec_path = build_record_path(interface, state_dir)
+    pins = brc_pins.list_pins(pdir)
+    changed = os.path.isdir(pdir) or os.path.exists(rec_path)
+    res = {"changed": changed, "pin_dir": pdir, "removed": pins, "programs": {}, "maps": {},
+           "source_hash": None, "layout_digest": None, "headers": None,
+           "diff": {"before": {"pins": pins}, "after": {"pins": []}}}
+    if check_mode or not changed:
+        return res
+    brc_pins.remove_pin_dir(pdir)
+    remove_file(rec_path)
+    try:
+        os.rmdir(iface_state_dir(interface, state_dir))
+    except OSError:
+        pass
+    try:
+        os.rmdir(pin_root)  # only when no other interface is pinned
+    except OSError:
+        pass
+    return res

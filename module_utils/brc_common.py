@@ -1,0 +1,213 @@
+# -*- coding: utf-8 -*-
+# Shared by every brc_* module: argument specs, optional-import helpers that name
+# the Debian package to install, the toolkit's state files under /var/lib/brc,
+# the source hash, and the kernel-headers probe (same rules as scripts/kernel-headers).
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import hashlib
+import json
+import os
+import platform
+import tempfile
+
+STATE_DIR = "/var/lib/brc"
+# Which bpffs mounts the toolkit made (brc_bpffs): only those are ever unmounted.
+BPFFS_STATE = os.path.join(STATE_DIR, "state")
+DEFAULT_PIN_ROOT = "/sys/fs/bpf/brc"
+DEFAULT_SRC_DIR = "/usr/local/lib/brc/bpf"
+DEFAULT_BPFFS = "/sys/fs/bpf"
+
+# Debian packages that provide the optional Python libraries.
+DEBIAN_PACKAGES = {
+    "bcc": "python3-bpfcc",
+    "pyroute2": "python3-pyroute2",
+    "libbpf": "libbpf1",
+}
+
+
+class BrcError(Exception):
+    """A failure to report to the user: what went wrong and how to fix it."""
+
+    def __init__(self, msg, fix=None, **details):
+        self.msg = msg
+        self.fix = fix
+        self.details = details
+        Exception.__init__(self, self.text)
+
+    @property
+    def text(self):
+        return "%s. Fix: %s" % (self.msg, self.fix) if self.fix else self.msg
+
+
+def common_spec(interface_required=False):
+    """Options shared by the modules that work on one interface's pins."""
+    return dict(
+        interface=dict(type="str", required=interface_required),
+        pin_root=dict(type="path", default=DEFAULT_PIN_ROOT),
+        src_dir=dict(type="path", default=DEFAULT_SRC_DIR),
+    )
+
+
+def missing_lib_msg(name, reason):
+    """missing_required_lib() text naming the Debian package that provides name."""
+    from ansible.module_utils.basic import missing_required_lib
+    return missing_required_lib(
+        "%s (Debian package %s: apt-get install %s)" % (name, DEBIAN_PACKAGES[name], DEBIAN_PACKAGES[name]),
+        reason=reason)
+
+
+def import_bcc():
+    """(bcc module, None) or (None, traceback text)."""
+    try:
+        import bcc  # noqa: F401  pylint: disable=import-error
+        return bcc, None
+    except Exception:  # ImportError, or a broken libbcc (OSError)
+        import traceback
+        return None, traceback.format_exc()
+
+
+def import_pyroute2():
+    try:
+        import pyroute2  # noqa: F401  pylint: disable=import-error
+        return pyroute2, None
+    except Exception:
+        import traceback
+        return None, traceback.format_exc()
+
+
+def require(module, name, reason):
+    """Fail the module with missing_required_lib when name ('bcc'|'pyroute2') is absent."""
+    importer = {"bcc": import_bcc, "pyroute2": import_pyroute2}[name]
+    mod, err = importer()
+    if mod is None:
+        module.fail_json(msg=missing_lib_msg(name, reason), exception=err)
+    return mod
+
+
+def fail(module, err, **result):
+    """fail_json from a BrcError, keeping its details in the result."""
+    result.update(err.details)
+    module.fail_json(msg=err.text, **result)
+
+
+# --- state files -----------------------------------------------------------
+
+def iface_state_dir(interface, state_dir=STATE_DIR):
+    return os.path.join(state_dir, interface)
+
+
+def read_json(path, default=None):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (IOError, OSError, ValueError):
+        return default
+
+
+def write_json(path, data):
+    """Atomic write (temp file + rename) so a crash never leaves half a record."""
+    d = os.path.dirname(path)
+    if not os.path.isdir(d):
+        os.makedirs(d, 0o755)
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=True)
+            f.write("\n")
+        os.rename(tmp, path)
+    except Exception:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def remove_file(path):
+    try:
+        os.unlink(path)
+        return True
+    except OSError:
+        return False
+
+
+# --- sources ---------------------------------------------------------------
+
+def source_files(src_dir):
+    """Relative paths of the files that make up the BPF sources, sorted."""
+    out = []
+    for root, dirs, files in os.walk(src_dir):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__pycache__")
+        for name in files:
+            if name.startswith(".") or name.endswith((".pyc", ".o")):
+                continue
+            out.append(os.path.relpath(os.path.join(root, name), src_dir))
+    return sorted(out)
+
+
+def source_hash(src_dir, extra=()):
+    """sha256 over every source file (name and content) plus extra strings (cflags)."""
+    if not os.path.isdir(src_dir):
+        raise BrcError("BPF sources not found at %s" % src_dir,
+                       "ship the repository's bpf/ directory there (the brc role does) or set src_dir")
+    h = hashlib.sha256()
+    for rel in source_files(src_dir):
+        h.update(rel.encode() + b"\0")
+        with open(os.path.join(src_dir, rel), "rb") as f:
+            h.update(f.read())
+        h.update(b"\0")
+    for item in extra:
+        h.update(b"cflag\0" + item.encode() + b"\0")
+    return h.hexdigest()
+
+
+# --- kernel headers ----------------------------------------------------------
+
+def kernel_release():
+    return platform.release()
+
+
+def headers_info(kver=None, modules_dir="/lib/modules"):
+    """Which kernel headers bcc will compile against, by the rules of scripts/kernel-headers.
+
+    kind: exact (the build dir belongs to this kernel), fallback (a link to another
+    version's Debian headers), missing (bcc cannot compile).
+    """
+    kver = kver or kernel_release()
+    build = os.path.join(modules_dir, kver, "build")
+    info = {"kernel": kver, "build": build, "path": None, "kind": "missing",
+            "fix": "run scripts/kernel-headers on the host (installs linux-headers-%s, or links "
+                   "Debian's newest linux-headers as a documented fallback)" % kver}
+    if not os.path.exists(os.path.join(build, "Makefile")):
+        return info
+    real = os.path.realpath(build)
+    info["path"] = real
+    info["fix"] = None
+    if os.path.islink(build) and kver not in os.readlink(build):
+        info["kind"] = "fallback"
+    else:
+        info["kind"] = "exact"
+    return info
+
+
+def kernel_config(kver=None):
+    """{CONFIG_X: 'y'|'m'} from /proc/config.gz or /boot/config-<kver>; None when unreadable."""
+    import gzip
+    kver = kver or kernel_release()
+    text = None
+    try:
+        with gzip.open("/proc/config.gz", "rt") as f:
+            text = f.read()
+    except (IOError, OSError):
+        try:
+            with open("/boot/config-%s" % kver) as f:
+                text = f.read()
+        except (IOError, OSError):
+            return None
+    conf = {}
+    for line in text.splitlines():
+        if line.startswith("CONFIG_") and "=" in line:
+            k, v = line.split("=", 1)
+            conf[k] = v.strip('"')
+    return conf

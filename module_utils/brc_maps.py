@@ -1,0 +1,189 @@
+# -*- coding: utf-8 -*-
+# Reading and writing BRC's live maps (config, stats, latency) through their pins,
+# with layouts, counter names and histogram shape taken from the contract header
+# (module_utils/brc_contract.py parses bpf/brc_contract.h).
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import ctypes
+import os
+import struct
+
+from ansible.module_utils.brc_common import BrcError
+from ansible.module_utils.brc_contract import ContractError, load_contract
+from ansible.module_utils import brc_pins
+
+NS_PER_S = 1000000000
+
+# Ratios reported by brc_stats: name -> (numerator counters, denominator counters).
+# A ratio is reported only when every counter it names exists in the contract;
+# it is 0.0 while the denominator is 0.
+RATIOS = {
+    "hit_ratio": (("hit",), ("hit", "miss")),
+    "would_hit_ratio": (("would_hit",), ("would_hit", "miss")),
+    "cacheable_ratio": (("hit", "miss", "would_hit"), ("get",)),
+    "mismatch_ratio": (("mismatch",), ("verify",)),
+}
+
+
+def contract_for(src_dir):
+    try:
+        return load_contract(src_dir)
+    except ContractError as e:
+        raise BrcError(str(e), "ship the bpf/ sources to src_dir (the brc role does) or point src_dir at them")
+
+
+def open_map(pdir, contract, what):
+    path = os.path.join(pdir, contract.map_name(what))
+    return brc_pins.PinnedMap(path)
+
+
+# --- config ----------------------------------------------------------------
+
+def _config_struct(contract):
+    return contract.structs["brc_config"]
+
+
+def decode_config(contract, raw):
+    """Config map value -> user-facing dict (mode by name, max_age in seconds, require_auth bool)."""
+    st = _config_struct(contract).from_buffer_copy(raw[:ctypes.sizeof(_config_struct(contract))])
+    names = dict((v, k) for k, v in contract.modes.items())
+    out = {}
+    for field, _t in st._fields_:
+        val = getattr(st, field)
+        if field == "mode":
+            out["mode"] = names.get(val, str(val))
+        elif field == "max_age_ns":
+            out["max_age"] = val // NS_PER_S
+        elif field == "require_auth":
+            out["require_auth"] = bool(val)
+        elif isinstance(val, int):
+            out[field] = val
+    return out
+
+
+def encode_config(contract, values):
+    """User-facing dict (as decode_config returns) -> struct bytes."""
+    cls = _config_struct(contract)
+    st = cls()
+    for field, _t in cls._fields_:
+        if field == "mode":
+            mode = values.get("mode", "off")
+            if mode not in contract.modes:
+                raise BrcError("unknown mode %r" % mode, "use one of %s" % ", ".join(sorted(contract.modes)))
+            setattr(st, field, contract.modes[mode])
+        elif field == "max_age_ns":
+            setattr(st, field, int(values.get("max_age", 0)) * NS_PER_S)
+        elif field == "require_auth":
+            setattr(st, field, 1 if values.get("require_auth") else 0)
+        elif field in values:
+            setattr(st, field, int(values[field]))
+    return ctypes.string_at(ctypes.addressof(st), ctypes.sizeof(st))
+
+
+def _check_value_size(m, cls, what, src_dir):
+    if m.info["value_size"] != ctypes.sizeof(cls):
+        raise BrcError("the pinned %s map (%s) has %d-byte values but the contract in %s defines %d"
+                       % (what, m.path, m.info["value_size"], src_dir, ctypes.sizeof(cls)),
+                       "redeploy the programs from these sources (brc_program, reset_maps=true if the layout changed)")
+
+
+def read_config(pdir, contract, src_dir=""):
+    with open_map(pdir, contract, "config") as m:
+        _check_value_size(m, _config_struct(contract), "config", src_dir)
+        raw = m.lookup(0)
+    return decode_config(contract, raw or b"\0" * ctypes.sizeof(_config_struct(contract)))
+
+
+def write_config(pdir, contract, values):
+    with open_map(pdir, contract, "config") as m:
+        m.update(0, encode_config(contract, values))
+
+
+def configure(pdir, contract, wanted, check_mode=False, src_dir=""):
+    """Merge wanted (None = keep) into the live config. Returns (changed, before, after)."""
+    before = read_config(pdir, contract, src_dir)
+    after = dict(before)
+    for k, v in wanted.items():
+        if v is None:
+            continue
+        if k not in after:
+            raise BrcError("the contract's brc_config has no field for %s" % k,
+                           "update the bpf/ sources or drop the option")
+        after[k] = v
+    encode_config(contract, after)  # validates (unknown mode)
+    changed = after != before
+    if changed and not check_mode:
+        write_config(pdir, contract, after)
+    return changed, before, after
+
+
+# --- stats and latency -------------------------------------------------------
+
+def _sum_u64(m, raw):
+    return sum(struct.unpack("<Q", v[:8])[0] for v in m.per_cpu(raw)) if raw else 0
+
+
+def read_counters(pdir, contract):
+    with open_map(pdir, contract, "stats") as m:
+        return dict((name, _sum_u64(m, m.lookup(i))) for i, name in enumerate(contract.counters))
+
+
+def read_latency(pdir, contract):
+    """{class: [count per log2-ns slot]}"""
+    slots = contract.latency_slots
+    out = {}
+    with open_map(pdir, contract, "latency") as m:
+        for c, name in enumerate(contract.latency_classes):
+            out[name] = [_sum_u64(m, m.lookup(c * slots + s)) for s in range(slots)]
+    return out
+
+
+def percentile(buckets, p):
+    """Upper bound in microseconds of the log2-ns bucket holding the p-th percentile (0 when empty)."""
+    total = sum(buckets)
+    if not total:
+        return 0.0
+    rank = p / 100.0 * total
+    seen = 0
+    for slot, n in enumerate(buckets):
+        seen += n
+        if n and seen >= rank:
+            return round((2 ** (slot + 1)) / 1000.0, 3)
+    return round((2 ** len(buckets)) / 1000.0, 3)
+
+
+def latency_summary(hist):
+    out = {}
+    for name, buckets in hist.items():
+        out[name] = {"count": sum(buckets), "p50_us": percentile(buckets, 50),
+                     "p90_us": percentile(buckets, 90), "p99_us": percentile(buckets, 99),
+                     "buckets": buckets}
+    return out
+
+
+def ratios(counters):
+    out = {}
+    for name, (num, den) in sorted(RATIOS.items()):
+        if not all(c in counters for c in num + den):
+            continue
+        d = sum(counters[c] for c in den)
+        out[name] = round(float(sum(counters[c] for c in num)) / d, 4) if d else 0.0
+    return out
+
+
+def reset_stats(pdir, contract, check_mode=False):
+    """Zero every non-zero slot of stats and latency. Returns True when something was non-zero."""
+    nonzero = False
+    for what in ("stats", "latency"):
+        with open_map(pdir, contract, what) as m:
+            zero = b"\0" * (m.slot * m.ncpus)
+            for key in range(m.info["max_entries"]):
+                raw = m.lookup(key)
+                if raw and raw.strip(b"\0"):
+                    nonzero = True
+                    if not check_mode:
+                        m.update(key, zero)
+    return nonzero
