@@ -765,6 +765,17 @@ exec {sshd} -D -e -f {sshd_config}
         kwargs.setdefault("cwd", "/")
         return subprocess.run(self.exec_argv(h) + list(argv), **kwargs)
 
+    def ssh_argv(self, host_name, *options):
+        """argv prefix for a plain ssh session to a host, as the inventory connects (host keys
+        checked against the lab's known_hosts), without connection sharing."""
+        h = self.host(host_name)
+        argv = ["ssh", "-i", self.ssh_key, "-o", "UserKnownHostsFile=%s" % self.known_hosts,
+                "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes",
+                "-o", "ControlMaster=no", "-o", "ControlPath=none", "-o", "ConnectTimeout=10"]
+        for opt in options:
+            argv += ["-o", opt]
+        return argv + ["root@%s" % h.addr]
+
     def exec_argv(self, host):
         h = host if isinstance(host, Host) else self.host(host)
         return ["nsenter", "-t", str(h.pid), "-m", "-n", "-u", "-p", "--"]
