@@ -1,0 +1,562 @@
+# -*- coding: utf-8 -*-
+# Controller-side logic of the fleet playbooks (enable/disable gates, audit, stats),
+# as Jinja filters so the playbooks stay declarative and this stays unit-testable.
+# Pure functions over the results of brc_stats, brc_facts, brc_probe and check-mode
+# runs of brc_program/brc_tc/brc_config: nothing here touches a host.
+#
+#   brc_gate_before(stats, facts_state, probe, target_mode, settings) -> verdict
+#   brc_gate_after(before, after, probe, baseline, settings)          -> verdict
+#       verdict = {"ok": bool, "gate": name, "failures": [text], "numbers": {...}}
+#   brc_ratios(counters)             -> {hit_ratio, would_hit_ratio}
+#   brc_percentiles(buckets)         -> {count, p50_us, p90_us, p99_us}
+#   brc_fleet_totals({host: stats})  -> stats-shaped totals over the fleet
+#   brc_rates(first, second, secs)   -> {counter: per-second rate}
+#   brc_prometheus(stats, host, interface, rates) -> node_exporter textfile text
+#   brc_drift(record)                -> [{check, detail}] for the audit
+#   brc_audit_summary(records)       -> short text for stdout
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import math
+import re
+
+# Latency histograms are log2 of nanoseconds (bpf/brc_contract.h, BRC_LAT_SLOTS):
+# slot i counts samples in [2^i, 2^(i+1)) ns; slot 0 also holds 0 and 1 ns and the
+# last slot everything above. Percentiles report a slot's upper bound.
+DIRTY_PREFIX = "dirty"
+# Counters whose presence decides promotion to serve and the post-change gate.
+MISMATCH = "mismatch"
+WOULD_HIT = "would_hit"
+RESET = "reset"
+
+
+def _num(value, default=0):
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def brc_percentiles(buckets, points=(50, 90, 99)):
+    """Percentiles (microseconds, upper slot bound) of a log2-ns histogram."""
+    buckets = [_num(b) for b in (buckets or [])]
+    count = sum(buckets)
+    out = {"count": count}
+    for p in points:
+        key = "p%d_us" % p
+        if count == 0:
+            out[key] = 0.0  # as brc_stats reports an empty histogram
+            continue
+        need = max(1, int(math.ceil(p / 100.0 * count)))
+        cum = 0
+        for slot, n in enumerate(buckets):
+            cum += n
+            if cum >= need:
+                out[key] = round((2 ** (slot + 1)) / 1000.0, 3)
+                break
+    return out
+
+
+# Same definitions as RATIOS in module_utils/brc_maps.py (what brc_stats reports per
+# host), so fleet ratios computed from summed counters mean the same thing.
+RATIOS = {
+    "hit_ratio": (("hit",), ("hit", "miss")),
+    "would_hit_ratio": (("would_hit",), ("would_hit", "miss")),
+    "cacheable_ratio": (("hit", "miss", "would_hit"), ("get",)),
+    "mismatch_ratio": (("mismatch",), ("verify",)),
+}
+
+
+def brc_ratios(counters):
+    """Ratios from counters, as brc_stats computes them per host; a ratio whose
+    counters this build does not have is left out, one with nothing counted is 0.0."""
+    counters = counters or {}
+    out = {}
+    for name, (num, den) in sorted(RATIOS.items()):
+        if not all(c in counters for c in num + den):
+            continue
+        d = sum(_num(counters[c]) for c in den)
+        out[name] = round(float(sum(_num(counters[c]) for c in num)) / d, 4) if d else 0.0
+    return out
+
+
+def brc_fleet_totals(per_host):
+    """Sum counters and histograms over hosts; ratios and percentiles recomputed
+    from the sums (never averaged)."""
+    counters = {}
+    latency = {}
+    hosts = 0
+    for _host, stats in sorted((per_host or {}).items()):
+        if not stats:
+            continue
+        hosts += 1
+        for name, value in (stats.get("counters") or {}).items():
+            counters[name] = counters.get(name, 0) + _num(value)
+        for cls, hist in (stats.get("latency") or {}).items():
+            buckets = [_num(b) for b in (hist or {}).get("buckets") or []]
+            acc = latency.setdefault(cls, [])
+            if len(acc) < len(buckets):
+                acc.extend([0] * (len(buckets) - len(acc)))
+            for i, n in enumerate(buckets):
+                acc[i] += n
+    rates = None
+    for _host, stats in sorted((per_host or {}).items()):
+        host_rates = (stats or {}).get("rates")
+        if not host_rates:
+            continue
+        rates = rates if rates is not None else {}
+        for name, value in host_rates.items():
+            if value is None or rates.get(name, 0) is None:
+                rates[name] = None  # one host's counter went backwards: no fleet rate
+            else:
+                rates[name] = round(rates.get(name, 0) + float(value), 3)
+    lat_out = {}
+    for cls, buckets in sorted(latency.items()):
+        entry = brc_percentiles(buckets)
+        entry["buckets"] = buckets
+        lat_out[cls] = entry
+    ratios = brc_ratios(counters)
+    out = {"hosts": hosts, "counters": dict(sorted(counters.items())), "ratios": ratios,
+           "latency": lat_out}
+    if rates is not None:
+        out["rates"] = dict(sorted(rates.items()))
+    return out
+
+
+def brc_rates(first, second, seconds):
+    """Per-second rates between two brc_stats samples; a counter that went
+    backwards (maps reset between the samples) is reported as None."""
+    seconds = float(seconds or 0)
+    a = (first or {}).get("counters") or {}
+    b = (second or {}).get("counters") or {}
+    out = {}
+    for name in sorted(b):
+        if name not in a or seconds <= 0:
+            out[name] = None
+            continue
+        delta = _num(b[name]) - _num(a[name])
+        out[name] = None if delta < 0 else round(delta / seconds, 3)
+    return out
+
+
+def _deltas(before, after):
+    a = (before or {}).get("counters") or {}
+    b = (after or {}).get("counters") or {}
+    return dict((k, _num(b.get(k)) - _num(a.get(k))) for k in sorted(set(a) | set(b)))
+
+
+def _verdict(gate, failures, numbers):
+    return {"ok": not failures, "gate": gate, "failures": failures, "numbers": numbers}
+
+
+def brc_gate_before(stats, probe, target_mode, settings=None):
+    """Gate before a change: Redis answers, BRC loaded and healthy, and (for serve)
+    an observe history with mismatch == 0 and would_hit > 0 unless forced.
+
+    stats: brc_stats result (None/failed when BRC is not readable).
+    probe: brc_probe result with rounds >= 0 (strict: false).
+    """
+    settings = settings or {}
+    failures = []
+    numbers = {}
+    probe = probe or {}
+    if not probe.get("ok"):
+        failures.append("Redis does not answer correctly before the change: %s" % (
+            "; ".join(probe.get("problems") or [probe.get("msg") or "no probe result"])))
+    numbers["probe_errors"] = _num(probe.get("errors"))
+    numbers["probe_wrong"] = _num(probe.get("wrong"))
+    if not stats or stats.get("failed") or "counters" not in stats:
+        failures.append("BRC is not loaded or its stats cannot be read: %s" % (
+            (stats or {}).get("msg") or "no stats", ))
+        return _verdict("before", failures, numbers)
+    counters = stats.get("counters") or {}
+    mism = _num(counters.get(MISMATCH))
+    numbers["mismatch"] = mism
+    numbers["would_hit"] = _num(counters.get(WOULD_HIT))
+    if MISMATCH in counters and mism > 0 and target_mode != "off":
+        failures.append("BRC has counted %d mismatches (cached value differed from Redis): "
+                        "not healthy" % mism)
+    if target_mode == "serve" and not settings.get("force"):
+        if MISMATCH not in counters or WOULD_HIT not in counters:
+            failures.append("promotion to serve needs observe history, but this build has no "
+                            "%s/%s counters (use brc_force=true to override)" % (MISMATCH, WOULD_HIT))
+        elif numbers["would_hit"] <= 0:
+            failures.append("promotion to serve needs observe history with would_hit > 0; "
+                            "would_hit=%d: run in observe under real traffic first "
+                            "(or brc_force=true)" % numbers["would_hit"])
+    return _verdict("before", failures, numbers)
+
+
+def brc_gate_after(before, after, probe, baseline, settings=None):
+    """Gate after a change.
+
+    before/after: brc_stats results around the change and the probe;
+    probe: brc_probe after the change; baseline: brc_probe before it.
+    settings: dirty_max_ratio (dirty / requests seen, default 0.05),
+    latency_max_factor (p99 after / p99 before, default 3.0),
+    latency_slack_us (absolute allowance added to the factor bound, default 2000).
+    """
+    settings = settings or {}
+    failures = []
+    probe = probe or {}
+    numbers = {"probe_ops": _num(probe.get("ops")), "probe_wrong": _num(probe.get("wrong")),
+               "probe_errors": _num(probe.get("errors"))}
+    if not probe.get("ok"):
+        failures.append("correctness probe: %d wrong replies, %d errors of %d ops: %s" % (
+            numbers["probe_wrong"], numbers["probe_errors"], numbers["probe_ops"],
+            "; ".join((probe.get("problems") or [probe.get("msg") or "no result"])[:3])))
+    if not after or after.get("failed") or "counters" not in after:
+        failures.append("BRC stats unreadable after the change: %s" % ((after or {}).get("msg") or "no stats"))
+    else:
+        b = (before or {}).get("counters") or {}
+        a = after.get("counters") or {}
+        backwards = sorted(k for k in b if k in a and _num(a[k]) < _num(b[k]))
+        if backwards:
+            failures.append("counters went backwards (maps were reset during the change): %s" % (
+                ", ".join(backwards[:5])))
+        d = _deltas(before, after)
+        numbers["mismatch_total"] = _num(a.get(MISMATCH))
+        numbers["mismatch_delta"] = d.get(MISMATCH, 0)
+        numbers["reset_delta"] = d.get(RESET, 0)
+        # Moving down (off) is always allowed to leave old mismatches behind;
+        # moving up must not start from, or create, any.
+        if numbers["mismatch_delta"] > 0 or (settings.get("mode") != "off" and numbers["mismatch_total"] > 0):
+            failures.append("mismatch=%d (delta %d during the check): BRC saw a cached value "
+                            "differ from Redis" % (numbers["mismatch_total"], numbers["mismatch_delta"]))
+        want_mode = settings.get("mode")
+        if want_mode and not settings.get("check_mode") and after.get("mode") != want_mode:
+            failures.append("live mode is %s, expected %s" % (after.get("mode"), want_mode))
+        if numbers["reset_delta"] > 0:
+            failures.append("reset grew by %d during the check" % numbers["reset_delta"])
+        dirty = sum(v for k, v in d.items() if k.startswith(DIRTY_PREFIX) and v > 0)
+        seen = sum(v for k, v in d.items() if k.startswith("req_") and v > 0)
+        if not seen:
+            seen = numbers["probe_ops"]
+        numbers["dirty_delta"] = dirty
+        numbers["requests_delta"] = seen
+        ratio = dirty / float(seen) if seen else 0.0
+        numbers["dirty_ratio"] = round(ratio, 4)
+        limit = float(settings.get("dirty_max_ratio", 0.05))
+        if ratio > limit:
+            failures.append("dirty rate %.4f (%d dirty of %d requests) above %.4f" % (
+                ratio, dirty, seen, limit))
+    base_p99 = ((baseline or {}).get("latency") or {}).get("p99_us")
+    now_p99 = (probe.get("latency") or {}).get("p99_us")
+    numbers["latency_p99_before_us"] = base_p99
+    numbers["latency_p99_after_us"] = now_p99
+    if base_p99 is not None and now_p99 is not None:
+        factor = float(settings.get("latency_max_factor", 3.0))
+        slack = float(settings.get("latency_slack_us", 2000))
+        bound = base_p99 * factor + slack
+        numbers["latency_p99_bound_us"] = round(bound, 1)
+        if now_p99 > bound:
+            failures.append("Redis p99 latency %.1fus after the change, above the bound %.1fus "
+                            "(%.1fus before x %.2f + %.0fus)" % (now_p99, bound, base_p99, factor, slack))
+    return _verdict("after", failures, numbers)
+
+
+# --- Prometheus textfile -------------------------------------------------------
+
+_METRIC_OK = re.compile(r"[^a-zA-Z0-9_]")
+
+
+def _label_value(value):
+    return str(value).replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _labels(base, **extra):
+    items = list(base.items()) + sorted(extra.items())
+    return "{" + ",".join('%s="%s"' % (k, _label_value(v)) for k, v in items) + "}"
+
+
+def _fmt(value):
+    if value is None:
+        return "NaN"
+    if isinstance(value, float):
+        if math.isinf(value):
+            return "+Inf" if value > 0 else "-Inf"
+        return repr(value)
+    return str(int(value))
+
+
+def brc_prometheus(stats, host, interface, rates=None, docs=None):
+    """node_exporter textfile collector text (Prometheus text format 0.0.4)."""
+    docs = docs or {}
+    stats = stats or {}
+    base = {"host": host, "interface": interface or ""}
+    lines = []
+    for name, value in sorted((stats.get("counters") or {}).items()):
+        metric = "brc_%s_total" % _METRIC_OK.sub("_", name)
+        lines.append("# HELP %s %s" % (metric, (docs.get(name) or "BRC counter %s" % name).replace("\n", " ")))
+        lines.append("# TYPE %s counter" % metric)
+        lines.append("%s%s %s" % (metric, _labels(base), _fmt(_num(value))))
+    mode = stats.get("mode")
+    lines.append("# HELP brc_mode Current BRC mode (1 for the active one).")
+    lines.append("# TYPE brc_mode gauge")
+    for m in ("off", "observe", "serve"):
+        lines.append("brc_mode%s %d" % (_labels(base, mode=m), 1 if mode == m else 0))
+    ratios = stats.get("ratios") or {}
+    for key in ("hit_ratio", "would_hit_ratio"):
+        if ratios.get(key) is None:
+            continue
+        metric = "brc_%s" % key
+        lines.append("# HELP %s BRC %s over the GETs seen since the maps were created." % (metric, key.replace("_", " ")))
+        lines.append("# TYPE %s gauge" % metric)
+        lines.append("%s%s %s" % (metric, _labels(base), _fmt(float(ratios[key]))))
+    latency = stats.get("latency") or {}
+    if latency:
+        metric = "brc_latency_seconds"
+        lines.append("# HELP %s Request ingress to reply egress time seen by BRC, log2 buckets." % metric)
+        lines.append("# TYPE %s histogram" % metric)
+        for cls in sorted(latency):
+            buckets = [_num(b) for b in (latency[cls] or {}).get("buckets") or []]
+            cum = 0
+            # The last slot is open-ended (clamped), so it only feeds +Inf.
+            for slot, n in enumerate(buckets[:-1]):
+                cum += n
+                le = (2 ** (slot + 1)) / 1e9
+                lines.append("%s_bucket%s %d" % (metric, _labels(base, **{"class": cls, "le": repr(le)}), cum))
+            total = sum(buckets)
+            lines.append("%s_bucket%s %d" % (metric, _labels(base, **{"class": cls, "le": "+Inf"}), total))
+            lines.append("%s_count%s %d" % (metric, _labels(base, **{"class": cls}), total))
+    if rates:
+        metric = "brc_rate_per_second"
+        lines.append("# HELP %s Counter rate over the sampling interval of playbooks/stats.yml." % metric)
+        lines.append("# TYPE %s gauge" % metric)
+        for name, value in sorted(rates.items()):
+            if value is None:
+                continue
+            lines.append("%s%s %s" % (metric, _labels(base, counter=name), _fmt(float(value))))
+    return "\n".join(lines) + "\n"
+
+
+# --- audit ---------------------------------------------------------------------
+
+def _tag_of(entry):
+    if isinstance(entry, dict):
+        return entry.get("tag")
+    return None
+
+
+def brc_drift(record):
+    """Drift found in one host's audit record.
+
+    record keys (all optional; missing input is itself reported):
+      interface: the interface audited
+      capabilities: ansible_facts.brc.capabilities
+      state: ansible_facts.brc.interfaces[interface] (pins, programs, attached,
+        other_filters, mode, errors)
+      build: /var/lib/brc/<interface>/build.json (what the toolkit pinned)
+      program_check / tc_check / config_check: check-mode results of brc_program,
+        brc_tc and brc_config with the inventory's settings (changed = would change)
+      stats: brc_stats result
+    Returns [{check, detail}], each distinct problem once.
+    """
+    problems = []
+
+    def add(check, detail):
+        if not any(p["check"] == check and p["detail"] == detail for p in problems):
+            problems.append({"check": check, "detail": detail})
+
+    caps = record.get("capabilities") or {}
+    state = record.get("state") or {}
+    iface = record.get("interface")
+    if record.get("facts_error"):
+        add("facts", record["facts_error"])
+    if not iface:
+        add("interface", "no BRC interface found on this host (not deployed?)")
+        return problems
+    bpffs = caps.get("bpffs")
+    if isinstance(bpffs, dict) and bpffs.get("mounted") is False:
+        add("bpffs", "bpffs is not mounted at %s: pins and maps are gone" % bpffs.get("path", "/sys/fs/bpf"))
+    elif bpffs is False:
+        add("bpffs", "bpffs is not mounted: pins and maps are gone")
+    build = record.get("build") or {}
+    if not build:
+        add("build", "no build record (/var/lib/brc/%s/build.json): BRC was not deployed by the toolkit" % iface)
+    pins = state.get("pins")
+    if pins is not None:
+        pins = set(pins)
+        want = sorted(set(build.get("maps") or {}))
+        missing_maps = [m for m in want if m not in pins]
+        if missing_maps:
+            add("pins", "maps not pinned: %s" % ", ".join(missing_maps))
+        missing_progs = sorted(d for d, p in (build.get("programs") or {}).items()
+                               if p.get("pin") and p["pin"].rsplit("/", 1)[-1] not in pins)
+        if missing_progs:
+            add("pins", "programs not pinned: %s" % ", ".join(missing_progs))
+        if not pins:
+            add("pins", "nothing pinned under %s" % (state.get("pin_dir") or "the pin root"))
+    attached = state.get("attached") or {}
+    pinned = state.get("programs") or {}
+    for direction in ("ingress", "egress"):
+        f = attached.get(direction)
+        if not f:
+            add("filter", "%s: BRC filter missing on %s" % (direction, iface))
+            continue
+        want_tag = _tag_of((build.get("programs") or {}).get(direction))
+        if want_tag and f.get("tag") != want_tag:
+            add("program", "%s: attached program tag %s differs from the toolkit's build %s" % (
+                direction, f.get("tag"), want_tag))
+        p = pinned.get(direction)
+        if p and p.get("id") != f.get("id"):
+            add("program", "%s: attached program id %s is not the pinned one (id %s, tag %s)" % (
+                direction, f.get("id"), p.get("id"), p.get("tag")))
+    for f in state.get("other_filters") or []:
+        add("filter", "%s: extra filter on %s (prio %s handle %s %s %s tag %s)" % (
+            f.get("direction"), iface, f.get("prio"), f.get("handle"), f.get("kind"),
+            f.get("name") or "", f.get("tag")))
+    for err in state.get("errors") or []:
+        add("state", err)
+    for key, check, what in (("program_check", "build", "program build"),
+                             ("tc_check", "filter", "tc attachment"),
+                             ("config_check", "config", "live config")):
+        res = record.get(key)
+        if res is None:
+            continue
+        if res.get("failed"):
+            add(check, "%s cannot be verified: %s" % (what, res.get("msg") or "failed"))
+        elif res.get("changed"):
+            detail = "%s differs from what the inventory asks for" % what
+            diff = res.get("diff")
+            if isinstance(diff, dict) and "before" in diff:
+                detail += ": %s -> %s" % (_compact(diff.get("before")), _compact(diff.get("after")))
+            add(check, detail)
+    stats = record.get("stats") or {}
+    if record.get("stats_error"):
+        add("stats", "stats unreadable: %s" % record["stats_error"])
+    counters = stats.get("counters") or {}
+    if _num(counters.get(MISMATCH)) > 0:
+        add("mismatch", "mismatch=%d: a cached value differed from Redis" % _num(counters.get(MISMATCH)))
+    return problems
+
+
+def _compact(value):
+    if isinstance(value, dict):
+        return "{" + ", ".join("%s: %s" % (k, value[k]) for k in sorted(value)) + "}"
+    text = str(value).strip()
+    return text if len(text) < 200 else text[:200] + "..."
+
+
+def brc_audit_summary(records):
+    """One line per host plus a fleet line, for stdout."""
+    lines = []
+    drifted = 0
+    for r in records:
+        probs = r.get("problems") or []
+        if probs:
+            drifted += 1
+        hr = (r.get("ratios") or {}).get("hit_ratio")
+        whr = (r.get("ratios") or {}).get("would_hit_ratio")
+        lines.append("%-12s %-8s mode=%-7s hit=%-6s would_hit=%-6s %s" % (
+            r.get("host"), r.get("interface") or "-", r.get("mode") or "?",
+            "-" if hr is None else "%.3f" % hr, "-" if whr is None else "%.3f" % whr,
+            "OK" if not probs else "DRIFT: " + "; ".join("%s: %s" % (p["check"], p["detail"]) for p in probs)))
+    lines.append("fleet: %d hosts, %d clean, %d with drift" % (len(records), len(records) - drifted, drifted))
+    return lines
+
+
+def _check_summary(res):
+    if res is None:
+        return None
+    out = {"changed": bool(res.get("changed")), "failed": bool(res.get("failed"))}
+    if res.get("msg"):
+        out["msg"] = res.get("msg")
+    if res.get("diff"):
+        out["diff"] = res.get("diff")
+    return out
+
+
+def brc_audit_fleet(records, hosts, generated_at=None):
+    """The whole audit: trimmed per-host records (in inventory order), fleet totals,
+    the hosts with drift and the stdout summary."""
+    import datetime
+    by_host = dict((r.get("host"), r) for r in (records or []) if r)
+    out_hosts = []
+    for host in hosts or []:
+        r = by_host.get(host)
+        if r is None:
+            out_hosts.append({"host": host, "reachable": False, "mode": None, "interface": None,
+                              "problems": [{"check": "unreachable",
+                                            "detail": "no audit data: the host failed or was unreachable"}]})
+            continue
+        stats = r.get("stats") or {}
+        out_hosts.append({
+            "host": host,
+            "reachable": True,
+            "address": r.get("address"),
+            "interface": r.get("interface") or None,
+            "mode": r.get("mode") or stats.get("mode"),
+            "capabilities": r.get("capabilities") or {},
+            "state": r.get("state") or {},
+            "build": r.get("build") or {},
+            "counters": r.get("counters") or stats.get("counters") or {},
+            "ratios": r.get("ratios") or stats.get("ratios") or {},
+            "latency": r.get("latency") or stats.get("latency") or {},
+            "stats_error": r.get("stats_error") or None,
+            "checks": {
+                "program": _check_summary(r.get("program_check")),
+                "tc": _check_summary(r.get("tc_check")),
+                "config": _check_summary(r.get("config_check")),
+            },
+            "problems": r.get("problems") if r.get("problems") is not None else brc_drift(r),
+        })
+    per_host = dict((h["host"], {"counters": h.get("counters"), "latency": h.get("latency")})
+                    for h in out_hosts if h.get("reachable"))
+    drifted = [h["host"] for h in out_hosts if h["problems"]]
+    return {
+        "generated_at": generated_at or datetime.datetime.utcnow().replace(microsecond=0).isoformat() + "Z",
+        "hosts": out_hosts,
+        "fleet": brc_fleet_totals(per_host),
+        "drifted": drifted,
+        "clean": [h["host"] for h in out_hosts if not h["problems"]],
+        "summary": brc_audit_summary(out_hosts),
+    }
+
+
+def brc_svg_bars(values, width=420, bar=18, gap=6, unit="", scale_max=None):
+    """Horizontal bar chart as inline SVG: values is a list of [label, number|None]."""
+    rows = [(str(label), None if v is None else float(v)) for label, v in values]
+    top = scale_max if scale_max else max([v for _l, v in rows if v is not None] or [1.0]) or 1.0
+    label_w = 110
+    height = len(rows) * (bar + gap) + gap
+    parts = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" role="img">' % (width, height)]
+    for i, (label, v) in enumerate(rows):
+        y = gap + i * (bar + gap)
+        parts.append('<text x="0" y="%d" font-size="12" dominant-baseline="middle">%s</text>' % (
+            y + bar // 2, _xml(label)))
+        if v is None:
+            parts.append('<text x="%d" y="%d" font-size="12" fill="#888" dominant-baseline="middle">n/a</text>' % (
+                label_w, y + bar // 2))
+            continue
+        w = max(1, int((width - label_w - 70) * min(v, top) / top))
+        parts.append('<rect x="%d" y="%d" width="%d" height="%d" fill="#3b7dd8"/>' % (label_w, y, w, bar))
+        text = ("%.3f" % v) if unit == "" else ("%g%s" % (round(v, 1), unit))
+        parts.append('<text x="%d" y="%d" font-size="12" dominant-baseline="middle">%s</text>' % (
+            label_w + w + 4, y + bar // 2, _xml(text)))
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _xml(text):
+    return (str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            .replace('"', "&quot;"))
+
+
+class FilterModule(object):
+    def filters(self):
+        return {
+            "brc_percentiles": brc_percentiles,
+            "brc_ratios": brc_ratios,
+            "brc_fleet_totals": brc_fleet_totals,
+            "brc_rates": brc_rates,
+            "brc_gate_before": brc_gate_before,
+            "brc_gate_after": brc_gate_after,
+            "brc_prometheus": brc_prometheus,
+            "brc_drift": brc_drift,
+            "brc_audit_summary": brc_audit_summary,
+            "brc_audit_fleet": brc_audit_fleet,
+            "brc_svg_bars": brc_svg_bars,
+        }
