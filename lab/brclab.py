@@ -55,8 +55,14 @@ REDIS_PORT = 6379
 
 # Directories each host gets its own empty tmpfs over (the toolkit's state and source dirs
 # included).  /var/run is a symlink to /run on Debian 12; it is added when it is not.
+# /root too: the machine's root home has shell start-up files (pyenv init) that slow every ssh
+# command by ~0.4 s and put another python3 first in PATH, and ansible keeps ~/.ansible/tmp
+# and ~/.ansible_async there; a real host has its own.
 PRIVATE_DIRS = ["/run", "/var/tmp", "/var/lib/redis", "/etc/redis", "/var/lib/brc",
-                "/usr/local/lib/brc"]
+                "/usr/local/lib/brc", "/root"]
+TMPFS_MODES = {"/var/tmp": "1777", "/root": "0700"}
+# What an ssh session on a host gets (sshd's compiled-in default PATH); Lab.exec uses the same.
+HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 if os.path.isdir("/var/run") and not os.path.islink("/var/run"):
     PRIVATE_DIRS.insert(1, "/var/run")
 
@@ -575,7 +581,7 @@ class Lab:
             "appendonly no",
             ""]))
         mounts = "\n".join("mount -t tmpfs -o mode=%s brclab-%s %s" % (
-            "1777" if d == "/var/tmp" else "0755", self.name, d) for d in PRIVATE_DIRS)
+            TMPFS_MODES.get(d, "0755"), self.name, d) for d in PRIVATE_DIRS)
         _write(os.path.join(hdir, "init.sh"), """\
 # lab {lab!r} host {host}: first process of the host, PID 1 of its pid namespace.
 # Runs inside: ip netns exec {netns} unshare --uts --pid --fork --mount-proc --mount
@@ -755,7 +761,8 @@ exec {sshd} -D -e -f {sshd_config}
 
     def exec(self, host_name, argv, **kwargs):
         """Run argv inside a host's namespaces (mount, net, uts, pid), as its ssh sessions see
-        them.  argv may be a string (run with /bin/sh -c).  kwargs go to subprocess.run."""
+        them.  argv may be a string (run with /bin/sh -c).  kwargs go to subprocess.run;
+        by default cwd is / and env is host_env() (PATH and HOME as in an ssh session)."""
         h = self.host(host_name)
         if not _alive(h.pid, h.pid_start):
             raise LabError("host %s of lab %r is not running (run labctl status)" % (
@@ -763,6 +770,7 @@ exec {sshd} -D -e -f {sshd_config}
         if isinstance(argv, str):
             argv = ["/bin/sh", "-c", argv]
         kwargs.setdefault("cwd", "/")
+        kwargs.setdefault("env", host_env())
         return subprocess.run(self.exec_argv(h) + list(argv), **kwargs)
 
     def ssh_argv(self, host_name, *options):
@@ -779,6 +787,15 @@ exec {sshd} -D -e -f {sshd_config}
     def exec_argv(self, host):
         h = host if isinstance(host, Host) else self.host(host)
         return ["nsenter", "-t", str(h.pid), "-m", "-n", "-u", "-p", "--"]
+
+
+def host_env(environ=None):
+    """The environment for a command run inside a host: the caller's, minus virtualenv and
+    pyenv settings, with the PATH and HOME an ssh session on the host gets."""
+    env = {k: v for k, v in (os.environ if environ is None else environ).items()
+           if not k.startswith(("VIRTUAL_ENV", "PYENV", "PYTHONHOME", "PYTHONPATH"))}
+    env.update(PATH=HOST_PATH, HOME="/root")
+    return env
 
 
 class _Locked:

@@ -10,6 +10,8 @@ import redis
 
 from fixtures.lab import ansible_env
 
+from brclab import PRIVATE_DIRS
+
 
 def ansible(lab, *args, env_extra=None, timeout=120):
     return subprocess.run(["ansible"] + list(args), env=ansible_env(lab, **(env_extra or {})),
@@ -73,12 +75,14 @@ def test_each_host_is_its_own_machine(lab):
     first = lab.hosts[0]
     try:
         for h in lab.hosts:
-            out = ssh(lab, h.name, "hostname; cat /proc/1/comm; ls -A /var/lib/brc "
-                                   "/usr/local/lib/brc /var/tmp /etc/redis")
+            out = ssh(lab, h.name, "hostname; cat /proc/1/comm; command -v python3; "
+                                   "findmnt -n -l -o TARGET -t tmpfs")
             assert out.returncode == 0, out.stderr
             lines = out.stdout.split("\n")
             assert lines[0] == h.name
             assert lines[1] == "sshd"            # PID 1 of the host's own pid namespace
+            assert lines[2] == "/usr/bin/python3"   # Debian's (with bcc), not the machine's pyenv
+            assert set(PRIVATE_DIRS) <= set(lines[3:])      # each its own tmpfs
         made = ssh(lab, first.name, "echo %s > %s" % (first.name, marker))
         assert made.returncode == 0, made.stderr
         # Next session on the same host sees it; no other host and not the root ns.
