@@ -1,0 +1,102 @@
+"""BRC on one interface of a network namespace, for the benchmark.
+
+Compiles bpf/brc.c with module_utils/brc_bpf.py (bcc), attaches the two entry programs
+with pyroute2 (clsact + direct-action bpf filters) on a device inside a namespace,
+writes the config map through the layout in bpf/brc_contract.h and reads the counters.
+Nothing is pinned: the programs and maps live as long as this object (and the namespace).
+"""
+import ctypes
+import ctypes.util
+import os
+from contextlib import contextmanager
+
+CLONE_NEWNET = 0x40000000
+PARENTS = {"ingress": 0xfffffff2, "egress": 0xfffffff3}
+HANDLE = 0xbc0
+PRIO = 1
+
+
+@contextmanager
+def in_netns(name):
+    """Run the body with this thread in network namespace `name` (sockets opened inside
+    stay there after the switch back)."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    target = os.open("/run/netns/%s" % name, os.O_RDONLY)
+    try:
+        if libc.setns(target, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, "setns(%s): %s" % (name, os.strerror(err)))
+        try:
+            yield
+        finally:
+            if libc.setns(home, CLONE_NEWNET) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, "setns back: %s" % os.strerror(err))
+    finally:
+        os.close(target)
+        os.close(home)
+
+
+class Brc:
+    def __init__(self, src_dir, netns, device, port):
+        import brc_bpf
+        from brc_contract import load_contract
+        self.netns, self.device, self.port = netns, device, port
+        self.contract = load_contract(src_dir)
+        self.build = brc_bpf.compile_programs(src_dir)
+        self.attached = False
+        with in_netns(netns):
+            from pyroute2 import IPRoute
+            self.ipr = IPRoute()
+        self.index = self.ipr.link_lookup(ifname=device)[0]
+
+    # -- tc
+    def attach(self):
+        if self.attached:
+            return
+        self.ipr.tc("add", "clsact", self.index)
+        for hook, fd in sorted(self.build.programs.items()):
+            self.ipr.tc("add-filter", "bpf", self.index, HANDLE, fd=fd, name="brc_" + hook,
+                        parent=PARENTS[hook], classid=1, direct_action=True, prio=PRIO)
+        self.attached = True
+
+    def detach(self):
+        if not self.attached:
+            return
+        self.ipr.tc("del", "clsact", self.index)   # our own qdisc on our own veth
+        self.attached = False
+
+    def close(self):
+        try:
+            self.detach()
+        except Exception:
+            pass
+        self.ipr.close()
+
+    # -- maps
+    def configure(self, mode, **values):
+        """Write brc_config: port, mode by name, sensible limits; unknown fields stay 0."""
+        cls = self.contract.structs["brc_config"]
+        cfg = cls()
+        defaults = {"port": self.port, "mode": self.contract.modes[mode], "max_key_len": 250,
+                    "max_value_len": 4096, "max_age_ns": 60 * 10 ** 9, "verify_sample": 0,
+                    "require_auth": 0}
+        defaults.update(values)
+        names = [f for f, _t in cls._fields_]
+        for name, value in defaults.items():
+            if name in names:
+                setattr(cfg, name, value)
+        table = self.build.bpf.get_table(self.contract.map_name("config"))
+        leaf = table.Leaf()
+        size = min(ctypes.sizeof(leaf), ctypes.sizeof(cfg))
+        ctypes.memmove(ctypes.addressof(leaf), ctypes.addressof(cfg), size)
+        table[table.Key(0)] = leaf
+        return dict((n, getattr(cfg, n)) for n in names)
+
+    def counters(self):
+        table = self.build.bpf.get_table(self.contract.map_name("stats"))
+        out = {}
+        for i, name in enumerate(self.contract.counters):
+            out[name] = int(sum(table[table.Key(i)]))
+        return out

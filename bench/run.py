@@ -1,0 +1,383 @@
+#!/usr/bin/env python3
+"""BRC benchmark: plain Redis vs BRC observe vs BRC serve, side by side in one run.
+
+Creates a client and a server network namespace over a veth (10.68.0.1 -> 10.68.0.2),
+starts a real redis-server in the server namespace, preloads the keys, and for each
+configuration runs the same redis-benchmark workloads from the client namespace:
+
+  plain     no BRC attached
+  observe   BRC attached (tc clsact on the server's veth), mode observe
+  serve     BRC attached, mode serve; used only if GETs are really answered in the kernel
+            (the `hit` counter moves), otherwise skipped with the reason
+
+Configurations are interleaved over several rounds (order rotated) and each figure is the
+median over rounds. Timings are reported, never asserted. See bench/README.md.
+
+Usage: bench/run.py [--rounds 3] [--quick] [--configs plain,observe,serve]
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(REPO, "tests", "tools"))
+sys.path.insert(0, os.path.join(REPO, "module_utils"))
+
+import measure  # noqa: E402
+import netfault  # noqa: E402
+
+PORT = 6379
+CONFIGS = ("plain", "observe", "serve")
+RESULTS = os.path.join(HERE, "results")
+
+
+def workloads(args):
+    k, d = args.keys, args.value_size
+    common = ["-r", k, "-d", d]
+    n1, n16, nm = args.requests, args.requests * 10, args.requests
+    return [
+        ("get_p1", "GET hits, 50 clients, no pipelining",
+         [(["-t", "get", "-c", 50, "-n", n1] + common, n1)]),
+        ("get_p16", "GET hits, 50 clients, 16-deep pipelining",
+         [(["-t", "get", "-c", 50, "-n", n16, "-P", 16] + common, n16)]),
+        ("mix", "GET (40 clients) and SET (10 clients) at once, same keys",
+         [(["-t", "get", "-c", 40, "-n", nm * 4 // 5] + common, nm * 4 // 5),
+          (["-t", "set", "-c", 10, "-n", nm // 5] + common, nm // 5)]),
+    ]
+
+
+def preload(pair, keys, size):
+    """SET key:%012d to redis-benchmark's own value ('x' * size), so SETs keep values."""
+    value = b"x" * size
+    out = []
+    for i in range(keys):
+        key = b"key:%012d" % i
+        out.append(b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(key), key, len(value), value))
+    proc = subprocess.run(["ip", "netns", "exec", pair.client, "redis-cli", "-h", pair.server_ip,
+                           "-p", str(PORT), "--pipe"], input=b"".join(out),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+    if proc.returncode != 0:
+        raise RuntimeError("preload failed: %s" % proc.stderr.decode(errors="replace"))
+
+
+def warm(pair, redis_pid, args, counters=None):
+    """Unmeasured GETs, one at a time per connection, so a cache can fill."""
+    n = max(args.keys * 5, 5000)
+    return measure.measured(pair.client, pair.server_ip, PORT, redis_pid,
+                            [(["-t", "get", "-c", 10, "-n", n, "-r", args.keys,
+                               "-d", args.value_size], n)], timeout=60, counters=counters)
+
+
+class Bench:
+    def __init__(self, args, pair, redis, groups):
+        self.args, self.pair, self.redis, self.groups = args, pair, redis, groups
+        self.brc = None
+        self.notes = {}
+        self.available = []
+
+    def setup_brc(self, wanted):
+        if not (set(wanted) & {"observe", "serve"}):
+            return
+        try:
+            import brc_attach
+            self.brc = brc_attach.Brc(os.path.join(REPO, "bpf"), self.pair.server,
+                                      self.pair.server_dev, PORT)
+        except Exception as e:  # reported, never hidden
+            reason = "BRC did not load: %s" % _last_line(e)
+            for c in ("observe", "serve"):
+                self.notes[c] = reason
+            return
+        self.brc.attach()
+        self.brc.configure("observe")
+        w = warm(self.pair, self.redis.pid, self.args, self.brc.counters)
+        moved = w["counters"]
+        if "observe" in wanted:
+            if moved:
+                self.available.append("observe")
+            else:
+                self.notes["observe"] = "attached in observe mode, but no counter moved"
+        if "serve" in wanted:
+            self.probe_serve()
+        self.brc.detach()
+
+    def probe_serve(self):
+        if "hit" not in self.brc.contract.counters:
+            self.notes["serve"] = ("not implemented yet: bpf/brc_contract.h has no `hit` "
+                                   "counter (kernel answers cannot be counted)")
+            return
+        try:
+            self.brc.configure("serve")
+            w = warm(self.pair, self.redis.pid, self.args, self.brc.counters)
+            w2 = warm(self.pair, self.redis.pid, self.args, self.brc.counters)
+        except Exception as e:
+            self.notes["serve"] = "mode serve failed its probe: %s" % _last_line(e)
+            return
+        finally:
+            self.brc.configure("observe")
+        hits = w2["counters"].get("hit", 0)
+        if hits > 0:
+            self.available.append("serve")
+        else:
+            self.notes["serve"] = ("mode serve set, but the `hit` counter stayed 0 over %d "
+                                   "warm GETs (counters: %s)" % (w["requests"] + w2["requests"],
+                                                                 w2["counters"]))
+
+    def use(self, config):
+        if config == "plain":
+            if self.brc:
+                self.brc.detach()
+            return None
+        self.brc.attach()
+        self.brc.configure(config)
+        return self.brc.counters
+
+    def run(self, configs):
+        rounds = []
+        order = list(configs)
+        for r in range(self.args.rounds):
+            rotated = order[r % len(order):] + order[:r % len(order)]
+            this = {}
+            for config in rotated:
+                counters = self.use(config)
+                warm(self.pair, self.redis.pid, self.args, counters)
+                this[config] = {}
+                for name, _desc, jobs in workloads(self.args):
+                    try:
+                        this[config][name] = measure.measured(
+                            self.pair.client, self.pair.server_ip, PORT, self.redis.pid, jobs,
+                            timeout=self.args.timeout, counters=counters, groups=self.groups)
+                    except Exception as e:
+                        this[config][name] = {"error": _last_line(e)}
+                    _progress("round %d %-8s %-8s %s" % (r + 1, config, name,
+                                                         _brief(this[config][name])))
+            rounds.append(this)
+        if self.brc:
+            self.brc.detach()
+        return rounds
+
+
+def _last_line(e):
+    text = str(e).strip() or type(e).__name__
+    return text.splitlines()[-1][:300]
+
+
+def _progress(msg):
+    sys.stderr.write(msg + "\n")
+    sys.stderr.flush()
+
+
+def _brief(res):
+    if "error" in res:
+        return "ERROR " + res["error"]
+    rps = sum(t["rps"] for t in res["tests"].values())
+    return "%.0f req/s, %.2f us CPU/req, redis %.2f us" % (
+        rps, res["cpu_all_us_per_req"], res["cpu_redis_us_per_req"])
+
+
+def summarise(rounds, configs):
+    """Median over rounds per (config, workload)."""
+    out = {}
+    for config in configs:
+        out[config] = {}
+        for name, _desc, jobs in WORKLOADS_FOR_SUMMARY:
+            runs = [r[config][name] for r in rounds if config in r and name in r[config]]
+            good = [x for x in runs if "error" not in x]
+            if not good:
+                out[config][name] = {"error": runs[0]["error"] if runs else "not run"}
+                continue
+            first = "GET" if "GET" in good[0]["tests"] else sorted(good[0]["tests"])[0]
+            entry = {
+                "rounds": len(good), "errors": [x["error"] for x in runs if "error" in x],
+                "rps": statistics.median(sum(t["rps"] for t in x["tests"].values()) for x in good),
+                "rps_all": [round(sum(t["rps"] for t in x["tests"].values())) for x in good],
+                "p50_ms": statistics.median(x["tests"][first]["p50_ms"] for x in good),
+                "p99_ms": statistics.median(x["tests"][first]["p99_ms"] for x in good),
+                "cpu_all_us": statistics.median(x["cpu_all_us_per_req"] for x in good),
+                "cpu_all_us_all": [x["cpu_all_us_per_req"] for x in good],
+                "cpu_redis_us": statistics.median(x["cpu_redis_us_per_req"] for x in good),
+                "cpu_procs_us": _median_of(good, "cpu_procs_us_per_req"),
+                "cpu_procs_us_all": [x.get("cpu_procs_us_per_req") for x in good],
+                "background_cpus": _median_of(good, "background_cpus"),
+                "latency_of": first,
+            }
+            counters = {}
+            for x in good:
+                for k, v in x.get("counters", {}).items():
+                    counters[k] = counters.get(k, 0) + v
+            if counters:
+                entry["counters"] = counters
+            out[config][name] = entry
+    return out
+
+
+WORKLOADS_FOR_SUMMARY = []
+
+
+def _median_of(runs, key):
+    values = [x[key] for x in runs if key in x]
+    return statistics.median(values) if values else None
+
+
+def ratio(a, b):
+    return "%.2fx" % (a / b) if a and b else "-"
+
+
+def num(v, fmt="%.2f"):
+    return fmt % v if v is not None else "-"
+
+
+def markdown(meta, summary, configs, notes):
+    lines = ["# BRC bench %s" % meta["timestamp"], "",
+             "Kernel %s, %d CPUs, %s; %d keys of %d bytes; median of %d rounds; "
+             "BRC at %s. Other load on the machine with the bench idle: %.2f CPUs before, "
+             "%.2f after." % (meta["kernel"], meta["cpus"], meta["redis"], meta["keys"],
+                              meta["value_size"], meta["rounds"], meta["git"],
+                              meta["idle_background_cpus_before"],
+                              meta["idle_background_cpus_after"]), ""]
+    for name, desc, _jobs in WORKLOADS_FOR_SUMMARY:
+        lines += ["## %s: %s" % (name, desc), "",
+                  "| config | req/s | p50 ms | p99 ms | CPU us/req all cores | CPU us/req bench "
+                  "processes | Redis CPU us/req | req/s vs plain | all-core CPU vs plain "
+                  "| process CPU vs plain | Redis CPU vs plain | background CPUs |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        base = summary.get("plain", {}).get(name, {})
+        for config in configs:
+            e = summary[config][name]
+            if "error" in e:
+                lines.append("| %s | error: %s |%s" % (config, e["error"], " |" * 10))
+                continue
+            lines.append("| %s | %.0f | %.3f | %.3f | %.2f | %s | %.2f | %s | %s | %s | %s | %s |" % (
+                config, e["rps"], e["p50_ms"], e["p99_ms"], e["cpu_all_us"],
+                num(e["cpu_procs_us"]), e["cpu_redis_us"],
+                ratio(e["rps"], base.get("rps")), ratio(e["cpu_all_us"], base.get("cpu_all_us")),
+                ratio(e["cpu_procs_us"], base.get("cpu_procs_us")),
+                ratio(e["cpu_redis_us"], base.get("cpu_redis_us")), num(e["background_cpus"])))
+        lines.append("")
+        for config in configs:
+            c = summary[config][name].get("counters")
+            if c:
+                lines.append("- %s BRC counters (sum over rounds): %s" % (
+                    config, ", ".join("%s=%d" % kv for kv in sorted(c.items()))))
+        lines.append("")
+    if notes:
+        lines += ["## Skipped or limited", ""]
+        for config, note in sorted(notes.items()):
+            lines.append("- **%s**: %s" % (config, note))
+        lines.append("")
+    lines += ["Latency columns are redis-benchmark's (of the GET process in `mix`). CPU per "
+              "request: all cores = /proc/stat busy time of the whole machine; bench processes "
+              "= cpuacct time of redis-server and redis-benchmark (softirq in their context "
+              "included) plus ksoftirqd; Redis = its utime+stime. background CPUs = all-core "
+              "busy time not spent by the bench processes, in CPUs: when it is well above 0, "
+              "other work shared the machine and the all-core and req/s columns are noisy. "
+              "Every round's figures are in the JSON.", ""]
+    return "\n".join(lines)
+
+
+def run_all(args, pair, redis, groups, configs):
+    bench = Bench(args, pair, redis, groups)
+    try:
+        preload(pair, args.keys, args.value_size)
+        bench.setup_brc(configs)
+        usable = [c for c in configs if c == "plain" or c in bench.available]
+        for c in configs:
+            if c not in usable and c not in bench.notes:
+                bench.notes[c] = "unavailable"
+        return bench, usable, bench.run(usable)
+    finally:
+        if bench.brc:
+            bench.brc.close()
+
+
+def git_head():
+    try:
+        head = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"],
+                              stdout=subprocess.PIPE, universal_newlines=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "bpf", "module_utils"],
+                               stdout=subprocess.PIPE, universal_newlines=True).stdout.strip()
+        return head + ("+local changes" if dirty else "")
+    except OSError:
+        return "unknown"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--configs", default=",".join(CONFIGS))
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--requests", type=int, default=150000,
+                        help="requests per -P 1 and mix run (-P 16 runs 10x as many)")
+    parser.add_argument("--keys", type=int, default=1000)
+    parser.add_argument("--value-size", type=int, default=32)
+    parser.add_argument("--timeout", type=int, default=90, help="per redis-benchmark run")
+    parser.add_argument("--quick", action="store_true", help="1 round, 50k requests")
+    parser.add_argument("--out", default=RESULTS)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.rounds, args.requests = 1, 50000
+    configs = [c for c in args.configs.split(",") if c]
+    for c in configs:
+        if c not in CONFIGS:
+            parser.error("unknown configuration %s" % c)
+    if os.geteuid() != 0:
+        parser.error("needs root (namespaces, tc, bpf)")
+    WORKLOADS_FOR_SUMMARY[:] = workloads(args)
+
+    def on_term(signum, frame):
+        raise SystemExit(128 + signum)   # unwinds through the cleanups below
+
+    signal.signal(signal.SIGTERM, on_term)
+    started = time.time()
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    meta = {"timestamp": stamp, "kernel": platform.release(), "cpus": os.cpu_count(),
+            "redis": subprocess.run(["redis-server", "--version"], stdout=subprocess.PIPE,
+                                    universal_newlines=True).stdout.split()[2],
+            "keys": args.keys, "value_size": args.value_size, "rounds": args.rounds,
+            "requests": args.requests, "git": git_head(), "configs": configs}
+    groups = measure.CpuGroups()
+    meta["cpu_groups"] = sorted(groups.dirs.values())
+    meta["idle_background_cpus_before"] = measure.background(1.0)
+    try:
+        with netfault.NetnsPair("brcbench", "10.68.0") as pair:
+            redis = pair.start_redis(PORT)
+            groups.add("redis", redis.pid)
+            rounds = run_all(args, pair, redis, groups, configs)
+            bench, usable, rounds = rounds
+    finally:
+        groups.remove()
+    meta["idle_background_cpus_after"] = measure.background(1.0)
+    summary = summarise(rounds, usable)
+    meta["seconds"] = round(time.time() - started, 1)
+    report = {"meta": meta, "notes": bench.notes, "summary": summary, "rounds": rounds,
+              "workloads": dict((n, {"description": d, "redis_benchmark": [j[0] for j in jobs]})
+                                for n, d, jobs in WORKLOADS_FOR_SUMMARY)}
+    text = markdown(meta, summary, usable, bench.notes)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, stamp + ".json"), "w") as f:
+        json.dump(report, f, indent=1, default=str)
+    with open(os.path.join(args.out, "latest.md"), "w") as f:
+        f.write(text)
+    print(text)
+    _progress("bench: %ss, results in %s" % (meta["seconds"], os.path.join(args.out, stamp + ".json")))
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception:
+        traceback.print_exc()
+        sys.exit(1)
