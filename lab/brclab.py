@@ -701,7 +701,8 @@ exec {sshd} -D -e -f {sshd_config}
         for h in recorded:
             if _alive(h.pid, h.pid_start):
                 _kill(h.pid)
-        self._wait_gone([h.launcher_pid for h in recorded if h.launcher_pid], 3.0)
+        # Their launchers exit by themselves once the first process is gone.
+        self._wait_gone([h.launcher_pid for h in recorded if h.launcher_pid and h.pid], 3.0)
         deadline = time.monotonic() + KILL_WAIT
         while True:
             stray = [p for p in _all_pids() if _alive(p) and _netns_of(p) in ours]
