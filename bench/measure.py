@@ -15,6 +15,7 @@ background load so a noisy run can be recognised.
 import csv
 import io
 import os
+import re
 import signal
 import subprocess
 import time
@@ -65,6 +66,13 @@ class CpuGroups:
         self.dirs = {}
         if not os.path.exists(os.path.join(CPUACCT, "cpuacct.usage")):
             return
+        for entry in os.listdir(CPUACCT):          # groups of benches that were killed
+            m = re.match(r"^brcbench-(\d+)-(redis|client)$", entry)
+            if m and not os.path.exists("/proc/" + m.group(1)):
+                try:
+                    os.rmdir(os.path.join(CPUACCT, entry))
+                except OSError:
+                    pass
         for name in names:
             path = os.path.join(CPUACCT, "brcbench-%d-%s" % (os.getpid(), name))
             try:

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """BRC benchmark: plain Redis vs BRC observe vs BRC serve, side by side in one run.
 
-Creates a client and a server network namespace over a veth (10.68.0.1 -> 10.68.0.2),
+Creates a client and a server network namespace (brcb<pid>-client/-server) over a veth
+(10.68.0.1 -> 10.68.0.2),
 starts a real redis-server in the server namespace, preloads the keys, and for each
 configuration runs the same redis-benchmark workloads from the client namespace:
 
@@ -347,7 +348,7 @@ def main(argv=None):
     meta["cpu_groups"] = sorted(groups.dirs.values())
     meta["idle_background_cpus_before"] = measure.background(1.0)
     try:
-        with netfault.NetnsPair("brcbench", "10.68.0") as pair:
+        with netfault.NetnsPair("brcb", "10.68.0") as pair:
             redis = pair.start_redis(PORT)
             groups.add("redis", redis.pid)
             rounds = run_all(args, pair, redis, groups, configs)

@@ -1,6 +1,6 @@
 """Fixtures for the fault-injection tests: a namespace pair with a real redis-server.
 
-Namespaces brcnf-client / brcnf-server (10.67.0.1 / 10.67.0.2 over veth brcnfc0/brcnfs0).
+Namespaces brcnf<pid>-client / -server (10.67.0.1 / 10.67.0.2 over veth brcnf<pid>c0/s0).
 The pair and everything started in it are removed even when a test fails.
 """
 import json

@@ -126,7 +126,7 @@ def test_offloads_toggle_without_ethtool(pair):
 
 
 def test_pair_cleanup_leaves_nothing():
-    with netfault.NetnsPair("brcnfz", "10.67.1") as p:
+    with netfault.NetnsPair("brcnz", "10.67.1") as p:
         redis = p.start_redis(PORT)
         with netfault.Loss(p.client, 1.0, PORT, peer=p.server_ip):
             pass
@@ -135,7 +135,7 @@ def test_pair_cleanup_leaves_nothing():
         holder = ro.proc.pid
     listed = subprocess.run(["ip", "netns", "list"], stdout=subprocess.PIPE,
                             universal_newlines=True).stdout
-    assert "brcnfz-" not in listed
+    assert p.client not in listed and p.server not in listed
     assert redis.poll() is not None
     ro.proc.wait(5)                          # killed with its namespace (reaped here)
     ro.proc.stderr.close()
@@ -144,4 +144,4 @@ def test_pair_cleanup_leaves_nothing():
     assert not alive(redis.pid) and not alive(holder)
     links = subprocess.run(["ip", "-o", "link"], stdout=subprocess.PIPE,
                            universal_newlines=True).stdout
-    assert "brcnfz" not in links
+    assert p.client_dev not in links and p.server_dev not in links

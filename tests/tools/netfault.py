@@ -28,7 +28,7 @@ This kernel has no netem and no fq qdisc, so faults are made with netfilter:
   Offloads   ethtool's legacy ioctls (SIOCETHTOOL) from Python, so the `ethtool` binary is
              not needed: tx/rx checksum, sg, tso, gso, gro.
 
-  NetnsPair  two namespaces joined by a veth, for tests and bench.
+  NetnsPair  two namespaces joined by a veth, named after this process, for tests and bench.
 
 Everything is removed on exit and only what this module created is touched: its own nft
 table, its own iptables chain and the jumps to it, processes it started (by PID).
@@ -49,6 +49,7 @@ import heapq
 import json
 import os
 import random
+import re
 import select
 import signal
 import socket
@@ -108,26 +109,42 @@ def route_device(netns, peer):
 class NetnsPair:
     """Client and server namespaces over one veth pair.
 
-    NetnsPair("brcnf", "10.67.0") -> namespaces brcnf-client (10.67.0.1, dev brcnfc0) and
-    brcnf-server (10.67.0.2, dev brcnfs0). A stale pair of the same name (from a run that
-    was killed) is removed first. On exit, processes started through popen() are killed
-    by PID, then any process still inside these two namespaces (which only this object's
-    user can have started there) by PID, then the namespaces are deleted.
+    NetnsPair("brcnf", "10.67.0") -> namespaces brcnf<pid>-client (10.67.0.1, dev
+    brcnf<pid>c0) and brcnf<pid>-server (10.67.0.2, dev brcnf<pid>s0), where <pid> is this
+    process: several runs (two engineers' test suites) never touch each other's pairs, and
+    the addresses may repeat since the pairs are isolated. Pairs left by a run that was
+    killed (<prefix><pid> of a dead process) are removed on entry. On exit, processes
+    started through popen() are killed by PID, then any process still inside the two
+    namespaces (only this run starts processes there) by PID, then the namespaces go.
+    Pass exact=True to use `prefix` as the whole name.
     """
 
-    def __init__(self, name="brcnf", subnet="10.67.0", mtu=None):
+    def __init__(self, prefix="brcnf", subnet="10.67.0", mtu=None, exact=False):
+        name = prefix if exact else "%s%d" % (prefix, os.getpid())
         if len(name) > 13:
             raise ValueError("name too long for an interface name: %r" % name)
         if not subnet.startswith("10."):
             raise ValueError("only 10.x addresses inside the namespaces")
-        self.name = name
+        self.prefix, self.name = prefix, name
         self.client, self.server = name + "-client", name + "-server"
         self.client_dev, self.server_dev = name + "c0", name + "s0"
         self.client_ip, self.server_ip = subnet + ".1", subnet + ".2"
         self.mtu = mtu
         self.procs = []
 
+    def sweep_stale(self):
+        """Remove pairs <prefix><pid>-client/-server whose creating process is gone."""
+        pattern = re.compile(r"^%s(\d+)-(client|server)$" % re.escape(self.prefix))
+        for ns in sh(["ip", "netns", "list"]).stdout.split():
+            m = pattern.match(ns)
+            if not m or os.path.exists("/proc/%s" % m.group(1)):
+                continue
+            for pid in sh(["ip", "netns", "pids", ns], check=False).stdout.split():
+                self._kill(int(pid))
+            sh(["ip", "netns", "del", ns], check=False)
+
     def __enter__(self):
+        self.sweep_stale()
         self.destroy()
         try:
             for ns in (self.client, self.server):
