@@ -21,10 +21,12 @@ import datetime
 import json
 import os
 import platform
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 
@@ -91,7 +93,7 @@ class Bench:
             return
         try:
             import brc_attach
-            self.brc = brc_attach.Brc(os.path.join(REPO, "bpf"), self.pair.server,
+            self.brc = brc_attach.Brc(self.args.bpf_src, self.pair.server,
                                       self.pair.server_dev, PORT)
         except Exception as e:  # reported, never hidden
             reason = "BRC did not load: %s" % _last_line(e)
@@ -168,8 +170,9 @@ class Bench:
 
 
 def _last_line(e):
-    text = str(e).strip() or type(e).__name__
-    return text.splitlines()[-1][:300]
+    text = str(e).strip()
+    text = text.splitlines()[-1] if text else ""
+    return ("%s: %s" % (type(e).__name__, text))[:300]
 
 
 def _progress(msg):
@@ -180,9 +183,10 @@ def _progress(msg):
 def _brief(res):
     if "error" in res:
         return "ERROR " + res["error"]
-    rps = sum(t["rps"] for t in res["tests"].values())
-    return "%.0f req/s, %.2f us CPU/req, redis %.2f us" % (
-        rps, res["cpu_all_us_per_req"], res["cpu_redis_us_per_req"])
+    rps = _rps(res)
+    return "%.0f req/s, CPU/req %.2f us all cores, %s us processes, %.2f us redis" % (
+        rps, res["cpu_all_us_per_req"], res.get("cpu_procs_us_per_req", "-"),
+        res["cpu_redis_us_per_req"])
 
 
 def summarise(rounds, configs):
@@ -199,8 +203,8 @@ def summarise(rounds, configs):
             first = "GET" if "GET" in good[0]["tests"] else sorted(good[0]["tests"])[0]
             entry = {
                 "rounds": len(good), "errors": [x["error"] for x in runs if "error" in x],
-                "rps": statistics.median(sum(t["rps"] for t in x["tests"].values()) for x in good),
-                "rps_all": [round(sum(t["rps"] for t in x["tests"].values())) for x in good],
+                "rps": statistics.median(_rps(x) for x in good),
+                "rps_all": [round(_rps(x)) for x in good],
                 "p50_ms": statistics.median(x["tests"][first]["p50_ms"] for x in good),
                 "p99_ms": statistics.median(x["tests"][first]["p99_ms"] for x in good),
                 "cpu_all_us": statistics.median(x["cpu_all_us_per_req"] for x in good),
@@ -222,6 +226,14 @@ def summarise(rounds, configs):
 
 
 WORKLOADS_FOR_SUMMARY = []
+
+
+def _rps(run):
+    """redis-benchmark's own figure for one process; for concurrent processes (mix) the
+    sum of their rates would overstate (they do not end together): requests / wall time."""
+    if len(run["tests"]) == 1:
+        return list(run["tests"].values())[0]["rps"]
+    return run["requests"] / run["wall_s"]
 
 
 def _median_of(runs, key):
@@ -322,6 +334,10 @@ def main(argv=None):
     parser.add_argument("--timeout", type=int, default=90, help="per redis-benchmark run")
     parser.add_argument("--quick", action="store_true", help="1 round, 50k requests")
     parser.add_argument("--out", default=RESULTS)
+    parser.add_argument("--bpf-src", default=os.path.join(REPO, "bpf"),
+                        help="BRC sources to compile (default: the working tree's bpf/)")
+    parser.add_argument("--bpf-rev", help="use bpf/ and module_utils/ as committed at this git "
+                        "revision (e.g. HEAD), for a run that does not follow work in progress")
     args = parser.parse_args(argv)
     if args.quick:
         args.rounds, args.requests = 1, 50000
@@ -337,13 +353,31 @@ def main(argv=None):
         raise SystemExit(128 + signum)   # unwinds through the cleanups below
 
     signal.signal(signal.SIGTERM, on_term)
+    tmp = None
+    if args.bpf_rev:
+        tmp = tempfile.mkdtemp(prefix="brcbench-src-")
+        archive = subprocess.run(["git", "-C", REPO, "archive", args.bpf_rev, "bpf",
+                                  "module_utils"], stdout=subprocess.PIPE, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+        args.bpf_src = os.path.join(tmp, "bpf")
+        sys.path.insert(0, os.path.join(tmp, "module_utils"))   # the loader of that revision
+    try:
+        return bench_main(args, configs)
+    finally:
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def bench_main(args, configs):
     started = time.time()
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     meta = {"timestamp": stamp, "kernel": platform.release(), "cpus": os.cpu_count(),
             "redis": subprocess.run(["redis-server", "--version"], stdout=subprocess.PIPE,
                                     universal_newlines=True).stdout.split()[2],
             "keys": args.keys, "value_size": args.value_size, "rounds": args.rounds,
-            "requests": args.requests, "git": git_head(), "configs": configs}
+            "requests": args.requests, "configs": configs,
+            "git": ("bpf/ at %s" % args.bpf_rev) if args.bpf_rev else git_head(),
+            "bpf_src": args.bpf_src}
     groups = measure.CpuGroups()
     meta["cpu_groups"] = sorted(groups.dirs.values())
     meta["idle_background_cpus_before"] = measure.background(1.0)
