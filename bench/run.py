@@ -73,12 +73,12 @@ def preload(pair, keys, size):
         raise RuntimeError("preload failed: %s" % proc.stderr.decode(errors="replace"))
 
 
-def warm(pair, redis_pid, args, counters=None):
+def warm(pair, redis_pid, args, counters=None, timeout=60):
     """Unmeasured GETs, one at a time per connection, so a cache can fill."""
     n = max(args.keys * 5, 5000)
     return measure.measured(pair.client, pair.server_ip, PORT, redis_pid,
                             [(["-t", "get", "-c", 10, "-n", n, "-r", args.keys,
-                               "-d", args.value_size], n)], timeout=60, counters=counters)
+                               "-d", args.value_size], n)], timeout=timeout, counters=counters)
 
 
 class Bench:
@@ -87,6 +87,7 @@ class Bench:
         self.brc = None
         self.notes = {}
         self.available = []
+        self.values = None
 
     def setup_brc(self, wanted):
         if not (set(wanted) & {"observe", "serve"}):
@@ -120,8 +121,8 @@ class Bench:
             return
         try:
             self.brc.configure("serve")
-            w = warm(self.pair, self.redis.pid, self.args, self.brc.counters)
-            w2 = warm(self.pair, self.redis.pid, self.args, self.brc.counters)
+            w = warm(self.pair, self.redis.pid, self.args, self.brc.counters, timeout=30)
+            w2 = warm(self.pair, self.redis.pid, self.args, self.brc.counters, timeout=30)
         except Exception as e:
             self.notes["serve"] = "mode serve failed its probe: %s" % _last_line(e)
             return
@@ -145,15 +146,26 @@ class Bench:
         return self.brc.counters
 
     def run(self, configs):
+        """Interleaved rounds. A configuration whose redis-benchmark stalls (timeout) is
+        dropped from the remaining runs with a note: a stall is a finding, not noise."""
         rounds = []
         order = list(configs)
+        dropped = set()
         for r in range(self.args.rounds):
             rotated = order[r % len(order):] + order[:r % len(order)]
             this = {}
             for config in rotated:
+                if config in dropped:
+                    continue
                 counters = self.use(config)
-                warm(self.pair, self.redis.pid, self.args, counters)
                 this[config] = {}
+                try:
+                    warm(self.pair, self.redis.pid, self.args, counters)
+                except Exception as e:
+                    self._drop(config, dropped, "warm-up GETs, round %d" % (r + 1), e)
+                    this[config] = dict((n, {"error": _last_line(e)})
+                                        for n, _d, _j in workloads(self.args))
+                    continue
                 for name, _desc, jobs in workloads(self.args):
                     try:
                         this[config][name] = measure.measured(
@@ -161,12 +173,46 @@ class Bench:
                             timeout=self.args.timeout, counters=counters, groups=self.groups)
                     except Exception as e:
                         this[config][name] = {"error": _last_line(e)}
+                        if isinstance(e, measure.Timeout):
+                            self._drop(config, dropped, "%s, round %d" % (name, r + 1), e)
                     _progress("round %d %-8s %-8s %s" % (r + 1, config, name,
                                                          _brief(this[config][name])))
+                    if config in dropped:
+                        break
             rounds.append(this)
         if self.brc:
             self.brc.detach()
         return rounds
+
+    def _drop(self, config, dropped, where, e):
+        dropped.add(config)
+        self.notes[config] = "stopped after %s: %s; not run again" % (where, _last_line(e))
+        _progress("%s: %s" % (config, self.notes[config]))
+
+    def verify_values(self, set_runs):
+        """Sanity check with BRC detached: every preloaded key still exists with a value of
+        the right size, and there are no more distinct values than writers: the preload
+        ('x' * size) plus one per redis-benchmark SET run (each run writes one random
+        payload to every key it touches). Not a correctness test of serving (the tests
+        are); it catches values mangled or lost on the way."""
+        if self.brc:
+            self.brc.detach()
+        keys = ["key:%012d" % i for i in range(self.args.keys)]
+        out = subprocess.run(["ip", "netns", "exec", self.pair.client, "redis-cli", "-h",
+                              self.pair.server_ip, "-p", str(PORT), "MGET"] + keys,
+                             stdout=subprocess.PIPE, universal_newlines=True, timeout=30).stdout
+        values = out.split("\n")[:len(keys)]
+        values += [""] * (len(keys) - len(values))
+        wrong = [k for k, v in zip(keys, values) if len(v) != self.args.value_size]
+        distinct = len(set(values))
+        return {"keys": len(keys), "wrong_size_or_missing": len(wrong),
+                "first_wrong": wrong[:5], "distinct_values": distinct,
+                "writers": 1 + set_runs, "ok": not wrong and distinct <= 1 + set_runs}
+
+
+def _set_runs(rounds):
+    """redis-benchmark SET runs (those that errored may have written too)."""
+    return sum(1 for r in rounds for c in r.values() for n in c if n == "mix")
 
 
 def _last_line(e):
@@ -282,6 +328,12 @@ def markdown(meta, summary, configs, notes):
                 lines.append("- %s BRC counters (sum over rounds): %s" % (
                     config, ", ".join("%s=%d" % kv for kv in sorted(c.items()))))
         lines.append("")
+    v = meta.get("values_after")
+    if v:
+        lines += ["After the runs, with BRC detached: %s (%d of %d keys missing or of the wrong "
+                  "size; %d distinct values for %d writers)." % (
+                      "values OK" if v["ok"] else "**VALUES WRONG**", v["wrong_size_or_missing"],
+                      v["keys"], v["distinct_values"], v["writers"]), ""]
     if notes:
         lines += ["## Skipped or limited", ""]
         for config, note in sorted(notes.items()):
@@ -306,7 +358,9 @@ def run_all(args, pair, redis, groups, configs):
         for c in configs:
             if c not in usable and c not in bench.notes:
                 bench.notes[c] = "unavailable"
-        return bench, usable, bench.run(usable)
+        rounds = bench.run(usable)
+        bench.values = bench.verify_values(_set_runs(rounds))
+        return bench, usable, rounds
     finally:
         if bench.brc:
             bench.brc.close()
@@ -392,6 +446,7 @@ def bench_main(args, configs):
     meta["idle_background_cpus_after"] = measure.background(1.0)
     summary = summarise(rounds, usable)
     meta["seconds"] = round(time.time() - started, 1)
+    meta["values_after"] = bench.values
     report = {"meta": meta, "notes": bench.notes, "summary": summary, "rounds": rounds,
               "workloads": dict((n, {"description": d, "redis_benchmark": [j[0] for j in jobs]})
                                 for n, d, jobs in WORKLOADS_FOR_SUMMARY)}

@@ -1,0 +1,42 @@
+"""bench/run.py end to end at a tiny size: it reports, explains what it skipped, cleans up.
+
+Numbers are not asserted (timings are reported, never asserted); structure and cleanup are.
+"""
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, tc, bpf)")
+def test_bench_quick_run_reports_and_cleans_up(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO, "bench", "run.py"), "--rounds", "1",
+         "--requests", "3000", "--keys", "200", "--configs", "plain,observe,serve",
+         "--out", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    [path] = glob.glob(str(tmp_path / "*.json"))
+    report = json.load(open(path))
+    assert "## get_p1" in (tmp_path / "latest.md").read_text()
+    assert "## get_p1" in proc.stdout
+    plain = report["summary"]["plain"]
+    for workload in ("get_p1", "get_p16", "mix"):
+        assert plain[workload]["rps"] > 0 and plain[workload]["cpu_all_us"] > 0
+    # Every configuration either ran or says why not.
+    for config in ("observe", "serve"):
+        assert config in report["summary"] or report["notes"].get(config), config
+    assert report["meta"]["values_after"]["ok"], report["meta"]["values_after"]
+    # Nothing left: this run's namespaces and cpuacct groups.
+    pid = int(os.path.basename(report["meta"]["cpu_groups"][0]).split("-")[1]) \
+        if report["meta"]["cpu_groups"] else None
+    if pid:
+        listed = subprocess.run(["ip", "netns", "list"], stdout=subprocess.PIPE,
+                                universal_newlines=True).stdout
+        assert "brcb%d-" % pid not in listed
+        assert not glob.glob("/sys/fs/cgroup/cpuacct/brcbench-%d-*" % pid)
