@@ -50,6 +50,12 @@ options:
     description: Seconds to wait for any single reply before calling it a stall.
     type: float
     default: 2.0
+  max_errors:
+    description:
+      - Stop after this many connection errors or stalls (wrong replies never stop
+        the probe early). Keeps a probe of a Redis that stopped answering short.
+    type: int
+    default: 3
   key_prefix:
     description: Prefix of the probe keys; each key also carries a random part.
     type: str
@@ -334,6 +340,7 @@ def run_module():
             max_value_len=dict(type="int", default=512),
             timeout=dict(type="float", default=2.0),
             key_prefix=dict(type="str", default="brc:probe:"),
+            max_errors=dict(type="int", default=3),
             strict=dict(type="bool", default=True),
         ),
         supports_check_mode=True,
@@ -343,6 +350,9 @@ def run_module():
     probe.ping()
     if probe.errors == 0:
         for n in range(p["rounds"]):
+            if probe.errors >= p["max_errors"]:
+                probe.problems.append("stopped after %d errors" % probe.errors)
+                break
             probe.round(n, p["key_prefix"], p["max_value_len"])
     result = probe.result()
     result["target"] = "%s:%d" % (p["host"], p["port"])

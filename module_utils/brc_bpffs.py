@@ -8,7 +8,7 @@ __metaclass__ = type
 
 import os
 
-from ansible.module_utils.brc_common import BrcError, BPFFS_STATE, read_json, write_json
+from ansible.module_utils.brc_common import BrcError, BPFFS_STATE, read_json, write_json, remove_file
 from ansible.module_utils.brc_pins import bpffs_at
 
 
@@ -22,6 +22,9 @@ def _record(path, owned, state_path=BPFFS_STATE):
     if owned:
         mounts.append(path)
     data["bpffs_mounted"] = sorted(mounts)
+    if not mounts and set(data) == {"bpffs_mounted"}:
+        remove_file(state_path)  # nothing of ours left: leave no record behind
+        return
     write_json(state_path, data)
 
 

@@ -214,14 +214,26 @@ def install(interface, src_dir, pin_root, cflags=(), reset_maps=False, check_mod
 
 
 def _compile(api, src_dir, pdir, cflags):
-    try:
-        return api.compile_programs(src_dir, pin_dir=pdir, extra_cflags=tuple(cflags))
-    except BrcError:
-        raise
-    except Exception as e:  # bcc raises plain Exceptions with the compiler's output
-        raise BrcError("compiling the BPF programs in %s failed: %s" % (src_dir, e),
-                       "check the kernel headers (scripts/kernel-headers) and bcc "
-                       "(python3-bpfcc); the compiler output is above")
+    """api.compile_programs with the compiler's and verifier's stderr captured for the error."""
+    import tempfile
+    with tempfile.TemporaryFile() as log:
+        saved = os.dup(2)
+        os.dup2(log.fileno(), 2)
+        try:
+            return api.compile_programs(src_dir, pin_dir=pdir, extra_cflags=tuple(cflags))
+        except BrcError:
+            raise
+        except Exception as e:  # bcc raises plain Exceptions; the details went to stderr
+            os.dup2(saved, 2)
+            log.seek(0)
+            output = log.read().decode(errors="replace").splitlines()
+            raise BrcError("compiling or loading the BPF programs in %s failed: %s" % (src_dir, str(e) or repr(e)),
+                           "see compiler_output (the last lines of the compiler and verifier log); "
+                           "check the sources, the kernel headers (scripts/kernel-headers) and bcc (python3-bpfcc)",
+                           compiler_output=output[-60:])
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def remove(interface, pin_root, check_mode=False, state_dir=STATE_DIR):
