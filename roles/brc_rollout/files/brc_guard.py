@@ -3,16 +3,17 @@
 """Dead-man switch for a BRC mode change (the iptables_state pattern).
 
 The controller, before it changes a host's live config:
-  brc_guard.py snapshot --map <pin>/brc_config --marker <file>
+  brc_guard.py --marker <file> snapshot <pin>/brc_config
       saves the current config map value (raw bytes, via bpftool) in <file>;
-  brc_guard.py watch --marker <file> --timeout N      (started async, poll 0)
+  brc_guard.py --marker <file> watch --timeout N      (started async, poll 0)
       waits; if <file> still exists after N seconds, the controller never came
       back to confirm the host: the saved value is written back, <file> is
       renamed to <file>.reverted and a line is logged to <file>.log.
 After the change the controller confirms the host by deleting <file>
-(brc_guard.py confirm), which ends the watcher without touching anything.
+(brc_guard.py --marker <file> confirm), which ends the watcher without touching anything.
 
-Usage: brc_guard.py {snapshot|watch|confirm|restore} --marker FILE [--map PIN] [--timeout S]
+Usage: brc_guard.py --marker FILE {snapshot|watch|confirm|restore} [--map PIN] [--timeout S]
+The playbooks run it as `python3 -c <this file> ...`, so nothing is installed on hosts.
 Uses only the standard library and bpftool, so it runs on any host BRC runs on.
 """
 
@@ -45,6 +46,8 @@ def update(pin, value_hex):
 
 def snapshot(args):
     value = lookup(args.map)
+    if not os.path.isdir(os.path.dirname(args.marker)):
+        os.makedirs(os.path.dirname(args.marker), 0o755)
     tmp = args.marker + ".tmp"
     with open(tmp, "w") as f:
         json.dump({"map": args.map, "value": value, "armed_at": time.time(), "pid": None}, f)
@@ -104,9 +107,9 @@ def restore(args):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("action", choices=["snapshot", "watch", "confirm", "restore"])
+    p = argparse.ArgumentParser(prog="brc_guard", description="dead-man switch for a BRC mode change")
     p.add_argument("--marker", required=True)
+    p.add_argument("action", choices=["snapshot", "watch", "confirm", "restore"])
     p.add_argument("--map")
     p.add_argument("--timeout", type=float, default=60)
     args = p.parse_args(argv)

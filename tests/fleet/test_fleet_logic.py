@@ -1,0 +1,339 @@
+"""Unit tests of the fleet logic that needs no lab: the gates, drift rules, fleet totals,
+Prometheus rendering (checked by a strict parser), the RESP probe against a real Redis,
+and lint/syntax of the fleet playbooks."""
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+import promtext
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROLE = os.path.join(REPO, "roles", "brc_fleet")
+PLAYBOOKS = ["playbooks/enable.yml", "playbooks/disable.yml", "playbooks/audit.yml", "playbooks/stats.yml"]
+
+
+def _load(name, path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+F = _load("brc_fleet_filters", os.path.join(ROLE, "filter_plugins", "brc_fleet.py"))
+
+
+def stats(mode="observe", latency=None, **counters):
+    return {"mode": mode, "counters": counters, "latency": latency or {},
+            "ratios": F.brc_ratios(counters)}
+
+
+def probe(ok=True, p90=100.0, wrong=0, errors=0, problems=()):
+    return {"ok": ok, "ops": 200, "wrong": wrong, "errors": errors, "problems": list(problems),
+            "latency": {"count": 200, "p50_us": p90 / 2, "p90_us": p90, "p99_us": p90 * 2}}
+
+
+# --- percentiles, ratios, totals, rates ---------------------------------------------------
+
+def test_percentiles_are_upper_slot_bounds_in_microseconds():
+    buckets = [0] * 40
+    buckets[16] = 90   # [65536, 131072) ns
+    buckets[20] = 10   # [1.05, 2.1) ms
+    p = F.brc_percentiles(buckets)
+    assert p == {"count": 100, "p50_us": 131.072, "p90_us": 131.072, "p99_us": 2097.152}
+    assert F.brc_percentiles([0] * 40)["p99_us"] == 0.0
+
+
+def test_ratios_follow_brc_stats_definitions():
+    assert F.brc_ratios({"hit": 3, "miss": 1, "would_hit": 1}) == {"hit_ratio": 0.75, "would_hit_ratio": 0.5}
+    assert F.brc_ratios({"pkt_ingress": 5}) == {}
+    assert F.brc_ratios({"hit": 0, "miss": 0}) == {"hit_ratio": 0.0}
+
+
+def test_fleet_totals_are_sums_and_recomputed_percentiles():
+    b1, b2 = [0] * 40, [0] * 40
+    b1[10], b2[12], b2[14] = 5, 3, 2
+    hosts = {
+        "a": stats(hit=10, miss=5, would_hit=1, latency={"get": {"count": 5, "buckets": b1}}),
+        "b": stats(hit=1, miss=4, would_hit=0, pkt_ingress=7, latency={"get": {"count": 5, "buckets": b2}}),
+        "c": None,   # unreachable host: skipped
+    }
+    t = F.brc_fleet_totals(hosts)
+    assert t["hosts"] == 2
+    assert t["counters"] == {"hit": 11, "miss": 9, "would_hit": 1, "pkt_ingress": 7}
+    assert t["ratios"]["hit_ratio"] == round(11 / 20, 4)
+    assert t["latency"]["get"]["buckets"] == [x + y for x, y in zip(b1, b2)]
+    assert t["latency"]["get"]["count"] == 10
+    assert t["latency"]["get"]["p50_us"] == F.brc_percentiles(t["latency"]["get"]["buckets"])["p50_us"]
+
+
+def test_rates_and_backwards_counters():
+    r = F.brc_rates(stats(hit=10, miss=100), stats(hit=30, miss=50, fill=3), 2)
+    assert r == {"hit": 10.0, "miss": None, "fill": None}
+    t = F.brc_fleet_totals({"a": dict(stats(hit=1), rates={"hit": 1.5}),
+                            "b": dict(stats(hit=1), rates={"hit": 2.0})})
+    assert t["rates"] == {"hit": 3.5}
+
+
+# --- gates ------------------------------------------------------------------------------
+
+def test_gate_before_needs_redis_and_brc():
+    v = F.brc_gate_before({"failed": True, "msg": "no pins"}, probe(), "observe")
+    assert not v["ok"] and "not loaded" in v["failures"][0]
+    v = F.brc_gate_before(stats(pkt_ingress=1), probe(ok=False, errors=1, problems=["connect refused"]), "observe")
+    assert not v["ok"] and "connect refused" in v["failures"][0]
+    assert F.brc_gate_before(stats(pkt_ingress=1), probe(), "observe")["ok"]
+
+
+@pytest.mark.parametrize("counters,force,ok,text", [
+    ({"mismatch": 0, "would_hit": 12}, False, True, None),
+    ({"mismatch": 0, "would_hit": 0}, False, False, "would_hit > 0"),
+    ({"mismatch": 2, "would_hit": 12}, False, False, "2 mismatches"),
+    ({"pkt_ingress": 9}, False, False, "no mismatch/would_hit counters"),
+    ({"pkt_ingress": 9}, True, True, None),
+    ({"mismatch": 0, "would_hit": 0}, True, True, None),
+])
+def test_promotion_to_serve_needs_observe_history_unless_forced(counters, force, ok, text):
+    v = F.brc_gate_before(stats(**counters), probe(), "serve", {"force": force})
+    assert v["ok"] is ok, v
+    if text:
+        assert text in " ".join(v["failures"])
+
+
+def test_disable_is_allowed_on_a_host_with_mismatches():
+    assert F.brc_gate_before(stats(mismatch=3, would_hit=1), probe(), "off")["ok"]
+    after = F.brc_gate_after(stats(mismatch=3), stats(mode="off", mismatch=3), probe(), probe(), {"mode": "off"})
+    assert after["ok"], after
+
+
+def test_gate_after_passes_clean_change():
+    v = F.brc_gate_after(stats(mismatch=0, req_get=10), stats(mode="serve", mismatch=0, req_get=60),
+                         probe(p90=120), probe(p90=100), {"mode": "serve"})
+    assert v["ok"], v
+    assert v["numbers"]["requests_delta"] == 50
+
+
+@pytest.mark.parametrize("after,probe_after,text", [
+    (stats(mode="serve", mismatch=1), probe(), "mismatch=1"),
+    (stats(mode="serve", reset=2), probe(), "reset grew by 2"),
+    (stats(mode="serve", req_get=100, dirty_parse=20), probe(), "dirty rate 0.2000"),
+    (stats(mode="serve", hit=0), probe(), "counters went backwards"),
+    (stats(mode="observe"), probe(), "live mode is observe, expected serve"),
+    (stats(mode="serve"), probe(ok=False, wrong=1, problems=["GET returned b'x', expected b'y'"]), "1 wrong"),
+    (stats(mode="serve"), probe(p90=9000), "p90 latency 9000.0us"),
+    ({"failed": True, "msg": "gone"}, probe(), "stats unreadable"),
+])
+def test_gate_after_failures_name_the_numbers(after, probe_after, text):
+    before = stats(mismatch=0, reset=0, req_get=0, dirty_parse=0, hit=5)
+    v = F.brc_gate_after(before, after, probe_after, probe(p90=100), {"mode": "serve"})
+    assert not v["ok"]
+    assert text in " ".join(v["failures"]), v["failures"]
+    assert v["gate"] == "after"
+
+
+# --- drift --------------------------------------------------------------------------------
+
+def clean_record():
+    build = {"programs": {"ingress": {"id": 1, "tag": "aa", "pin": "/p/eth0/prog_ingress"},
+                          "egress": {"id": 2, "tag": "bb", "pin": "/p/eth0/prog_egress"}},
+             "maps": {"brc_config": {}, "brc_stats": {}, "brc_latency": {}}}
+    state = {"pins": ["brc_config", "brc_latency", "brc_stats", "prog_egress", "prog_ingress"],
+             "programs": {"ingress": {"id": 1, "tag": "aa"}, "egress": {"id": 2, "tag": "bb"}},
+             "attached": {"ingress": {"id": 1, "tag": "aa"}, "egress": {"id": 2, "tag": "bb"}},
+             "other_filters": [], "errors": []}
+    ok = {"changed": False, "failed": False}
+    return {"interface": "eth0", "capabilities": {"bpffs": {"mounted": True, "path": "/sys/fs/bpf"}},
+            "state": state, "build": build, "program_check": ok, "tc_check": ok, "config_check": ok,
+            "stats": stats(mismatch=0)}
+
+
+def test_clean_host_has_no_drift():
+    assert F.brc_drift(clean_record()) == []
+
+
+def _checks(record):
+    return sorted(set(p["check"] for p in F.brc_drift(record)))
+
+
+def test_drift_rules():
+    r = clean_record()
+    del r["state"]["attached"]["egress"]
+    r["tc_check"] = {"changed": True, "diff": {"before": {"egress": None}, "after": {"egress": 2}}}
+    probs = F.brc_drift(r)
+    assert any(p["check"] == "filter" and "egress" in p["detail"] for p in probs)
+
+    r = clean_record()
+    r["state"]["attached"]["ingress"] = {"id": 99, "tag": "ff"}
+    text = " ".join(p["detail"] for p in F.brc_drift(r))
+    assert "tag ff differs from the toolkit's build aa" in text and "not the pinned one" in text
+
+    r = clean_record()
+    r["state"]["other_filters"] = [{"direction": "ingress", "prio": 49152, "handle": 1, "kind": "bpf",
+                                    "name": "x", "tag": "cc"}]
+    assert _checks(r) == ["filter"]
+
+    r = clean_record()
+    r["state"]["pins"] = ["prog_egress", "prog_ingress"]
+    assert "maps not pinned: brc_config, brc_latency, brc_stats" in F.brc_drift(r)[0]["detail"]
+
+    r = clean_record()
+    r["capabilities"]["bpffs"]["mounted"] = False
+    assert "bpffs" in _checks(r)
+
+    r = clean_record()
+    r["config_check"] = {"changed": True, "diff": {"before": {"mode": "serve"}, "after": {"mode": "observe"}}}
+    assert "{mode: serve} -> {mode: observe}" in F.brc_drift(r)[0]["detail"]
+
+    r = clean_record()
+    r["build"] = {}
+    assert "build" in _checks(r)
+
+    assert _checks({"interface": ""}) == ["interface"]
+
+
+def test_audit_fleet_reports_unreachable_hosts_and_summary():
+    rec = dict(clean_record(), host="redis1", problems=[])
+    out = F.brc_audit_fleet([rec, None], ["redis1", "redis2"], generated_at="t")
+    assert out["clean"] == ["redis1"] and out["drifted"] == ["redis2"]
+    assert out["hosts"][1]["problems"][0]["check"] == "unreachable"
+    assert out["summary"][-1] == "fleet: 2 hosts, 1 clean, 1 with drift"
+    json.dumps(out)
+
+
+# --- Prometheus ----------------------------------------------------------------------------
+
+def test_prometheus_text_parses_strictly_and_carries_the_numbers():
+    buckets = [0] * 40
+    buckets[15], buckets[17], buckets[39] = 4, 2, 1
+    s = stats(mode="serve", hit=5, miss=2, would_hit=0, mismatch=0,
+              latency={"get": {"count": 7, "buckets": buckets}, "set": {"count": 0, "buckets": [0] * 40}})
+    text = F.brc_prometheus(s, 'red"is\\1', "eth0", {"hit": 1.5, "miss": None})
+    fams = promtext.parse(text)
+    assert fams["brc_hit_total"]["type"] == "counter"
+    (name, labels, value), = fams["brc_hit_total"]["samples"]
+    assert labels == {"host": 'red"is\\1', "interface": "eth0"} and value == 5
+    modes = dict((l["mode"], v) for _n, l, v in fams["brc_mode"]["samples"])
+    assert modes == {"off": 0, "observe": 0, "serve": 1}
+    hist = [(l, v) for n, l, v in fams["brc_latency_seconds"]["samples"]
+            if n.endswith("_bucket") and l["class"] == "get"]
+    assert hist[-1] == (dict(host='red"is\\1', interface="eth0", **{"class": "get", "le": "+Inf"}), 7)
+    assert math.isclose(float(hist[15][0]["le"]), 2 ** 16 / 1e9)
+    assert [v for _n, l, v in fams["brc_rate_per_second"]["samples"]] == [1.5]
+
+
+@pytest.mark.parametrize("bad", [
+    "x 1\n",                                             # no TYPE
+    "# TYPE x counter\nx -1\n",                          # negative counter
+    "# TYPE x counter\nx{a=\"1\"} 1\nx{a=\"1\"} 2\n",    # duplicate
+    "# TYPE x gauge\nx{a=\"\\q\"} 1\n",                  # bad escape
+    "# TYPE x gauge\nx 1",                               # no final newline
+    "# TYPE h histogram\nh_bucket{le=\"1\"} 2\nh_bucket{le=\"+Inf\"} 1\nh_count 1\n",
+])
+def test_the_parser_is_strict(bad):
+    with pytest.raises(promtext.ParseError):
+        promtext.parse(bad)
+
+
+# --- the probe, against a real Redis -----------------------------------------------------------
+
+def run_module(path, args):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    out = subprocess.run([sys.executable, path], input=json.dumps({"ANSIBLE_MODULE_ARGS": args}),
+                         capture_output=True, text=True, env=env, timeout=60)
+    return json.loads(out.stdout)
+
+
+def test_probe_round_trips_against_real_redis(redis_server):
+    res = run_module(os.path.join(REPO, "library", "brc_probe.py"),
+                     {"host": redis_server.host, "port": redis_server.port, "rounds": 5})
+    assert res["ok"] and not res.get("failed"), res
+    assert res["ops"] == 1 + 5 * 10 and res["wrong"] == 0
+    assert res["latency"]["count"] == res["ops"]
+
+
+def test_probe_reports_a_dead_redis_quickly():
+    res = run_module(os.path.join(REPO, "library", "brc_probe.py"),
+                     {"host": "127.0.0.1", "port": 1, "rounds": 50, "timeout": 0.5})
+    assert res["failed"] and not res["ok"]
+    assert "connect 127.0.0.1:1" in res["problems"][0]
+
+
+class FakeRedis:
+    """A RESP server that answers every GET with a stale value (what a broken cache does)."""
+
+    def __init__(self):
+        import socket
+        import threading
+        self.srv = socket.socket()
+        self.srv.bind(("127.0.0.1", 0))
+        self.srv.listen(8)
+        self.port = self.srv.getsockname()[1]
+        threading.Thread(target=self.loop, daemon=True).start()
+
+    def loop(self):
+        import threading
+        while True:
+            try:
+                conn, _addr = self.srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.client, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def client(conn):
+        f = conn.makefile("rb")
+        try:
+            while True:
+                head = f.readline()
+                if not head:
+                    return
+                args = []
+                for _i in range(int(head[1:])):
+                    n = int(f.readline()[1:])
+                    args.append(f.read(n + 2)[:-2])
+                cmd = args[0].upper()
+                reply = {b"PING": b"+PONG\r\n", b"SET": b"+OK\r\n", b"DEL": b":1\r\n"}.get(
+                    cmd, b"$5\r\nstale\r\n")
+                conn.sendall(reply)
+        except (OSError, ValueError):
+            return
+        finally:
+            conn.close()
+
+    def close(self):
+        self.srv.close()
+
+
+def test_probe_detects_a_wrong_value():
+    fake = FakeRedis()
+    try:
+        res = run_module(os.path.join(REPO, "library", "brc_probe.py"),
+                         {"host": "127.0.0.1", "port": fake.port, "rounds": 2, "timeout": 1.0,
+                          "strict": False})
+    finally:
+        fake.close()
+    assert not res["ok"] and res["errors"] == 0
+    assert res["wrong"] == 2 * 7   # every GET of both rounds: 6 on the first connection, 1 on a second
+    assert "first get" in res["problems"][0] and "stale" in res["problems"][0]
+
+
+# --- playbooks ---------------------------------------------------------------------------------
+
+def test_fleet_playbooks_pass_syntax_check():
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"))
+    for pb in PLAYBOOKS:
+        out = subprocess.run([os.path.join(REPO, ".venv", "bin", "ansible-playbook"), "--syntax-check", pb],
+                             cwd=REPO, capture_output=True, text=True, env=env)
+        assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_fleet_playbooks_and_role_pass_ansible_lint_production():
+    lint = os.path.join(REPO, ".venv", "bin", "ansible-lint")
+    out = subprocess.run([lint, "--profile", "production", "--offline", "--nocolor"] + PLAYBOOKS
+                         + ["roles/brc_fleet", "roles/brc_rollout", "roles/brc_audit", "roles/brc_stats"], cwd=REPO, capture_output=True, text=True,
+                         env=dict(os.environ, ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg")))
+    assert out.returncode == 0, out.stdout + out.stderr
