@@ -125,6 +125,34 @@ def test_offloads_toggle_without_ethtool(pair):
     assert state["tx"] == before["tx"] and state["tso"] == before["tso"]
 
 
+def test_loss_with_offloads_off_on_both_sides_checker_passes(pair, checker):
+    """BRC's tests run with default offloads and with them off (checksums then computed
+    in software and verified by the receiver): the faults must work in both."""
+    with netfault.Offloads(pair.client, pair.client_dev, tx=False, rx=False, tso=False), \
+            netfault.Offloads(pair.server, pair.server_dev, tx=False, rx=False, tso=False) as o:
+        assert o.state["tx"] is False and o.state["tso"] is False
+        with netfault.Loss(pair.client, 2.0, PORT, peer=pair.server_ip) as loss:
+            summary = checker(pair, seconds=8)
+            stats = loss.stats()
+    assert summary["ok"], summary
+    assert stats["drop_in"] > 0 and stats["drop_out"] > 0, stats
+    after = netfault.get_offloads(pair.client, pair.client_dev)
+    assert after["tx"] is True and after["tso"] is True      # restored
+
+
+def test_isn_counter_sees_both_halves(pair):
+    with netfault.IsnCounter(pair.client, PORT) as isn:
+        # -k 0: a new connection per request, 300 handshakes.
+        pair.run(pair.client, ["redis-benchmark", "-h", pair.server_ip, "-p", str(PORT),
+                               "-t", "ping", "-n", "300", "-c", "4", "-k", "0", "-q"],
+                 timeout=60)
+        stats = isn.stats()
+    assert stats["client_low"] + stats["client_high"] >= 300, stats
+    assert stats["server_low"] + stats["server_high"] >= 300, stats
+    assert min(stats.values()) > 0, stats
+    assert netfault.status(pair.client)["nft"] == {}
+
+
 def test_pair_cleanup_leaves_nothing():
     with netfault.NetnsPair("brcnz", "10.67.1") as p:
         redis = p.start_redis(PORT)

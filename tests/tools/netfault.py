@@ -26,7 +26,10 @@ This kernel has no netem and no fq qdisc, so faults are made with netfilter:
              ["TCPOFOQueue"].
 
   Offloads   ethtool's legacy ioctls (SIOCETHTOOL) from Python, so the `ethtool` binary is
-             not needed: tx/rx checksum, sg, tso, gso, gro.
+             not needed: tx/rx checksum, sg, tso, gso, gro; Offloads() restores on exit.
+
+  IsnCounter handshakes counted by ISN half (below / at or above 2^31), client and server:
+             ISNs cannot be chosen, so a test shows that both halves were exercised.
 
   NetnsPair  two namespaces joined by a veth, named after this process, for tests and bench.
 
@@ -37,6 +40,7 @@ CLI (run as root):
   netfault.py loss    --netns NS --port 6379 --percent 2 [--peer IP | --device DEV] --seconds 30
   netfault.py reorder --netns NS --port 6379 --fraction 0.1 --delay-ms 4 --seconds 30
   netfault.py offload --netns NS --device DEV [--tx off] [--rx off] [--tso off] [--gro on] ...
+  netfault.py isn     --netns NS --port 6379 --seconds 30
   netfault.py status  --netns NS
   netfault.py cleanup --netns NS
 """
@@ -314,8 +318,9 @@ def table_counters(netns, family, table=TABLE):
         if not rule or "comment" not in rule:
             continue
         for expr in rule["expr"]:
-            if "counter" in expr:
-                out[rule["comment"].replace("-", "_")] = expr["counter"]["packets"]
+            if "counter" in expr:     # same comment in several chains: summed
+                name = rule["comment"].replace("-", "_")
+                out[name] = out.get(name, 0) + expr["counter"]["packets"]
     return out
 
 
@@ -713,14 +718,78 @@ def get_offloads(netns, dev):
     return set_offloads(netns, dev)
 
 
+class Offloads:
+    """Offloads set for the body and restored on exit: Offloads(ns, dev, tx=False, tso=False).
+    Turning tx checksum off also turns off what depends on it (sg/tso), as ethtool does."""
+
+    def __init__(self, netns, dev, **wanted):
+        self.netns, self.dev, self.wanted = netns, dev, wanted
+        self.before = None
+
+    def __enter__(self):
+        self.before = get_offloads(self.netns, self.dev)
+        self.state = set_offloads(self.netns, self.dev, **self.wanted)
+        return self
+
+    def __exit__(self, *exc):
+        # Restore in dependency order: checksum and sg before tso/gso.
+        order = ("tx", "rx", "sg", "tso", "gso", "gro")
+        set_offloads(self.netns, self.dev, **dict((k, self.before[k]) for k in order))
+        return False
+
+
+class IsnCounter:
+    """Count handshakes by initial sequence number half, in an inet table of its own.
+
+    The serial-number comparisons of a TCP translator break differently for ISNs below
+    and at/above 2^31, so a test should see both halves on both sides. Linux picks ISNs
+    from a keyed hash, so they cannot be chosen; with a handful of connections both halves
+    are likely, and this counter shows whether they happened:
+    {'client_low', 'client_high', 'server_low', 'server_high'} (SYNs from the client,
+    SYN-ACKs from the server, seen in the namespace it is installed in).
+    """
+
+    def __init__(self, netns, port, table=TABLE + "_isn"):
+        self.netns, self.port, self.table = netns, int(port), table
+
+    def ruleset(self):
+        syn = "tcp flags & (syn | ack) == syn"
+        synack = "tcp flags & (syn | ack) == syn | ack"
+        rules = []
+        for side, match in (("client", "tcp dport %d %s" % (self.port, syn)),
+                            ("server", "tcp sport %d %s" % (self.port, synack))):
+            rules.append('%s tcp sequence < 2147483648 counter comment "%s-low"' % (match, side))
+            rules.append('%s tcp sequence >= 2147483648 counter comment "%s-high"' % (match, side))
+        lines = ["table inet %s {" % self.table]
+        for chain, hook in (("isn_in", "input"), ("isn_out", "output")):
+            lines += ["  chain %s {" % chain,
+                      "    type filter hook %s priority -400; policy accept;" % hook]
+            lines += ["    " + r for r in rules] + ["  }"]
+        return "\n".join(lines + ["}"]) + "\n"
+
+    def __enter__(self):
+        remove_table(self.netns, "inet", self.table)
+        sh(["nft", "-f", "-"], self.netns, input=self.ruleset())
+        return self
+
+    def __exit__(self, *exc):
+        remove_table(self.netns, "inet", self.table)
+        return False
+
+    def stats(self):
+        out = {"client_low": 0, "client_high": 0, "server_low": 0, "server_high": 0}
+        out.update(table_counters(self.netns, "inet", self.table))
+        return out
+
+
 # --------------------------------------------------------------------------- CLI
 
 def status(netns):
     out = {"nft": {}, "iptables_chain": queue_rules_present(netns)}
-    for family in ("netdev", "inet"):
-        counters = table_counters(netns, family)
+    for family, table in (("netdev", TABLE), ("inet", TABLE), ("inet", TABLE + "_isn")):
+        counters = table_counters(netns, family, table)
         if counters:
-            out["nft"][family] = counters
+            out["nft"]["%s %s" % (family, table)] = counters
     return out
 
 
@@ -759,6 +828,11 @@ def main(argv=None):
         p.add_argument("--" + name, choices=("on", "off"))
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser("isn", help="count handshakes by ISN half for a while")
+    p.add_argument("--netns", required=True)
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--seconds", type=float, default=30)
+
     for name in ("status", "cleanup"):
         p = sub.add_parser(name)
         p.add_argument("--netns", required=True)
@@ -796,12 +870,21 @@ def main(argv=None):
         print(json.dumps(state) if args.json else
               " ".join("%s %s" % (k, "on" if v else "off") for k, v in state.items()))
         return 0
+    if args.cmd == "isn":
+        with IsnCounter(args.netns, args.port) as isn:
+            try:
+                time.sleep(args.seconds)
+            except KeyboardInterrupt:
+                pass
+            print(json.dumps(isn.stats()))
+        return 0
     if args.cmd == "status":
         print(json.dumps(status(args.netns)))
         return 0
     if args.cmd == "cleanup":
         for family in ("netdev", "inet"):
             remove_table(args.netns, family)
+        remove_table(args.netns, "inet", TABLE + "_isn")
         remove_queue_rules(args.netns)
         print(json.dumps(status(args.netns)))
         return 0
