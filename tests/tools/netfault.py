@@ -399,8 +399,11 @@ class QueueHolder:
                     if code:
                         raise OSError(-code, "nfqueue config: %s" % os.strerror(-code))
                     return
-                if kind & 0xff == NFQNL_MSG_PACKET:   # early packet: accept it
-                    self._on_packet(data[off + 20:off + length], time.monotonic(), [])
+                if kind == (NFNL_SUBSYS_QUEUE << 8) | NFQNL_MSG_PACKET:   # early packet
+                    early = []
+                    self._on_packet(data[off + 16:off + length], time.monotonic(), early)
+                    for msg in early:
+                        self.sock.send(msg)
                 off += (length + 3) & ~3
         raise OSError(errno.ETIMEDOUT, "no ack from nfnetlink_queue")
 
