@@ -95,8 +95,43 @@ class Brc:
         return dict((n, getattr(cfg, n)) for n in names)
 
     def counters(self):
+        """Named counters, plus the latency histogram buckets as 'lat.<class>.<slot>'
+        (only non-zero ones), so one before/after delta covers both."""
         table = self.build.bpf.get_table(self.contract.map_name("stats"))
         out = {}
         for i, name in enumerate(self.contract.counters):
             out[name] = int(sum(table[table.Key(i)]))
+        try:
+            lat = self.build.bpf.get_table(self.contract.map_name("latency"))
+        except Exception:
+            return out
+        slots = self.contract.latency_slots
+        for c, cls in enumerate(self.contract.latency_classes):
+            for slot in range(slots):
+                n = int(sum(lat[lat.Key(c * slots + slot)]))
+                if n:
+                    out["lat.%s.%d" % (cls, slot)] = n
         return out
+
+
+def histogram_summary(counters):
+    """{'get': {'count', 'p50_us', 'p99_us'}, ...} from 'lat.<class>.<slot>' deltas; a
+    percentile is the upper bound of its log2-nanosecond bucket."""
+    classes = {}
+    for key, n in counters.items():
+        if key.startswith("lat."):
+            _, cls, slot = key.split(".")
+            classes.setdefault(cls, {})[int(slot)] = n
+    out = {}
+    for cls, buckets in classes.items():
+        total = sum(buckets.values())
+        entry = {"count": total}
+        for p in (50, 99):
+            seen = 0
+            for slot in sorted(buckets):
+                seen += buckets[slot]
+                if seen >= total * p / 100.0:
+                    entry["p%d_us" % p] = round(2 ** (slot + 1) / 1000.0, 3)
+                    break
+        out[cls] = entry
+    return out

@@ -88,6 +88,7 @@ class Bench:
         self.notes = {}
         self.available = []
         self.values = None
+        self.written = {}
 
     def setup_brc(self, wanted):
         if not (set(wanted) & {"observe", "serve"}):
@@ -142,7 +143,7 @@ class Bench:
                 self.brc.detach()
             return None
         self.brc.attach()
-        self.brc.configure(config)
+        self.written[config] = self.brc.configure(config, verify_sample=self.args.verify_sample)
         return self.brc.counters
 
     def run(self, configs):
@@ -208,6 +209,14 @@ class Bench:
         return {"keys": len(keys), "wrong_size_or_missing": len(wrong),
                 "first_wrong": wrong[:5], "distinct_values": distinct,
                 "writers": 1 + set_runs, "ok": not wrong and distinct <= 1 + set_runs}
+
+
+def _histograms(counters):
+    try:
+        import brc_attach
+    except ImportError:
+        return {}
+    return brc_attach.histogram_summary(counters)
 
 
 def _set_runs(rounds):
@@ -326,7 +335,15 @@ def markdown(meta, summary, configs, notes):
             c = summary[config][name].get("counters")
             if c:
                 lines.append("- %s BRC counters (sum over rounds): %s" % (
-                    config, ", ".join("%s=%d" % kv for kv in sorted(c.items()))))
+                    config, ", ".join("%s=%d" % kv for kv in sorted(c.items())
+                                      if not kv[0].startswith("lat."))))
+                hist = _histograms(c)
+                if hist:
+                    lines.append("- %s BRC latency, request ingress to reply egress (log2 "
+                                 "bucket upper bounds): %s" % (config, "; ".join(
+                                     "%s n=%d p50<=%sus p99<=%sus" % (
+                                         cls, h["count"], h.get("p50_us"), h.get("p99_us"))
+                                     for cls, h in sorted(hist.items()))))
         lines.append("")
     v = meta.get("values_after")
     if v:
@@ -387,6 +404,9 @@ def main(argv=None):
     parser.add_argument("--value-size", type=int, default=32)
     parser.add_argument("--timeout", type=int, default=90, help="per redis-benchmark run")
     parser.add_argument("--quick", action="store_true", help="1 round, 50k requests")
+    parser.add_argument("--verify-sample", type=int, default=0,
+                        help="brc_config.verify_sample in serve (1 in N would-be hits still "
+                        "goes to Redis; 0 = none, the default, to measure serving alone)")
     parser.add_argument("--out", default=RESULTS)
     parser.add_argument("--bpf-src", default=os.path.join(REPO, "bpf"),
                         help="BRC sources to compile (default: the working tree's bpf/)")
@@ -447,6 +467,7 @@ def bench_main(args, configs):
     summary = summarise(rounds, usable)
     meta["seconds"] = round(time.time() - started, 1)
     meta["values_after"] = bench.values
+    meta["brc_config"] = bench.written
     report = {"meta": meta, "notes": bench.notes, "summary": summary, "rounds": rounds,
               "workloads": dict((n, {"description": d, "redis_benchmark": [j[0] for j in jobs]})
                                 for n, d, jobs in WORKLOADS_FOR_SUMMARY)}
