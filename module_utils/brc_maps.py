@@ -17,14 +17,16 @@ from ansible.module_utils import brc_pins
 
 NS_PER_S = 1000000000
 
-# Ratios reported by brc_stats: name -> (numerator counters, denominator counters).
-# A ratio is reported only when every counter it names exists in the contract;
-# it is 0.0 while the denominator is 0.
+# Ratios reported by brc_stats: name -> (numerator counters, denominator counters),
+# counter names as brc_contract.h's BRC_COUNTERS list has them (lower case). A ratio
+# is reported when its denominator counters exist in the contract; numerator counters
+# the contract does not have (yet) count as 0, e.g. hit before serve mode exists.
+# A ratio is 0.0 while its denominator is 0.
 RATIOS = {
-    "hit_ratio": (("hit",), ("hit", "miss")),
-    "would_hit_ratio": (("would_hit",), ("would_hit", "miss")),
-    "cacheable_ratio": (("hit", "miss", "would_hit"), ("get",)),
-    "mismatch_ratio": (("mismatch",), ("verify",)),
+    "hit_ratio": (("hit",), ("req_get",)),
+    "would_hit_ratio": (("would_hit",), ("req_get",)),
+    "miss_ratio": (("miss",), ("req_get",)),
+    "mismatch_ratio": (("mismatch",), ("would_hit", "mismatch")),
 }
 
 
@@ -167,10 +169,10 @@ def latency_summary(hist):
 def ratios(counters):
     out = {}
     for name, (num, den) in sorted(RATIOS.items()):
-        if not all(c in counters for c in num + den):
+        if not all(c in counters for c in den):
             continue
         d = sum(counters[c] for c in den)
-        out[name] = round(float(sum(counters[c] for c in num)) / d, 4) if d else 0.0
+        out[name] = round(float(sum(counters.get(c, 0) for c in num)) / d, 4) if d else 0.0
     return out
 
 

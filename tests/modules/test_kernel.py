@@ -1,0 +1,191 @@
+"""module_utils against the real kernel: a real bpffs, real bcc builds of bpf/, a veth
+pair and real TCP traffic, each test inside its own throwaway namespaces (in_netns)."""
+import pytest
+
+pytestmark = pytest.mark.usefixtures("kernel")
+
+
+def test_bpffs_mount_unmount_and_foreign_mounts(in_netns):
+    r = in_netns("""
+        from ansible.module_utils import brc_bpffs
+        from ansible.module_utils.brc_pins import bpffs_at
+        st = STATE + "/state"
+        out = {}
+        out["before"] = bpffs_at("/sys/fs/bpf")
+        out["mount"] = brc_bpffs.ensure_bpffs(Runner(), "/sys/fs/bpf", "mounted", state_path=st)
+        out["after"] = bpffs_at("/sys/fs/bpf")
+        out["again"] = brc_bpffs.ensure_bpffs(Runner(), "/sys/fs/bpf", "mounted", state_path=st)
+        out["umount"] = brc_bpffs.ensure_bpffs(Runner(), "/sys/fs/bpf", "unmounted", state_path=st)
+        out["gone"] = bpffs_at("/sys/fs/bpf")
+        sh("mount -t bpf nodev /sys/fs/bpf")          # someone else's bpffs, odd source name
+        out["foreign"] = brc_bpffs.ensure_bpffs(Runner(), "/sys/fs/bpf", "mounted", state_path=st)
+        out["foreign_umount"] = brc_bpffs.ensure_bpffs(Runner(), "/sys/fs/bpf", "unmounted", state_path=st)
+        out["still"] = bpffs_at("/sys/fs/bpf")
+        emit(out)
+    """)
+    assert r["before"] is False and r["after"] is True and r["gone"] is False
+    assert r["mount"]["changed"] and r["mount"]["owned"]
+    assert not r["again"]["changed"]
+    assert r["umount"]["changed"]
+    assert not r["foreign"]["changed"] and not r["foreign"]["owned"]
+    assert not r["foreign_umount"]["changed"] and r["still"] is True
+
+
+LIFECYCLE = r"""
+import re, shutil, tempfile
+from ansible.module_utils import brc_bpffs, brc_build, brc_tc, brc_maps, brc_pins
+from ansible.module_utils.brc_common import BrcError
+from ansible.module_utils.brc_contract import load_contract
+
+brc_bpffs.ensure_bpffs(Runner(), "/sys/fs/bpf", "mounted", state_path=STATE + "/state")
+veth(PEER)
+srv = tcp_server()
+ROOT, IF = "/sys/fs/bpf/brc", "brcmt0"
+PD = ROOT + "/" + IF
+out = {}
+c = load_contract(BPF_DIR)
+persistent = [c.map_name(w) for w in ("config", "stats", "latency")]
+
+def install(src=BPF_DIR, **kw):
+    return brc_build.install(IF, src, ROOT, state_dir=STATE, **kw)
+
+def ids():
+    return {n: m["id"] for n, m in brc_pins.pinned_maps(PD).items()}
+
+out["first"] = install()
+out["pins"] = brc_pins.list_pins(PD)
+out["second"] = install()
+out["check_predict"] = install(check_mode=True, predict_change=True)
+out["ids_after_check"] = brc_pins.pinned_programs(PD)
+
+out["attach"] = brc_tc.attach(IF, PD, state_dir=STATE)
+out["attach_again"] = brc_tc.attach(IF, PD, state_dir=STATE)
+out["cfg"] = brc_maps.configure(PD, c, {"mode": "observe", "port": 6379, "max_age": 30})
+out["cfg_again"] = brc_maps.configure(PD, c, {"mode": "observe", "port": 6379, "max_age": 30})
+out["cfg_check"] = brc_maps.configure(PD, c, {"mode": "serve"}, check_mode=True)
+out["mode_after_check"] = brc_maps.read_config(PD, c)["mode"]
+
+client_traffic(PEER, n=5)
+out["counters1"] = brc_maps.read_counters(PD, c)
+out["latency_classes"] = sorted(brc_maps.latency_summary(brc_maps.read_latency(PD, c)))
+
+# Upgrade with a harmless source change: maps (and their contents) survive.
+up = tempfile.mkdtemp(prefix="brcmt-up-")
+shutil.rmtree(up); shutil.copytree(BPF_DIR, up)
+with open(up + "/brc.c", "a") as f:
+    f.write("\n/* upgrade test */\n")
+maps_before = ids()
+out["upgrade"] = install(src=up)
+out["maps_same"] = {n: ids().get(n) == maps_before[n] for n in persistent}
+out["counters2"] = brc_maps.read_counters(PD, c)
+out["reattach"] = brc_tc.attach(IF, PD, state_dir=STATE)
+with brc_tc.Tc(IF) as tc:
+    out["filters"] = {d: tc.filters(d) for d in ("ingress", "egress")}
+client_traffic(PEER, n=3)
+out["counters3"] = brc_maps.read_counters(PD, c)
+
+# Layout change (stats capacity): refused, nothing touched; then reset_maps.
+lay = tempfile.mkdtemp(prefix="brcmt-lay-")
+shutil.rmtree(lay); shutil.copytree(up, lay)
+h = open(lay + "/brc_contract.h").read()
+h = re.sub(r"#define BRC_STATS_SLOTS (\d+)", lambda m: "#define BRC_STATS_SLOTS %d" % (2 * int(m.group(1))), h)
+open(lay + "/brc_contract.h", "w").write(h)
+progs_before, maps_before = brc_pins.pinned_programs(PD), ids()
+try:
+    install(src=lay)
+    out["refused"] = None
+except BrcError as e:
+    out["refused"] = {"text": e.text, "details": e.details}
+out["untouched"] = brc_pins.pinned_programs(PD) == progs_before and ids() == maps_before
+out["reset"] = install(src=lay, reset_maps=True)
+out["reset_ids"] = {n: ids().get(n) != maps_before[n] for n in persistent}
+c2 = load_contract(lay)
+brc_tc.attach(IF, PD, state_dir=STATE)
+client_traffic(PEER, n=2)
+out["stats_reset_check"] = brc_maps.reset_stats(PD, c2, check_mode=True)
+out["stats_reset"] = brc_maps.reset_stats(PD, c2)
+out["stats_reset_again"] = brc_maps.reset_stats(PD, c2)
+out["counters_after_reset"] = brc_maps.read_counters(PD, c2)
+
+out["detach"] = brc_tc.detach(IF, state_dir=STATE)
+out["detach_again"] = brc_tc.detach(IF, state_dir=STATE)
+with brc_tc.Tc(IF) as tc:
+    out["clsact_left"] = tc.clsact_present()
+# A clsact that was there before is not ours: left in place on detach.
+sh("tc qdisc add dev brcmt0 clsact")
+out["attach_foreign"] = brc_tc.attach(IF, PD, state_dir=STATE)
+out["detach_foreign"] = brc_tc.detach(IF, state_dir=STATE)
+with brc_tc.Tc(IF) as tc:
+    out["foreign_clsact_left"] = tc.clsact_present()
+out["remove"] = brc_build.remove(IF, ROOT, state_dir=STATE)
+out["pin_root_left"] = os.path.exists(ROOT)
+emit(out)
+"""
+
+
+def test_program_tc_config_stats_lifecycle(in_netns):
+    r = in_netns(LIFECYCLE, peer=True)
+    first = r["first"]
+    assert first["changed"] and set(first["programs"]) == {"ingress", "egress"}
+    assert {"prog_ingress", "prog_egress", "brc_config", "brc_stats", "brc_latency"} <= set(r["pins"])
+    assert first["headers"]["kind"] in ("exact", "fallback")
+    # idempotent by source hash and program id/tag
+    assert not r["second"]["changed"] and r["second"]["programs"] == first["programs"]
+    assert r["check_predict"]["changed"]
+    assert {d: p["id"] for d, p in r["ids_after_check"].items()} == {d: p["id"] for d, p in first["programs"].items()}
+    # tc
+    assert r["attach"]["changed"] and r["attach"]["clsact_owned"]
+    assert {d: a["id"] for d, a in r["attach"]["attached"].items()} == {d: p["id"] for d, p in first["programs"].items()}
+    assert not r["attach_again"]["changed"]
+    # config
+    changed, before, after = r["cfg"]
+    assert changed and before["mode"] == "off" and after["mode"] == "observe" and after["max_age"] == 30
+    assert not r["cfg_again"][0]
+    assert r["cfg_check"][0] and r["mode_after_check"] == "observe"
+    # real traffic moved the counters in both directions
+    assert r["counters1"]["pkt_ingress"] > 0 and r["counters1"]["pkt_egress"] > 0
+    assert r["latency_classes"][:3] == ["get", "other", "set"] or {"get", "set", "other"} <= set(r["latency_classes"])
+    # upgrade: new programs, same maps, stats kept, filter replaced in place
+    up = r["upgrade"]
+    assert up["changed"] and up["programs"]["ingress"]["id"] != first["programs"]["ingress"]["id"]
+    assert all(r["maps_same"].values()) and sorted(up["maps_reused"]) == sorted(r["maps_same"])
+    assert r["counters2"]["pkt_ingress"] >= r["counters1"]["pkt_ingress"]
+    assert r["reattach"]["changed"]
+    assert r["reattach"]["attached"]["ingress"]["id"] == up["programs"]["ingress"]["id"]
+    for d in ("ingress", "egress"):
+        assert len(r["filters"][d]) == 1  # replaced, not added next to the old one
+    assert r["counters3"]["pkt_ingress"] > r["counters2"]["pkt_ingress"]
+    # layout change refused with the fix, nothing touched; reset_maps drops only that map
+    assert r["refused"] and "reset_maps" in r["refused"]["text"]
+    assert r["refused"]["details"]["mismatches"][0]["map"] == "brc_stats"
+    assert r["untouched"]
+    assert r["reset"]["changed"] and r["reset"]["maps_reset"] == ["brc_stats"]
+    assert r["reset_ids"] == {"brc_config": False, "brc_stats": True, "brc_latency": False}
+    assert r["stats_reset_check"] is True and r["stats_reset"] is True and r["stats_reset_again"] is False
+    assert not any(r["counters_after_reset"].values())
+    # removal
+    assert r["detach"]["changed"] and not r["detach_again"]["changed"] and r["clsact_left"] is False
+    assert r["attach_foreign"]["changed"] and not r["attach_foreign"]["clsact_owned"]
+    assert r["detach_foreign"]["changed"] and r["foreign_clsact_left"] is True
+    assert r["remove"]["changed"] and r["pin_root_left"] is False
+
+
+def test_facts_find_redis_interface_and_problems(in_netns):
+    r = in_netns("""
+        from ansible.module_utils import brc_facts
+        veth(PEER)
+        srv = tcp_server(port=6379)
+        emit({"ok": brc_facts.gather(port=6379, state_dir=STATE),
+              "noredis": brc_facts.gather(port=6390, state_dir=STATE),
+              "noiface": brc_facts.gather(interface="brcmt9", port=6379, state_dir=STATE),
+              "wildcard": brc_facts.detect_interface(["0.0.0.0"], "10.251.0.1")})
+    """, peer=True)
+    ok = r["ok"]
+    caps = ok["capabilities"]
+    assert caps["bpf_syscall"] and caps["clsact"] and caps["cls_bpf"] and caps["bcc"]["available"]
+    assert caps["pyroute2"]["available"] and caps["headers"]["kind"] in ("exact", "fallback")
+    assert ok["redis"]["listening"] == ["10.251.0.1"] and ok["detected_interface"] == "brcmt0"
+    assert ok["problems"] == []
+    assert any("not listening on TCP port 6390" in p["problem"] for p in r["noredis"]["problems"])
+    assert any("interface brcmt9 not found" in p["problem"] for p in r["noiface"]["problems"])
+    assert r["wildcard"] == "brcmt0"
