@@ -60,7 +60,7 @@ def workloads(args):
 
 
 def preload(pair, keys, size):
-    """SET key:%012d to redis-benchmark's own value ('x' * size), so SETs keep values."""
+    """SET key:%012d (redis-benchmark's -r key names) to 'x' * size, so every GET hits."""
     value = b"x" * size
     out = []
     for i in range(keys):
@@ -102,10 +102,16 @@ class Bench:
             for c in ("observe", "serve"):
                 self.notes[c] = reason
             return
-        self.brc.attach()
-        self.brc.configure("observe")
-        w = warm(self.pair, self.redis.pid, self.args, self.brc.counters)
-        moved = w["counters"]
+        try:
+            self.brc.attach()
+            self.brc.configure("observe")
+            moved = warm(self.pair, self.redis.pid, self.args, self.brc.counters)["counters"]
+        except Exception as e:
+            reason = "observe mode failed its probe: %s" % _last_line(e)
+            for c in ("observe", "serve"):
+                self.notes[c] = reason
+            self.brc.detach()
+            return
         if "observe" in wanted:
             if moved:
                 self.available.append("observe")
@@ -134,8 +140,10 @@ class Bench:
             self.available.append("serve")
         else:
             self.notes["serve"] = ("mode serve set, but the `hit` counter stayed 0 over %d "
-                                   "warm GETs (counters: %s)" % (w["requests"] + w2["requests"],
-                                                                 w2["counters"]))
+                                   "warm GETs (counters: %s)" % (
+                                       w["requests"] + w2["requests"],
+                                       dict((k, v) for k, v in w2["counters"].items()
+                                            if not k.startswith("lat."))))
 
     def use(self, config):
         if config == "plain":
