@@ -51,7 +51,7 @@ def test_loss_inet_hooks_drop(pair):
     with netfault.Loss(pair.client, 5.0, PORT, peer=pair.server_ip, use_device=False) as loss:
         assert loss.family == "inet"
         pair.run(pair.client, ["redis-benchmark", "-h", pair.server_ip, "-p", str(PORT),
-                               "-t", "get", "-n", "2000", "-c", "4", "-q"], timeout=60)
+                               "-t", "get", "-n", "600", "-c", "4", "-q"], timeout=60)
         stats = loss.stats()
     assert stats["drop_in"] > 0 and stats["drop_out"] > 0, stats
     assert netfault.table_counters(pair.client, "inet") == {}
