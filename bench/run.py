@@ -10,6 +10,7 @@ configuration runs the same redis-benchmark workloads from the client namespace:
   observe   BRC attached (tc clsact on the server's veth), mode observe
   serve     BRC attached, mode serve; used only if GETs are really answered in the kernel
             (the `hit` counter moves), otherwise skipped with the reason
+  off       (only when asked for) BRC attached in mode off: what the hooks alone cost
 
 Configurations are interleaved over several rounds (order rotated) and each figure is the
 median over rounds. Timings are reported, never asserted. See bench/README.md.
@@ -41,6 +42,7 @@ import netfault  # noqa: E402
 
 PORT = 6379
 CONFIGS = ("plain", "observe", "serve")
+OPTIONAL_CONFIGS = ("off",)     # BRC attached in mode off: the cost of the hooks alone
 RESULTS = os.path.join(HERE, "results")
 
 
@@ -91,7 +93,8 @@ class Bench:
         self.written = {}
 
     def setup_brc(self, wanted):
-        if not (set(wanted) & {"observe", "serve"}):
+        brc_configs = [c for c in wanted if c != "plain"]
+        if not brc_configs:
             return
         try:
             import brc_attach
@@ -99,7 +102,7 @@ class Bench:
                                       self.pair.server_dev, PORT)
         except Exception as e:  # reported, never hidden
             reason = "BRC did not load: %s" % _last_line(e)
-            for c in ("observe", "serve"):
+            for c in brc_configs:
                 self.notes[c] = reason
             return
         try:
@@ -108,10 +111,12 @@ class Bench:
             moved = warm(self.pair, self.redis.pid, self.args, self.brc.counters)["counters"]
         except Exception as e:
             reason = "observe mode failed its probe: %s" % _last_line(e)
-            for c in ("observe", "serve"):
+            for c in brc_configs:
                 self.notes[c] = reason
             self.brc.detach()
             return
+        if "off" in wanted:
+            self.available.append("off")
         if "observe" in wanted:
             if moved:
                 self.available.append("observe")
@@ -425,7 +430,7 @@ def main(argv=None):
         args.rounds, args.requests = 1, 50000
     configs = [c for c in args.configs.split(",") if c]
     for c in configs:
-        if c not in CONFIGS:
+        if c not in CONFIGS + OPTIONAL_CONFIGS:
             parser.error("unknown configuration %s" % c)
     if os.geteuid() != 0:
         parser.error("needs root (namespaces, tc, bpf)")
