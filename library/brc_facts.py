@@ -38,6 +38,10 @@ options:
   address:
     description: Address the host is reached at (such as C(ansible_host)); picks the interface when Redis binds a wildcard.
     type: str
+  packages:
+    description: Debian packages to look up in dpkg's status; the ones not installed are returned in RV(ansible_facts.brc.packages_missing).
+    type: list
+    elements: str
   probe_bcc:
     description: Compile and load a trivial program with bcc to prove it works (about half a second).
     type: bool
@@ -100,6 +104,11 @@ ansible_facts:
           description: The port and listening addresses.
           type: dict
           returned: when O(port) is given
+        packages_missing:
+          description: Those of O(packages) that dpkg does not have installed.
+          type: list
+          elements: str
+          returned: when O(packages) is given
         problems:
           description: What blocks a deploy, as a list of dicts with kind (host or packages), problem and fix.
           type: list
@@ -121,12 +130,13 @@ def main():
             port=dict(type="int"),
             address=dict(type="str"),
             probe_bcc=dict(type="bool", default=False),
+            packages=dict(type="list", elements="str"),
         ),
         supports_check_mode=True,
     )
     p = module.params
     facts = brc_facts.gather(p["interface"] or None, p["pin_root"], p["src_dir"], p["port"],
-                             p["address"], p["probe_bcc"])
+                             p["address"], p["probe_bcc"], packages=p["packages"])
     module.exit_json(changed=False, ansible_facts={"brc": facts})
 
 

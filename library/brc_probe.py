@@ -18,12 +18,12 @@ description:
     answer and an overwrite followed by a GET that must see the new value.
   - Every reply is compared with what Redis must answer; wrong replies, protocol
     errors and timeouts are reported with the command and the expected value.
-  - Meant to run on the controller (C(delegate_to: localhost)) so that the probe
+  - Meant to run on the controller (with C(delegate_to) set to C(localhost)) so that the probe
     traffic passes through the BRC programs on the host's interface. Flows that
     existed before a program was attached are never answered by BRC, so every
     round uses a new connection.
   - Changes nothing on managed hosts; the probe keys it writes are deleted again.
-    Supports check mode (the probe still runs: it is read-and-restore traffic).
+    Supports check mode (the probe still runs; it is read-and-restore traffic).
 options:
   host:
     description: Address of the Redis server (the host's interface address).

@@ -87,6 +87,26 @@ def _probe_bcc(bcc):
         return False, str(e).strip().splitlines()[-1] if str(e).strip() else repr(e)
 
 
+def installed_packages(status="/var/lib/dpkg/status"):
+    """Names of the Debian packages dpkg has installed (parsed from its status file)."""
+    out = set()
+    try:
+        with open(status) as f:
+            text = f.read()
+    except IOError:
+        return None
+    for block in text.split("\n\n"):
+        name = installed = None
+        for line in block.splitlines():
+            if line.startswith("Package: "):
+                name = line[9:].strip()
+            elif line.startswith("Status: "):
+                installed = line.split()[-1] == "installed"
+        if name and installed:
+            out.add(name)
+    return out
+
+
 # --- Redis listeners and interface detection -------------------------------------
 
 def _parse_proc_net(path, v6):
@@ -244,9 +264,12 @@ def problems(caps, port=None, listen=None, interface=None, iface_exists=None):
 
 
 def gather(interface=None, pin_root="/sys/fs/bpf/brc", src_dir="/usr/local/lib/brc/bpf", port=None,
-           address=None, probe_bcc=False, state_dir=STATE_DIR):
+           address=None, probe_bcc=False, state_dir=STATE_DIR, packages=None):
     caps = capabilities(probe_bcc)
     facts = {"capabilities": caps, "pin_root": pin_root}
+    if packages is not None:
+        have = installed_packages()
+        facts["packages_missing"] = list(packages) if have is None else [p for p in packages if p not in have]
     listen = None
     addrs = interface_addresses()
     if port is not None:
