@@ -1,0 +1,329 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* Turn a client's request skb, in place, into (a) the pure ACK that carries its
+ * acknowledgement to the server and (b) the cache's reply to the client, with
+ * checksums right whether the skb is CHECKSUM_PARTIAL (offload on) or not.
+ *
+ * Integration contract, tc ingress, a GET the cache answers (see bpf/SERVE.md):
+ *
+ *     partial = brc_csum_is_partial(skb, &seg);          // before any change
+ *     brc_seqadj_record(&flow->sa, &seg, reply->len);     // or, on a resend, nothing
+ *     brc_pure_ack_build(skb, &seg, brc_seqadj_pure_ack_seq(&flow->sa),
+ *                        brc_seqadj_c2s_ack(&flow->sa, seg.ack), partial, scratch);
+ *     bpf_clone_redirect(skb, skb->ifindex, BPF_F_INGRESS);  // clone -> server
+ *     facts = { brc_seqadj_reply_seq(), brc_seqadj_reply_ack(),
+ *               flow->sa.srv_tsval, flow->sa.srv_win };
+ *     brc_reply_build(skb, &seg, &facts, reply, partial, scratch);
+ *     return bpf_redirect(skb->ifindex, 0);                // skb -> client
+ *
+ * Both builders set skb->mark = BRC_SERVE_MARK; the clone inherits it at
+ * ingress and the reply carries it through egress of the same device, so both
+ * hooks must pass marked skbs untouched. The reply's bytes depend only on the
+ * stored reply and the flow state, so a resend (brc_seqadj_classify() ==
+ * BRC_SEQADJ_RESEND) calls the same two builders with the same facts and yields
+ * the identical payload at the identical sequence number.
+ *
+ * Limits: IPv4 without IP options (ihl == 5); the reply must fit one segment
+ * (the caller keeps reply->len <= the client's MSS) and BRC_REPLY_MAX.
+ */
+#ifndef BRC_TCP_REPLY_H
+#define BRC_TCP_REPLY_H
+
+#include <uapi/linux/bpf.h>
+#include <uapi/linux/if_ether.h>
+#include <uapi/linux/ip.h>
+#include <uapi/linux/tcp.h>
+#include <uapi/linux/in.h>
+
+#include "tcp_opts.h"
+#include "seqadj.h"
+
+/* Checksum work is done in chunks of this size (bpf_csum_diff's limit). */
+#define BRC_CSUM_CHUNK 512
+
+/* Largest reply the serve path can inject; a multiple of BRC_CSUM_CHUNK. */
+#ifndef BRC_REPLY_MAX
+#define BRC_REPLY_MAX 1536
+#endif
+_Static_assert(BRC_REPLY_MAX % BRC_CSUM_CHUNK == 0, "BRC_REPLY_MAX must be a multiple of 512");
+
+/* skb->mark of everything the serve path emits; both hooks skip such skbs. */
+#ifndef BRC_SERVE_MARK
+#define BRC_SERVE_MARK 0x42524353 /* "BRCS" */
+#endif
+
+#define BRC_IP_DF 0x4000
+#define BRC_REPLY_TTL 64
+
+/* Error returns of the builders (negative). */
+#define BRC_REPLY_E_IP -1      /* not IPv4 without options */
+#define BRC_REPLY_E_LEN -2     /* reply empty or larger than BRC_REPLY_MAX */
+#define BRC_REPLY_E_HELPER -3  /* a bpf helper failed: the skb may be half-built, drop it */
+#define BRC_REPLY_E_OPTS -4    /* malformed TCP options */
+
+/* A stored reply, exactly the bytes the client gets (e.g. "$5\r\nhello\r\n").
+ * Must live in a map value: the builders read it with variable offsets. */
+struct brc_reply_buf {
+	__u32 len;
+	__u8 data[BRC_REPLY_MAX];
+};
+
+/* The numbers of one reply, all known from the flow state (seqadj.h). */
+struct brc_reply_facts {
+	__u32 seq;       /* client space, brc_seqadj_reply_seq() */
+	__u32 ack;       /* client space, brc_seqadj_reply_ack() */
+	__u32 tsval;     /* newest server TSval seen at egress (PAWS-safe) */
+	__u16 window;    /* the server's last raw window */
+	__u16 pad;
+};
+
+/* Per-CPU scratch the builders work in: a copy of the TCP header and its option
+ * walk. Must be a map value (a PERCPU_ARRAY of one entry in the caller's
+ * program), not the stack: see tcp_opts.h on verifier cost; it also keeps
+ * 80 bytes off the 512-byte stack. */
+struct brc_reply_scratch {
+	__u8 hdr[BRC_TCP_HDR_BUF];
+	struct brc_tcp_opts opts;
+};
+
+/* IPv4 pseudo-header for the TCP checksum. */
+struct brc_pseudo_hdr {
+	__be32 saddr;
+	__be32 daddr;
+	__u8 zero;
+	__u8 proto;
+	__be16 len;
+};
+
+/* Fold a 32-bit (or chained) one's-complement sum to 16 bits, not complemented. */
+static __always_inline __u16 brc_csum_fold(__u64 csum)
+{
+	csum = (csum & 0xffffffff) + (csum >> 32);
+	csum = (csum & 0xffff) + (csum >> 16);
+	csum = (csum & 0xffff) + (csum >> 16);
+	csum = (csum & 0xffff) + (csum >> 16);
+	return (__u16)csum;
+}
+
+/* Unfolded sum of the pseudo-header for a TCP segment of @tcp_len bytes. */
+static __always_inline __u32 brc_csum_pseudo(__be32 saddr, __be32 daddr, __u32 tcp_len)
+{
+	struct brc_pseudo_hdr ph = {
+		.saddr = saddr, .daddr = daddr, .zero = 0, .proto = IPPROTO_TCP,
+		.len = bpf_htons(tcp_len),
+	};
+
+	return (__u32)bpf_csum_diff(NULL, 0, (__be32 *)&ph, sizeof(ph), 0);
+}
+
+/* Is the request skb CHECKSUM_PARTIAL? __sk_buff does not say, but a PARTIAL
+ * TCP segment carries only the folded pseudo-header sum in its check field, and
+ * a complete checksum equals that value about once in 65536 (then the reply is
+ * dropped by the client, which retransmits; a retransmission has a new TSval
+ * and so a new checksum). Call before changing anything. Returns 1, 0, or <0. */
+static __always_inline int brc_csum_is_partial(struct __sk_buff *skb, const struct brc_seg *s)
+{
+	struct iphdr ip;
+	__u16 check;
+	__u32 tcp_len;
+
+	if (bpf_skb_load_bytes(skb, s->l3_off, &ip, sizeof(ip)) < 0 ||
+	    bpf_skb_load_bytes(skb, s->l4_off + BRC_TCP_CSUM_OFF, &check, sizeof(check)) < 0)
+		return BRC_REPLY_E_HELPER;
+	tcp_len = bpf_ntohs(ip.tot_len) - (s->l4_off - s->l3_off);
+	return check == brc_csum_fold(brc_csum_pseudo(ip.saddr, ip.daddr, tcp_len));
+}
+
+/* One's-complement sum of the first @len bytes of @r->data, chained on @seed. */
+static __always_inline __u32 brc_csum_reply(const struct brc_reply_buf *r, __u32 len, __u32 seed)
+{
+	__u32 len4 = len & ~3U, sum = seed, base;
+	__u8 tail[4] = {};
+	int i;
+
+#pragma unroll
+	for (i = 0; i < BRC_REPLY_MAX / BRC_CSUM_CHUNK; i++) {
+		__u32 off = i * BRC_CSUM_CHUNK;
+		__u64 n;
+
+		if (off >= len4)
+			break;
+		n = len4 - off;
+		if (n > BRC_CSUM_CHUNK)
+			n = BRC_CSUM_CHUNK;
+		/* re-check on the register the helper gets (clang merges the min) */
+		asm volatile("" : "+r"(n));
+		if (n > BRC_CSUM_CHUNK)
+			break;
+		sum = (__u32)bpf_csum_diff(NULL, 0, (__be32 *)(r->data + off), n, sum);
+	}
+	if (len == len4)
+		return sum;
+#pragma unroll
+	for (i = 0; i < 3; i++) {
+		base = len4 + i;
+		if (base < len && base < BRC_REPLY_MAX)
+			tail[i] = r->data[base];
+	}
+	return (__u32)bpf_csum_diff(NULL, 0, (__be32 *)tail, sizeof(tail), sum);
+}
+
+/* Shared tail of both builders: resize the skb to @payload_len bytes after the
+ * TCP header, write IP header @ip (tot_len, checksum), the TCP header in @hdr
+ * (checksum computed here) and the payload from @r. */
+static __always_inline int brc__emit(struct __sk_buff *skb, const struct brc_seg *s, struct iphdr *ip,
+				     __u8 *hdr, __u32 thl, const struct brc_reply_buf *r,
+				     __u32 payload_len, int partial)
+{
+	__u32 tcp_len = thl + payload_len, sum;
+	__u16 check;
+
+	if (bpf_skb_change_tail(skb, s->l4_off + tcp_len, 0) < 0)
+		return BRC_REPLY_E_HELPER;
+
+	ip->tot_len = bpf_htons(sizeof(*ip) + tcp_len);
+	ip->check = 0;
+	ip->check = ~brc_csum_fold((__u32)bpf_csum_diff(NULL, 0, (__be32 *)ip, sizeof(*ip), 0));
+	if (bpf_skb_store_bytes(skb, s->l3_off, ip, sizeof(*ip), 0) < 0)
+		return BRC_REPLY_E_HELPER;
+
+	/* check field (bytes 16-17 of the header) zero while summing */
+	hdr[BRC_TCP_CSUM_OFF] = 0;
+	hdr[BRC_TCP_CSUM_OFF + 1] = 0;
+	sum = brc_csum_pseudo(ip->saddr, ip->daddr, tcp_len);
+	if (partial) {
+		/* what the stack puts in a CHECKSUM_PARTIAL segment: the device (or
+		 * skb_checksum_help) adds header and payload from csum_start on */
+		check = brc_csum_fold(sum);
+	} else {
+		sum = (__u32)bpf_csum_diff(NULL, 0, (__be32 *)hdr, thl, sum);
+		if (payload_len)
+			sum = brc_csum_reply(r, payload_len, sum);
+		check = ~brc_csum_fold(sum);
+	}
+	__builtin_memcpy(&hdr[BRC_TCP_CSUM_OFF], &check, sizeof(check));
+	if (bpf_skb_store_bytes(skb, s->l4_off, hdr, thl, 0) < 0)
+		return BRC_REPLY_E_HELPER;
+	if (payload_len) {
+		__u64 n = payload_len;
+
+		/* bound checked on the very register the helper gets */
+		asm volatile("" : "+r"(n));
+		if (n == 0 || n > BRC_REPLY_MAX)
+			return BRC_REPLY_E_LEN;
+		if (bpf_skb_store_bytes(skb, s->l4_off + thl, (void *)r->data, n, 0) < 0)
+			return BRC_REPLY_E_HELPER;
+	}
+	skb->mark = BRC_SERVE_MARK;
+	return 0;
+}
+
+/* Load and check the IPv4 and TCP headers of @s into @ip and @hdr. Returns the
+ * TCP header length (20..60) or a negative BRC_REPLY_E_*. */
+static __always_inline int brc__load_hdrs(struct __sk_buff *skb, const struct brc_seg *s,
+					  struct iphdr *ip, struct brc_reply_scratch *sc)
+{
+	__u32 thl = s->thl;
+	int ret;
+
+	if (s->l4_off != s->l3_off + sizeof(*ip))
+		return BRC_REPLY_E_IP;
+	if (bpf_skb_load_bytes(skb, s->l3_off, ip, sizeof(*ip)) < 0)
+		return BRC_REPLY_E_HELPER;
+	if (ip->version != 4 || ip->ihl != 5)
+		return BRC_REPLY_E_IP;
+	ret = brc_tcp_opts_load(skb, s->l4_off, thl, sc->hdr, &sc->opts);
+	if (ret == -2)
+		return BRC_REPLY_E_HELPER;
+	if (ret < 0)
+		return BRC_REPLY_E_OPTS;
+	return thl;
+}
+
+/* Turn the request skb into the pure ACK for the server: payload stripped,
+ * seq/ack given in server space (brc_seqadj_pure_ack_seq(), brc_seqadj_c2s_ack()),
+ * flags ACK only, the client's own options and TSval kept, checksums for the
+ * new length (@partial from brc_csum_is_partial() on the original request).
+ * Returns 0 or a negative BRC_REPLY_E_*. */
+static __always_inline int brc_pure_ack_build(struct __sk_buff *skb, const struct brc_seg *s,
+					      __u32 srv_seq, __u32 srv_ack, int partial,
+					      struct brc_reply_scratch *sc)
+{
+	__u8 *hdr = sc->hdr;
+	struct iphdr ip;
+	int thl;
+
+	thl = brc__load_hdrs(skb, s, &ip, sc);
+	if (thl < 0)
+		return thl;
+	if (thl < BRC_TCP_HDR_MIN || thl > BRC_TCP_HDR_MAX)
+		return BRC_REPLY_E_OPTS;
+	brc_buf_put_be32(hdr, BRC_TCP_SEQ_OFF, srv_seq);
+	brc_buf_put_be32(hdr, BRC_TCP_ACK_OFF, srv_ack);
+	hdr[13] = BRC_TCP_ACK;
+	return brc__emit(skb, s, &ip, hdr, thl, NULL, 0, partial);
+}
+
+/* Turn the request skb into the reply to the client: MACs, addresses and ports
+ * swapped, seq/ack/window from @f, flags ACK|PSH, options all NOPs but the TS
+ * option (TSval = f->tsval, TSecr = the request's TSval), payload = @r's bytes,
+ * IP id 0 with DF, IP and TCP checksums for the new length (@partial as for the
+ * pure ACK). Returns 0 or a negative BRC_REPLY_E_*. */
+static __always_inline int brc_reply_build(struct __sk_buff *skb, const struct brc_seg *s,
+					   const struct brc_reply_facts *f,
+					   const struct brc_reply_buf *r, int partial,
+					   struct brc_reply_scratch *sc)
+{
+	__u8 *hdr = sc->hdr;
+	__u8 mac[2 * ETH_ALEN], tmp[ETH_ALEN];
+	struct iphdr ip;
+	__be32 addr;
+	__u32 len = r->len;
+	int thl, i;
+
+	if (len == 0 || len > BRC_REPLY_MAX)
+		return BRC_REPLY_E_LEN;
+	thl = brc__load_hdrs(skb, s, &ip, sc);
+	if (thl < 0)
+		return thl;
+	if (thl < BRC_TCP_HDR_MIN || thl > BRC_TCP_HDR_MAX)
+		return BRC_REPLY_E_OPTS;
+
+	if (bpf_skb_load_bytes(skb, 0, mac, sizeof(mac)) < 0)
+		return BRC_REPLY_E_HELPER;
+	__builtin_memcpy(tmp, mac, ETH_ALEN);
+	__builtin_memcpy(mac, mac + ETH_ALEN, ETH_ALEN);
+	__builtin_memcpy(mac + ETH_ALEN, tmp, ETH_ALEN);
+	if (bpf_skb_store_bytes(skb, 0, mac, sizeof(mac), 0) < 0)
+		return BRC_REPLY_E_HELPER;
+
+	addr = ip.saddr;
+	ip.saddr = ip.daddr;
+	ip.daddr = addr;
+	ip.id = 0;
+	ip.frag_off = bpf_htons(BRC_IP_DF);
+	ip.ttl = BRC_REPLY_TTL;
+
+#pragma unroll
+	for (i = 0; i < 2; i++) { /* swap the ports */
+		__u8 b = hdr[i];
+
+		hdr[i] = hdr[i + 2];
+		hdr[i + 2] = b;
+	}
+	brc_buf_put_be32(hdr, BRC_TCP_SEQ_OFF, f->seq);
+	brc_buf_put_be32(hdr, BRC_TCP_ACK_OFF, f->ack);
+	hdr[13] = BRC_TCP_ACK | BRC_TCP_PSH;
+	hdr[14] = f->window >> 8;
+	hdr[15] = f->window;
+	hdr[18] = 0; /* urgent pointer */
+	hdr[19] = 0;
+	brc_tcp_opts_reply_buf(hdr, thl, &sc->opts, f->tsval, sc->opts.tsval);
+
+	/* keep the verifier's bound on the length the store sees */
+	asm volatile("" : "+r"(len));
+	if (len == 0 || len > BRC_REPLY_MAX)
+		return BRC_REPLY_E_LEN;
+	return brc__emit(skb, s, &ip, hdr, thl, r, len, partial);
+}
+
+#endif /* BRC_TCP_REPLY_H */
