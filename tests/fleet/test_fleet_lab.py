@@ -277,7 +277,7 @@ class Checkers(threading.Thread):
         checker = os.path.join(TREE, "tests", "tools", "checker.py")
         while not self.stop.is_set():
             procs = [(h.name, subprocess.Popen([sys.executable, checker, "--host", h.addr, "--connections", "8",
-                                                "--seconds", "10", "--json"],
+                                                "--seconds", "30", "--json"],
                                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
                      for h in self.lab.hosts]
             for name, p in procs:
@@ -294,15 +294,20 @@ def test_rolling_enable_to_serve_then_disable(fleet):
         # This build has no observe-history counters yet: the gate would (rightly) refuse.
         extra = ["-e", "brc_rollout_force=true"]
         log("contract has no would_hit/mismatch counters: promoting with brc_rollout_force=true")
+    # 3 x 8 checker connections saturate both cores of this machine for the whole
+    # rollout, so the latency gate gets a wider absolute allowance here (the
+    # correctness probe and the counter checks are as strict as ever).
+    extra += ["-e", "brc_rollout_latency_slack_us=20000"]
     checkers = Checkers(lab)
     checkers.start()
+    time.sleep(2)   # the baseline probe of the canary is taken under the same load
     try:
         up, took_up = playbook(lab, "playbooks/enable.yml", "-e", "brc_enable_mode=serve", *extra)
         assert up.returncode == 0, up.stdout[-6000:]
         for h in lab.hosts:
             assert "%s: observe -> serve passed" % h.name in up.stdout
         assert modes(lab) == dict((h.name, "serve") for h in lab.hosts)
-        down, took_down = playbook(lab, "playbooks/disable.yml")
+        down, took_down = playbook(lab, "playbooks/disable.yml", "-e", "brc_rollout_latency_slack_us=20000")
         assert down.returncode == 0, down.stdout[-6000:]
         for h in lab.hosts:
             assert "%s: serve -> off passed" % h.name in down.stdout

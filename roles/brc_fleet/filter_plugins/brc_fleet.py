@@ -189,6 +189,32 @@ def brc_gate_before(stats, probe, target_mode, settings=None):
     return _verdict("before", failures, numbers)
 
 
+def brc_latency_check(probe, baseline, settings=None):
+    """Is the probe's latency within bounds of the baseline's?
+
+    p90 by default: on a busy controller a p99 over ~200 samples is one outlier.
+    bound = before x latency_max_factor + latency_slack_us. Also used as the `until`
+    condition of the probe's retries: latency is a noisy signal, a regression persists.
+    """
+    settings = settings or {}
+    pct = str(settings.get("latency_percentile", "p90"))
+    key = pct + "_us"
+    base = (((baseline or {}).get("latency")) or {}).get(key)
+    now = (((probe or {}).get("latency")) or {}).get(key)
+    numbers = {"latency_%s_before_us" % pct: base, "latency_%s_after_us" % pct: now}
+    if base is None or now is None:
+        return {"ok": True, "numbers": numbers, "failure": None}
+    factor = float(settings.get("latency_max_factor", 3.0))
+    slack = float(settings.get("latency_slack_us", 2000))
+    bound = base * factor + slack
+    numbers["latency_%s_bound_us" % pct] = round(bound, 1)
+    if now <= bound:
+        return {"ok": True, "numbers": numbers, "failure": None}
+    return {"ok": False, "numbers": numbers,
+            "failure": "Redis %s latency %.1fus after the change, above the bound %.1fus "
+                       "(%.1fus before x %.2f + %.0fus)" % (pct, now, bound, base, factor, slack)}
+
+
 def brc_gate_after(before, after, probe, baseline, settings=None):
     """Gate after a change.
 
@@ -243,21 +269,10 @@ def brc_gate_after(before, after, probe, baseline, settings=None):
         if ratio > limit:
             failures.append("dirty rate %.4f (%d dirty of %d requests) above %.4f" % (
                 ratio, dirty, seen, limit))
-    # p90 by default: on a busy controller a p99 over ~200 samples is one outlier.
-    pct = str(settings.get("latency_percentile", "p90"))
-    key = pct + "_us"
-    base = ((baseline or {}).get("latency") or {}).get(key)
-    now = (probe.get("latency") or {}).get(key)
-    numbers["latency_%s_before_us" % pct] = base
-    numbers["latency_%s_after_us" % pct] = now
-    if base is not None and now is not None:
-        factor = float(settings.get("latency_max_factor", 3.0))
-        slack = float(settings.get("latency_slack_us", 2000))
-        bound = base * factor + slack
-        numbers["latency_%s_bound_us" % pct] = round(bound, 1)
-        if now > bound:
-            failures.append("Redis %s latency %.1fus after the change, above the bound %.1fus "
-                            "(%.1fus before x %.2f + %.0fus)" % (pct, now, bound, base, factor, slack))
+    lat = brc_latency_check(probe, baseline, settings)
+    numbers.update(lat["numbers"])
+    if not lat["ok"]:
+        failures.append(lat["failure"])
     return _verdict("after", failures, numbers)
 
 
@@ -558,6 +573,7 @@ class FilterModule(object):
             "brc_rates": brc_rates,
             "brc_gate_before": brc_gate_before,
             "brc_gate_after": brc_gate_after,
+            "brc_latency_check": brc_latency_check,
             "brc_prometheus": brc_prometheus,
             "brc_drift": brc_drift,
             "brc_audit_summary": brc_audit_summary,
