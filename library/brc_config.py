@@ -91,6 +91,8 @@ previous:
   type: dict
 """
 
+import os
+
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.brc_common import BrcError, DEFAULT_PIN_ROOT, DEFAULT_SRC_DIR, fail
 from ansible.module_utils import brc_maps, brc_pins
@@ -123,13 +125,13 @@ def main():
     pdir = brc_pins.pin_dir(p["pin_root"], p["interface"])
     wanted = dict((k, p[k]) for k in SETTINGS)
     try:
-        contract = brc_maps.contract_for(p["src_dir"])
         try:
+            contract = brc_maps.contract_for(p["src_dir"])
             changed, before, after = brc_maps.configure(pdir, contract, wanted, module.check_mode, p["src_dir"])
         except BrcError as e:
-            if not (module.check_mode and e.details.get("missing")):
+            if not (module.check_mode and (e.details.get("missing") or not os.path.isdir(p["src_dir"]))):
                 raise
-            # Check mode before the first deploy: the map does not exist yet.
+            # Check mode before the first deploy: no sources or map yet (earlier tasks would create them).
             after = dict((k, v) for k, v in wanted.items() if v is not None)
             module.exit_json(changed=True, config=after, previous={},
                              msg="would configure the map that brc_program creates",

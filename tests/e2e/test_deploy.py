@@ -1,0 +1,183 @@
+"""deploy.yml and playbooks/undeploy.yml on the 3-host lab over real ssh.
+
+One ordered story (each step relies on the previous one):
+preflight failure -> --check on fresh hosts -> deploy -> second run changed=0 ->
+--check after deploy -> stats grow under real traffic from the controller ->
+upgrade from changed sources keeps maps and counters -> undeploy leaves nothing.
+"""
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from fixtures.lab import ansible_env
+from fixtures.paths import BPF_DIR, REPO
+
+pytestmark = pytest.mark.usefixtures("lab")
+
+PLAYBOOK = os.path.join(REPO, ".venv", "bin", "ansible-playbook")
+ANSIBLE = os.path.join(REPO, ".venv", "bin", "ansible")
+RECAP = re.compile(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
+TIMINGS = {}
+
+
+def play(lab, playbook, *args, expect_rc=0):
+    t0 = time.monotonic()
+    p = subprocess.run([PLAYBOOK, playbook] + list(args), cwd=REPO, env=ansible_env(lab),
+                       capture_output=True, text=True, timeout=900)
+    TIMINGS["%s %s" % (playbook, " ".join(args))] = round(time.monotonic() - t0, 1)
+    out = p.stdout + p.stderr
+    if expect_rc is not None:
+        assert p.returncode == expect_rc, out[-8000:]
+    recap = {m.group(1): {"ok": int(m.group(2)), "changed": int(m.group(3)), "unreachable": int(m.group(4)),
+                          "failed": int(m.group(5))} for m in RECAP.finditer(p.stdout)}
+    return recap, out
+
+
+def module(lab, name, args=""):
+    """Run one module ad hoc on every host; {host: result}."""
+    env = ansible_env(lab, ANSIBLE_CALLBACK_RESULT_FORMAT="json")
+    p = subprocess.run([ANSIBLE, "redis", "-o", "-m", name, "-a", args], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, (p.stdout + p.stderr)[-6000:]
+    out = {}
+    for line in p.stdout.splitlines():
+        m = re.match(r"^(\S+) \| (\w+) => (\{.*\})\s*$", line)
+        if m:
+            out[m.group(1)] = json.loads(m.group(3))
+    assert sorted(out) == sorted(hosts(lab)), p.stdout[-3000:]
+    return out
+
+
+def host_view(lab, host):
+    """What the toolkit could have left on a host: bpffs mounts, tc state, files."""
+    script = ("grep -c ' - bpf ' /proc/self/mountinfo || true; echo ==; tc qdisc show dev eth0; "
+              "echo ==; tc filter show dev eth0 ingress; tc filter show dev eth0 egress; echo ==; "
+              "ls -A /var/lib/brc; ls -A /usr/local/lib/brc; echo ==; ls -A /sys/fs/bpf 2>/dev/null || true")
+    p = lab.exec(host, script, capture_output=True, text=True, timeout=60)
+    parts = [s.strip() for s in p.stdout.split("==")]
+    return {"bpffs_mounts": int(parts[0] or 0), "qdisc": parts[1], "filters": parts[2],
+            "files": parts[3], "bpffs_ls": parts[4]}
+
+
+def redis_traffic(lab, rounds=20):
+    import redis
+    for h in lab.hosts:
+        r = redis.Redis(host=h.addr, port=6379, socket_timeout=5)
+        for i in range(rounds):
+            r.set("brc:e2e:%d" % i, "v%d" % i)
+            assert r.get("brc:e2e:%d" % i) == b"v%d" % i
+        r.close()
+
+
+def hosts(lab):
+    return [h.name for h in lab.hosts]
+
+
+def test_01_preflight_fails_early_with_reason_and_fix(lab):
+    recap, out = play(lab, "deploy.yml", "-e", "brc_port=6390", expect_rc=2)
+    assert all(recap[h]["failed"] == 1 and recap[h]["changed"] == 0 for h in hosts(lab)), out[-3000:]
+    assert "Redis is not listening on TCP port 6390" in out and "fix: start redis-server" in out
+    assert host_view(lab, hosts(lab)[0])["bpffs_mounts"] == 0
+
+
+def test_02_check_mode_on_fresh_hosts_predicts_and_changes_nothing(lab):
+    before = {h: host_view(lab, h) for h in hosts(lab)}
+    recap, out = play(lab, "deploy.yml", "--check", "--diff")
+    for h in hosts(lab):
+        assert recap[h]["failed"] == 0 and recap[h]["changed"] >= 5, (h, recap[h], out[-4000:])
+        assert host_view(lab, h) == before[h]
+        assert before[h]["bpffs_mounts"] == 0 and "clsact" not in before[h]["qdisc"]
+
+
+def test_03_deploy(lab):
+    recap, out = play(lab, "deploy.yml")
+    for h in hosts(lab):
+        assert recap[h]["failed"] == 0 and recap[h]["changed"] >= 5, (h, recap[h])
+        view = host_view(lab, h)
+        assert view["bpffs_mounts"] == 1 and "clsact" in view["qdisc"]
+        assert "brc_ingress" in view["filters"] and "brc_egress" in view["filters"]
+    assert re.search(r"headers: (exact|fallback) ", out)
+    report = json.load(open(os.path.join(REPO, "reports", "deploy", "redis1.json")))
+    assert report["mode"] == "observe" and report["counters"]["pkt_ingress"] > 0
+
+
+def test_04_second_run_changes_nothing(lab):
+    recap, out = play(lab, "deploy.yml")
+    assert {h: recap[h]["changed"] for h in hosts(lab)} == {h: 0 for h in hosts(lab)}, out[-4000:]
+
+
+def test_05_check_mode_after_deploy_predicts_no_change(lab):
+    recap, out = play(lab, "deploy.yml", "--check")
+    assert {h: recap[h]["changed"] for h in hosts(lab)} == {h: 0 for h in hosts(lab)}, out[-4000:]
+
+
+def test_06_stats_grow_under_real_traffic_from_the_controller(lab):
+    before = module(lab, "brc_stats", "interface=eth0")
+    redis_traffic(lab)
+    after = module(lab, "brc_stats", "interface=eth0")
+    for h in hosts(lab):
+        b, a = before[h]["counters"], after[h]["counters"]
+        assert a["pkt_ingress"] >= b["pkt_ingress"] + 40 and a["pkt_egress"] >= b["pkt_egress"] + 40, (h, b, a)
+        if "req_get" in a:
+            assert a["req_get"] >= b["req_get"] + 20
+        assert after[h]["mode"] == "observe" and set(after[h]["latency"]) >= {"get", "set", "other"}
+        assert not after[h]["changed"]
+
+
+def _brc_state(lab):
+    facts = module(lab, "brc_facts", "interface=eth0")
+    return {h: facts[h]["ansible_facts"]["brc"]["state"] for h in facts}
+
+
+def test_07_upgrade_keeps_maps_and_stats(lab, tmp_path):
+    src = str(tmp_path / "bpf")
+    shutil.copytree(BPF_DIR, src)
+    with open(os.path.join(src, "brc.c"), "a") as f:
+        f.write("\n/* e2e upgrade: a harmless change that changes the source hash */\n")
+    redis_traffic(lab, rounds=5)
+    state = _brc_state(lab)
+    stats = module(lab, "brc_stats", "interface=eth0")
+    recap, out = play(lab, "deploy.yml", "-e", "brc_src_local=%s" % src)
+    new_state = _brc_state(lab)
+    new_stats = module(lab, "brc_stats", "interface=eth0")
+    for h in hosts(lab):
+        assert recap[h]["changed"] >= 3 and recap[h]["failed"] == 0, (h, recap[h])
+        old, new = state[h], new_state[h]
+        # new programs, attached in place of the old ones
+        assert new["programs"]["ingress"]["id"] != old["programs"]["ingress"]["id"]
+        assert {d: a["id"] for d, a in new["attached"].items()} == {d: p["id"] for d, p in new["programs"].items()}
+        # the same persistent maps (ids), with their fill and counters kept
+        persistent = [n for n in old["maps"] if n not in ("prog_ingress", "prog_egress")
+                      and old["maps"][n]["type"] != "prog_array"]
+        assert persistent and all(new["maps"][n]["id"] == old["maps"][n]["id"] for n in persistent), (old, new)
+        for name, fill in old["map_fill"].items():
+            if name in persistent:
+                assert new["map_fill"][name] >= fill
+        for name, value in stats[h]["counters"].items():
+            assert new_stats[h]["counters"][name] >= value, (h, name)
+        assert new["config"]["mode"] == "observe"
+
+
+def test_08_undeploy_leaves_no_filters_pins_or_mounts(lab):
+    recap, out = play(lab, "playbooks/undeploy.yml")
+    for h in hosts(lab):
+        assert recap[h]["failed"] == 0 and recap[h]["changed"] >= 3, (h, recap[h])
+        view = host_view(lab, h)
+        assert view["bpffs_mounts"] == 0, view
+        assert "clsact" not in view["qdisc"] and view["filters"] == "", view
+        assert view["files"] == "", view
+    redis_traffic(lab, rounds=3)  # Redis still serving through eth0
+    recap, out = play(lab, "playbooks/undeploy.yml")
+    assert {h: recap[h]["changed"] for h in hosts(lab)} == {h: 0 for h in hosts(lab)}, out[-4000:]
+
+
+def test_99_timings(lab, capsys):
+    with capsys.disabled():
+        for k, v in TIMINGS.items():
+            print("\n  e2e timing %5.1fs  %s" % (v, k), end="")
+        print()
