@@ -77,3 +77,21 @@ class Harness:
 
     def cleanup(self):
         self.bpf.cleanup()
+
+
+BPF_OBJ_PIN = 6
+
+
+class _PinAttr(ctypes.Structure):
+    _fields_ = [("pathname", ctypes.c_uint64), ("bpf_fd", ctypes.c_uint32),
+                ("file_flags", ctypes.c_uint32), ("path_fd", ctypes.c_int32),
+                ("_pad", ctypes.c_uint32)]
+
+
+def obj_pin(fd, path):
+    """Pin a program or map fd at path on bpffs (for `tc ... object-pinned`)."""
+    p = ctypes.create_string_buffer(path.encode())
+    attr = _PinAttr(pathname=ctypes.addressof(p), bpf_fd=fd)
+    if _libc.syscall(SYS_BPF, BPF_OBJ_PIN, ctypes.byref(attr), ctypes.sizeof(attr)) < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, "BPF_OBJ_PIN %s: %s" % (path, os.strerror(err)))
