@@ -184,6 +184,13 @@ def install(interface, src_dir, pin_root, cflags=(), reset_maps=False, check_mod
         maps = {}
         for name, fd in sorted((getattr(build, "prog_arrays", None) or {}).items()):
             path = os.path.join(pdir, name)
+            if os.path.lexists(path):
+                # The kernel empties a prog array when its last pin/user ref goes, and the
+                # attached (old) programs still tail-call through the old array until brc_tc
+                # swaps the filters: keep it pinned as <name>_prev until then.
+                prev = path + brc_pins.PREV_SUFFIX
+                os.rename(path, prev)
+                keep.add(os.path.basename(prev))
             brc_pins.pin_replace(fd, path)
             maps[name] = {"id": brc_pins.map_info(fd)["id"], "pin": path, "kind": "prog_array"}
             keep.add(name)

@@ -9,6 +9,8 @@
 #   prog_ingress, prog_egress   the tc programs
 #   <prog array name>           tail-call arrays (pinned so the kernel keeps their entries)
 #   <map name>                  persistent maps (BPF_TABLE_PINNED by the build)
+#   <prog array name>_prev      the previous build's tail-call arrays during an upgrade,
+#                               until brc_tc has moved the filters to the new programs
 # bpffs refuses names with a dot, so temporary pins use a "_new" suffix.
 
 from __future__ import absolute_import, division, print_function
@@ -24,6 +26,8 @@ from ansible.module_utils.brc_common import BrcError
 
 PROG_PREFIX = "prog_"
 NEW_SUFFIX = "_new"
+# Previous build's tail-call arrays, kept pinned until the new programs are attached.
+PREV_SUFFIX = "_prev"
 DIRECTIONS = ("ingress", "egress")
 
 BPF_MAP_TYPES = {
@@ -338,6 +342,16 @@ def pinned_maps(pdir):
         except BrcError:
             continue  # not a map (or unreadable): left to the caller's listing
     return out
+
+
+def drop_prev_pins(pdir):
+    """Unlink the previous build's tail-call array pins (after the filters moved on)."""
+    dropped = []
+    for name in list_pins(pdir):
+        if name.endswith(PREV_SUFFIX):
+            os.unlink(os.path.join(pdir, name))
+            dropped.append(name)
+    return dropped
 
 
 def remove_pin_dir(pdir):

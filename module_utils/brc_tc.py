@@ -162,6 +162,8 @@ def attach(interface, pdir, check_mode=False, predict_change=False, tc=None, sta
         result["clsact_owned"] = True
     if not todo and clsact and not (check_mode and predict_change):
         result["attached"] = before
+        if not check_mode:
+            brc_pins.drop_prev_pins(pdir)
         return result
     result["changed"] = True
     result["attached"] = after
@@ -184,6 +186,7 @@ def attach(interface, pdir, check_mode=False, predict_change=False, tc=None, sta
                            "check 'tc filter show dev %s %s' for a conflicting filter at prio %d"
                            % (interface, d, TC_PRIO))
     result["attached"] = now
+    result["dropped_prev_pins"] = brc_pins.drop_prev_pins(pdir)
     return result
 
 

@@ -189,3 +189,84 @@ def test_facts_find_redis_interface_and_problems(in_netns):
     assert any("not listening on TCP port 6390" in p["problem"] for p in r["noredis"]["problems"])
     assert any("interface brcmt9 not found" in p["problem"] for p in r["noiface"]["problems"])
     assert r["wildcard"] == "brcmt0"
+
+
+TAILCALL = r"""
+import shutil, tempfile, ctypes
+from bcc import BPF
+from ansible.module_utils import brc_bpffs, brc_build, brc_tc, brc_pins
+
+# A stand-in for brc_bpf with a tail-call array: the entry programs tail-call slot 0,
+# which counts into a pinned per-build-surviving map (slot 0: entry ran, 1: tail ran).
+C = '''
+#include <uapi/linux/pkt_cls.h>
+#ifdef BRC_PIN_DIR
+BPF_TABLE_PINNED("array", u32, u64, tc_count, 4, BRC_PIN_DIR "/tc_count");
+#else
+BPF_ARRAY(tc_count, u64, 4);
+#endif
+BPF_PROG_ARRAY(tc_jmp, 1);
+static inline void bump(u32 k) { u64 *v = tc_count.lookup(&k); if (v) __sync_fetch_and_add(v, 1); }
+int tail(struct __sk_buff *skb) { bump(1); return TC_ACT_OK; }
+int entry(struct __sk_buff *skb) { bump(0); tc_jmp.call(skb, 0); bump(2); return TC_ACT_OK; }
+'''
+
+class Build:
+    def __init__(self, src_dir, pin_dir=None, extra_cflags=()):
+        flags = ['-DBRC_PIN_DIR="%s"' % pin_dir] if pin_dir else []
+        text = open(src_dir + "/tc.c").read()
+        self.bpf = BPF(text=text, cflags=flags)
+        t = self.bpf.load_func("tail", BPF.SCHED_CLS)
+        self.bpf["tc_jmp"][ctypes.c_int(0)] = ctypes.c_int(t.fd)
+        fd = self.bpf.load_func("entry", BPF.SCHED_CLS).fd
+        self.programs = {"ingress": fd, "egress": fd}
+        self.prog_arrays = {"tc_jmp": self.bpf["tc_jmp"].get_fd()}
+    def declared_layout(self):
+        return {"tc_count": {"type": "array", "key_size": 4, "value_size": 8, "max_entries": 4}}
+
+class Api:
+    compile_programs = Build
+    @staticmethod
+    def persistent_map_names():
+        return ["tc_count"]
+
+def src(tag):
+    d = tempfile.mkdtemp(prefix="brcmt-tc-")
+    shutil.copy(BPF_DIR + "/brc_contract.h", d)
+    open(d + "/tc.c", "w").write(C + "/* %s */\n" % tag)
+    return d
+
+def counts():
+    with brc_pins.PinnedMap(PD + "/tc_count") as m:
+        return [sum(int.from_bytes(m.lookup(k)[i:i + 8], "little") for i in (0,)) for k in range(3)]
+
+brc_bpffs.ensure_bpffs(Runner(), "/sys/fs/bpf", "mounted", state_path=STATE + "/state")
+veth(PEER)
+srv = tcp_server()
+ROOT, IF = "/sys/fs/bpf/brc", "brcmt0"
+PD = ROOT + "/" + IF
+out = {}
+out["v1"] = brc_build.install(IF, src("v1"), ROOT, state_dir=STATE, api=Api)
+brc_tc.attach(IF, PD, state_dir=STATE)
+client_traffic(PEER, n=3); out["c1"] = counts()
+out["v2"] = brc_build.install(IF, src("v2"), ROOT, state_dir=STATE, api=Api)
+out["pins_between"] = brc_pins.list_pins(PD)
+client_traffic(PEER, n=3); out["c2"] = counts()      # old programs still attached
+out["attach"] = brc_tc.attach(IF, PD, state_dir=STATE)
+out["pins_after"] = brc_pins.list_pins(PD)
+client_traffic(PEER, n=3); out["c3"] = counts()      # new programs
+emit(out)
+"""
+
+
+def test_upgrade_keeps_old_tail_calls_working_until_the_filters_move(in_netns):
+    r = in_netns(TAILCALL, peer=True)
+    assert r["v2"]["maps_reused"] == ["tc_count"]
+    entry, tail, fell_through = 0, 1, 2
+    assert r["c1"][tail] > 0 and r["c1"][tail] == r["c1"][entry] and r["c1"][fell_through] == 0
+    # between brc_program and brc_tc the old programs' tail calls still land
+    assert "tc_jmp_prev" in r["pins_between"]
+    assert r["c2"][tail] > r["c1"][tail] and r["c2"][fell_through] == 0
+    assert r["attach"]["changed"] and r["attach"]["dropped_prev_pins"] == ["tc_jmp_prev"]
+    assert "tc_jmp_prev" not in r["pins_after"]
+    assert r["c3"][tail] > r["c2"][tail] and r["c3"][fell_through] == 0
