@@ -75,6 +75,14 @@ latency:
   returned: success
   type: dict
   sample: {"get": {"count": 10, "p50_us": 65.536, "p90_us": 131.072, "p99_us": 131.072, "buckets": [0, 0]}}
+ratio_definitions:
+  description:
+    - How each ratio is computed, so that fleet tools can recompute them from summed counters
+      without keeping their own copy. A ratio is reported when its denominator counters exist;
+      missing numerator counters count as 0; 0.0 while the denominator is 0.
+  returned: success
+  type: dict
+  sample: {"would_hit_ratio": {"numerator": ["would_hit"], "denominator": ["req_get"]}}
 mode:
   description: Live mode from the config map.
   returned: success
@@ -110,7 +118,9 @@ def main():
     except BrcError as e:
         fail(module, e, interface=p["interface"])
     module.exit_json(changed=changed, counters=counters, ratios=brc_maps.ratios(counters),
-                     latency=brc_maps.latency_summary(hist), mode=mode)
+                     latency=brc_maps.latency_summary(hist), mode=mode,
+                     ratio_definitions=dict((k, {"numerator": list(n), "denominator": list(d)})
+                                            for k, (n, d) in brc_maps.RATIOS.items()))
 
 
 if __name__ == "__main__":

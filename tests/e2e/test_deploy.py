@@ -29,7 +29,7 @@ def play(lab, playbook, *args, expect_rc=0):
     t0 = time.monotonic()
     p = subprocess.run([PLAYBOOK, playbook] + list(args), cwd=REPO, env=ansible_env(lab),
                        capture_output=True, text=True, timeout=900)
-    TIMINGS["%s %s" % (playbook, " ".join(args))] = round(time.monotonic() - t0, 1)
+    TIMINGS["%d. %s %s" % (len(TIMINGS) + 1, playbook, " ".join(args))] = round(time.monotonic() - t0, 1)
     out = p.stdout + p.stderr
     if expect_rc is not None:
         assert p.returncode == expect_rc, out[-8000:]
@@ -127,6 +127,7 @@ def test_06_stats_grow_under_real_traffic_from_the_controller(lab):
             assert a["req_get"] >= b["req_get"] + 20
         assert after[h]["mode"] == "observe" and set(after[h]["latency"]) >= {"get", "set", "other"}
         assert not after[h]["changed"]
+        assert "would_hit_ratio" in after[h]["ratio_definitions"]
 
 
 def _brc_state(lab):
