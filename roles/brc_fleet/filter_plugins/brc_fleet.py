@@ -429,16 +429,20 @@ def brc_drift(record):
             f.get("name") or "", f.get("tag")))
     for err in state.get("errors") or []:
         add("state", err)
-    for key, check, what in (("program_check", "build", "program build"),
-                             ("tc_check", "filter", "tc attachment"),
-                             ("config_check", "config", "live config")):
+    for key, check, what, differs in (
+            ("program_check", "build", "pinned build",
+             "pinned build differs from the host's sources (brc_program would rebuild)"),
+            ("tc_check", "filter", "tc attachment",
+             "attached filters differ from the pinned programs (brc_tc would re-attach)"),
+            ("config_check", "config", "live config",
+             "live config differs from the inventory (brc_config would change it)")):
         res = record.get(key)
         if res is None:
             continue
         if res.get("failed"):
             add(check, "%s cannot be verified: %s" % (what, res.get("msg") or "failed"))
         elif res.get("changed"):
-            detail = "%s differs from what the inventory asks for" % what
+            detail = differs
             diff = res.get("diff")
             if isinstance(diff, dict) and "before" in diff:
                 detail += ": %s -> %s" % (_compact(diff.get("before")), _compact(diff.get("after")))
