@@ -22,6 +22,10 @@
  * BRC_SEQADJ_RESEND) calls the same two builders with the same facts and yields
  * the identical payload at the identical sequence number.
  *
+ * When the stored reply is gone before a resend (entry invalidated or evicted),
+ * brc_rst_build() turns the request into RSTs for both ends instead (counted
+ * as `reset`): identical bytes or nothing.
+ *
  * Limits: IPv4 without IP options (ihl == 5); the reply must fit one segment
  * (the caller keeps reply->len <= the client's MSS) and BRC_REPLY_MAX.
  */
@@ -324,6 +328,65 @@ static __always_inline int brc_reply_build(struct __sk_buff *skb, const struct b
 	if (len == 0 || len > BRC_REPLY_MAX)
 		return BRC_REPLY_E_LEN;
 	return brc__emit(skb, s, &ip, hdr, thl, r, len, partial);
+}
+
+/* Turn the request skb into a RST|ACK, for when identical reply bytes can no
+ * longer be produced (the stored reply is gone): never send different bytes,
+ * end the connection cleanly on both sides instead. @to_client: 1 = the RST
+ * for the client (addresses swapped; @seq = brc_seqadj_reply_seq(), exactly
+ * the client's rcv_nxt, so RFC 5961 accepts it; @ack = brc_seqadj_reply_ack()),
+ * 0 = the RST for the server (@seq = brc_seqadj_pure_ack_seq(), the server's
+ * rcv_nxt; @ack = brc_seqadj_c2s_ack() of the request's ack). Options all
+ * NOPs (a RST without TS skips PAWS), window 0, no payload. Typical use: the
+ * server RST as a marked clone to ingress, then the client RST redirected to
+ * egress, as for a reply. Returns 0 or a negative BRC_REPLY_E_*. */
+static __always_inline int brc_rst_build(struct __sk_buff *skb, const struct brc_seg *s,
+					 __u32 seq, __u32 ack, int to_client, int partial,
+					 struct brc_reply_scratch *sc)
+{
+	__u8 *hdr = sc->hdr;
+	__u8 mac[2 * ETH_ALEN], tmp[ETH_ALEN];
+	struct iphdr ip;
+	__be32 addr;
+	int thl, i;
+
+	thl = brc__load_hdrs(skb, s, &ip, sc);
+	if (thl < 0)
+		return thl;
+	if (thl < BRC_TCP_HDR_MIN || thl > BRC_TCP_HDR_MAX)
+		return BRC_REPLY_E_OPTS;
+	if (to_client) {
+		if (bpf_skb_load_bytes(skb, 0, mac, sizeof(mac)) < 0)
+			return BRC_REPLY_E_HELPER;
+		__builtin_memcpy(tmp, mac, ETH_ALEN);
+		__builtin_memcpy(mac, mac + ETH_ALEN, ETH_ALEN);
+		__builtin_memcpy(mac + ETH_ALEN, tmp, ETH_ALEN);
+		if (bpf_skb_store_bytes(skb, 0, mac, sizeof(mac), 0) < 0)
+			return BRC_REPLY_E_HELPER;
+		addr = ip.saddr;
+		ip.saddr = ip.daddr;
+		ip.daddr = addr;
+#pragma unroll
+		for (i = 0; i < 2; i++) {
+			__u8 b = hdr[i];
+
+			hdr[i] = hdr[i + 2];
+			hdr[i + 2] = b;
+		}
+	}
+	ip.id = 0;
+	ip.frag_off = bpf_htons(BRC_IP_DF);
+	ip.ttl = BRC_REPLY_TTL;
+	brc_buf_put_be32(hdr, BRC_TCP_SEQ_OFF, seq);
+	brc_buf_put_be32(hdr, BRC_TCP_ACK_OFF, ack);
+	hdr[13] = BRC_TCP_RST | BRC_TCP_ACK;
+	hdr[14] = 0;
+	hdr[15] = 0;
+	hdr[18] = 0;
+	hdr[19] = 0;
+	sc->opts.flags &= ~BRC_OPT_F_TS;
+	brc_tcp_opts_reply_buf(hdr, thl, &sc->opts, 0, 0);
+	return brc__emit(skb, s, &ip, hdr, thl, NULL, 0, partial);
 }
 
 #endif /* BRC_TCP_REPLY_H */

@@ -20,7 +20,7 @@ BPF_ARRAY(rp_buf, struct brc_reply_buf, 1);
 BPF_ARRAY(rp_out, struct rp_out, 1);
 BPF_PERCPU_ARRAY(rp_scratch, struct brc_reply_scratch, 1);
 
-static __always_inline int h_build(struct __sk_buff *skb, int pure_ack)
+static __always_inline int h_build(struct __sk_buff *skb, int mode)
 {
 	struct brc_seg s = {};
 	__u16 sport, dport;
@@ -38,8 +38,12 @@ static __always_inline int h_build(struct __sk_buff *skb, int pure_ack)
 	out->partial = partial;
 	if (partial < 0)
 		return TC_ACT_SHOT;
-	if (pure_ack)
+	if (mode == 1)
 		out->ret = brc_pure_ack_build(skb, &s, ctl->srv_seq, ctl->srv_ack, partial, sc);
+	else if (mode == 2)   /* RST to the client: seq/ack from the reply facts */
+		out->ret = brc_rst_build(skb, &s, ctl->f.seq, ctl->f.ack, 1, partial, sc);
+	else if (mode == 3)   /* RST to the server: pure-ACK numbers */
+		out->ret = brc_rst_build(skb, &s, ctl->srv_seq, ctl->srv_ack, 0, partial, sc);
 	else
 		out->ret = brc_reply_build(skb, &s, &ctl->f, r, partial, sc);
 	return TC_ACT_OK;
@@ -47,3 +51,5 @@ static __always_inline int h_build(struct __sk_buff *skb, int pure_ack)
 
 int h_reply(struct __sk_buff *skb) { return h_build(skb, 0); }
 int h_pure_ack(struct __sk_buff *skb) { return h_build(skb, 1); }
+int h_rst_client(struct __sk_buff *skb) { return h_build(skb, 2); }
+int h_rst_server(struct __sk_buff *skb) { return h_build(skb, 3); }

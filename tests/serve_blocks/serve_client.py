@@ -51,6 +51,26 @@ class Conn:
         self.s.close()
 
 
+def reset_probe(a):
+    """The test drops the reply, clears the stored bytes, then says go: the
+    client's retransmitted GET must end in a connection reset, not a reply."""
+    conn = Conn(a.host, a.port, a.timeout)
+    conn.s.sendall(b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(a.key), a.key.encode()))
+    print("sent", flush=True)
+    sys.stdin.readline()
+    try:
+        got = conn._line()
+        res = {"ok": False, "outcome": "reply", "got": got.decode(errors="replace")}
+    except ConnectionResetError:
+        res = {"ok": True, "outcome": "reset"}
+    except socket.timeout:
+        res = {"ok": False, "outcome": "stall"}
+    except EOFError:
+        res = {"ok": False, "outcome": "eof"}
+    json.dump(res, sys.stdout)
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("host")
@@ -62,7 +82,11 @@ def main():
     ap.add_argument("--conns", type=int, default=1)
     ap.add_argument("--timeout", type=float, default=5.0)
     ap.add_argument("--tag", default=str(int(time.time() * 1000)), help="prefix of this run's own keys")
+    ap.add_argument("--reset-probe", action="store_true",
+                    help="send one GET of the key, say 'sent', wait for 'go' on stdin, expect a reset")
     a = ap.parse_args()
+    if a.reset_probe:
+        return reset_probe(a)
     kv, rv = a.kernel_value.encode(), a.redis_value.encode()
     res = {"ok": True, "kernel": 0, "redis": 0, "rounds": 0, "errors": []}
     t0 = time.time()

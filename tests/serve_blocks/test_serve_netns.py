@@ -26,7 +26,7 @@ KEY = "brcsv:key"
 KERNEL_VALUE = "served-by-the-kernel"
 REDIS_VALUE = "served-by-redis"
 SV = ["hit", "resent", "held", "refused", "pass_in", "pass_out", "syn",
-      "err_build", "err_clone", "csum_partial"]
+      "err_build", "err_clone", "csum_partial", "reset"]
 
 
 def sh(*cmd, check=True, timeout=20):
@@ -190,3 +190,52 @@ def test_served_connection_keeps_going(served, offload_on):
 def test_served_connection_survives_loss(served, offload_on):
     res, st = run_case(served, offload_on, loss=2, rounds=120)
     assert res["kernel"] > 0.5 * 2 * 120 * 2
+
+
+def test_reset_when_reply_bytes_are_gone(served):
+    """The injected reply is lost (nft drops it in the client namespace), the
+    stored bytes are cleared, the client retransmits the GET: both ends get a
+    RST (counted), nobody gets different bytes, the client sees a reset."""
+    h, topo = served
+    topo.offload(True)
+    for i in range(len(SV)):
+        h["sv_stats"][ctypes.c_int(i)] = ctypes.c_ulonglong(0)
+    saved = h["sv_reply"][ctypes.c_int(0)]
+    reply_len = saved.len
+    rules = ("table inet brcsv {\n chain in { type filter hook input priority 0;"
+             " tcp sport %d ip length %d drop; }\n}\n") % (PORT, 20 + 32 + reply_len)
+    path = os.path.join(topo.dir, "dropreply.nft")
+    with open(path, "w") as f:
+        f.write(rules)
+    sh("ip", "netns", "exec", topo.cns, "nft", "-f", path)
+    p = subprocess.Popen(
+        ["ip", "netns", "exec", topo.cns, sys.executable, os.path.join(HERE, "serve_client.py"),
+         SRV_IP, str(PORT), "--key", KEY, "--kernel-value", KERNEL_VALUE,
+         "--redis-value", REDIS_VALUE, "--reset-probe", "--timeout", "10"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "sent"
+        for _ in range(50):                      # the kernel answered (and nft dropped it)
+            if stats(h)["hit"] == 1:
+                break
+            time.sleep(0.02)
+        assert stats(h)["hit"] == 1
+        empty = h["sv_reply"].Leaf()
+        h["sv_reply"][ctypes.c_int(0)] = empty   # the stored bytes are gone
+        topo.loss(0)                             # deletes table inet brcsv
+        p.stdin.write("go\n")
+        p.stdin.flush()
+        res = json.loads(p.stdout.read())
+        p.wait(20)
+    finally:
+        if p.poll() is None:
+            p.kill()
+        h["sv_reply"][ctypes.c_int(0)] = saved
+        topo.loss(0)
+    st = stats(h)
+    print("reset probe:", res, st)
+    assert res["outcome"] == "reset", res
+    assert st["reset"] >= 1 and st["resent"] == 0
+    # the server side was reset too: Redis has no client left from that connection
+    clients = topo.rcli("CLIENT", "LIST")
+    assert "cmd=get" not in clients, clients

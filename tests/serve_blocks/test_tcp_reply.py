@@ -8,7 +8,7 @@ import ctypes
 
 import pytest
 
-from packets import (ACK, CLI_IP, CLI_MAC, CLI_PORT, PSH, SRV_IP, SRV_MAC, SRV_PORT, Pkt,
+from packets import (ACK, RST, CLI_IP, CLI_MAC, CLI_PORT, PSH, SRV_IP, SRV_MAC, SRV_PORT, Pkt,
                      linux_ts_opts, opt_nop, opt_sack, opt_ts, pseudo_sum, tcp_packet)
 
 GET = b"*2\r\n$3\r\nGET\r\n$3\r\nkey\r\n"
@@ -152,3 +152,24 @@ def test_partial_detection_needs_exact_pseudo_sum(h):
     for csum, want in (("full", 0), ("zero", 0), ("partial", 1)):
         _, partial, _ = build(h, "h_reply", request(csum))
         assert partial == want, csum
+
+
+@pytest.mark.parametrize("csum", ["full", "partial"])
+@pytest.mark.parametrize("to_client", [True, False], ids=["to-client", "to-server"])
+def test_rst(h, csum, to_client):
+    """When identical reply bytes are gone: RST|ACK at the peer's exact rcv_nxt."""
+    set_ctl(h, seq=0xFFFFFFFF, ack=0x10, srv_seq=0x7FFFFFFF, srv_ack=0x80000000)
+    req = request(csum)
+    ret, partial, out = build(h, "h_rst_client" if to_client else "h_rst_server", req)
+    assert ret == 0
+    p, q = Pkt(out), Pkt(req)
+    if to_client:
+        assert (p.dmac, p.saddr, p.daddr, p.sport, p.dport) == (q.smac, q.daddr, q.saddr, q.dport, q.sport)
+        assert (p.seq, p.ack) == (0xFFFFFFFF, 0x10)
+    else:
+        assert (p.dmac, p.saddr, p.daddr, p.sport, p.dport) == (q.dmac, q.saddr, q.daddr, q.sport, q.dport)
+        assert (p.seq, p.ack) == (0x7FFFFFFF, 0x80000000)
+    assert (p.flags, p.window, p.payload, p.ts) == (RST | ACK, 0, b"", None)
+    assert all(k == 1 for k, _ in p.options)
+    assert p.ip_csum_ok and p.tot_len == 20 + p.thl
+    check_tcp_csum(p, partial)
