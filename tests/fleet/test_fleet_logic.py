@@ -29,7 +29,7 @@ F = _load("brc_fleet_filters", os.path.join(ROLE, "filter_plugins", "brc_fleet.p
 
 def stats(mode="observe", latency=None, **counters):
     return {"mode": mode, "counters": counters, "latency": latency or {},
-            "ratios": F.brc_ratios(counters)}
+            "ratios": F.brc_ratios(counters), "ratio_definitions": DEFS}
 
 
 def probe(ok=True, p90=100.0, wrong=0, errors=0, problems=()):
@@ -48,10 +48,16 @@ def test_percentiles_are_upper_slot_bounds_in_microseconds():
     assert F.brc_percentiles([0] * 40)["p99_us"] == 0.0
 
 
-def test_ratios_follow_brc_stats_definitions():
-    assert F.brc_ratios({"hit": 3, "miss": 1, "would_hit": 1}) == {"hit_ratio": 0.75, "would_hit_ratio": 0.5}
-    assert F.brc_ratios({"pkt_ingress": 5}) == {}
-    assert F.brc_ratios({"hit": 0, "miss": 0}) == {"hit_ratio": 0.0}
+DEFS = {"hit_ratio": {"numerator": ["hit"], "denominator": ["hit", "miss"]},
+        "would_hit_ratio": {"numerator": ["would_hit"], "denominator": ["would_hit", "miss"]}}
+
+
+def test_ratios_follow_the_definitions_brc_stats_returns():
+    assert F.brc_ratios({"hit": 3, "miss": 1, "would_hit": 1}, DEFS) == {"hit_ratio": 0.75, "would_hit_ratio": 0.5}
+    assert F.brc_ratios({"pkt_ingress": 5}, DEFS) == {}
+    assert F.brc_ratios({"hit": 0, "miss": 0}, DEFS) == {"hit_ratio": 0.0}
+    # Without definitions: the fallback (over req_get).
+    assert F.brc_ratios({"hit": 1, "would_hit": 2, "req_get": 4}) == {"hit_ratio": 0.25, "would_hit_ratio": 0.5}
 
 
 def test_fleet_totals_are_sums_and_recomputed_percentiles():
@@ -65,7 +71,7 @@ def test_fleet_totals_are_sums_and_recomputed_percentiles():
     t = F.brc_fleet_totals(hosts)
     assert t["hosts"] == 2
     assert t["counters"] == {"hit": 11, "miss": 9, "would_hit": 1, "pkt_ingress": 7}
-    assert t["ratios"]["hit_ratio"] == round(11 / 20, 4)
+    assert t["ratios"]["hit_ratio"] == round(11 / 20, 4)   # hit / (hit + miss), from DEFS
     assert t["latency"]["get"]["buckets"] == [x + y for x, y in zip(b1, b2)]
     assert t["latency"]["get"]["count"] == 10
     assert t["latency"]["get"]["p50_us"] == F.brc_percentiles(t["latency"]["get"]["buckets"])["p50_us"]

@@ -59,26 +59,25 @@ def brc_percentiles(buckets, points=(50, 90, 99)):
     return out
 
 
-# Same definitions as RATIOS in module_utils/brc_maps.py (what brc_stats reports per
-# host), so fleet ratios computed from summed counters mean the same thing.
-RATIOS = {
-    "hit_ratio": (("hit",), ("hit", "miss")),
-    "would_hit_ratio": (("would_hit",), ("would_hit", "miss")),
-    "cacheable_ratio": (("hit", "miss", "would_hit"), ("get",)),
-    "mismatch_ratio": (("mismatch",), ("verify",)),
+# Fallback only: brc_stats returns ratio_definitions (module_utils/brc_maps.py RATIOS)
+# and fleet ratios use those, so that they mean exactly what the hosts report.
+FALLBACK_RATIOS = {
+    "hit_ratio": {"numerator": ["hit"], "denominator": ["req_get"]},
+    "would_hit_ratio": {"numerator": ["would_hit"], "denominator": ["req_get"]},
 }
 
 
-def brc_ratios(counters):
-    """Ratios from counters, as brc_stats computes them per host; a ratio whose
-    counters this build does not have is left out, one with nothing counted is 0.0."""
+def brc_ratios(counters, definitions=None):
+    """Ratios from counters as brc_stats computes them per host: a ratio whose counters
+    this build does not have is left out, one with nothing counted is 0.0."""
     counters = counters or {}
     out = {}
-    for name, (num, den) in sorted(RATIOS.items()):
-        if not all(c in counters for c in num + den):
+    for name, d in sorted((definitions or FALLBACK_RATIOS).items()):
+        num, den = list(d.get("numerator") or []), list(d.get("denominator") or [])
+        if not den or not all(c in counters for c in num + den):
             continue
-        d = sum(_num(counters[c]) for c in den)
-        out[name] = round(float(sum(_num(counters[c]) for c in num)) / d, 4) if d else 0.0
+        total = sum(_num(counters[c]) for c in den)
+        out[name] = round(float(sum(_num(counters[c]) for c in num)) / total, 4) if total else 0.0
     return out
 
 
@@ -117,7 +116,12 @@ def brc_fleet_totals(per_host):
         entry = brc_percentiles(buckets)
         entry["buckets"] = buckets
         lat_out[cls] = entry
-    ratios = brc_ratios(counters)
+    definitions = None
+    for _host, stats in sorted((per_host or {}).items()):
+        if stats and stats.get("ratio_definitions"):
+            definitions = stats["ratio_definitions"]
+            break
+    ratios = brc_ratios(counters, definitions)
     out = {"hosts": hosts, "counters": dict(sorted(counters.items())), "ratios": ratios,
            "latency": lat_out}
     if rates is not None:
@@ -526,7 +530,8 @@ def brc_audit_fleet(records, hosts, generated_at=None):
             },
             "problems": r.get("problems") if r.get("problems") is not None else brc_drift(r),
         })
-    per_host = dict((h["host"], {"counters": h.get("counters"), "latency": h.get("latency")})
+    per_host = dict((h["host"], {"counters": h.get("counters"), "latency": h.get("latency"),
+                                 "ratio_definitions": (by_host[h["host"]].get("stats") or {}).get("ratio_definitions")})
                     for h in out_hosts if h.get("reachable"))
     drifted = [h["host"] for h in out_hosts if h["problems"]]
     return {
