@@ -35,12 +35,22 @@ class Conn:
         data, self.buf = self.buf[:n], self.buf[n + 2:]
         return data
 
-    def cmd(self, *args):
+    @staticmethod
+    def encode(*args):
         out = b"*%d\r\n" % len(args)
         for a in args:
             a = a if isinstance(a, bytes) else str(a).encode()
             out += b"$%d\r\n%s\r\n" % (len(a), a)
-        self.s.sendall(out)
+        return out
+
+    def send(self, *args):
+        self.s.sendall(self.encode(*args))
+
+    def cmd(self, *args):
+        self.send(*args)
+        return self.read()
+
+    def read(self):
         line = self._line()
         if line[:1] == b"$":
             n = int(line[1:])
@@ -49,6 +59,30 @@ class Conn:
 
     def close(self):
         self.s.close()
+
+
+def pipeline_rounds(a, conn, c, res, kv, rv):
+    """GET key and SET own leave as two segments before any reply: the GET is
+    answered in the kernel while the SET goes on to Redis behind it."""
+    conn.s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    for i in range(a.rounds):
+        own = "k:%s:%d:%d" % (a.tag, c, i)
+        conn.send("GET", a.key)
+        conn.send("SET", own, "p:%d" % i)
+        got = conn.read()
+        if got == kv:
+            res["kernel"] += 1
+        elif got == rv:
+            res["redis"] += 1
+        else:
+            raise ValueError("pipelined GET key round %d: wrong value %r" % (i, got))
+        got = conn.read()
+        if got != b"+OK":
+            raise ValueError("pipelined SET round %d: got %r" % (i, got))
+        got = conn.cmd("GET", own)
+        if got != b"p:%d" % i:
+            raise ValueError("GET own round %d: got %r" % (i, got))
+        res["rounds"] += 1
 
 
 def reset_probe(a):
@@ -82,6 +116,8 @@ def main():
     ap.add_argument("--conns", type=int, default=1)
     ap.add_argument("--timeout", type=float, default=5.0)
     ap.add_argument("--tag", default=str(int(time.time() * 1000)), help="prefix of this run's own keys")
+    ap.add_argument("--pipeline", action="store_true",
+                    help="rounds of GET key + SET own sent back to back (TCP_NODELAY), then GET own")
     ap.add_argument("--reset-probe", action="store_true",
                     help="send one GET of the key, say 'sent', wait for 'go' on stdin, expect a reset")
     a = ap.parse_args()
@@ -93,6 +129,10 @@ def main():
     try:
         for c in range(a.conns):
             conn = Conn(a.host, a.port, a.timeout)
+            if a.pipeline:
+                pipeline_rounds(a, conn, c, res, kv, rv)
+                conn.close()
+                continue
             for i in range(a.rounds):
                 step = "GET key"
                 for step, args, check in (

@@ -96,12 +96,12 @@ class Topology:
             f.write(rules)
         sh("ip", "netns", "exec", self.cns, "nft", "-f", path)
 
-    def client(self, rounds, conns, timeout=8.0):
+    def client(self, rounds, conns, timeout=8.0, extra=()):
         r = subprocess.run(
             ["ip", "netns", "exec", self.cns, sys.executable, os.path.join(HERE, "serve_client.py"),
              SRV_IP, str(PORT), "--key", KEY, "--kernel-value", KERNEL_VALUE,
              "--redis-value", REDIS_VALUE, "--rounds", str(rounds), "--conns", str(conns),
-             "--timeout", str(timeout)],
+             "--timeout", str(timeout), *extra],
             capture_output=True, text=True, timeout=170)
         return json.loads(r.stdout)
 
@@ -152,7 +152,7 @@ def stats(h):
     return {name: t[ctypes.c_int(i)].value for i, name in enumerate(SV)}
 
 
-def run_case(served, offload_on, loss, rounds, conns=2):
+def run_case(served, offload_on, loss, rounds, conns=2, pipeline=False):
     h, topo = served
     topo.offload(offload_on)
     topo.loss(loss)
@@ -161,7 +161,7 @@ def run_case(served, offload_on, loss, rounds, conns=2):
         h["sv_stats"][ctypes.c_int(i)] = ctypes.c_ulonglong(0)
     calls0 = topo.get_calls()
     try:
-        res = topo.client(rounds, conns)
+        res = topo.client(rounds, conns, extra=("--pipeline",) if pipeline else ())
     finally:
         topo.loss(0)
     st = stats(h)
@@ -170,7 +170,7 @@ def run_case(served, offload_on, loss, rounds, conns=2):
           % (offload_on, loss, res, st, calls))
     assert res["ok"], res["errors"]
     assert res["rounds"] == rounds * conns
-    gets = 2 * rounds * conns
+    gets = (1 if pipeline else 2) * rounds * conns
     assert res["kernel"] + res["redis"] == gets
     # every kernel answer is a GET Redis never saw; the others reached Redis
     assert calls == rounds * conns + res["redis"]
@@ -190,6 +190,16 @@ def test_served_connection_keeps_going(served, offload_on):
 def test_served_connection_survives_loss(served, offload_on):
     res, st = run_case(served, offload_on, loss=2, rounds=120)
     assert res["kernel"] > 0.5 * 2 * 120 * 2
+
+
+@pytest.mark.parametrize("loss", [0, 2], ids=["no-loss", "loss-2pct"])
+def test_pipelined_set_behind_served_get(served, loss):
+    """GET key and SET own back to back: the SET is translated past the consumed
+    GET, the server's ack for it is held back while the injected reply is
+    unacked, and nothing stalls."""
+    res, st = run_case(served, True, loss=loss, rounds=100 if loss else 200, pipeline=True)
+    if not loss:
+        assert res["kernel"] == 200 * 2
 
 
 def test_reset_when_reply_bytes_are_gone(served):
