@@ -29,12 +29,11 @@ def alive(pid):
 
 
 def test_loss_both_directions_checker_passes(pair, checker):
-    c0, s0 = counters(pair)
-    with netfault.Loss(pair.client, 2.0, PORT, peer=pair.server_ip) as loss:
+    with netfault.TcpDelta(pair.client, pair.server) as tcp, \
+            netfault.Loss(pair.client, 2.0, PORT, peer=pair.server_ip) as loss:
         assert loss.family == "netdev" and loss.device == pair.client_dev
         summary = checker(pair, seconds=15)
         stats = loss.stats()
-    c1, s1 = counters(pair)
     assert summary["ok"], summary
     assert summary["ops"] > 1000, summary
     # The drops happened in both directions, at roughly the configured rate...
@@ -43,7 +42,7 @@ def test_loss_both_directions_checker_passes(pair, checker):
         rate = stats["drop_" + way] / float(stats["seen_" + way])
         assert 0.005 < rate < 0.05, (way, rate, stats)
     # ...and both TCP senders had to retransmit.
-    assert delta(c1, c0, "RetransSegs") > 0 and delta(s1, s0, "RetransSegs") > 0
+    assert tcp.delta[pair.client]["RetransSegs"] > 0 and tcp.delta[pair.server]["RetransSegs"] > 0
     assert netfault.table_counters(pair.client, "netdev") == {}
 
 

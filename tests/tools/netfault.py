@@ -102,6 +102,29 @@ def tcp_ext(netns=None):
     return out
 
 
+class TcpDelta:
+    """Counter deltas over the body, per namespace:
+
+        with TcpDelta(pair.client, pair.server) as d:
+            ...
+        d.delta[pair.server]["TCPOFOQueue"], d.delta[pair.client]["RetransSegs"]
+    """
+
+    def __init__(self, *namespaces):
+        self.namespaces = namespaces
+        self.before, self.delta = {}, {}
+
+    def __enter__(self):
+        self.before = dict((ns, tcp_ext(ns)) for ns in self.namespaces)
+        return self
+
+    def __exit__(self, *exc):
+        for ns in self.namespaces:
+            after = tcp_ext(ns)
+            self.delta[ns] = dict((k, after[k] - self.before[ns].get(k, 0)) for k in after)
+        return False
+
+
 def route_device(netns, peer):
     """The device a namespace uses to reach peer, e.g. 'brcnfc0'."""
     words = sh(["ip", "route", "get", peer], netns).stdout.split()
