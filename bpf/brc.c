@@ -1,45 +1,388 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /* BRC: BPF Redis Cache, tc (clsact) programs for a Redis host's interface.
  *
- * brc_ingress sees client->server segments, brc_egress server->client ones.
- * Mode off: pass. Mode observe: parse, track, shadow-cache and measure; the
- * packet is never altered, dropped or redirected (every path returns
- * TC_ACT_OK). Compiled by bcc: see module_utils/brc_bpf.py.
+ *   brc_ingress    client->server segments: handshake, sequence check, then
+ *                  the request parser (brc_parse_req, a tail call)
+ *   brc_egress     server->client segments: handshake, sequence check, then
+ *                  the reply parser (brc_parse_rep, a tail call)
+ *
+ * Mode off: pass. Mode observe (and, until issue 5, serve): parse, track,
+ * shadow-cache and measure; the packet is never altered, dropped or
+ * redirected -- every path returns TC_ACT_OK. Compiled by bcc through
+ * module_utils/brc_bpf.py, which fills brc_cmds and brc_jmp.
+ *
+ * The parsers are tail-call targets because a segment may hold more RESP than
+ * one program may lex under the verifier's limits: each pass runs the lexer up
+ * to BRC_REQ_EVENTS / BRC_REP_EVENTS times and continues itself (at most
+ * BRC_PASSES passes per segment; beyond that the flow goes dirty, counted).
  */
 #include <uapi/linux/bpf.h>
 #include <uapi/linux/pkt_cls.h>
 
 #include "brc_contract.h"
+#include "brc_types.h"
 #include "brc_maps.h"
 #include "brc_pkt.h"
 #include "brc_stats.h"
+#include "brc_flow.h"
+#include "brc_cache.h"
+#include "brc_resp.h"
+
+#ifndef BRC_REQ_EVENTS
+#define BRC_REQ_EVENTS 16       /* request lexer runs (chunks or events) per pass */
+#endif
+#ifndef BRC_REP_EVENTS
+#define BRC_REP_EVENTS 8        /* reply lexer runs per pass (its handler is bigger) */
+#endif
+#define BRC_PASSES 30           /* parser passes per segment (kernel limit: 33 tail calls) */
+
+static __always_inline struct brc_scratch *brc_get_scratch(void)
+{
+	__u32 zero = 0;
+
+	return brc_scratch.lookup(&zero);
+}
+
+/* Load payload bytes [sc->off, sc->off + n) into sc->buf; n <= BRC_CHUNK. */
+static __always_inline __u32 brc_load_chunk(struct __sk_buff *skb, struct brc_scratch *sc)
+{
+	__u32 n = sc->end - sc->off;
+
+	if (n > BRC_CHUNK)
+		n = BRC_CHUNK;
+	n = ((n - 1) & (BRC_CHUNK - 1)) + 1;
+	if (bpf_skb_load_bytes(skb, sc->off, sc->buf, n) < 0)
+		return 0;
+	return n;
+}
+
+int brc_parse_req(struct __sk_buff *skb)
+{
+	struct brc_config *cfg = brc_get_config();
+	struct brc_scratch *sc = brc_get_scratch();
+	struct brc_flow *f;
+	__u32 it, n, ev, skip;
+
+	if (!cfg || !sc)
+		return TC_ACT_OK;
+	f = brc_flows.lookup(&sc->fk);
+	if (!f)
+		return TC_ACT_OK;
+	/* Everything is looked up again per event: pointers carried across
+	 * iterations keep path-specific verifier state alive, and the cost of
+	 * verifying the loop grows combinatorially instead of linearly. */
+	for (it = 0; it < BRC_REQ_EVENTS; it++) {
+		cfg = brc_get_config();
+		sc = brc_get_scratch();
+		if (!cfg || !sc)
+			return TC_ACT_OK;
+		f = brc_flows.lookup(&sc->fk);
+		if (!f)
+			return TC_ACT_OK;
+		if (sc->off >= sc->end || f->rq_state == BRC_RQ_LOST)
+			return TC_ACT_OK;
+		if (f->rq_state == BRC_RQ_BULK_SKIP) {
+			skip = sc->end - sc->off;
+			if (skip > f->rq_left)
+				skip = f->rq_left;
+			sc->off += skip;
+			f->rq_left -= skip;
+			if (f->rq_left == 0)
+				f->rq_state = BRC_RQ_BULK_CR;
+			continue;
+		}
+		n = brc_load_chunk(skb, sc);
+		if (n == 0) {
+			brc_rq_lost(f, BRC_DIRTY_BIT_PARSER);
+			return TC_ACT_OK;
+		}
+		sc->n = n;
+		sc->pos = 0;
+		ev = brc_rq_lex(f, sc);
+		sc->off += brc_reload(&sc->pos) & (BRC_CHUNK * 2 - 1);
+		switch (ev) {
+		case BRC_EV_LOST:
+			brc_count(PARSE_ERROR_REQUEST);
+			brc_rq_lost(f, BRC_DIRTY_BIT_PARSER);
+			return TC_ACT_OK;
+		case BRC_EV_ARG:
+			brc_rq_arg_done(sc, f);
+			f->rq_argi += 1;
+			brc_rq_arg_setup(f);
+			if (f->rq_inline)
+				brc_rq_arg_begin(f);
+			break;
+		case BRC_EV_ARG_END:
+			brc_rq_arg_done(sc, f);
+			brc_rq_cmd_done(sc, f, cfg);
+			break;
+		case BRC_EV_END:
+			brc_rq_cmd_done(sc, f, cfg);
+			break;
+		}
+	}
+	if (sc->off < sc->end) {
+		sc->calls += 1;
+		if (sc->calls >= BRC_PASSES) {
+			brc_rq_lost(f, BRC_DIRTY_BIT_BUDGET);
+			return TC_ACT_OK;
+		}
+		brc_jmp.call(skb, BRC_JMP_PARSE_REQ);
+		brc_count(TAILCALL_FAILED);
+		brc_rq_lost(f, BRC_DIRTY_BIT_PARSER);
+	}
+	return TC_ACT_OK;
+}
+
+int brc_parse_rep(struct __sk_buff *skb)
+{
+	struct brc_config *cfg = brc_get_config();
+	struct brc_scratch *sc = brc_get_scratch();
+	struct brc_replybuf *rb;
+	struct brc_flow *f;
+	__u32 it, n, ev, skip, len, rb_real = 1;
+
+	if (!cfg || !sc)
+		return TC_ACT_OK;
+	f = brc_flows.lookup(&sc->fk);
+	if (!f)
+		return TC_ACT_OK;
+	for (it = 0; it < BRC_REP_EVENTS; it++) {
+		cfg = brc_get_config();
+		sc = brc_get_scratch();
+		if (!cfg || !sc)
+			return TC_ACT_OK;
+		f = brc_flows.lookup(&sc->fk);
+		if (!f)
+			return TC_ACT_OK;
+		/* the tracked reply's buffer; scratch stands in as a sink when
+		 * there is none, so the lexer needs no NULL check per byte */
+		rb = brc_replybuf.lookup(&sc->fk);
+		rb_real = 1;
+		if (!rb) {
+			rb = &sc->rb;
+			rb_real = 0;
+		}
+		if (sc->off >= sc->end || f->rp_state == BRC_RP_LOST)
+			return TC_ACT_OK;
+		if (f->rp_state == BRC_RP_BULK) {
+			skip = sc->end - sc->off;
+			if (skip > f->rp_left)
+				skip = f->rp_left;
+			if (f->rp_tracked) {
+				len = f->rp_len;
+				if (len < BRC_VAL_MAX && skip <= BRC_VAL_MAX - len && skip > 0) {
+					__u32 m = ((skip - 1) & (BRC_VAL_MAX - 1)) + 1;
+
+					bpf_skb_load_bytes(skb, sc->off, rb->data + (len & (BRC_VAL_MAX - 1)), m);
+				}
+				f->rp_len = len + skip;
+			}
+			sc->off += skip;
+			f->rp_left -= skip;
+			if (f->rp_left == 0)
+				f->rp_state = BRC_RP_BULK_CR;
+			continue;
+		}
+		n = brc_load_chunk(skb, sc);
+		if (n == 0) {
+			brc_rp_lost(f, BRC_DIRTY_BIT_PARSER);
+			return TC_ACT_OK;
+		}
+		sc->n = n;
+		sc->pos = 0;
+		ev = brc_rp_lex(f, rb, sc);
+		sc->off += brc_reload(&sc->pos) & (BRC_CHUNK * 2 - 1);
+		switch (ev) {
+		case BRC_EV_LOST:
+			brc_count(PARSE_ERROR_REPLY);
+			brc_rp_lost(f, BRC_DIRTY_BIT_PARSER);
+			return TC_ACT_OK;
+		case BRC_EV_POP:
+			if (!brc_rp_pop(f))
+				break;
+			/* fallthrough: the top-level array is complete */
+		case BRC_EV_REPLY:
+			brc_rp_reply_done(sc, f, cfg, rb_real ? rb : 0);
+			break;
+		}
+	}
+	if (sc->off < sc->end) {
+		sc->calls += 1;
+		if (sc->calls >= BRC_PASSES) {
+			brc_rp_lost(f, BRC_DIRTY_BIT_BUDGET);
+			return TC_ACT_OK;
+		}
+		brc_jmp.call(skb, BRC_JMP_PARSE_REP);
+		brc_count(TAILCALL_FAILED);
+		brc_rp_lost(f, BRC_DIRTY_BIT_PARSER);
+	}
+	return TC_ACT_OK;
+}
+
+/* Count what the packet parser passed untouched. */
+static __always_inline void brc_count_kind(int kind)
+{
+	if (kind == BRC_PKT_IPV6)
+		brc_count(PKT_IPV6);
+	else if (kind == BRC_PKT_IP_OPTIONS)
+		brc_count(PKT_IP_OPTIONS);
+	else if (kind == BRC_PKT_FRAGMENT)
+		brc_count(PKT_FRAGMENT);
+	else if (kind == BRC_PKT_MALFORMED)
+		brc_count(PKT_MALFORMED);
+}
 
 int brc_ingress(struct __sk_buff *skb)
 {
 	struct brc_config *cfg = brc_get_config();
+	struct brc_scratch *sc = brc_get_scratch();
 	struct brc_pkt pkt = {};
+	struct brc_flow *f;
+	__u32 start;
+	__s32 d;
+	int kind;
 
-	if (!cfg || cfg->mode == BRC_MODE_OFF)
+	if (!cfg || !sc || cfg->mode == BRC_MODE_OFF)
 		return TC_ACT_OK;
-	if (brc_parse_tcp4(skb, &pkt) != BRC_PKT_TCP4)
+	kind = brc_parse_tcp4(skb, &pkt);
+	if (kind != BRC_PKT_TCP4) {
+		brc_count_kind(kind);
 		return TC_ACT_OK;
+	}
 	if (pkt.dport != cfg->port)
 		return TC_ACT_OK;
 	brc_count(PKT_INGRESS);
+	sc->now = bpf_ktime_get_ns();
+	sc->fk.cli_addr = pkt.saddr;
+	sc->fk.srv_addr = pkt.daddr;
+	sc->fk.cli_port = pkt.sport;
+	sc->fk.srv_port = pkt.dport;
+	if ((pkt.tcp_flags & (BRC_TCP_SYN | BRC_TCP_ACK | BRC_TCP_RST)) == BRC_TCP_SYN) {
+		brc_flow_syn(sc, pkt.seq);
+		return TC_ACT_OK;
+	}
+	f = brc_flows.lookup(&sc->fk);
+	if (!f) {
+		if (pkt.payload_len)
+			brc_flow_missing(sc);
+		return TC_ACT_OK;
+	}
+	f->last_ns = sc->now;
+	if (pkt.tcp_flags & BRC_TCP_RST) {
+		brc_flow_close(sc, f);
+		return TC_ACT_OK;
+	}
+	if ((pkt.tcp_flags & BRC_TCP_ACK) && f->state == BRC_FS_EST &&
+	    brc_seq_after(pkt.ack_seq, f->cli_ack))
+		f->cli_ack = pkt.ack_seq;
+	if (pkt.tcp_flags & BRC_TCP_FIN)
+		f->flags |= BRC_FF_CLI_FIN;
+	if (pkt.payload_len == 0)
+		return TC_ACT_OK;
+	if (f->state != BRC_FS_EST) {
+		brc_rq_lost(f, BRC_DIRTY_BIT_GAP);      /* data before the SYN-ACK */
+		return TC_ACT_OK;
+	}
+	d = (__s32)(pkt.seq - f->cli_next);
+	if (d > 0) {
+		/* bytes before this segment were not seen: cannot follow */
+		if (f->rq_state != BRC_RQ_LOST)
+			brc_rq_lost(f, BRC_DIRTY_BIT_GAP);
+		return TC_ACT_OK;
+	}
+	if ((__s32)(d + (__s32)pkt.payload_len) <= 0) {
+		brc_count(SEGMENTS_RETRANSMITTED);
+		return TC_ACT_OK;
+	}
+	start = pkt.payload_off + (__u32)(-d);
+	f->cli_next = pkt.seq + pkt.payload_len;
+	if (f->rq_state == BRC_RQ_LOST)
+		return TC_ACT_OK;
+	sc->off = start;
+	sc->end = pkt.payload_off + pkt.payload_len;
+	sc->calls = 0;
+	brc_jmp.call(skb, BRC_JMP_PARSE_REQ);
+	brc_count(TAILCALL_FAILED);
+	brc_rq_lost(f, BRC_DIRTY_BIT_PARSER);
 	return TC_ACT_OK;
 }
 
 int brc_egress(struct __sk_buff *skb)
 {
 	struct brc_config *cfg = brc_get_config();
+	struct brc_scratch *sc = brc_get_scratch();
 	struct brc_pkt pkt = {};
+	struct brc_flow *f;
+	__u32 start;
+	__s32 d;
+	int kind;
 
-	if (!cfg || cfg->mode == BRC_MODE_OFF)
+	if (!cfg || !sc || cfg->mode == BRC_MODE_OFF)
 		return TC_ACT_OK;
-	if (brc_parse_tcp4(skb, &pkt) != BRC_PKT_TCP4)
+	kind = brc_parse_tcp4(skb, &pkt);
+	if (kind != BRC_PKT_TCP4) {
+		brc_count_kind(kind);
 		return TC_ACT_OK;
+	}
 	if (pkt.sport != cfg->port)
 		return TC_ACT_OK;
 	brc_count(PKT_EGRESS);
+	sc->now = bpf_ktime_get_ns();
+	sc->fk.cli_addr = pkt.daddr;
+	sc->fk.srv_addr = pkt.saddr;
+	sc->fk.cli_port = pkt.dport;
+	sc->fk.srv_port = pkt.sport;
+	f = brc_flows.lookup(&sc->fk);
+	if (!f) {
+		if (pkt.payload_len)
+			brc_flow_missing(sc);
+		return TC_ACT_OK;
+	}
+	f->last_ns = sc->now;
+	if (pkt.tcp_flags & BRC_TCP_RST) {
+		brc_flow_close(sc, f);
+		return TC_ACT_OK;
+	}
+	if ((pkt.tcp_flags & (BRC_TCP_SYN | BRC_TCP_ACK)) == (BRC_TCP_SYN | BRC_TCP_ACK)) {
+		if (f->state == BRC_FS_SYN && pkt.ack_seq == f->cli_next) {
+			f->state = BRC_FS_EST;
+			f->srv_next = pkt.seq + 1;
+			f->srv_ack = pkt.ack_seq;
+			f->cli_ack = pkt.seq + 1;
+		}
+		return TC_ACT_OK;
+	}
+	if (f->state != BRC_FS_EST)
+		return TC_ACT_OK;
+	if ((pkt.tcp_flags & BRC_TCP_ACK) && brc_seq_after(pkt.ack_seq, f->srv_ack))
+		f->srv_ack = pkt.ack_seq;
+	if (pkt.payload_len) {
+		d = (__s32)(pkt.seq - f->srv_next);
+		if (d > 0) {
+			if (f->rp_state != BRC_RP_LOST)
+				brc_rp_lost(f, BRC_DIRTY_BIT_GAP);
+		} else if ((__s32)(d + (__s32)pkt.payload_len) <= 0) {
+			brc_count(SEGMENTS_RETRANSMITTED);
+		} else {
+			start = pkt.payload_off + (__u32)(-d);
+			f->srv_next = pkt.seq + pkt.payload_len;
+			if (f->rp_state != BRC_RP_LOST) {
+				sc->off = start;
+				sc->end = pkt.payload_off + pkt.payload_len;
+				sc->calls = 0;
+				/* the server's FIN in this segment is handled after the parse */
+				if (pkt.tcp_flags & BRC_TCP_FIN)
+					f->flags |= BRC_FF_SRV_FIN;
+				brc_jmp.call(skb, BRC_JMP_PARSE_REP);
+				brc_count(TAILCALL_FAILED);
+				brc_rp_lost(f, BRC_DIRTY_BIT_PARSER);
+			}
+		}
+	}
+	if (pkt.tcp_flags & BRC_TCP_FIN) {
+		/* Redis closed: it executes nothing more on this connection */
+		brc_flow_close(sc, f);
+	}
 	return TC_ACT_OK;
 }

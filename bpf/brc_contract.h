@@ -26,6 +26,21 @@
 #define BRC_MAP_CONFIG "brc_config"
 #define BRC_MAP_STATS "brc_stats"
 #define BRC_MAP_LATENCY "brc_latency"
+#define BRC_MAP_FLOWS "brc_flows"
+#define BRC_MAP_CACHE "brc_cache"
+#define BRC_MAP_KEYVER "brc_keyver"
+#define BRC_MAP_GLOBAL "brc_global"
+#define BRC_MAP_REPLYBUF "brc_replybuf"
+#define BRC_MAP_FLOWTAGS "brc_flowtags"
+
+/* Layout-bearing sizes (fixed here, not overridable: they shape the values of
+ * the pinned maps). Map capacities live in brc_maps.h and are overridable. */
+#define BRC_KEY_MAX 64          /* longest cacheable key, bytes (a power of 2) */
+#define BRC_VAL_MAX 512         /* longest cacheable GET reply, RESP bytes (power of 2) */
+#define BRC_FIFO_LEN 32         /* pending commands whose ingress time is kept, per flow */
+#define BRC_FLOW_MARKS 8        /* key buckets one flow can hold "write in flight" */
+#define BRC_RESP_DEPTH 8        /* nested reply arrays followed; deeper = parser lost */
+#define BRC_TOK_LEN 16          /* leading bytes of each argument kept (command names, options) */
 
 /* brc_config: ARRAY, one entry at key 0. Written by the toolkit only. */
 struct brc_config {
@@ -38,6 +53,191 @@ struct brc_config {
 	__u32 require_auth;    /* 1 = Redis requires AUTH: unauthenticated flows never cached */
 };
 
+/* brc_flows: LRU_HASH, key struct brc_flow_key, value struct brc_flow.
+ * One entry per TCP connection to Redis seen from its SYN; released on RST or
+ * the server's FIN. Addresses in network order, ports in host order. */
+struct brc_flow_key {
+	__u32 cli_addr;
+	__u32 srv_addr;
+	__u16 cli_port;
+	__u16 srv_port;
+};
+
+/* Flow states (brc_flow.state). */
+#define BRC_FS_SYN 1            /* client SYN seen */
+#define BRC_FS_EST 2            /* server SYN-ACK seen: sequence space known both ways */
+
+/* brc_flow.flags bits. */
+#define BRC_FF_AUTHED 1         /* an AUTH / HELLO ... AUTH got a non-error reply */
+#define BRC_FF_GMARK 2          /* holds one global write-in-flight mark */
+#define BRC_FF_CLI_FIN 4
+#define BRC_FF_SRV_FIN 8
+#define BRC_FF_FIFO_OVERFLOW 16 /* FIFO full: later commands get no timestamp until pending is 0 */
+
+/* brc_flow.track: what the flow does with the reply to its tracked GET. */
+#define BRC_TRACK_NONE 0
+#define BRC_TRACK_FILL 1        /* miss: the reply may fill the cache */
+#define BRC_TRACK_VERIFY 2      /* would-hit: the reply is compared with the entry */
+
+struct brc_flow {
+	/* TCP, host byte order, initialised at the handshake (never zero-guessed:
+	 * half of all ISNs are >= 2^31 and serial comparisons need real values) */
+	__u32 state;            /* BRC_FS_* */
+	__u32 dirty;            /* BRC_DIRTY_* bits; 0 = clean (cacheable) */
+	__u32 cli_next;         /* next client->server sequence number expected */
+	__u32 srv_next;         /* next server->client sequence number expected */
+	__u32 cli_ack;          /* highest ack the client sent (server space) */
+	__u32 srv_ack;          /* highest ack the server sent (client space) */
+	__u32 flags;            /* BRC_FF_* */
+	__u32 db;               /* SELECTed database; only db 0 is cached */
+	__u64 created_ns;
+	__u64 last_ns;
+	/* serve phase (issue 5): seqadj correction points and the server's last
+	 * TSval/window go here; zero and unused in observe mode */
+	__u32 serve_reserved[12];
+	/* request accounting */
+	__u32 pending;          /* commands passed to Redis minus replies seen */
+	__u32 fifo_head;        /* slot of the oldest timestamped pending command */
+	__u32 fifo_n;           /* timestamped pending commands (<= BRC_FIFO_LEN) */
+	__u32 nmarks;           /* used entries of marks[] */
+	__u64 fifo[BRC_FIFO_LEN]; /* ingress ns (low 56 bits) | class << 56 | BRC_FIFO_F_* << 58 */
+	__u32 marks[BRC_FLOW_MARKS]; /* key buckets this flow holds write-in-flight */
+	/* the GET this flow tracks (passed with nothing pending: its reply is next) */
+	__u32 track;            /* BRC_TRACK_* */
+	__u32 track_key_len;
+	__u32 track_bucket;
+	__u32 track_pad;
+	__u64 track_ver;        /* bucket version when the GET passed */
+	__u64 track_gver;       /* global version when the GET passed */
+	__u8 track_key[BRC_KEY_MAX];
+	/* request parser (client->server), resumable at any byte */
+	__u32 rq_state;         /* BRC_RQ_* (brc_resp.h) */
+	__u32 rq_argc;          /* arguments in this command (RESP array length) */
+	__u32 rq_argi;          /* argument being read */
+	__u32 rq_num;           /* number being read (array or bulk length) */
+	__u32 rq_left;          /* bulk bytes left in the current argument */
+	__u32 rq_arglen;        /* bytes of the current argument seen */
+	__u32 rq_secret;        /* arguments still to come that must not be read (passwords) */
+	__u32 rq_val;           /* a number argument (SELECT's db) */
+	__u32 rq_keep;          /* leading bytes of the current argument read (0 = none) */
+	__u32 rq_copykey;       /* 1 = the current argument is argument 1 and a key */
+	__u8 rq_kind;           /* command table entry of argument 0: BRC_K_* */
+	__u8 rq_first;          /* first key argument */
+	__u8 rq_last;           /* last key argument, 255 = through the end */
+	__u8 rq_step;
+	__u8 rq_special;        /* BRC_SP_* */
+	__u8 rq_class;          /* BRC_LAT_* */
+	__u8 rq_cflags;         /* BRC_CF_*: observations about this command */
+	__u8 rq_inline;         /* 1 = this command is inline (space separated) */
+	__u32 rq_key_len;       /* argument 1 (the key of single-key commands) */
+	__u32 rq_key_bucket;
+	__u64 rq_hash;          /* FNV-1a of the current argument's first BRC_KEY_MAX bytes */
+	__u8 rq_tok[BRC_TOK_LEN]; /* current argument's first bytes, upper-cased */
+	__u8 rq_key[BRC_KEY_MAX]; /* argument 1's first bytes, as sent (key commands only) */
+	/* reply parser (server->client) */
+	__u32 rp_state;
+	__u32 rp_num;
+	__u32 rp_neg;
+	__u32 rp_left;          /* bulk bytes left */
+	__u32 rp_depth;         /* open arrays */
+	__u32 rp_type;          /* first byte of the current top-level reply */
+	__u32 rp_len;           /* bytes of the tracked reply buffered so far */
+	__u32 rp_tracked;       /* 1 = the current reply answers the tracked GET */
+	__u32 rp_stack[BRC_RESP_DEPTH]; /* elements left per open array */
+};
+
+/* Flow is dirty (never cached from or answered) for these reasons; each has a
+ * counter DIRTY_<NAME>. Bit n of brc_flow.dirty = reason n. */
+#define BRC_DIRTY_REASONS(X) \
+	X(PARSER, "the RESP parser could not follow the client's or the server's bytes") \
+	X(GAP, "a sequence gap or reordering: bytes were not seen in order") \
+	X(BUDGET, "a segment held more RESP than one pass of the parser may read") \
+	X(RESP3, "HELLO 3 (RESP3 replies)") \
+	X(PUBSUB, "SUBSCRIBE / PSUBSCRIBE / SSUBSCRIBE: replies no longer pair with commands") \
+	X(MONITOR, "MONITOR: replies no longer pair with commands") \
+	X(CLIENT_REPLY, "CLIENT REPLY OFF/SKIP: replies no longer pair with commands") \
+	X(MULTI, "MULTI: a transaction (its replies pair, but it is never cached from)") \
+	X(UNMATCHED, "a reply arrived with nothing pending")
+
+/* brc_cmds: HASH written by module_utils/brc_bpf.py at build time (a table of
+ * Redis commands; build-owned, not pinned). Key: the command name upper-cased
+ * and zero-padded to BRC_TOK_LEN; a command missing from it is "unknown" and
+ * invalidates everything. */
+struct brc_cmd_name {
+	__u8 name[BRC_TOK_LEN];
+};
+
+struct brc_cmd {
+	__u8 kind;              /* BRC_K_* */
+	__u8 first;             /* key arguments: first, last (255 = to the end), step */
+	__u8 last;
+	__u8 step;
+	__u8 special;           /* BRC_SP_*: handled by name in brc_resp.h */
+	__u8 cls;               /* BRC_LAT_*: latency histogram and request counter */
+	__u8 pad0;
+	__u8 pad1;
+};
+
+#define BRC_K_UNKNOWN 0         /* not in the table: global invalidation */
+#define BRC_K_NOKEY 1           /* touches no keys (PING, INFO, CLIENT ...) */
+#define BRC_K_READ 2            /* reads its keys */
+#define BRC_K_WRITE 3           /* writes its keys: invalidated by position */
+#define BRC_K_GLOBAL 4          /* may write anything: global invalidation */
+
+#define BRC_SP_NONE 0
+#define BRC_SP_GET 1            /* the one cacheable command */
+#define BRC_SP_SET 2            /* SET: EX/PX/EXAT/PXAT/KEEPTTL give the key a TTL */
+#define BRC_SP_TTL 3            /* gives its first key a TTL (SETEX, EXPIRE ...) */
+#define BRC_SP_GETEX 4          /* GETEX with options: TTL */
+#define BRC_SP_AUTH 5           /* AUTH: arguments never read; +OK authenticates */
+#define BRC_SP_HELLO 6          /* HELLO [3] [AUTH u p]: RESP3 dirties, AUTH authenticates */
+#define BRC_SP_SELECT 7
+#define BRC_SP_MULTI 8
+#define BRC_SP_SUBSCRIBE 9
+#define BRC_SP_MONITOR 10
+#define BRC_SP_CLIENT 11        /* CLIENT REPLY dirties */
+#define BRC_SP_RESET 12         /* RESET: unauthenticated, db 0 */
+#define BRC_SP_SECRET 13        /* arguments may hold secrets (CONFIG, ACL, MIGRATE): never read */
+
+/* brc_cache: LRU_HASH (see bpf/README.md for the measurement), key struct
+ * brc_cache_key, value struct brc_cache_entry. Valid only while ver/gver equal
+ * the key's bucket version and the global version and neither has a write in
+ * flight, and while younger than brc_config.max_age_ns. */
+struct brc_cache_key {
+	__u32 len;
+	__u8 key[BRC_KEY_MAX];  /* zero-padded after len */
+};
+
+struct brc_cache_entry {
+	__u64 ver;              /* bucket version at fill */
+	__u64 gver;             /* global version at fill */
+	__u64 fill_ns;
+	__u32 len;              /* bytes of reply[] */
+	__u32 bucket;
+	__u8 reply[BRC_VAL_MAX]; /* the exact RESP reply, e.g. "$3\r\nbar\r\n" */
+};
+
+/* brc_keyver: ARRAY of key buckets, index = FNV-1a(key) % max_entries. */
+struct brc_bucket {
+	__u64 ver;              /* bumped when a write passes and when its flow goes idle */
+	__u32 inflight;         /* flows holding a write-in-flight mark on this bucket */
+	__u32 ttl;              /* 1 = a key here was given a TTL: not cached */
+};
+
+/* brc_global: ARRAY, one entry: writes that touch everything. */
+struct brc_global {
+	__u64 ver;              /* bumped by FLUSHALL, FLUSHDB, SWAPDB, EVAL, FCALL, MULTI, EXEC, unknown */
+	__u64 inflight;         /* flows holding a global write-in-flight mark */
+};
+
+/* brc_replybuf: LRU_HASH keyed by struct brc_flow_key: the tracked GET's reply
+ * bytes as they stream out (a reply can span segments). */
+struct brc_replybuf {
+	__u32 len;
+	__u32 pad;
+	__u8 data[1024];        /* 2 * BRC_VAL_MAX: bounded copies need the headroom */
+};
+
 /* Counters: brc_stats is a PERCPU_ARRAY of BRC_STATS_SLOTS __u64 indexed by
  * BRC_C_<NAME>; the toolkit sums the CPUs and reports each under the lower-case
  * name. The capacity is fixed so that appending a counter keeps the map layout
@@ -45,7 +245,59 @@ struct brc_config {
 #define BRC_STATS_SLOTS 128
 #define BRC_COUNTERS(X) \
 	X(PKT_INGRESS, "TCP segments to the Redis port seen at ingress") \
-	X(PKT_EGRESS, "TCP segments from the Redis port seen at egress")
+	X(PKT_EGRESS, "TCP segments from the Redis port seen at egress") \
+	X(PKT_IPV6, "IPv6 packets, passed untouched") \
+	X(PKT_IP_OPTIONS, "IPv4 packets with IP options, passed untouched") \
+	X(PKT_FRAGMENT, "IPv4 fragments, passed untouched") \
+	X(PKT_MALFORMED, "IPv4 packets whose lengths do not add up, passed untouched") \
+	X(FLOWS_TRACKED, "connections tracked from their SYN") \
+	X(FLOWS_CLOSED, "tracked connections released on RST or FIN") \
+	X(FLOWS_EVICTED, "tracked connections found evicted from the flow table") \
+	X(FLOWS_TABLE_FULL, "SYNs that could not be tracked: flow table insert failed") \
+	X(SEGMENTS_UNTRACKED, "payload segments of connections not seen from their SYN") \
+	X(SEGMENTS_RETRANSMITTED, "payload segments already seen (retransmissions), not parsed again") \
+	X(REQ_GET, "GET commands passed to Redis") \
+	X(REQ_SET, "SET-family commands (SET, SETNX, SETEX, PSETEX) passed to Redis") \
+	X(REQ_OTHER, "other commands passed to Redis") \
+	X(REQ_WRITE, "commands that invalidate keys (any class)") \
+	X(REQ_INLINE, "inline (non-RESP) commands") \
+	X(REPLIES, "replies seen") \
+	X(REPLIES_UNMATCHED, "replies seen with nothing pending") \
+	X(WOULD_HIT, "GETs the cache would have answered, and Redis's reply matched") \
+	X(MISMATCH, "GETs the cache would have answered, and Redis's reply differed (a cache bug)") \
+	X(VERIFY_RACED, "would-hits not comparable: a write to the key passed before the reply") \
+	X(MISS, "cacheable GETs the cache could not answer") \
+	X(GET_UNCACHEABLE_PENDING, "GETs sent while commands were pending on the connection") \
+	X(GET_UNCACHEABLE_DIRTY, "GETs on dirty connections") \
+	X(GET_UNCACHEABLE_AUTH, "GETs on unauthenticated connections when Redis requires AUTH") \
+	X(GET_UNCACHEABLE_DB, "GETs on connections using a database other than 0") \
+	X(GET_UNCACHEABLE_ARGS, "GETs with other than one argument") \
+	X(OVERSIZE_KEY, "GET keys longer than the cacheable maximum") \
+	X(OVERSIZE_VALUE, "GET replies larger than the cacheable maximum") \
+	X(FILL, "cache entries filled from Redis's reply") \
+	X(FILL_REFUSED_INFLIGHT, "fills refused: a write to the key was in flight when the GET passed") \
+	X(FILL_REFUSED_VERSION, "fills refused: a write to the key passed between the GET and its reply") \
+	X(FILL_REFUSED_TTL, "fills refused: the key was given a TTL") \
+	X(FILL_REFUSED_NOT_BULK, "fills refused: the reply was not a bulk string (error, wrong type)") \
+	X(FILL_REFUSED_NO_SPACE, "fills refused: the cache or reply buffer update failed") \
+	X(CACHE_EXPIRED, "entries found older than the maximum age") \
+	X(INVALIDATE_KEY, "key invalidations (bucket version bumps by a write)") \
+	X(INVALIDATE_GLOBAL, "global invalidations (FLUSHALL, EVAL, MULTI, unknown commands ...)") \
+	X(TTL_MARKED, "keys given a TTL (SET EX/PX..., SETEX, EXPIRE ...): not cached") \
+	X(MARKS_OVERFLOW, "writes that took a global in-flight mark because the flow's key marks were full") \
+	X(PARSE_ERROR_REQUEST, "client bytes that are not RESP or inline commands") \
+	X(PARSE_ERROR_REPLY, "server bytes that are not RESP2 replies") \
+	X(LATENCY_UNTIMED, "replies with no ingress timestamp (FIFO overflow)") \
+	X(TAILCALL_FAILED, "parser continuations that failed (the flow goes dirty)") \
+	X(DIRTY_PARSER, "connections dirty: parser lost") \
+	X(DIRTY_GAP, "connections dirty: sequence gap or reordering") \
+	X(DIRTY_BUDGET, "connections dirty: segment larger than one parser pass") \
+	X(DIRTY_RESP3, "connections dirty: HELLO 3") \
+	X(DIRTY_PUBSUB, "connections dirty: SUBSCRIBE family") \
+	X(DIRTY_MONITOR, "connections dirty: MONITOR") \
+	X(DIRTY_CLIENT_REPLY, "connections dirty: CLIENT REPLY") \
+	X(DIRTY_MULTI, "connections dirty: MULTI") \
+	X(DIRTY_UNMATCHED, "connections dirty: reply with nothing pending")
 
 #define BRC_COUNTER_ENUM(name, doc) BRC_C_##name,
 enum brc_counter { BRC_COUNTERS(BRC_COUNTER_ENUM) BRC_C__MAX };
@@ -60,6 +312,13 @@ _Static_assert(BRC_C__MAX <= BRC_STATS_SLOTS, "raise BRC_STATS_SLOTS (a layout c
 	X(GET, "GET") \
 	X(SET, "SET and its variants") \
 	X(OTHER, "every other command")
+
+#define BRC_DIRTY_ENUM(name, doc) BRC_DIRTY_BIT_##name,
+enum brc_dirty_bit { BRC_DIRTY_REASONS(BRC_DIRTY_ENUM) BRC_DIRTY__MAX };
+#undef BRC_DIRTY_ENUM
+#define BRC_DIRTY(name) (1U << BRC_DIRTY_BIT_##name)
+_Static_assert(BRC_C_DIRTY_UNMATCHED - BRC_C_DIRTY_PARSER + 1 == BRC_DIRTY__MAX,
+	       "one DIRTY_<reason> counter per dirty reason, in the same order");
 
 #define BRC_LAT_ENUM(name, doc) BRC_LAT_##name,
 enum brc_lat_class { BRC_LAT_CLASSES(BRC_LAT_ENUM) BRC_LAT__MAX };

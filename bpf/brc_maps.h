@@ -14,6 +14,7 @@
 #define BRC_MAPS_H
 
 #include "brc_contract.h"
+#include "brc_types.h"
 
 #ifdef BRC_PIN_DIR
 #define BRC_PERSISTENT(type, k, v, name, n) \
@@ -33,5 +34,52 @@ BRC_PERSISTENT("percpu_array", __u32, __u64, brc_stats, BRC_STATS_SLOTS);
 
 /* brc_latency: log2 histograms, request ingress to reply egress, per class. */
 BRC_PERSISTENT("percpu_array", __u32, __u64, brc_latency, BRC_LAT__MAX * BRC_LAT_SLOTS);
+
+#ifndef BRC_FLOWS_MAX
+#define BRC_FLOWS_MAX 65536         /* tracked connections (LRU) */
+#endif
+#ifndef BRC_CACHE_MAX
+#define BRC_CACHE_MAX 32768         /* cache entries (LRU) */
+#endif
+#ifndef BRC_CACHE_MAP_TYPE
+#define BRC_CACHE_MAP_TYPE "lru_hash" /* chosen by measurement: bpf/README.md */
+#endif
+#ifndef BRC_KEYVER_BUCKETS
+#define BRC_KEYVER_BUCKETS 65536    /* key version buckets (a power of 2) */
+#endif
+#ifndef BRC_REPLYBUF_MAX
+#define BRC_REPLYBUF_MAX 4096       /* tracked GET replies streaming at once */
+#endif
+#define BRC_FLOWTAGS 65536          /* eviction detection slots (a power of 2) */
+#define BRC_JMP_PARSE_REQ 0
+#define BRC_JMP_PARSE_REP 1
+
+/* brc_flows: per-connection TCP and RESP state, from the SYN on. */
+BRC_PERSISTENT("lru_hash", struct brc_flow_key, struct brc_flow, brc_flows, BRC_FLOWS_MAX);
+
+/* brc_cache: the shadow cache, key bytes -> exact reply bytes + versions. */
+BRC_PERSISTENT(BRC_CACHE_MAP_TYPE, struct brc_cache_key, struct brc_cache_entry, brc_cache, BRC_CACHE_MAX);
+
+/* brc_keyver: per-bucket write versions, in-flight marks and TTL flags. */
+BRC_PERSISTENT("array", __u32, struct brc_bucket, brc_keyver, BRC_KEYVER_BUCKETS);
+
+/* brc_global: the version and in-flight count every entry also depends on. */
+BRC_PERSISTENT("array", __u32, struct brc_global, brc_global, 1);
+
+/* brc_replybuf: reply bytes of tracked GETs while they stream out. */
+BRC_PERSISTENT("lru_hash", struct brc_flow_key, struct brc_replybuf, brc_replybuf, BRC_REPLYBUF_MAX);
+
+/* brc_flowtags: one tag per tracked flow hash, to tell an evicted flow from an
+ * untracked one when its next segment finds no state. */
+BRC_PERSISTENT("array", __u32, __u32, brc_flowtags, BRC_FLOWTAGS);
+
+/* brc_cmds: the Redis command table (build-owned, filled by the loader). */
+BPF_TABLE("hash", struct brc_cmd_name, struct brc_cmd, brc_cmds, 512);
+
+/* brc_jmp: parser continuations (build-owned; the caller pins it). */
+BPF_PROG_ARRAY(brc_jmp, 2);
+
+/* brc_scratch: per-CPU working memory (the stack is 512 bytes). */
+BPF_PERCPU_ARRAY(brc_scratch, struct brc_scratch, 1);
 
 #endif /* BRC_MAPS_H */

@@ -37,12 +37,22 @@
 
 #include <uapi/linux/bpf.h>
 
-/* TCP flag bits of header byte 13. */
+/* TCP flag bits of header byte 13 (same values as brc_pkt.h's). */
+#ifndef BRC_TCP_FIN
 #define BRC_TCP_FIN 0x01
+#endif
+#ifndef BRC_TCP_SYN
 #define BRC_TCP_SYN 0x02
+#endif
+#ifndef BRC_TCP_RST
 #define BRC_TCP_RST 0x04
+#endif
+#ifndef BRC_TCP_PSH
 #define BRC_TCP_PSH 0x08
+#endif
+#ifndef BRC_TCP_ACK
 #define BRC_TCP_ACK 0x10
+#endif
 
 /* Offsets of the seq and ack fields in the TCP header. */
 #define BRC_TCP_SEQ_OFF 4
@@ -73,11 +83,14 @@ struct brc_seg {
 #define BRC_SA_F_CLOSING (1 << 3)  /* FIN or RST seen either way: no more injections */
 #define BRC_SA_F_INJECTED (1 << 4) /* at least one request consumed on this flow */
 
-/* Per-flow translation state. Lives in the caller's flow map value. */
+/* Per-flow translation state. Lives in the caller's flow map value: it is
+ * exactly the 48 bytes of brc_flow.serve_reserved[12] in brc_contract.h, so it
+ * can be overlaid there without a layout change:
+ *     struct brc_seqadj *sa = (struct brc_seqadj *)f->serve_reserved; */
 struct brc_seqadj {
-	/* client -> server: the latest request consumed by the cache (client space) */
+	/* client -> server: the latest request consumed by the cache (client space);
+	 * it ends at cons_start + cons_after - cons_before (brc_seqadj_cons_end()) */
 	__u32 cons_start;   /* its first byte */
-	__u32 cons_end;     /* one past its last byte; the ack an injected reply carries */
 	__u32 cons_before;  /* bytes consumed before it: server seq = client seq - this */
 	__u32 cons_after;   /* bytes consumed including it (cons_before + its length) */
 	/* server -> client: the latest reply injected by the cache (server space) */
@@ -93,10 +106,18 @@ struct brc_seqadj {
 	__u16 srv_win;      /* the server's last raw window */
 	__u16 flags;        /* BRC_SA_F_* */
 };
+_Static_assert(sizeof(struct brc_seqadj) == 48, "brc_seqadj must fit brc_flow.serve_reserved");
 
 /* Verdicts of brc_seqadj_classify(). */
 #define BRC_SEQADJ_PASS 0   /* translate and pass to the server */
 #define BRC_SEQADJ_RESEND 1 /* overlaps the consumed request: resend the stored reply */
+
+/* One past the last byte of the latest consumed request (client space): the
+ * ack an injected reply carries. */
+static __always_inline __u32 brc_seqadj_cons_end(const struct brc_seqadj *sa)
+{
+	return sa->cons_start + (sa->cons_after - sa->cons_before);
+}
 
 /* a after b, a at-or-after b, in sequence space */
 static __always_inline int brc_seq_after(__u32 a, __u32 b) { return (__s32)(a - b) > 0; }
@@ -114,7 +135,6 @@ static __always_inline void brc_seqadj_init_syn(struct brc_seqadj *sa, const str
 	__builtin_memset(sa, 0, sizeof(*sa));
 	sa->cli_nxt = s->seq + 1;
 	sa->cons_start = s->seq + 1;
-	sa->cons_end = s->seq + 1;
 	sa->flags = BRC_SA_F_SYN;
 }
 
@@ -247,7 +267,7 @@ static __always_inline int brc_seqadj_classify(const struct brc_seqadj *sa, cons
 	if (!(sa->flags & BRC_SA_F_INJECTED) || s->payload_len == 0)
 		return BRC_SEQADJ_PASS;
 	if (brc_seq_after(s->seq + s->payload_len, sa->cons_start) &&
-	    brc_seq_after(sa->cons_end, s->seq))
+	    brc_seq_after(brc_seqadj_cons_end(sa), s->seq))
 		return BRC_SEQADJ_RESEND;
 	return BRC_SEQADJ_PASS;
 }
@@ -287,7 +307,6 @@ static __always_inline void brc_seqadj_record(struct brc_seqadj *sa, const struc
 	sa->cons_before = sa->cons_after;
 	sa->cons_after += s->payload_len;
 	sa->cons_start = s->seq;
-	sa->cons_end = s->seq + s->payload_len;
 	sa->inj_before = sa->inj_after;
 	sa->inj_after += reply_len;
 	sa->inj_pos = sa->srv_nxt;
@@ -303,7 +322,7 @@ static __always_inline __u32 brc_seqadj_reply_seq(const struct brc_seqadj *sa)
 /* Client-space ack of the latest injected reply: the end of the consumed request. */
 static __always_inline __u32 brc_seqadj_reply_ack(const struct brc_seqadj *sa)
 {
-	return sa->cons_end;
+	return brc_seqadj_cons_end(sa);
 }
 
 /* Server-space seq for the pure ACK that carries a consumed (or resent)

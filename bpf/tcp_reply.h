@@ -6,13 +6,13 @@
  * Integration contract, tc ingress, a GET the cache answers (see bpf/SERVE.md):
  *
  *     partial = brc_csum_is_partial(skb, &seg);          // before any change
- *     brc_seqadj_record(&flow->sa, &seg, reply->len);     // or, on a resend, nothing
- *     brc_pure_ack_build(skb, &seg, brc_seqadj_pure_ack_seq(&flow->sa),
- *                        brc_seqadj_c2s_ack(&flow->sa, seg.ack), partial, scratch);
+ *     brc_seqadj_record(sa, &seg, len);                   // or, on a resend, nothing
+ *     brc_pure_ack_build(skb, &seg, brc_seqadj_pure_ack_seq(sa),
+ *                        brc_seqadj_c2s_ack(sa, seg.ack), partial, scratch);
  *     bpf_clone_redirect(skb, skb->ifindex, BPF_F_INGRESS);  // clone -> server
- *     facts = { brc_seqadj_reply_seq(), brc_seqadj_reply_ack(),
- *               flow->sa.srv_tsval, flow->sa.srv_win };
- *     brc_reply_build(skb, &seg, &facts, reply, partial, scratch);
+ *     facts = { brc_seqadj_reply_seq(sa), brc_seqadj_reply_ack(sa),
+ *               sa->srv_tsval, sa->srv_win };
+ *     brc_reply_build(skb, &seg, &facts, data, len, partial, scratch);
  *     return bpf_redirect(skb->ifindex, 0);                // skb -> client
  *
  * Both builders set skb->mark = BRC_SERVE_MARK; the clone inherits it at
@@ -27,7 +27,7 @@
  * as `reset`): identical bytes or nothing.
  *
  * Limits: IPv4 without IP options (ihl == 5); the reply must fit one segment
- * (the caller keeps reply->len <= the client's MSS) and BRC_REPLY_MAX.
+ * (the caller keeps len <= the client's MSS) and BRC_REPLY_MAX.
  */
 #ifndef BRC_TCP_REPLY_H
 #define BRC_TCP_REPLY_H
@@ -44,9 +44,16 @@
 /* Checksum work is done in chunks of this size (bpf_csum_diff's limit). */
 #define BRC_CSUM_CHUNK 512
 
-/* Largest reply the serve path can inject; a multiple of BRC_CSUM_CHUNK. */
+/* Largest reply the serve path can inject; a multiple of BRC_CSUM_CHUNK, and
+ * the size of the buffer the caller's reply bytes sit in (the verifier checks
+ * the reads against it). Included after brc_contract.h it follows BRC_VAL_MAX,
+ * the size of brc_cache_entry.reply[]. */
 #ifndef BRC_REPLY_MAX
+#ifdef BRC_VAL_MAX
+#define BRC_REPLY_MAX BRC_VAL_MAX
+#else
 #define BRC_REPLY_MAX 1536
+#endif
 #endif
 _Static_assert(BRC_REPLY_MAX % BRC_CSUM_CHUNK == 0, "BRC_REPLY_MAX must be a multiple of 512");
 
@@ -65,7 +72,8 @@ _Static_assert(BRC_REPLY_MAX % BRC_CSUM_CHUNK == 0, "BRC_REPLY_MAX must be a mul
 #define BRC_REPLY_E_OPTS -4    /* malformed TCP options */
 
 /* A stored reply, exactly the bytes the client gets (e.g. "$5\r\nhello\r\n").
- * Must live in a map value: the builders read it with variable offsets. */
+ * The builders take (data, len) of any map value holding BRC_REPLY_MAX bytes at
+ * data (brc_cache_entry.reply[] in the product); this type is that shape. */
 struct brc_reply_buf {
 	__u32 len;
 	__u8 data[BRC_REPLY_MAX];
@@ -137,8 +145,9 @@ static __always_inline int brc_csum_is_partial(struct __sk_buff *skb, const stru
 	return check == brc_csum_fold(brc_csum_pseudo(ip.saddr, ip.daddr, tcp_len));
 }
 
-/* One's-complement sum of the first @len bytes of @r->data, chained on @seed. */
-static __always_inline __u32 brc_csum_reply(const struct brc_reply_buf *r, __u32 len, __u32 seed)
+/* One's-complement sum of the first @len bytes of @data (BRC_REPLY_MAX
+ * readable bytes), chained on @seed. */
+static __always_inline __u32 brc_csum_reply(const __u8 *data, __u32 len, __u32 seed)
 {
 	__u32 len4 = len & ~3U, sum = seed, base;
 	__u8 tail[4] = {};
@@ -158,7 +167,7 @@ static __always_inline __u32 brc_csum_reply(const struct brc_reply_buf *r, __u32
 		asm volatile("" : "+r"(n));
 		if (n > BRC_CSUM_CHUNK)
 			break;
-		sum = (__u32)bpf_csum_diff(NULL, 0, (__be32 *)(r->data + off), n, sum);
+		sum = (__u32)bpf_csum_diff(NULL, 0, (__be32 *)(data + off), n, sum);
 	}
 	if (len == len4)
 		return sum;
@@ -166,16 +175,16 @@ static __always_inline __u32 brc_csum_reply(const struct brc_reply_buf *r, __u32
 	for (i = 0; i < 3; i++) {
 		base = len4 + i;
 		if (base < len && base < BRC_REPLY_MAX)
-			tail[i] = r->data[base];
+			tail[i] = data[base];
 	}
 	return (__u32)bpf_csum_diff(NULL, 0, (__be32 *)tail, sizeof(tail), sum);
 }
 
 /* Shared tail of both builders: resize the skb to @payload_len bytes after the
  * TCP header, write IP header @ip (tot_len, checksum), the TCP header in @hdr
- * (checksum computed here) and the payload from @r. */
+ * (checksum computed here) and the payload from @data. */
 static __always_inline int brc__emit(struct __sk_buff *skb, const struct brc_seg *s, struct iphdr *ip,
-				     __u8 *hdr, __u32 thl, const struct brc_reply_buf *r,
+				     __u8 *hdr, __u32 thl, const __u8 *data,
 				     __u32 payload_len, int partial)
 {
 	__u32 tcp_len = thl + payload_len, sum;
@@ -201,7 +210,7 @@ static __always_inline int brc__emit(struct __sk_buff *skb, const struct brc_seg
 	} else {
 		sum = (__u32)bpf_csum_diff(NULL, 0, (__be32 *)hdr, thl, sum);
 		if (payload_len)
-			sum = brc_csum_reply(r, payload_len, sum);
+			sum = brc_csum_reply(data, payload_len, sum);
 		check = ~brc_csum_fold(sum);
 	}
 	__builtin_memcpy(&hdr[BRC_TCP_CSUM_OFF], &check, sizeof(check));
@@ -214,7 +223,7 @@ static __always_inline int brc__emit(struct __sk_buff *skb, const struct brc_seg
 		asm volatile("" : "+r"(n));
 		if (n == 0 || n > BRC_REPLY_MAX)
 			return BRC_REPLY_E_LEN;
-		if (bpf_skb_store_bytes(skb, s->l4_off + thl, (void *)r->data, n, 0) < 0)
+		if (bpf_skb_store_bytes(skb, s->l4_off + thl, (void *)data, n, 0) < 0)
 			return BRC_REPLY_E_HELPER;
 	}
 	skb->mark = BRC_SERVE_MARK;
@@ -269,19 +278,19 @@ static __always_inline int brc_pure_ack_build(struct __sk_buff *skb, const struc
 
 /* Turn the request skb into the reply to the client: MACs, addresses and ports
  * swapped, seq/ack/window from @f, flags ACK|PSH, options all NOPs but the TS
- * option (TSval = f->tsval, TSecr = the request's TSval), payload = @r's bytes,
- * IP id 0 with DF, IP and TCP checksums for the new length (@partial as for the
- * pure ACK). Returns 0 or a negative BRC_REPLY_E_*. */
+ * option (TSval = f->tsval, TSecr = the request's TSval),
+ * payload = @len bytes at @data (inside a map value with BRC_REPLY_MAX bytes
+ * there), IP id 0 with DF, IP and TCP checksums for the new length (@partial as
+ * for the pure ACK). Returns 0 or a negative BRC_REPLY_E_*. */
 static __always_inline int brc_reply_build(struct __sk_buff *skb, const struct brc_seg *s,
 					   const struct brc_reply_facts *f,
-					   const struct brc_reply_buf *r, int partial,
+					   const __u8 *data, __u32 len, int partial,
 					   struct brc_reply_scratch *sc)
 {
 	__u8 *hdr = sc->hdr;
 	__u8 mac[2 * ETH_ALEN], tmp[ETH_ALEN];
 	struct iphdr ip;
 	__be32 addr;
-	__u32 len = r->len;
 	int thl, i;
 
 	if (len == 0 || len > BRC_REPLY_MAX)
@@ -327,7 +336,7 @@ static __always_inline int brc_reply_build(struct __sk_buff *skb, const struct b
 	asm volatile("" : "+r"(len));
 	if (len == 0 || len > BRC_REPLY_MAX)
 		return BRC_REPLY_E_LEN;
-	return brc__emit(skb, s, &ip, hdr, thl, r, len, partial);
+	return brc__emit(skb, s, &ip, hdr, thl, data, len, partial);
 }
 
 /* Turn the request skb into a RST|ACK, for when identical reply bytes can no

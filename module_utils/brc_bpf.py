@@ -28,13 +28,105 @@ PERSISTENT_MAPS = (
     "brc_config",
     "brc_stats",
     "brc_latency",
+    "brc_flows",
+    "brc_cache",
+    "brc_keyver",
+    "brc_global",
+    "brc_replybuf",
+    "brc_flowtags",
 )
 
 # Entry programs, by hook.
 ENTRY_PROGRAMS = {"ingress": "brc_ingress", "egress": "brc_egress"}
 
 # Tail-call arrays: {array name: [(slot, function name), ...]}.
-PROG_ARRAYS = {}
+PROG_ARRAYS = {"brc_jmp": [(0, "brc_parse_req"), (1, "brc_parse_rep")]}
+
+# The Redis command table written to brc_cmds at build time.
+# kind: nokey / read / write (keys invalidated by position) / global (everything
+# invalidated). A command missing here is unknown and invalidates everything,
+# so an omission costs hit rate, never correctness. Key positions as in Redis's
+# COMMAND INFO: first, last (-1 = through the end), step.
+# special: handled by name in bpf/brc_resp.h (BRC_SP_*).
+K_NOKEY, K_READ, K_WRITE, K_GLOBAL = 1, 2, 3, 4
+SPECIALS = {"get": 1, "set": 2, "ttl": 3, "getex": 4, "auth": 5, "hello": 6, "select": 7,
+            "multi": 8, "subscribe": 9, "monitor": 10, "client": 11, "reset": 12, "secret": 13}
+CLASSES = {"get": 0, "set": 1, "other": 2}
+
+
+def _cmds():
+    t = {}
+
+    def add(kind, names, first=0, last=0, step=1, special=None, cls="other"):
+        for name in names.split():
+            t[name] = (kind, first, last, step, special, cls)
+
+    # reads: keys never invalidated
+    add(K_READ, "MGET EXISTS TTL PTTL EXPIRETIME PEXPIRETIME TYPE STRLEN GETRANGE SUBSTR "
+        "GETBIT BITCOUNT BITPOS LLEN LRANGE LINDEX LPOS HGET HMGET HGETALL HKEYS HVALS HLEN "
+        "HEXISTS HSTRLEN HRANDFIELD SMEMBERS SISMEMBER SMISMEMBER SCARD SRANDMEMBER SINTER "
+        "SUNION SDIFF ZRANGE ZRANGEBYSCORE ZREVRANGE ZREVRANGEBYSCORE ZRANGEBYLEX "
+        "ZREVRANGEBYLEX ZSCORE ZMSCORE ZCARD ZCOUNT ZLEXCOUNT ZRANK ZREVRANK ZRANDMEMBER "
+        "XRANGE XREVRANGE XLEN GEOPOS GEODIST GEOHASH GEOSEARCH DUMP TOUCH LCS SORT_RO "
+        "SSCAN HSCAN ZSCAN WATCH", 1, -1)
+    add(K_READ, "GET", 1, 1, special="get", cls="get")
+    # no keys
+    add(K_NOKEY, "PING ECHO INFO TIME COMMAND QUIT LASTSAVE SAVE BGSAVE BGREWRITEAOF "
+        "SLOWLOG LATENCY ROLE READONLY READWRITE WAIT WAITAOF PUBLISH SPUBLISH UNSUBSCRIBE "
+        "PUNSUBSCRIBE SUNSUBSCRIBE DISCARD UNWATCH DBSIZE KEYS SCAN RANDOMKEY OBJECT "
+        "MEMORY MODULE LOLWUT PUBSUB SCRIPT FUNCTION CLUSTER ASKING REPLCONF PSYNC SYNC")
+    add(K_NOKEY, "AUTH", special="auth")
+    add(K_NOKEY, "HELLO", special="hello")
+    add(K_NOKEY, "SELECT", special="select")
+    add(K_NOKEY, "SUBSCRIBE PSUBSCRIBE SSUBSCRIBE", special="subscribe")
+    add(K_NOKEY, "MONITOR", special="monitor")
+    add(K_NOKEY, "CLIENT", special="client")
+    add(K_NOKEY, "RESET", special="reset")
+    add(K_NOKEY, "CONFIG ACL", special="secret")
+    # writes, keys by position
+    add(K_WRITE, "SET", 1, 1, special="set", cls="set")
+    add(K_WRITE, "SETNX", 1, 1, cls="set")
+    add(K_WRITE, "SETEX PSETEX", 1, 1, special="ttl", cls="set")
+    add(K_WRITE, "EXPIRE PEXPIRE EXPIREAT PEXPIREAT RESTORE", 1, 1, special="ttl")
+    add(K_WRITE, "GETEX", 1, 1, special="getex")
+    add(K_WRITE, "GETSET GETDEL APPEND SETRANGE INCR DECR INCRBY DECRBY INCRBYFLOAT SETBIT "
+        "BITFIELD PERSIST MOVE LPUSH RPUSH LPUSHX RPUSHX LPOP RPOP LSET LREM LTRIM LINSERT "
+        "HSET HSETNX HMSET HDEL HINCRBY HINCRBYFLOAT SADD SREM SPOP ZADD ZINCRBY ZREM "
+        "ZREMRANGEBYSCORE ZREMRANGEBYRANK ZREMRANGEBYLEX ZPOPMIN ZPOPMAX GEOADD XADD XDEL "
+        "XTRIM XACK XCLAIM XAUTOCLAIM XSETID", 1, 1)
+    add(K_WRITE, "DEL UNLINK PFADD PFCOUNT PFMERGE BLPOP BRPOP BZPOPMIN BZPOPMAX "
+        "SINTERSTORE SUNIONSTORE SDIFFSTORE ZUNIONSTORE ZINTERSTORE ZDIFFSTORE", 1, -1)
+    add(K_WRITE, "MSET MSETNX", 1, -1, 2, cls="set")
+    add(K_WRITE, "RENAME RENAMENX COPY LMOVE BLMOVE RPOPLPUSH BRPOPLPUSH SMOVE ZRANGESTORE "
+        "GEOSEARCHSTORE", 1, 2)
+    add(K_WRITE, "BITOP LMPOP ZMPOP XGROUP", 2, -1)
+    add(K_WRITE, "BLMPOP BZMPOP", 3, -1)
+    # may write anything
+    add(K_GLOBAL, "FLUSHALL FLUSHDB SWAPDB EVAL EVALSHA EVAL_RO EVALSHA_RO FCALL FCALL_RO "
+        "EXEC SORT MIGRATE DEBUG GEORADIUS XREADGROUP XREAD")
+    add(K_GLOBAL, "MULTI", special="multi")
+    return t
+
+
+COMMANDS = _cmds()
+
+
+def fill_command_table(table):
+    """Write COMMANDS into the bcc table brc_cmds."""
+    for name, (kind, first, last, step, special, cls) in COMMANDS.items():
+        key = table.Key()
+        raw = name.encode()
+        for i, ch in enumerate(raw):
+            key.name[i] = ch
+        val = table.Leaf()
+        val.kind = kind
+        val.first = first
+        val.last = 255 if last < 0 else last
+        val.step = step
+        val.special = SPECIALS[special] if special else 0
+        val.cls = CLASSES[cls]
+        table[key] = val
+
 
 # Kernel map type numbers (uapi enum bpf_map_type) to the names bcc uses.
 MAP_TYPE_NAMES = {
@@ -111,6 +203,7 @@ def compile_programs(src_dir, pin_dir=None, extra_cflags=()):
     cflags.extend(extra_cflags)
     text = amalgamate(os.path.join(src_dir, "brc.c"))
     bpf = BPF(text=text.encode(), cflags=cflags)
+    fill_command_table(bpf.get_table("brc_cmds"))
     prog_arrays = {}
     for array_name, slots in PROG_ARRAYS.items():
         table = bpf.get_table(array_name)

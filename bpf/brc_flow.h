@@ -1,0 +1,188 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* Connection state: creation at the SYN, release at RST / server FIN, dirty
+ * reasons, and the write-in-flight marks a connection holds on key buckets.
+ *
+ * A write "is in flight" from the moment it passes ingress until its
+ * connection has no command pending (every reply seen) and is at a command
+ * boundary. While a bucket (or the global entry) has marks, no GET may fill or
+ * hit on it. A connection whose reply accounting is lost keeps its marks until
+ * it closes; one whose request parser is lost also holds a global mark, since
+ * its later writes are invisible.
+ */
+#ifndef BRC_FLOW_H
+#define BRC_FLOW_H
+
+#include "brc_maps.h"
+#include "brc_stats.h"
+
+/* Dirty reasons after which replies no longer pair with commands. */
+#define BRC_DIRTY_ACCOUNTING (BRC_DIRTY(PARSER) | BRC_DIRTY(GAP) | BRC_DIRTY(BUDGET) | \
+	BRC_DIRTY(RESP3) | BRC_DIRTY(PUBSUB) | BRC_DIRTY(MONITOR) | \
+	BRC_DIRTY(CLIENT_REPLY) | BRC_DIRTY(UNMATCHED))
+
+#define BRC_FNV_BASIS 0xcbf29ce484222325ULL
+#define BRC_FNV_PRIME 0x100000001b3ULL
+
+static __always_inline __u32 brc_bucket_of(__u64 hash)
+{
+	return (__u32)(hash ^ (hash >> 32)) & (BRC_KEYVER_BUCKETS - 1);
+}
+
+static __always_inline struct brc_global *brc_get_global(void)
+{
+	__u32 zero = 0;
+
+	return brc_global.lookup(&zero);
+}
+
+/* Take the global mark for @f (once) and, with @bump, invalidate everything. */
+static __always_inline void brc_mark_global(struct brc_flow *f, int bump)
+{
+	struct brc_global *g = brc_get_global();
+
+	if (!g)
+		return;
+	if (bump) {
+		__sync_fetch_and_add(&g->ver, 1);
+		brc_count(INVALIDATE_GLOBAL);
+	}
+	if (!(f->flags & BRC_FF_GMARK)) {
+		__sync_fetch_and_add(&g->inflight, 1);
+		f->flags |= BRC_FF_GMARK;
+	}
+}
+
+/* A write to the key in bucket @idx passes: bump its version and hold it in
+ * flight for @f (a global mark when @f's key marks are full). */
+static __always_inline void brc_mark_key(struct brc_flow *f, __u32 idx)
+{
+	struct brc_bucket *b;
+	__u32 i, n;
+
+	idx &= BRC_KEYVER_BUCKETS - 1;
+	b = brc_keyver.lookup(&idx);
+	if (!b)
+		return;
+	__sync_fetch_and_add(&b->ver, 1);
+	brc_count(INVALIDATE_KEY);
+	n = f->nmarks;
+#pragma clang loop unroll(full)
+	for (i = 0; i < BRC_FLOW_MARKS; i++) {
+		if (i < n && f->marks[i] == idx)
+			return;
+	}
+	if (n < BRC_FLOW_MARKS) {
+		f->marks[n & (BRC_FLOW_MARKS - 1)] = idx;
+		f->nmarks = n + 1;
+		__sync_fetch_and_add(&b->inflight, 1);
+		return;
+	}
+	if (!(f->flags & BRC_FF_GMARK))
+		brc_count(MARKS_OVERFLOW);
+	brc_mark_global(f, 0);
+}
+
+/* @f's writes are done (or @f is gone): drop its in-flight marks. */
+static __always_inline void brc_release_marks(struct brc_flow *f)
+{
+	struct brc_bucket *b;
+	__u32 i, idx, n = f->nmarks;
+
+#pragma clang loop unroll(full)
+	for (i = 0; i < BRC_FLOW_MARKS; i++) {
+		if (i >= n)
+			break;
+		idx = f->marks[i] & (BRC_KEYVER_BUCKETS - 1);
+		b = brc_keyver.lookup(&idx);
+		if (b)
+			__sync_fetch_and_add(&b->inflight, -1);
+	}
+	f->nmarks = 0;
+	if (f->flags & BRC_FF_GMARK) {
+		struct brc_global *g = brc_get_global();
+
+		if (g)
+			__sync_fetch_and_add(&g->inflight, -1);
+		f->flags &= ~BRC_FF_GMARK;
+	}
+}
+
+/* Mark @f dirty for @bit (an enum brc_dirty_bit); counted once per flow. */
+static __always_inline void brc_dirty(struct brc_flow *f, __u32 bit)
+{
+	__u32 m = 1U << (bit & 31);
+
+	if (f->dirty & m)
+		return;
+	f->dirty |= m;
+	brc_count_n(BRC_C_DIRTY_PARSER + bit, 1);
+}
+
+static __always_inline __u32 brc_flow_hash(const struct brc_flow_key *k)
+{
+	__u32 h = k->cli_addr * 0x9e3779b1U;
+
+	h ^= k->srv_addr + 0x7f4a7c15U + (h << 6) + (h >> 2);
+	h ^= ((__u32)k->cli_port << 16 | k->srv_port) * 0x85ebca6bU;
+	return h ^ (h >> 15);
+}
+
+static __always_inline __u32 brc_flow_tag(__u32 h)
+{
+	return (h >> 16) | 1;       /* never 0: 0 = free slot */
+}
+
+/* Client SYN: (re)start tracking this connection. */
+static __always_inline void brc_flow_syn(struct brc_scratch *sc, __u32 isn)
+{
+	struct brc_flow *f = &sc->flow;
+	__u32 h = brc_flow_hash(&sc->fk), slot = h & (BRC_FLOWTAGS - 1);
+	__u32 tag = brc_flow_tag(h);
+
+	__builtin_memset(f, 0, sizeof(*f));
+	f->state = BRC_FS_SYN;
+	f->cli_next = isn + 1;
+	f->created_ns = sc->now;
+	f->last_ns = sc->now;
+	if (brc_flows.update(&sc->fk, f) != 0) {
+		brc_count(FLOWS_TABLE_FULL);
+		return;
+	}
+	brc_count(FLOWS_TRACKED);
+	brc_flowtags.update(&slot, &tag);
+}
+
+/* Release @f (RST, or the server's FIN: it will execute nothing more). */
+static __always_inline void brc_flow_close(struct brc_scratch *sc, struct brc_flow *f)
+{
+	__u32 h = brc_flow_hash(&sc->fk), slot = h & (BRC_FLOWTAGS - 1), zero = 0;
+
+	brc_release_marks(f);
+	brc_replybuf.delete(&sc->fk);
+	brc_flows.delete(&sc->fk);
+	brc_flowtags.update(&slot, &zero);
+	brc_count(FLOWS_CLOSED);
+}
+
+/* A payload segment found no flow: evicted (its tag is still set) or never
+ * tracked (it existed before attach, or its SYN was not seen). */
+static __always_inline void brc_flow_missing(struct brc_scratch *sc)
+{
+	__u32 h = brc_flow_hash(&sc->fk), slot = h & (BRC_FLOWTAGS - 1), zero = 0;
+	__u32 *t = brc_flowtags.lookup(&slot);
+
+	if (t && *t == brc_flow_tag(h)) {
+		brc_count(FLOWS_EVICTED);
+		brc_flowtags.update(&slot, &zero);
+		return;
+	}
+	brc_count(SEGMENTS_UNTRACKED);
+}
+
+/* Serial-number comparison: a after b. */
+static __always_inline int brc_seq_after(__u32 a, __u32 b)
+{
+	return (__s32)(a - b) > 0;
+}
+
+#endif /* BRC_FLOW_H */

@@ -1,0 +1,29 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* Program-internal types (never cross the kernel/user boundary). */
+#ifndef BRC_TYPES_H
+#define BRC_TYPES_H
+
+#include "brc_contract.h"
+
+#ifndef BRC_CHUNK
+#define BRC_CHUNK 64                /* payload bytes lexed per load (a power of 2) */
+#endif
+
+/* Per-CPU working memory: the payload cursor handed along the tail-call chain,
+ * the chunk being lexed, and staging for values too big for the stack. */
+struct brc_scratch {
+	struct brc_flow_key fk;
+	__u32 off;                  /* next payload byte to parse (frame offset) */
+	__u32 end;                  /* one past the last payload byte */
+	__u32 calls;                /* parser passes so far for this segment */
+	__u64 now;                  /* bpf_ktime_get_ns() at the entry program */
+	__u32 n;                    /* bytes loaded in buf */
+	__u32 pos;                  /* lexer position in buf */
+	__u8 buf[BRC_CHUNK];
+	struct brc_flow flow;       /* template for a new flow */
+	struct brc_cache_key ckey;
+	struct brc_cache_entry entry;
+	struct brc_replybuf rb;
+};
+
+#endif /* BRC_TYPES_H */
