@@ -45,7 +45,7 @@ static __always_inline int h_build(struct __sk_buff *skb, int mode)
 	else if (mode == 3)   /* RST to the server: pure-ACK numbers */
 		out->ret = brc_rst_build(skb, &s, ctl->srv_seq, ctl->srv_ack, 0, partial, sc);
 	else
-		out->ret = brc_reply_build(skb, &s, &ctl->f, r, partial, sc);
+		out->ret = brc_reply_build(skb, &s, &ctl->f, r->data, r->len, partial, sc);
 	return TC_ACT_OK;
 }
 

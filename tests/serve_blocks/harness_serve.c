@@ -113,7 +113,7 @@ static __always_inline int sv_serve(struct __sk_buff *skb, const struct brc_seg 
 	f.ack = brc_seqadj_reply_ack(sa);
 	f.tsval = sa->srv_tsval;
 	f.window = sa->srv_win;
-	if (brc_reply_build(skb, s, &f, r, partial, &sc->rs) < 0)
+	if (brc_reply_build(skb, s, &f, r->data, r->len, partial, &sc->rs) < 0)
 		goto err;
 	return bpf_redirect(skb->ifindex, 0);
 err:

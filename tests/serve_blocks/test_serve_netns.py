@@ -188,8 +188,8 @@ def test_served_connection_keeps_going(served, offload_on):
 
 @pytest.mark.parametrize("offload_on", [True, False], ids=["offload-on", "offload-off"])
 def test_served_connection_survives_loss(served, offload_on):
-    res, st = run_case(served, offload_on, loss=2, rounds=120)
-    assert res["kernel"] > 0.5 * 2 * 120 * 2
+    res, st = run_case(served, offload_on, loss=2, rounds=80)
+    assert res["kernel"] > 0.5 * 2 * 80 * 2
 
 
 @pytest.mark.parametrize("loss", [0, 2], ids=["no-loss", "loss-2pct"])
@@ -197,7 +197,7 @@ def test_pipelined_set_behind_served_get(served, loss):
     """GET key and SET own back to back: the SET is translated past the consumed
     GET, the server's ack for it is held back while the injected reply is
     unacked, and nothing stalls."""
-    res, st = run_case(served, True, loss=loss, rounds=100 if loss else 200, pipeline=True)
+    res, st = run_case(served, True, loss=loss, rounds=60 if loss else 200, pipeline=True)
     if not loss:
         assert res["kernel"] == 200 * 2
 
