@@ -167,7 +167,7 @@ class BrcBuild:
         import ctypes as ct
         out = {}
         for name in PERSISTENT_MAPS:
-            table = self.bpf.get_table(name)
+            table = self.bpf.get_table(name.encode())
             leaf = getattr(table, "sLeaf", table.Leaf)
             out[name] = {
                 "type": MAP_TYPE_NAMES.get(table.ttype, str(table.ttype)),
@@ -179,7 +179,7 @@ class BrcBuild:
 
     def map_fd(self, name):
         """fd of any map of this build (persistent or not)."""
-        return self.bpf.get_table(name).get_fd()
+        return self.bpf.get_table(name.encode()).get_fd()
 
 
 def compile_programs(src_dir, pin_dir=None, extra_cflags=()):
@@ -203,17 +203,17 @@ def compile_programs(src_dir, pin_dir=None, extra_cflags=()):
     cflags.extend(extra_cflags)
     text = amalgamate(os.path.join(src_dir, "brc.c"))
     bpf = BPF(text=text.encode(), cflags=cflags)
-    fill_command_table(bpf.get_table("brc_cmds"))
+    fill_command_table(bpf.get_table(b"brc_cmds"))
     prog_arrays = {}
     for array_name, slots in PROG_ARRAYS.items():
-        table = bpf.get_table(array_name)
+        table = bpf.get_table(array_name.encode())
         for slot, func_name in slots:
-            fn = bpf.load_func(func_name, BPF.SCHED_CLS)
+            fn = bpf.load_func(func_name.encode(), BPF.SCHED_CLS)
             table[ctypes.c_int(slot)] = ctypes.c_int(fn.fd)
         prog_arrays[array_name] = table.get_fd()
     programs = {}
     for hook, func_name in ENTRY_PROGRAMS.items():
-        programs[hook] = bpf.load_func(func_name, BPF.SCHED_CLS).fd
+        programs[hook] = bpf.load_func(func_name.encode(), BPF.SCHED_CLS).fd
     return BrcBuild(bpf, programs, prog_arrays)
 
 

@@ -1,0 +1,289 @@
+"""Test support for the BRC programs on a real kernel: a build with its maps,
+BPF_PROG_TEST_RUN through bpf(2), a small Ethernet/IPv4/TCP packet builder, and
+simulated TCP connections that drive brc_ingress / brc_egress segment by segment.
+
+No mocks: every packet runs through the loaded programs; assertions read the
+programs' own maps.
+"""
+import ctypes
+import os
+import socket
+import struct
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BPF_DIR = os.path.join(REPO, "bpf")
+sys.path.insert(0, os.path.join(REPO, "module_utils"))
+
+import brc_bpf  # noqa: E402
+import brc_contract  # noqa: E402
+
+CONTRACT = brc_contract.load_contract(BPF_DIR)
+TC_ACT_OK = 0
+BPF_PROG_TEST_RUN = 10
+REDIS_PORT = 6379
+
+
+# ---- packets ---------------------------------------------------------------
+
+def _csum(data):
+    if len(data) % 2:
+        data += b"\0"
+    s = sum(struct.unpack("!%dH" % (len(data) // 2), data))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+def tcp_options(timestamps=True, mss=False, sack_perm=False):
+    opts = b""
+    if mss:
+        opts += struct.pack("!BBH", 2, 4, 1460)
+    if sack_perm:
+        opts += b"\x04\x02"
+    if timestamps:
+        opts += b"\x01\x01" + struct.pack("!BBII", 8, 10, 123456, 654321)
+    while len(opts) % 4:
+        opts += b"\x01"
+    return opts
+
+
+def ipv4_tcp(src, dst, sport, dport, seq, ack, flags, payload=b"", opts=b"",
+             ip_opts=b"", frag=0, mac_src=b"\x02\0\0\0\0\x01", mac_dst=b"\x02\0\0\0\0\x02"):
+    """An Ethernet frame with IPv4 + TCP. flags: a string of F S R P A."""
+    bits = {"F": 1, "S": 2, "R": 4, "P": 8, "A": 16}
+    fl = sum(bits[c] for c in flags)
+    doff = (20 + len(opts)) // 4
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF,
+                      doff << 4, fl, 65535, 0, 0) + opts
+    saddr, daddr = socket.inet_aton(src), socket.inet_aton(dst)
+    pseudo = saddr + daddr + struct.pack("!BBH", 0, 6, len(tcp) + len(payload))
+    cs = _csum(pseudo + tcp + payload)
+    tcp = tcp[:16] + struct.pack("!H", cs) + tcp[18:]
+    ihl = (20 + len(ip_opts)) // 4
+    tot = ihl * 4 + len(tcp) + len(payload)
+    ip = struct.pack("!BBHHHBBH4s4s", 0x40 | ihl, 0, tot, 1, frag, 64, 6, 0, saddr, daddr) + ip_opts
+    ip = ip[:10] + struct.pack("!H", _csum(ip)) + ip[12:]
+    return mac_dst + mac_src + b"\x08\x00" + ip + tcp + payload
+
+
+def ipv6_tcp(sport, dport, payload=b""):
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, 1, 0, 5 << 4, 0x18, 65535, 0, 0)
+    ip6 = struct.pack("!IHBB", 6 << 28, len(tcp) + len(payload), 6, 64) + b"\0" * 15 + b"\1" + b"\0" * 15 + b"\2"
+    return b"\x02\0\0\0\0\x02\x02\0\0\0\0\x01\x86\xdd" + ip6 + tcp + payload
+
+
+def resp(*args):
+    """A RESP array of bulk strings."""
+    out = b"*%d\r\n" % len(args)
+    for a in args:
+        a = a if isinstance(a, bytes) else str(a).encode()
+        out += b"$%d\r\n%s\r\n" % (len(a), a)
+    return out
+
+
+def bulk(v):
+    if v is None:
+        return b"$-1\r\n"
+    v = v if isinstance(v, bytes) else v.encode()
+    return b"$%d\r\n%s\r\n" % (len(v), v)
+
+
+# ---- the kernel side -------------------------------------------------------
+
+class _TestRunAttr(ctypes.Structure):
+    _fields_ = [
+        ("prog_fd", ctypes.c_uint32), ("retval", ctypes.c_uint32),
+        ("data_size_in", ctypes.c_uint32), ("data_size_out", ctypes.c_uint32),
+        ("data_in", ctypes.c_uint64), ("data_out", ctypes.c_uint64),
+        ("repeat", ctypes.c_uint32), ("duration", ctypes.c_uint32),
+        ("ctx_size_in", ctypes.c_uint32), ("ctx_size_out", ctypes.c_uint32),
+        ("ctx_in", ctypes.c_uint64), ("ctx_out", ctypes.c_uint64),
+        ("flags", ctypes.c_uint32), ("cpu", ctypes.c_uint32),
+        ("batch_size", ctypes.c_uint32), ("_pad", ctypes.c_uint32),
+    ]
+
+
+def prog_test_run(prog_fd, data, repeat=1):
+    """BPF_PROG_TEST_RUN: returns (retval, output bytes, duration ns)."""
+    inbuf = ctypes.create_string_buffer(bytes(data), len(data))
+    outbuf = ctypes.create_string_buffer(len(data) + 256)
+    attr = _TestRunAttr()
+    attr.prog_fd = prog_fd
+    attr.data_size_in = len(data)
+    attr.data_size_out = len(outbuf)
+    attr.data_in = ctypes.addressof(inbuf)
+    attr.data_out = ctypes.addressof(outbuf)
+    attr.repeat = repeat
+    brc_bpf.bpf_syscall(BPF_PROG_TEST_RUN, attr)
+    return attr.retval, outbuf.raw[:attr.data_size_out], attr.duration
+
+
+class Brc:
+    """One loaded build plus helpers to configure it and read its maps."""
+
+    def __init__(self, build):
+        self.build = build
+        self.bpf = build.bpf
+        self.configure()
+
+    def configure(self, port=REDIS_PORT, mode="observe", max_key_len=64, max_value_len=512,
+                  max_age_ns=0, require_auth=0, verify_sample=0):
+        t = self.bpf[b"brc_config"]
+        v = t.Leaf()
+        v.port, v.mode = port, CONTRACT.modes[mode]
+        v.max_key_len, v.max_value_len = max_key_len, max_value_len
+        v.max_age_ns, v.verify_sample, v.require_auth = max_age_ns, verify_sample, require_auth
+        t[ctypes.c_uint32(0)] = v
+
+    def ingress(self, frame):
+        rv, out, _ = prog_test_run(self.build.programs["ingress"], frame)
+        assert rv == TC_ACT_OK
+        assert out == frame, "observe mode must never alter a packet"
+        return rv
+
+    def egress(self, frame):
+        rv, out, _ = prog_test_run(self.build.programs["egress"], frame)
+        assert rv == TC_ACT_OK
+        assert out == frame, "observe mode must never alter a packet"
+        return rv
+
+    def stats(self):
+        t = self.bpf[b"brc_stats"]
+        out = {}
+        for i, name in enumerate(CONTRACT.counters):
+            out[name] = sum(t[ctypes.c_uint32(i)])
+        return out
+
+    def latency(self):
+        """{class: {slot: count}} of non-empty slots."""
+        t = self.bpf[b"brc_latency"]
+        slots = CONTRACT.latency_slots
+        out = {}
+        for ci, cls in enumerate(CONTRACT.latency_classes):
+            for s in range(slots):
+                n = sum(t[ctypes.c_uint32(ci * slots + s)])
+                if n:
+                    out.setdefault(cls, {})[s] = n
+        return out
+
+    def global_state(self):
+        g = self.bpf[b"brc_global"][ctypes.c_uint32(0)]
+        return {"ver": g.ver, "inflight": g.inflight}
+
+    def flow(self, conn):
+        t = self.bpf[b"brc_flows"]
+        try:
+            return t[conn.flow_key(t)]
+        except KeyError:
+            return None
+
+    def flows(self):
+        return list(self.bpf[b"brc_flows"].items())
+
+    def cache_get(self, key):
+        t = self.bpf[b"brc_cache"]
+        k = t.Key()
+        key = key if isinstance(key, bytes) else key.encode()
+        k.len = len(key)
+        for i, ch in enumerate(key):
+            k.key[i] = ch
+        try:
+            e = t[k]
+        except KeyError:
+            return None
+        return bytes(e.reply[:e.len])
+
+
+class Delta:
+    """Counter changes across a with-block: `with Delta(brc) as d: ...; d["fill"]`."""
+
+    def __init__(self, brc):
+        self.brc = brc
+
+    def __enter__(self):
+        self.before = self.brc.stats()
+        return self
+
+    def __exit__(self, *exc):
+        self.after = self.brc.stats()
+
+    def __getitem__(self, name):
+        if name not in self.before:
+            raise KeyError("no counter %r" % name)
+        return self.after[name] - self.before[name]
+
+    def nonzero(self):
+        return {k: self.after[k] - self.before[k] for k in self.before if self.after[k] != self.before[k]}
+
+
+class Conn:
+    """A simulated TCP connection client:cport -> server:6379 through the programs."""
+
+    def __init__(self, brc, cport, cisn=1000, sisn=5000, client="10.66.1.1", server="10.66.1.2",
+                 sport=REDIS_PORT, timestamps=True):
+        self.brc, self.cport, self.sport = brc, cport, sport
+        self.client, self.server = client, server
+        self.cisn, self.sisn = cisn, sisn
+        self.cseq, self.sseq = cisn, sisn
+        self.opts = tcp_options(timestamps=timestamps)
+
+    def flow_key(self, table):
+        k = table.Key()
+        k.cli_addr = struct.unpack("<I", socket.inet_aton(self.client))[0]
+        k.srv_addr = struct.unpack("<I", socket.inet_aton(self.server))[0]
+        k.cli_port, k.srv_port = self.cport, self.sport
+        return k
+
+    def c2s(self, flags, payload=b"", seq=None):
+        s = self.cseq if seq is None else seq
+        return ipv4_tcp(self.client, self.server, self.cport, self.sport, s, self.sseq,
+                        flags, payload, self.opts)
+
+    def s2c(self, flags, payload=b"", seq=None):
+        s = self.sseq if seq is None else seq
+        return ipv4_tcp(self.server, self.client, self.sport, self.cport, s, self.cseq,
+                        flags, payload, self.opts)
+
+    def handshake(self):
+        self.brc.ingress(ipv4_tcp(self.client, self.server, self.cport, self.sport, self.cisn, 0,
+                                  "S", b"", tcp_options(mss=True, sack_perm=True)))
+        self.cseq = self.cisn + 1
+        self.brc.egress(ipv4_tcp(self.server, self.client, self.sport, self.cport, self.sisn,
+                                 self.cseq, "SA", b"", tcp_options(mss=True, sack_perm=True)))
+        self.sseq = self.sisn + 1
+        self.brc.ingress(self.c2s("A"))
+        return self
+
+    def send(self, data, cuts=()):
+        """Client -> server: @data in segments cut at the offsets in @cuts."""
+        for part in _split(data, cuts):
+            self.brc.ingress(self.c2s("PA", part))
+            self.cseq = (self.cseq + len(part)) & 0xFFFFFFFF
+
+    def reply(self, data, cuts=()):
+        for part in _split(data, cuts):
+            self.brc.egress(self.s2c("PA", part))
+            self.sseq = (self.sseq + len(part)) & 0xFFFFFFFF
+
+    def roundtrip(self, cmd, rep):
+        self.send(cmd)
+        self.reply(rep)
+
+    def close(self):
+        self.brc.ingress(self.c2s("FA"))
+        self.cseq = (self.cseq + 1) & 0xFFFFFFFF
+        self.brc.egress(self.s2c("FA"))
+        self.sseq = (self.sseq + 1) & 0xFFFFFFFF
+
+    def reset(self):
+        self.brc.ingress(self.c2s("R"))
+
+
+def _split(data, cuts):
+    cuts = sorted(set(c for c in cuts if 0 < c < len(data)))
+    prev, out = 0, []
+    for c in cuts + [len(data)]:
+        out.append(data[prev:c])
+        prev = c
+    return [p for p in out if p]

@@ -1,0 +1,43 @@
+"""Fixtures for the BRC program tests: one real build (bcc compile + verifier,
+about 20 s) shared by the module, with a fresh port range per test."""
+import itertools
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import brc_testlib  # noqa: E402
+
+_ports = itertools.count(20000)
+
+
+def _need_root():
+    if os.geteuid() != 0:
+        pytest.skip("needs root (BPF)")
+    try:
+        import bcc  # noqa: F401
+    except ImportError:
+        pytest.skip("needs bcc (python3-bpfcc)")
+
+
+@pytest.fixture(scope="session")
+def brc_build():
+    _need_root()
+    build = brc_testlib.brc_bpf.compile_programs(brc_testlib.BPF_DIR)
+    yield build
+
+
+@pytest.fixture
+def brc(brc_build):
+    b = brc_testlib.Brc(brc_build)
+    b.configure()
+    yield b
+    b.configure()
+
+
+@pytest.fixture
+def port():
+    """A client port no other test used in this session (flows stay apart)."""
+    return next(_ports)

@@ -1,0 +1,85 @@
+"""A whole connection through brc_ingress + brc_egress (BPF_PROG_TEST_RUN):
+handshake, fill, would-hit, invalidation, close -- with ISNs on both sides of
+2^31, with and without TCP options.
+
+    client                      programs                       server
+      SYN ----------------> ingress: flow created
+                            egress:  sequence space known <---- SYN-ACK
+      SET k v1 -----------> pending 1, bucket(k) bumped + in flight
+                            egress: pending 0, marks released <- +OK
+      GET k --------------> miss, tracked (fill)
+                            egress: fill "$2\\r\\nv1\\r\\n"  <----- $2 v1
+      GET k --------------> would answer: tracked (verify)
+                            egress: bytes equal: would_hit <--- $2 v1
+      SET k v2 -----------> invalidation
+      GET k --------------> miss (version changed)
+      FIN, FIN -----------> flow released
+"""
+import pytest
+
+from brc_testlib import Conn, Delta, bulk, resp
+
+ISNS = [(1000, 5000), (0xFFFFFFF0, 0x80000010), (0x80000000, 0x7FFFFFF0), (0xFFFFFFFF, 0xFFFFFFFF)]
+
+
+@pytest.mark.parametrize("cisn,sisn", ISNS)
+@pytest.mark.parametrize("timestamps", [True, False])
+def test_full_flow(brc, port, cisn, sisn, timestamps):
+    key = "flow:%d" % port
+    with Delta(brc) as d:
+        c = Conn(brc, port, cisn=cisn, sisn=sisn, timestamps=timestamps).handshake()
+    assert d["flows_tracked"] == 1
+    f = brc.flow(c)
+    assert f.state == 2 and f.cli_next == (cisn + 1) & 0xFFFFFFFF and f.srv_next == (sisn + 1) & 0xFFFFFFFF
+
+    with Delta(brc) as d:
+        c.send(resp("SET", key, "v1"))
+        assert brc.flow(c).pending == 1
+        assert brc.flow(c).nmarks == 1
+        c.reply(b"+OK\r\n")
+    assert d["req_set"] == 1 and d["invalidate_key"] == 1 and d["replies"] == 1
+    assert brc.flow(c).pending == 0 and brc.flow(c).nmarks == 0
+
+    with Delta(brc) as d:
+        c.roundtrip(resp("GET", key), bulk("v1"))
+    assert d["req_get"] == 1 and d["miss"] == 1 and d["fill"] == 1, d.nonzero()
+    assert brc.cache_get(key) == b"$2\r\nv1\r\n"
+
+    with Delta(brc) as d:
+        c.roundtrip(resp("GET", key), bulk("v1"))
+    assert d["would_hit"] == 1 and d["mismatch"] == 0 and d["miss"] == 0, d.nonzero()
+
+    with Delta(brc) as d:
+        c.roundtrip(resp("SET", key, "v2"), b"+OK\r\n")
+        c.roundtrip(resp("GET", key), bulk("v2"))
+        c.roundtrip(resp("GET", key), bulk("v2"))
+    assert d["invalidate_key"] == 1 and d["miss"] == 1 and d["fill"] == 1 and d["would_hit"] == 1
+    assert d["mismatch"] == 0
+    assert brc.flow(c).pending == 0
+    lat = brc.latency()
+    assert lat.get("get") and lat.get("set")
+
+    with Delta(brc) as d:
+        c.close()
+    assert d["flows_closed"] == 1
+    assert brc.flow(c) is None
+
+
+def test_oracle_reports_a_wrong_cache(brc, port):
+    """A write BRC cannot see (another port, expiry) changes the value: the next
+    would-be hit is compared with Redis's real reply and counted as mismatch."""
+    key = "oracle:%d" % port
+    c = Conn(brc, port).handshake()
+    c.roundtrip(resp("GET", key), bulk("old"))
+    with Delta(brc) as d:
+        c.roundtrip(resp("GET", key), bulk("new"))
+    assert d["mismatch"] == 1 and d["would_hit"] == 0
+
+
+def test_nil_reply_fills_and_verifies(brc, port):
+    key = "nil:%d" % port
+    c = Conn(brc, port).handshake()
+    with Delta(brc) as d:
+        c.roundtrip(resp("GET", key), bulk(None))
+        c.roundtrip(resp("GET", key), bulk(None))
+    assert d["fill"] == 1 and d["would_hit"] == 1
