@@ -138,10 +138,14 @@ static __always_inline void brc_seqadj_init_syn(struct brc_seqadj *sa, const str
 	sa->flags = BRC_SA_F_SYN;
 }
 
-/* Server SYN-ACK at egress (TS facts from tcp_opts.h). Returns 0, or -1 when it
- * does not answer the SYN this state was started from (then nothing changes). */
+/* Server SYN-ACK at egress (TS and window-scale facts from tcp_opts.h;
+ * @wscale = the SYN-ACK's WS shift, 0 without the option). The SYN-ACK's
+ * window is never scaled, later ones are: srv_win is kept as it would appear
+ * in a later segment, so a reply right after the handshake does not advertise
+ * 2^wscale times the server's window. Returns 0, or -1 when it does not answer
+ * the SYN this state was started from (then nothing changes). */
 static __always_inline int brc_seqadj_init_synack(struct brc_seqadj *sa, const struct brc_seg *s,
-						  int has_ts, __u32 tsval)
+						  int has_ts, __u32 tsval, __u32 wscale)
 {
 	if (!(sa->flags & BRC_SA_F_SYN) || s->ack != sa->cli_nxt)
 		return -1;
@@ -151,7 +155,11 @@ static __always_inline int brc_seqadj_init_synack(struct brc_seqadj *sa, const s
 	sa->srv_max_ack = s->ack;
 	sa->inj_pos = s->seq + 1;
 	sa->cli_max_ack = s->seq;   /* nothing of the server's acked yet */
-	sa->srv_win = s->window;
+	if (wscale > 14)   /* RFC 7323 caps the shift at 14 */
+		wscale = 14;
+	sa->srv_win = s->window >> wscale;
+	if (!sa->srv_win && s->window)
+		sa->srv_win = 1;
 	if (has_ts) {
 		sa->srv_tsval = tsval;
 		sa->flags |= BRC_SA_F_TS;

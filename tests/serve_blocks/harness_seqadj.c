@@ -107,7 +107,8 @@ int h_sa_egress(struct __sk_buff *skb)
 	has_ts = brc_tcp_opts_load(skb, s.l4_off, s.thl, sc->hdr, &sc->o) == 0 &&
 		 (sc->o.flags & BRC_OPT_F_TS);
 	if ((s.flags & (BRC_TCP_SYN | BRC_TCP_ACK)) == (BRC_TCP_SYN | BRC_TCP_ACK)) {
-		out->verdict = brc_seqadj_init_synack(sa, &s, has_ts, sc->o.tsval) == 0 ? H_INIT : H_ERROR;
+		out->verdict = brc_seqadj_init_synack(sa, &s, has_ts, sc->o.tsval,
+						       (sc->o.flags & BRC_OPT_F_WSCALE) ? sc->o.wscale : 0) == 0 ? H_INIT : H_ERROR;
 		return TC_ACT_OK;
 	}
 	brc_seqadj_track_egress(sa, &s, has_ts, sc->o.tsval);

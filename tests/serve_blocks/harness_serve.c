@@ -224,7 +224,8 @@ int sv_egress(struct __sk_buff *skb)
 	has_ts = brc_tcp_opts_load(skb, s.l4_off, s.thl, sc->hdr, &sc->o) == 0 &&
 		 (sc->o.flags & BRC_OPT_F_TS);
 	if ((s.flags & (BRC_TCP_SYN | BRC_TCP_ACK)) == (BRC_TCP_SYN | BRC_TCP_ACK)) {
-		brc_seqadj_init_synack(&fl->sa, &s, has_ts, sc->o.tsval);
+		brc_seqadj_init_synack(&fl->sa, &s, has_ts, sc->o.tsval,
+				       (sc->o.flags & BRC_OPT_F_WSCALE) ? sc->o.wscale : 0);
 		return TC_ACT_OK;
 	}
 	brc_seqadj_track_egress(&fl->sa, &s, has_ts, sc->o.tsval);

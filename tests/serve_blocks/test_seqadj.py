@@ -9,7 +9,7 @@ an injection. Expected numbers are computed here, mod 2^32.
 """
 import pytest
 
-from packets import ACK, FIN, PSH, SYN, Pkt, linux_syn_opts, linux_ts_opts, tcp_packet
+from packets import ACK, FIN, PSH, SYN, Pkt, linux_syn_opts, linux_ts_opts, opt_nop, opt_ws, tcp_packet
 
 H_PASS, H_INIT, H_CONSUMED, H_RESEND, H_REFUSED = 0, 1, 2, 3, 4
 M = 0xFFFFFFFF
@@ -76,11 +76,14 @@ def test_conversation(h, cisn, sisn):
     assert f.out.verdict == H_INIT and p.opt(4) is None and p.tcp_csum_ok and p.seq == cisn
     synack_ts = f.tss + 1   # the value egress() will be at
     rv, p = f.egress(sisn, m(cisn + 1), SYN | ACK,
-                     options=linux_syn_opts(synack_ts)[:4] + linux_ts_opts(synack_ts, f.tsc))
+                     options=linux_syn_opts(synack_ts)[:4] + linux_ts_opts(synack_ts, f.tsc) + opt_nop() + opt_ws(7))
     assert f.out.verdict == H_INIT and p.seq == sisn and p.ack == m(cisn + 1)
     st = f.state
     assert (st.cli_nxt, st.srv_nxt, st.srv_max_ack, st.cli_max_ack) == (m(cisn + 1), m(sisn + 1), m(cisn + 1), sisn)
     assert st.srv_tsval == synack_ts
+    # the SYN-ACK's unscaled window (502) stored as a later segment would carry it
+    # (shift 7 from its WS option)
+    assert st.srv_win == 502 >> 7
 
     c, s = m(cisn + 1), m(sisn + 1)           # next client / server seq, client space
     rv, p = f.ingress(c, s, ACK)
