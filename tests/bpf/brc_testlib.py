@@ -125,7 +125,15 @@ class Brc:
     def __init__(self, build):
         self.build = build
         self.bpf = build.bpf
+        self.conns = []
         self.configure()
+
+    def close_all(self):
+        """RST every connection a test opened: releases their in-flight marks."""
+        for c in self.conns:
+            if self.flow(c) is not None:
+                c.reset()
+        self.conns = []
 
     def configure(self, port=REDIS_PORT, mode="observe", max_key_len=64, max_value_len=512,
                   max_age_ns=0, require_auth=0, verify_sample=0):
@@ -227,6 +235,7 @@ class Conn:
         self.cisn, self.sisn = cisn, sisn
         self.cseq, self.sseq = cisn, sisn
         self.opts = tcp_options(timestamps=timestamps)
+        brc.conns.append(self)
 
     def flow_key(self, table):
         k = table.Key()
@@ -280,8 +289,20 @@ class Conn:
         self.brc.ingress(self.c2s("R"))
 
 
+MSS = 1400     # BPF_PROG_TEST_RUN takes frames up to about a page
+
+
 def _split(data, cuts):
-    cuts = sorted(set(c for c in cuts if 0 < c < len(data)))
+    cuts = set(c for c in cuts if 0 < c < len(data))
+    cuts = sorted(cuts)
+    # never hand the kernel a frame larger than an MSS
+    extra, prev = [], 0
+    for c in cuts + [len(data)]:
+        while c - prev > MSS:
+            prev += MSS
+            extra.append(prev)
+        prev = c
+    cuts = sorted(set(cuts) | set(extra))
     prev, out = 0, []
     for c in cuts + [len(data)]:
         out.append(data[prev:c])

@@ -35,6 +35,9 @@ def brc(brc_build):
     b.configure()
     yield b
     b.configure()
+    b.close_all()
+    # every mark a test took must be gone once its connections are
+    assert b.global_state()["inflight"] == 0
 
 
 @pytest.fixture

@@ -1,0 +1,220 @@
+"""Packet-level parsing: what passes untouched, RESP split at every byte, case,
+pipelining, inline commands, malformed input, sequence gaps. Each case runs
+crafted segments through the loaded programs and asserts counters and flow state."""
+import pytest
+
+from brc_testlib import Conn, Delta, bulk, ipv4_tcp, ipv6_tcp, resp, tcp_options
+
+GET_SET = resp("SET", "split:k", "value") + resp("GET", "split:k")
+
+
+def test_unusual_packets_pass_untouched_and_are_counted(brc, port):
+    c = Conn(brc, port).handshake()
+    with Delta(brc) as d:
+        brc.ingress(ipv6_tcp(port, 6379, resp("GET", "x")))
+        brc.ingress(ipv4_tcp(c.client, c.server, port, 6379, c.cseq, c.sseq, "PA", resp("GET", "x"),
+                             ip_opts=b"\x01\x01\x01\x00"))
+        brc.ingress(ipv4_tcp(c.client, c.server, port, 6379, c.cseq, c.sseq, "PA", resp("GET", "x"),
+                             frag=0x2000))            # MF set
+        brc.ingress(ipv4_tcp(c.client, c.server, port, 6380, c.cseq, c.sseq, "PA", resp("GET", "x")))
+    assert d["pkt_ipv6"] == 1 and d["pkt_ip_options"] == 1 and d["pkt_fragment"] == 1
+    assert d["pkt_ingress"] == 0 and d["req_get"] == 0
+
+
+def test_mode_off_does_nothing(brc, port):
+    brc.configure(mode="off")
+    with Delta(brc) as d:
+        Conn(brc, port).handshake().send(resp("GET", "x"))
+    assert d.nonzero() == {}
+
+
+def test_untracked_connection_is_never_parsed(brc, port):
+    c = Conn(brc, port)          # no handshake: existed before attach
+    with Delta(brc) as d:
+        c.send(resp("GET", "x"))
+        c.reply(bulk("v"))
+    assert d["segments_untracked"] == 2 and d["req_get"] == 0 and d["fill"] == 0
+
+
+@pytest.mark.parametrize("timestamps", [True, False])
+def test_request_split_at_every_byte(brc, port, timestamps):
+    for cut in range(1, len(GET_SET)):
+        c = Conn(brc, port * 1000 % 60000 + cut, timestamps=timestamps).handshake()
+        with Delta(brc) as d:
+            c.send(GET_SET, cuts=[cut])
+        assert d["req_set"] == 1 and d["req_get"] == 1, (cut, d.nonzero())
+        assert d["parse_error_request"] == 0
+        f = brc.flow(c)
+        assert f.pending == 2 and f.dirty == 0, cut
+        c.reply(b"+OK\r\n" + bulk("value"))
+        assert brc.flow(c).pending == 0
+        c.reset()
+
+
+def test_request_one_byte_per_segment(brc, port):
+    c = Conn(brc, port).handshake()
+    with Delta(brc) as d:
+        c.send(GET_SET * 2, cuts=range(1, len(GET_SET) * 2))
+    assert d["req_set"] == 2 and d["req_get"] == 2 and brc.flow(c).pending == 4
+    with Delta(brc) as d:
+        rep = (b"+OK\r\n" + bulk("value")) * 2
+        c.reply(rep, cuts=range(1, len(rep)))
+    assert d["replies"] == 4 and brc.flow(c).pending == 0 and brc.flow(c).dirty == 0
+
+
+def test_reply_split_at_every_byte_fills_exactly(brc, port):
+    key = "rsplit:%d" % port
+    rep = bulk("hello world")
+    for cut in range(1, len(rep)):
+        c = Conn(brc, 40000 + cut + port % 100 * 20).handshake()
+        c.send(resp("SET", key, "hello world"))
+        c.reply(b"+OK\r\n")
+        with Delta(brc) as d:
+            c.send(resp("GET", key))
+            c.reply(rep, cuts=[cut])
+        assert d["fill"] == 1, (cut, d.nonzero())
+        assert brc.cache_get(key) == rep
+        with Delta(brc) as d:
+            c.send(resp("GET", key))
+            c.reply(rep, cuts=[cut, cut + 1])
+        assert d["would_hit"] == 1 and d["mismatch"] == 0, (cut, d.nonzero())
+        c.reset()
+
+
+@pytest.mark.parametrize("name", [b"GET", b"get", b"Get", b"gEt"])
+def test_command_names_any_case(brc, port, name):
+    key = "case:%d" % port
+    c = Conn(brc, port).handshake()
+    with Delta(brc) as d:
+        c.roundtrip(resp(name, key), bulk("v"))
+        c.roundtrip(resp(name, key), bulk("v"))
+    assert d["req_get"] == 2 and d["fill"] == 1 and d["would_hit"] == 1
+    with Delta(brc) as d:
+        c.roundtrip(resp(name.replace(b"G", b"S").replace(b"g", b"s"), key, "w"), b"+OK\r\n")
+    assert d["req_set"] == 1 and d["invalidate_key"] == 1
+
+
+def test_pipelined_batch(brc, port):
+    key = "pipe:%d" % port
+    c = Conn(brc, port).handshake()
+    batch = b"".join(resp("GET", key) for _ in range(16))
+    with Delta(brc) as d:
+        c.send(batch)
+        assert brc.flow(c).pending == 16
+        c.reply(bulk("v") * 16)
+    # only the first GET went with nothing pending: the only one tracked
+    assert d["req_get"] == 16 and d["get_uncacheable_pending"] == 15 and d["fill"] == 1
+    assert brc.flow(c).pending == 0 and brc.flow(c).dirty == 0
+    assert sum(brc.latency().get("get", {}).values()) >= 16
+
+
+def test_deep_pipeline_with_values(brc, port):
+    c = Conn(brc, port).handshake()
+    batch = b"".join(resp("SET", "deep:%d:%d" % (port, i), "x" * 100) for i in range(100))
+    with Delta(brc) as d:
+        c.send(batch)
+        c.reply(b"+OK\r\n" * 100)
+    assert d["req_set"] == 100 and d["replies"] == 100 and brc.flow(c).pending == 0
+    assert brc.flow(c).dirty == 0
+
+
+def test_large_value_spans_segments_and_is_skipped(brc, port):
+    key = "big:%d" % port
+    val = "z" * 5000
+    c = Conn(brc, port).handshake()
+    with Delta(brc) as d:
+        c.send(resp("SET", key, val), cuts=range(1400, 5100, 1400))
+        c.reply(b"+OK\r\n")
+        c.send(resp("GET", key))
+        c.reply(bulk(val), cuts=range(1400, 5100, 1400))
+    assert d["req_set"] == 1 and d["oversize_value"] == 1 and d["fill"] == 0
+    assert brc.flow(c).pending == 0 and brc.flow(c).dirty == 0
+
+
+def test_inline_commands(brc, port):
+    key = "inline:%d" % port
+    c = Conn(brc, port).handshake()
+    with Delta(brc) as d:
+        c.roundtrip(b"PING\r\n", b"+PONG\r\n")
+        c.roundtrip(b"get  %s\r\n" % key.encode(), bulk("v"))
+        c.roundtrip(b"GET %s\n" % key.encode(), bulk("v"))
+        c.roundtrip(b"SET %s w\r\n" % key.encode(), b"+OK\r\n")
+    assert d["req_inline"] == 4 and d["req_get"] == 2 and d["fill"] == 1 and d["would_hit"] == 1
+    assert d["invalidate_key"] == 1 and brc.flow(c).pending == 0
+
+
+def test_nested_array_replies(brc, port):
+    c = Conn(brc, port).handshake()
+    nested = b"*3\r\n*2\r\n$1\r\na\r\n*1\r\n:1\r\n$-1\r\n*0\r\n"
+    with Delta(brc) as d:
+        c.send(resp("XRANGE", "s", "-", "+") + resp("MGET", "a", "b"))
+        c.reply(nested + b"*2\r\n$1\r\nx\r\n$-1\r\n", cuts=range(1, 40))
+    assert d["replies"] == 2 and brc.flow(c).pending == 0 and brc.flow(c).dirty == 0
+
+
+@pytest.mark.parametrize("junk", [
+    b"*2\r\n$3\r\nGET\r\nxx\r\n",              # '$' expected
+    b"*2\r\n$3\r\nGETX\r\n",                   # bulk longer than declared
+    b"*99999999999\r\n",                       # absurd array length
+    b"*1\r\n$99999999999\r\n",                 # absurd bulk length
+    b'SET "a b" c\r\n',                        # quoted inline
+])
+def test_malformed_requests_make_the_flow_dirty_and_hold_a_global_mark(brc, port, junk):
+    c = Conn(brc, port).handshake()
+    with Delta(brc) as d:
+        c.send(junk)
+    assert d["parse_error_request"] == 1 and d["dirty_parser"] == 1
+    assert brc.global_state()["inflight"] >= 1
+    key = "afterjunk:%d" % port
+    other = Conn(brc, port + 30000).handshake()
+    with Delta(brc) as d:
+        other.roundtrip(resp("GET", key), bulk("v"))
+    assert d["fill_refused_inflight"] == 1 and d["fill"] == 0
+    c.reset()
+    with Delta(brc) as d:
+        other.roundtrip(resp("GET", key), bulk("v"))
+    assert d["fill"] == 1
+
+
+def test_malformed_reply(brc, port):
+    c = Conn(brc, port).handshake()
+    c.send(resp("GET", "x"))
+    with Delta(brc) as d:
+        c.reply(b"%1\r\n")          # RESP3 map: not followed
+    assert d["parse_error_reply"] == 1 and d["dirty_parser"] == 1
+
+
+def test_sequence_gap_and_retransmission(brc, port):
+    c = Conn(brc, port).handshake()
+    cmd = resp("GET", "gap")
+    with Delta(brc) as d:
+        c.send(cmd)
+        brc.ingress(c.c2s("PA", cmd, seq=c.cseq - len(cmd)))       # retransmission
+    assert d["segments_retransmitted"] == 1 and d["req_get"] == 1
+    with Delta(brc) as d:
+        brc.ingress(c.c2s("PA", cmd, seq=c.cseq + 10))             # bytes missing before it
+    assert d["dirty_gap"] == 1 and brc.flow(c).dirty
+
+
+def test_partial_overlap_parses_only_new_bytes(brc, port):
+    c = Conn(brc, port).handshake()
+    a, b = resp("GET", "ov1"), resp("GET", "ov2")
+    c.send(a[:10])
+    with Delta(brc) as d:
+        brc.ingress(c.c2s("PA", a + b, seq=c.cseq - 10))
+    assert d["req_get"] == 2 and brc.flow(c).pending == 2
+
+
+def test_non_redis_port_ignored(brc, port):
+    c = Conn(brc, port, sport=6380).handshake()
+    with Delta(brc) as d:
+        c.send(resp("GET", "x"))
+    assert d.nonzero() == {}
+
+
+def test_ip_options_on_a_tracked_flow_pass_and_are_counted(brc, port):
+    c = Conn(brc, port).handshake()
+    with Delta(brc) as d:
+        brc.ingress(ipv4_tcp(c.client, c.server, port, 6379, c.cseq, c.sseq, "PA",
+                             resp("GET", "x"), opts=tcp_options(), ip_opts=b"\x94\x04\x00\x00"))
+    assert d["pkt_ip_options"] == 1 and d["req_get"] == 0
