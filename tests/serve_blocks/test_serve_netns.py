@@ -202,6 +202,43 @@ def test_pipelined_set_behind_served_get(served, loss):
         assert res["kernel"] == 200 * 2
 
 
+@pytest.mark.parametrize("offload_on", [True, False], ids=["offload-on", "offload-off"])
+def test_pipelined_under_reordering(served, offload_on):
+    """NFQUEUE in the client namespace delays 20% of TCP packets both ways by
+    2-6 ms, so later segments overtake them (requests at the server, replies
+    at the client): all replies right, no stall. A GET overtaken by the SET
+    behind it is not in order and goes to Redis, which is the rule."""
+    h, topo = served
+    if not shutil.which("iptables"):
+        pytest.skip("iptables not installed")
+    ipt = ("ip", "netns", "exec", topo.cns, "iptables")
+    rules = [("OUTPUT", "--dport"), ("INPUT", "--sport")]
+    for chain, port in rules:
+        sh(*ipt, "-A", chain, "-p", "tcp", port, str(PORT), "-j", "NFQUEUE",
+           "--queue-num", "7", "--queue-bypass")
+    q = subprocess.Popen(["ip", "netns", "exec", topo.cns, sys.executable,
+                          os.path.join(HERE, "nfq_reorder.py"), "--queue", "7",
+                          "--fraction", "0.2", "--delay-ms", "4"],
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        assert q.stdout.readline().strip() == "ready"
+        res, st = run_case(served, offload_on, loss=0, rounds=150, pipeline=True)
+    finally:
+        q.terminate()
+        try:
+            out = q.communicate(timeout=10)[0]
+        except subprocess.TimeoutExpired:
+            q.kill()
+            out = q.communicate()[0]
+        for chain, port in rules:
+            sh(*ipt, "-D", chain, "-p", "tcp", port, str(PORT), "-j", "NFQUEUE",
+               "--queue-num", "7", "--queue-bypass", check=False)
+    qs = json.loads(out.strip().splitlines()[-1])
+    print("reorder:", qs)
+    assert qs["delayed"] > 50, "the holder must actually have delayed packets"
+    assert res["kernel"] > 0.5 * 150 * 2
+
+
 def test_reset_when_reply_bytes_are_gone(served):
     """The injected reply is lost (nft drops it in the client namespace), the
     stored bytes are cleared, the client retransmits the GET: both ends get a
