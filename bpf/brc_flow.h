@@ -90,12 +90,12 @@ static __always_inline void brc_release_marks(struct brc_flow *f)
 
 #pragma clang loop unroll(full)
 	for (i = 0; i < BRC_FLOW_MARKS; i++) {
-		if (i >= n)
-			break;
-		idx = f->marks[i] & (BRC_KEYVER_BUCKETS - 1);
-		b = brc_keyver.lookup(&idx);
-		if (b)
-			__sync_fetch_and_add(&b->inflight, -1);
+		if (i < n) {
+			idx = f->marks[i] & (BRC_KEYVER_BUCKETS - 1);
+			b = brc_keyver.lookup(&idx);
+			if (b)
+				__sync_fetch_and_add(&b->inflight, -1);
+		}
 	}
 	f->nmarks = 0;
 	if (f->flags & BRC_FF_GMARK) {
