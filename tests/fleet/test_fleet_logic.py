@@ -121,12 +121,16 @@ def test_gate_after_passes_clean_change():
                          probe(p90=120), probe(p90=100), {"mode": "serve"})
     assert v["ok"], v
     assert v["numbers"]["requests_delta"] == 50
+    v = F.brc_gate_after(stats(flows_tracked=10, dirty_gap=0), stats(mode="serve", flows_tracked=110, dirty_gap=5),
+                         probe(), probe(), {"mode": "serve"})
+    assert v["ok"] and v["numbers"]["connections_delta"] == 100 and v["numbers"]["dirty_ratio"] == 0.05
 
 
 @pytest.mark.parametrize("after,probe_after,text", [
     (stats(mode="serve", mismatch=1), probe(), "mismatch=1"),
     (stats(mode="serve", reset=2), probe(), "reset grew by 2"),
-    (stats(mode="serve", req_get=100, dirty_parse=20), probe(), "dirty rate 0.2000"),
+    (stats(mode="serve", req_get=100, dirty_parse=20), probe(), "dirty rate 0.2000 (20 dirty of 100 requests)"),
+    (stats(mode="serve", flows_tracked=40, dirty_parse=3), probe(), "dirty rate 0.0750 (3 dirty of 40 connections)"),
     (stats(mode="serve", hit=0), probe(), "counters went backwards"),
     (stats(mode="observe"), probe(), "live mode is observe, expected serve"),
     (stats(mode="serve"), probe(ok=False, wrong=1, problems=["GET returned b'x', expected b'y'"]), "1 wrong"),
@@ -135,6 +139,8 @@ def test_gate_after_passes_clean_change():
 ])
 def test_gate_after_failures_name_the_numbers(after, probe_after, text):
     before = stats(mismatch=0, reset=0, req_get=0, dirty_parse=0, hit=5)
+    if "flows_tracked" in after.get("counters", {}):
+        before["counters"]["flows_tracked"] = 0
     v = F.brc_gate_after(before, after, probe_after, probe(p90=100), {"mode": "serve"})
     assert not v["ok"]
     assert text in " ".join(v["failures"]), v["failures"]
@@ -229,6 +235,14 @@ def test_prometheus_text_parses_strictly_and_carries_the_numbers():
     assert hist[-1] == (dict(host='red"is\\1', interface="eth0", **{"class": "get", "le": "+Inf"}), 7)
     assert math.isclose(float(hist[15][0]["le"]), 2 ** 16 / 1e9)
     assert [v for _n, l, v in fams["brc_rate_per_second"]["samples"]] == [1.5]
+
+
+def test_counter_docs_come_from_the_contract_header():
+    docs = F.brc_counter_docs(open(os.path.join(REPO, "bpf", "brc_contract.h")).read())
+    assert docs["pkt_ingress"] == "TCP segments to the Redis port seen at ingress"
+    text = F.brc_prometheus(stats(pkt_ingress=3), "h", "eth0", None, docs)
+    assert "# HELP brc_pkt_ingress_total TCP segments to the Redis port seen at ingress\n" in text
+    promtext.parse(text)
 
 
 @pytest.mark.parametrize("bad", [

@@ -30,6 +30,7 @@ DIRTY_PREFIX = "dirty"
 MISMATCH = "mismatch"
 WOULD_HIT = "would_hit"
 RESET = "reset"
+FLOWS = "flows_tracked"
 
 
 def _num(value, default=0):
@@ -261,18 +262,21 @@ def brc_gate_after(before, after, probe, baseline, settings=None):
             failures.append("live mode is %s, expected %s" % (after.get("mode"), want_mode))
         if numbers["reset_delta"] > 0:
             failures.append("reset grew by %d during the check" % numbers["reset_delta"])
+        # dirty_* count connections BRC stopped following: rate over the connections it
+        # tracked (flows_tracked), or over the requests seen when the build has no such counter.
         dirty = sum(v for k, v in d.items() if k.startswith(DIRTY_PREFIX) and v > 0)
-        seen = sum(v for k, v in d.items() if k.startswith("req_") and v > 0)
-        if not seen:
-            seen = numbers["probe_ops"]
+        if FLOWS in d:
+            seen, unit = max(0, d[FLOWS]), "connections"
+        else:
+            seen, unit = sum(v for k, v in d.items() if k.startswith("req_") and v > 0), "requests"
         numbers["dirty_delta"] = dirty
-        numbers["requests_delta"] = seen
-        ratio = dirty / float(seen) if seen else 0.0
+        numbers["%s_delta" % unit] = seen
+        ratio = dirty / float(seen) if seen else (1.0 if dirty else 0.0)
         numbers["dirty_ratio"] = round(ratio, 4)
         limit = float(settings.get("dirty_max_ratio", 0.05))
         if ratio > limit:
-            failures.append("dirty rate %.4f (%d dirty of %d requests) above %.4f" % (
-                ratio, dirty, seen, limit))
+            failures.append("dirty rate %.4f (%d dirty of %d %s) above %.4f" % (
+                ratio, dirty, seen, unit, limit))
     lat = brc_latency_check(probe, baseline, settings)
     numbers.update(lat["numbers"])
     if not lat["ok"]:
@@ -302,6 +306,18 @@ def _fmt(value):
             return "+Inf" if value > 0 else "-Inf"
         return repr(value)
     return str(int(value))
+
+
+_XLIST = re.compile(r"#define\s+BRC_COUNTERS\(X\)((?:.*\\\n)*.*)")
+_XITEM = re.compile(r'X\(\s*(\w+)\s*,\s*"([^"]*)"\s*\)')
+
+
+def brc_counter_docs(header_text):
+    """{counter: description} from the BRC_COUNTERS list of bpf/brc_contract.h (for HELP)."""
+    m = _XLIST.search(header_text or "")
+    if not m:
+        return {}
+    return dict((name.lower(), doc) for name, doc in _XITEM.findall(m.group(1)))
 
 
 def brc_prometheus(stats, host, interface, rates=None, docs=None):
@@ -584,6 +600,7 @@ class FilterModule(object):
             "brc_gate_after": brc_gate_after,
             "brc_latency_check": brc_latency_check,
             "brc_prometheus": brc_prometheus,
+            "brc_counter_docs": brc_counter_docs,
             "brc_drift": brc_drift,
             "brc_audit_summary": brc_audit_summary,
             "brc_audit_fleet": brc_audit_fleet,
