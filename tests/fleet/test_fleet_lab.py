@@ -223,6 +223,33 @@ def test_canary_whose_redis_stops_answering_is_rolled_back(fleet, report_dir):
         redis_ok(h.addr)
 
 
+def test_gates_before_refuse_and_change_nothing(fleet):
+    lab = fleet
+    set_all(lab, "observe")
+    canary = lab.hosts[0]
+    # No observe history (counters zeroed): promotion to serve is refused unless forced.
+    adhoc(lab, "brc_stats", "interface=eth0 reset=true")
+    out, _t = playbook(lab, "playbooks/enable.yml", "-e", "brc_enable_mode=serve")
+    text = out.stdout.replace("\n", " ")
+    assert out.returncode != 0
+    assert re.search(r"%s: gate before failed \(nothing was changed\): promotion to serve needs observe history"
+                     % canary.name, text), out.stdout[-3000:]
+    assert modes(lab) == dict((h.name, "observe") for h in lab.hosts)
+    assert not any(host_ran(out.stdout, h.name) for h in lab.hosts[1:])
+    # Redis on the canary not answering: the rollout stops before touching anything.
+    set_all(lab, "off")
+    subprocess.run(["redis-cli", "-h", canary.addr, "CLIENT", "PAUSE", "6000", "ALL"], check=True,
+                   capture_output=True, timeout=10)
+    out, _t = playbook(lab, "playbooks/enable.yml", "-e", "brc_rollout_probe_timeout=1")
+    text = out.stdout.replace("\n", " ")
+    assert out.returncode != 0
+    assert re.search(r"%s: gate before failed \(nothing was changed\): Redis does not answer correctly"
+                     % canary.name, text), out.stdout[-3000:]
+    assert modes(lab) == dict((h.name, "off") for h in lab.hosts)
+    for h in lab.hosts:
+        redis_ok(h.addr)
+
+
 def test_host_cut_off_after_its_change_reverts_by_itself(fleet):
     lab = fleet
     set_all(lab, "off")
@@ -382,6 +409,14 @@ def test_audit_flags_drift_and_reports_the_rest_clean(fleet, report_dir):
     again, _t = playbook(lab, "playbooks/audit.yml", "-e", "brc_audit_strict=true",
                          "-e", "brc_report_dir=%s" % report_dir)
     assert again.returncode == 0, again.stdout[-4000:]
+    # A live config that differs from the inventory (brc_mode defaults to observe) is drift too.
+    adhoc(lab, "brc_config", "interface=eth0 mode=off", pattern=h1.name)
+    cfg, _t = playbook(lab, "playbooks/audit.yml", "-e", "brc_report_dir=%s" % report_dir)
+    assert cfg.returncode == 0   # not strict: report only
+    audit = json.load(open(os.path.join(report_dir, "audit.json")))
+    assert audit["drifted"] == [h1.name]
+    assert any(p["check"] == "config" and "mode: off} -> {" in p["detail"] for p in audit["hosts"][0]["problems"])
+    set_all(lab, "observe")
 
 
 def check_html_renders(html, hosts, expect_drift):
