@@ -12,6 +12,8 @@ def test_bpffs_mount_unmount_and_foreign_mounts(in_netns):
         st = STATE + "/state"
         out = {}
         out["before"] = bpffs_at("/sys/fs/bpf")
+        out["check"] = brc_bpffs.ensure_bpffs(Runner(), "/sys/fs/bpf", "mounted", check_mode=True, state_path=st)
+        out["after_check"] = bpffs_at("/sys/fs/bpf") or os.path.exists(st)
         out["mount"] = brc_bpffs.ensure_bpffs(Runner(), "/sys/fs/bpf", "mounted", state_path=st)
         out["after"] = bpffs_at("/sys/fs/bpf")
         out["again"] = brc_bpffs.ensure_bpffs(Runner(), "/sys/fs/bpf", "mounted", state_path=st)
@@ -24,6 +26,7 @@ def test_bpffs_mount_unmount_and_foreign_mounts(in_netns):
         emit(out)
     """)
     assert r["before"] is False and r["after"] is True and r["gone"] is False
+    assert r["check"]["changed"] and r["after_check"] is False
     assert r["mount"]["changed"] and r["mount"]["owned"]
     assert not r["again"]["changed"]
     assert r["umount"]["changed"]
