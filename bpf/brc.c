@@ -164,7 +164,7 @@ int brc_parse_rep(struct __sk_buff *skb)
 			rb_real = 0;
 		}
 		if (sc->off >= sc->end || f->rp_state == BRC_RP_LOST)
-			return TC_ACT_OK;
+			goto done;
 		if (f->rp_state == BRC_RP_BULK) {
 			skip = sc->end - sc->off;
 			if (skip > f->rp_left)
@@ -187,7 +187,7 @@ int brc_parse_rep(struct __sk_buff *skb)
 		n = brc_load_chunk(skb, sc);
 		if (n == 0) {
 			brc_rp_lost(f, BRC_DIRTY_BIT_PARSER);
-			return TC_ACT_OK;
+			goto done;
 		}
 		sc->n = n;
 		sc->pos = 0;
@@ -197,7 +197,7 @@ int brc_parse_rep(struct __sk_buff *skb)
 		case BRC_EV_LOST:
 			brc_count(PARSE_ERROR_REPLY);
 			brc_rp_lost(f, BRC_DIRTY_BIT_PARSER);
-			return TC_ACT_OK;
+			goto done;
 		case BRC_EV_POP:
 			if (!brc_rp_pop(f))
 				break;
@@ -209,14 +209,22 @@ int brc_parse_rep(struct __sk_buff *skb)
 	}
 	if (sc->off < sc->end) {
 		sc->calls += 1;
-		if (sc->calls >= BRC_PASSES) {
+		if (sc->calls < BRC_PASSES) {
+			brc_jmp.call(skb, BRC_JMP_PARSE_REP);
+			brc_count(TAILCALL_FAILED);
+			brc_rp_lost(f, BRC_DIRTY_BIT_PARSER);
+		} else {
 			brc_rp_lost(f, BRC_DIRTY_BIT_BUDGET);
-			return TC_ACT_OK;
 		}
-		brc_jmp.call(skb, BRC_JMP_PARSE_REP);
-		brc_count(TAILCALL_FAILED);
-		brc_rp_lost(f, BRC_DIRTY_BIT_PARSER);
 	}
+done:
+	/* the segment carried the server's FIN: release after its last reply */
+	sc = brc_get_scratch();
+	if (!sc)
+		return TC_ACT_OK;
+	f = brc_flows.lookup(&sc->fk);
+	if (f && (f->flags & BRC_FF_SRV_FIN))
+		brc_flow_close(sc, f);
 	return TC_ACT_OK;
 }
 
@@ -259,6 +267,10 @@ int brc_ingress(struct __sk_buff *skb)
 	sc->fk.cli_port = pkt.sport;
 	sc->fk.srv_port = pkt.dport;
 	if ((pkt.tcp_flags & (BRC_TCP_SYN | BRC_TCP_ACK | BRC_TCP_RST)) == BRC_TCP_SYN) {
+		/* a new connection on a reused 4-tuple: drop what the old one held */
+		f = brc_flows.lookup(&sc->fk);
+		if (f)
+			brc_release_marks(f);
 		brc_flow_syn(sc, pkt.seq);
 		return TC_ACT_OK;
 	}
@@ -381,7 +393,8 @@ int brc_egress(struct __sk_buff *skb)
 		}
 	}
 	if (pkt.tcp_flags & BRC_TCP_FIN) {
-		/* Redis closed: it executes nothing more on this connection */
+		/* Redis closed: it executes nothing more on this connection (a FIN
+		 * on a segment with parsed payload is released by brc_parse_rep) */
 		brc_flow_close(sc, f);
 	}
 	return TC_ACT_OK;

@@ -242,3 +242,20 @@ def test_unmatched_reply(brc, port):
     with Delta(brc) as d:
         c.reply(b"+OK\r\n")
     assert d["replies_unmatched"] == 1 and d["dirty_unmatched"] == 1
+
+
+def test_server_fin_with_the_last_reply_releases(brc, port):
+    w = Conn(brc, port).handshake()
+    w.send(resp("SET", "finreply:%d" % port, "v") + resp("QUIT"))
+    assert brc.global_state()["inflight"] == 0 and brc.flow(w).nmarks == 1
+    with Delta(brc) as d:
+        brc.egress(w.s2c("FPA", b"+OK\r\n+OK\r\n"))
+    assert d["replies"] == 2 and d["flows_closed"] == 1 and brc.flow(w) is None
+
+
+def test_syn_on_a_reused_tuple_releases_the_old_marks(brc, port):
+    w = Conn(brc, port).handshake()
+    w.send(resp("FLUSHALL"))
+    assert brc.global_state()["inflight"] == 1
+    Conn(brc, port, cisn=777).handshake()
+    assert brc.global_state()["inflight"] == 0
