@@ -5,6 +5,7 @@ Numbers are not asserted (timings are reported, never asserted); structure and c
 import glob
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -40,3 +41,23 @@ def test_bench_quick_run_reports_and_cleans_up(tmp_path):
                                 universal_newlines=True).stdout
         assert "brcb%d-" % pid not in listed
         assert not glob.glob("/sys/fs/cgroup/cpuacct/brcbench-%d-*" % pid)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, nft, iptables)")
+def test_faults_report_runs_and_cleans_up(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO, "bench", "faults.py"), "--modes", "plain",
+         "--cells", "clean,loss", "--offloads", "default", "--seconds", "2",
+         "--out", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
+    [path] = glob.glob(str(tmp_path / "faults-*.json"))
+    rows = json.load(open(path))["rows"]
+    assert [(r["mode"], r["cell"]) for r in rows] == [("plain", "clean"), ("plain", "loss")]
+    assert rows[1]["faults"]["Loss"]["drop_in"] + rows[1]["faults"]["Loss"]["drop_out"] > 0
+    # The report's namespaces (brcf<its pid>-...) went with it: none of a dead process left.
+    listed = subprocess.run(["ip", "netns", "list"], stdout=subprocess.PIPE,
+                            universal_newlines=True).stdout.split()
+    leftovers = [ns for ns in listed if re.match(r"^brcf\d+-", ns)
+                 and not os.path.exists("/proc/" + re.match(r"^brcf(\d+)", ns).group(1))]
+    assert not leftovers, leftovers
