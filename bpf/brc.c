@@ -267,10 +267,6 @@ int brc_ingress(struct __sk_buff *skb)
 	sc->fk.cli_port = pkt.sport;
 	sc->fk.srv_port = pkt.dport;
 	if ((pkt.tcp_flags & (BRC_TCP_SYN | BRC_TCP_ACK | BRC_TCP_RST)) == BRC_TCP_SYN) {
-		/* a new connection on a reused 4-tuple: drop what the old one held */
-		f = brc_flows.lookup(&sc->fk);
-		if (f)
-			brc_release_marks(f);
 		brc_flow_syn(sc, pkt.seq);
 		return TC_ACT_OK;
 	}

@@ -219,7 +219,7 @@ struct brc_cache_entry {
 
 /* brc_keyver: ARRAY of key buckets, index = FNV-1a(key) % max_entries. */
 struct brc_bucket {
-	__u64 ver;              /* bumped when a write passes and when its flow goes idle */
+	__u64 ver;              /* bumped when a write to a key here passes ingress */
 	__u32 inflight;         /* flows holding a write-in-flight mark on this bucket */
 	__u32 ttl;              /* 1 = a key here was given a TTL: not cached */
 };
@@ -228,6 +228,10 @@ struct brc_bucket {
 struct brc_global {
 	__u64 ver;              /* bumped by FLUSHALL, FLUSHDB, SWAPDB, EVAL, FCALL, MULTI, EXEC, unknown */
 	__u64 inflight;         /* flows holding a global write-in-flight mark */
+	__u64 flows_live;       /* tracked flows: kept below the flow table's size so the
+				 * LRU never has to evict (an evicted flow cannot release
+				 * its marks) */
+	__u64 reserved;
 };
 
 /* brc_replybuf: LRU_HASH keyed by struct brc_flow_key: the tracked GET's reply

@@ -139,6 +139,19 @@ static __always_inline void brc_flow_syn(struct brc_scratch *sc, __u32 isn)
 	__u32 h = brc_flow_hash(&sc->fk), slot = h & (BRC_FLOWTAGS - 1);
 	__u32 tag = brc_flow_tag(h);
 
+	struct brc_global *g = brc_get_global();
+	struct brc_flow *old = brc_flows.lookup(&sc->fk);
+
+	if (!g)
+		return;
+	if (old) {
+		/* a new connection on a reused 4-tuple: drop what the old one held */
+		brc_release_marks(old);
+	} else if (g->flows_live >= BRC_FLOWS_MAX - BRC_FLOWS_HEADROOM) {
+		/* never make the LRU evict: an evicted flow would keep its marks */
+		brc_count(FLOWS_TABLE_FULL);
+		return;
+	}
 	__builtin_memset(f, 0, sizeof(*f));
 	f->state = BRC_FS_SYN;
 	f->cli_next = isn + 1;
@@ -148,6 +161,8 @@ static __always_inline void brc_flow_syn(struct brc_scratch *sc, __u32 isn)
 		brc_count(FLOWS_TABLE_FULL);
 		return;
 	}
+	if (!old)
+		__sync_fetch_and_add(&g->flows_live, 1);
 	brc_count(FLOWS_TRACKED);
 	brc_flowtags.update(&slot, &tag);
 }
@@ -156,10 +171,12 @@ static __always_inline void brc_flow_syn(struct brc_scratch *sc, __u32 isn)
 static __always_inline void brc_flow_close(struct brc_scratch *sc, struct brc_flow *f)
 {
 	__u32 h = brc_flow_hash(&sc->fk), slot = h & (BRC_FLOWTAGS - 1), zero = 0;
+	struct brc_global *g = brc_get_global();
 
 	brc_release_marks(f);
 	brc_replybuf.delete(&sc->fk);
-	brc_flows.delete(&sc->fk);
+	if (brc_flows.delete(&sc->fk) == 0 && g)
+		__sync_fetch_and_add(&g->flows_live, -1);
 	brc_flowtags.update(&slot, &zero);
 	brc_count(FLOWS_CLOSED);
 }
@@ -172,8 +189,12 @@ static __always_inline void brc_flow_missing(struct brc_scratch *sc)
 	__u32 *t = brc_flowtags.lookup(&slot);
 
 	if (t && *t == brc_flow_tag(h)) {
+		struct brc_global *g = brc_get_global();
+
 		brc_count(FLOWS_EVICTED);
 		brc_flowtags.update(&slot, &zero);
+		if (g)
+			__sync_fetch_and_add(&g->flows_live, -1);
 		return;
 	}
 	brc_count(SEGMENTS_UNTRACKED);

@@ -38,6 +38,9 @@ BRC_PERSISTENT("percpu_array", __u32, __u64, brc_latency, BRC_LAT__MAX * BRC_LAT
 #ifndef BRC_FLOWS_MAX
 #define BRC_FLOWS_MAX 65536         /* tracked connections (LRU) */
 #endif
+#ifndef BRC_FLOWS_HEADROOM
+#define BRC_FLOWS_HEADROOM 2048     /* slots kept free: LRU per-CPU lists evict early */
+#endif
 #ifndef BRC_CACHE_MAX
 #define BRC_CACHE_MAX 32768         /* cache entries (LRU) */
 #endif

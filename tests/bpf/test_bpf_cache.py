@@ -259,3 +259,27 @@ def test_syn_on_a_reused_tuple_releases_the_old_marks(brc, port):
     assert brc.global_state()["inflight"] == 1
     Conn(brc, port, cisn=777).handshake()
     assert brc.global_state()["inflight"] == 0
+
+
+def test_flow_table_never_made_to_evict(brc, port):
+    """Tracking stops (counted) before the LRU would have to evict a flow: an
+    evicted flow could never release its in-flight marks."""
+    import ctypes
+    t = brc.bpf[b"brc_global"]
+    g = t[ctypes.c_uint32(0)]
+    live = g.flows_live
+    c = Conn(brc, port).handshake()
+    assert t[ctypes.c_uint32(0)].flows_live == live + 1
+    c.reset()
+    assert t[ctypes.c_uint32(0)].flows_live == live
+    g = t[ctypes.c_uint32(0)]
+    g.flows_live = 1 << 40
+    t[ctypes.c_uint32(0)] = g
+    try:
+        with Delta(brc) as d:
+            x = Conn(brc, port + 30000).handshake()
+        assert d["flows_table_full"] == 1 and d["flows_tracked"] == 0 and brc.flow(x) is None
+    finally:
+        g = t[ctypes.c_uint32(0)]
+        g.flows_live = live
+        t[ctypes.c_uint32(0)] = g
