@@ -120,3 +120,23 @@ def test_brc_sources_mirrors_directory_and_hash_matches_brc_program(tmp_path):
     assert sorted(os.listdir(str(dest))) == ["brc.c", "brc_contract.h"]
     r = run_module(brc_sources, {"dest": str(dest), "files": {"../escape": "x"}})
     assert r["failed"]
+
+
+class _Opts(dict):
+    def get_attr(self, name):
+        return dict(self["attrs"]).get(name)
+
+
+class _Msg:
+    def __init__(self, attrs):
+        self.opts = _Opts(attrs=attrs)
+
+    def get_attr(self, name):
+        return self.opts if name == "TCA_OPTIONS" else None
+
+
+def test_bpf_filter_id_and_tag_when_pyroute2_decodes_them():
+    # pyroute2 0.9 decodes TCA_BPF_ID/TAG; 0.7 (Debian 12) does not (covered by test_kernel.py).
+    from ansible.module_utils.brc_tc import _bpf_options
+    msg = _Msg([("TCA_BPF_NAME", "brc_ingress"), ("TCA_BPF_ID", 42), ("TCA_BPF_TAG", "a1:b2:c3:d4:e5:f6:07:18")])
+    assert _bpf_options(msg) == ("brc_ingress", 42, "a1b2c3d4e5f60718")
