@@ -34,7 +34,7 @@
 #ifndef BRC_REP_EVENTS
 #define BRC_REP_EVENTS 8        /* reply lexer runs per pass (its handler is bigger) */
 #endif
-#define BRC_PASSES 30           /* parser passes per segment (kernel limit: 33 tail calls) */
+#define BRC_PASSES 32           /* parser passes per segment (kernel limit: 33 tail calls) */
 
 static __always_inline struct brc_scratch *brc_get_scratch(void)
 {

@@ -182,13 +182,17 @@ class BrcBuild:
         return self.bpf.get_table(name.encode()).get_fd()
 
 
-def compile_programs(src_dir, pin_dir=None, extra_cflags=()):
+def compile_programs(src_dir, pin_dir=None, extra_cflags=(), load=True):
     """Compile <src_dir>/brc.c with bcc and load the entry programs.
 
     With pin_dir, every persistent map is declared BPF_TABLE_PINNED at
     <pin_dir>/<name>: bcc creates the pin if missing and REUSES it if present,
     without checking its layout (check declared_layout() against
     pinned_map_layout() first). Returns a BrcBuild.
+
+    load=False compiles and creates the maps but loads no program (the
+    verifier pass is most of a build's 15-20 s): enough for declared_layout()
+    as a quick probe; programs and prog_arrays are then empty.
     """
     from bcc import BPF
 
@@ -203,6 +207,8 @@ def compile_programs(src_dir, pin_dir=None, extra_cflags=()):
     cflags.extend(extra_cflags)
     text = amalgamate(os.path.join(src_dir, "brc.c"))
     bpf = BPF(text=text.encode(), cflags=cflags)
+    if not load:
+        return BrcBuild(bpf, {}, {})
     fill_command_table(bpf.get_table(b"brc_cmds"))
     prog_arrays = {}
     for array_name, slots in PROG_ARRAYS.items():
@@ -284,7 +290,7 @@ def bpf_syscall(cmd, attr):
 
 
 def map_layout_by_fd(fd):
-    """{"type", "key_size", "value_size", "max_entries", "name"} of map @fd."""
+    """{"type", "key_size", "value_size", "max_entries", "name", "id"} of map @fd."""
     info = _MapInfo()
 
     class Attr(ctypes.Structure):
@@ -299,6 +305,7 @@ def map_layout_by_fd(fd):
         "value_size": info.value_size,
         "max_entries": info.max_entries,
         "name": info.name.decode(errors="replace"),
+        "id": info.id,
     }
 
 
@@ -327,4 +334,5 @@ def pinned_map_layout(path):
     finally:
         os.close(fd)
     layout.pop("name", None)
+    layout.pop("id", None)
     return layout

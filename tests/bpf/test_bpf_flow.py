@@ -83,3 +83,38 @@ def test_nil_reply_fills_and_verifies(brc, port):
         c.roundtrip(resp("GET", key), bulk(None))
         c.roundtrip(resp("GET", key), bulk(None))
     assert d["fill"] == 1 and d["would_hit"] == 1
+
+
+def test_layout_probe_without_loading(brc_build):
+    """load=False: maps only, quick; the same declared layout as a full build."""
+    import time
+    from brc_testlib import BPF_DIR, brc_bpf
+    t = time.time()
+    probe = brc_bpf.compile_programs(BPF_DIR, load=False)
+    assert probe.programs == {} and time.time() - t < 15
+    assert probe.declared_layout() == brc_build.declared_layout()
+    assert set(brc_build.declared_layout()) == set(brc_bpf.persistent_map_names())
+
+
+def test_pinned_maps_are_created_and_reused(brc_build, tmp_path):
+    import os
+    import subprocess
+    from brc_testlib import BPF_DIR, brc_bpf
+    if not os.path.ismount("/sys/fs/bpf"):
+        subprocess.run(["mount", "-t", "bpf", "bpf", "/sys/fs/bpf"], check=True)
+    pin = "/sys/fs/bpf/brcbt-test-%d" % os.getpid()
+    try:
+        a = brc_bpf.compile_programs(BPF_DIR, pin_dir=pin, load=False)
+        names = sorted(os.listdir(pin))
+        assert names == sorted(brc_bpf.persistent_map_names())
+        for n in names:
+            want = a.declared_layout()[n]
+            assert brc_bpf.pinned_map_layout(os.path.join(pin, n)) == want
+        a.map_fd("brc_stats")
+        b = brc_bpf.compile_programs(BPF_DIR, pin_dir=pin, load=False)
+        for name in names:
+            ids = [brc_bpf.map_layout_by_fd(x.map_fd(name))["id"] for x in (a, b)]
+            assert ids[0] == ids[1], "%s was not reused" % name
+    finally:
+        import shutil
+        shutil.rmtree(pin, ignore_errors=True)
