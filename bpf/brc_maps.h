@@ -36,7 +36,7 @@ BRC_PERSISTENT("percpu_array", __u32, __u64, brc_stats, BRC_STATS_SLOTS);
 BRC_PERSISTENT("percpu_array", __u32, __u64, brc_latency, BRC_LAT__MAX * BRC_LAT_SLOTS);
 
 #ifndef BRC_FLOWS_MAX
-#define BRC_FLOWS_MAX 65536         /* tracked connections (LRU) */
+#define BRC_FLOWS_MAX 16384         /* tracked connections (LRU; Redis maxclients is 10000) */
 #endif
 #ifndef BRC_FLOWS_HEADROOM
 #define BRC_FLOWS_HEADROOM 2048     /* slots kept free: LRU per-CPU lists evict early */
