@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /* Test-only serving program: the serve blocks wired together the way
  * bpf/SERVE.md describes, minus everything Redis-level. It answers a GET of
- * ONE preloaded key (exact request bytes, GET in any letter case) on ONE
- * connection at a time (the latest SYN to the port), from a reply in a map.
+ * ONE preloaded key (exact request bytes, GET in any letter case), from a
+ * reply in a map, on connections tracked from their SYN in a small LRU keyed
+ * by the client port (the test's addresses are fixed; they are checked too).
  * "Nothing pending in Redis" is not tracked: the test client is strictly
  * request/response, which the TCP conditions of brc_seqadj_can_inject() then
  * imply. Attached with tc clsact on the server's interface.
@@ -47,7 +48,7 @@ struct sv_scratch {
 };
 
 BPF_ARRAY(sv_cfg, struct sv_cfg, 1);
-BPF_ARRAY(sv_flow, struct sv_flow, 1);
+BPF_TABLE("lru_hash", __u32, struct sv_flow, sv_flow, 256);
 BPF_ARRAY(sv_reply, struct brc_reply_buf, 1);
 BPF_ARRAY(sv_stats, __u64, SV__MAX);
 BPF_PERCPU_ARRAY(sv_scratch, struct sv_scratch, 1);
@@ -151,12 +152,13 @@ int sv_ingress(struct __sk_buff *skb)
 	__u16 sport, dport;
 	__be32 addrs[2];
 	int zero = 0;
+	__u32 key;
 	struct sv_cfg *cfg = sv_cfg.lookup(&zero);
-	struct sv_flow *fl = sv_flow.lookup(&zero);
 	struct brc_reply_buf *r = sv_reply.lookup(&zero);
 	struct sv_scratch *sc = sv_scratch.lookup(&zero);
+	struct sv_flow *fl;
 
-	if (!cfg || !fl || !r || !sc)
+	if (!cfg || !r || !sc)
 		return TC_ACT_OK;
 	if (skb->mark == BRC_SERVE_MARK)
 		return TC_ACT_OK;
@@ -164,18 +166,23 @@ int sv_ingress(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	if (bpf_skb_load_bytes(skb, s.l3_off + 12, addrs, sizeof(addrs)) < 0)
 		return TC_ACT_OK;
+	key = sport;
 	if ((s.flags & (BRC_TCP_SYN | BRC_TCP_ACK)) == BRC_TCP_SYN) {
-		fl->caddr = addrs[0];
-		fl->saddr = addrs[1];
-		fl->cport = sport;
-		fl->active = 1;
-		brc_seqadj_init_syn(&fl->sa, &s);
+		struct sv_flow nf = {};
+
+		nf.caddr = addrs[0];
+		nf.saddr = addrs[1];
+		nf.cport = sport;
+		nf.active = 1;
+		brc_seqadj_init_syn(&nf.sa, &s);
+		sv_flow.update(&key, &nf);
 		if (brc_tcp_opts_load(skb, s.l4_off, s.thl, sc->hdr, &sc->o) == 0)
 			brc_tcp_opts_strip_sackperm(skb, s.l4_off, &sc->o);
 		sv_count(SV_SYN);
 		return TC_ACT_OK;
 	}
-	if (!fl->active || fl->caddr != addrs[0] || fl->saddr != addrs[1] || fl->cport != sport)
+	fl = sv_flow.lookup(&key);
+	if (!fl || !fl->active || fl->caddr != addrs[0] || fl->saddr != addrs[1] || fl->cport != sport)
 		return TC_ACT_OK;
 
 	brc_seqadj_track_ingress(&fl->sa, &s);
@@ -207,11 +214,12 @@ int sv_egress(struct __sk_buff *skb)
 	__u16 sport, dport;
 	__be32 addrs[2];
 	int zero = 0, has_ts, held;
+	__u32 key;
 	struct sv_cfg *cfg = sv_cfg.lookup(&zero);
-	struct sv_flow *fl = sv_flow.lookup(&zero);
 	struct sv_scratch *sc = sv_scratch.lookup(&zero);
+	struct sv_flow *fl;
 
-	if (!cfg || !fl || !sc)
+	if (!cfg || !sc)
 		return TC_ACT_OK;
 	if (skb->mark == BRC_SERVE_MARK)
 		return TC_ACT_OK;
@@ -219,7 +227,9 @@ int sv_egress(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	if (bpf_skb_load_bytes(skb, s.l3_off + 12, addrs, sizeof(addrs)) < 0)
 		return TC_ACT_OK;
-	if (!fl->active || fl->saddr != addrs[0] || fl->caddr != addrs[1] || fl->cport != dport)
+	key = dport;
+	fl = sv_flow.lookup(&key);
+	if (!fl || !fl->active || fl->saddr != addrs[0] || fl->caddr != addrs[1] || fl->cport != dport)
 		return TC_ACT_OK;
 	has_ts = brc_tcp_opts_load(skb, s.l4_off, s.thl, sc->hdr, &sc->o) == 0 &&
 		 (sc->o.flags & BRC_OPT_F_TS);

@@ -90,7 +90,7 @@ def reset_probe(a):
     client's retransmitted GET must end in a connection reset, not a reply."""
     conn = Conn(a.host, a.port, a.timeout)
     conn.s.sendall(b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(a.key), a.key.encode()))
-    print("sent", flush=True)
+    print("sent %d" % conn.s.getsockname()[1], flush=True)
     sys.stdin.readline()
     try:
         got = conn._line()
