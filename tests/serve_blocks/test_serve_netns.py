@@ -202,11 +202,12 @@ def test_pipelined_set_behind_served_get(served, loss):
         assert res["kernel"] == 200 * 2
 
 
-@pytest.mark.parametrize("offload_on", [True, False], ids=["offload-on", "offload-off"])
-def test_pipelined_under_reordering(served, offload_on):
+@pytest.mark.parametrize("offload_on,loss", [(True, 0), (False, 0), (True, 2)],
+                         ids=["offload-on", "offload-off", "offload-on-loss-2pct"])
+def test_pipelined_under_reordering(served, offload_on, loss):
     """NFQUEUE in the client namespace delays 20% of TCP packets both ways by
     2-6 ms, so later segments overtake them (requests at the server, replies
-    at the client): all replies right, no stall. A GET overtaken by the SET
+    at the client), once also with 2% loss: all replies right, no stall. A GET overtaken by the SET
     behind it is not in order and goes to Redis, which is the rule."""
     h, topo = served
     if not shutil.which("iptables"):
@@ -222,7 +223,7 @@ def test_pipelined_under_reordering(served, offload_on):
                          stdout=subprocess.PIPE, text=True)
     try:
         assert q.stdout.readline().strip() == "ready"
-        res, st = run_case(served, offload_on, loss=0, rounds=100, pipeline=True)
+        res, st = run_case(served, offload_on, loss=loss, rounds=100, pipeline=True)
     finally:
         q.terminate()
         try:
