@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import time
 
@@ -64,14 +65,23 @@ def host_view(lab, host):
             "files": parts[3], "bpffs_ls": parts[4]}
 
 
+def _resp(*args):
+    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+
+
 def redis_traffic(lab, rounds=20):
-    import redis
+    """From the controller (root) namespace, plain RESP2 over one connection per host:
+    SET k, GET k, GET k for each round (the second GET is one a warm cache would answer)."""
     for h in lab.hosts:
-        r = redis.Redis(host=h.addr, port=6379, socket_timeout=5)
-        for i in range(rounds):
-            r.set("brc:e2e:%d" % i, "v%d" % i)
-            assert r.get("brc:e2e:%d" % i) == b"v%d" % i
-        r.close()
+        with socket.create_connection((h.addr, 6379), timeout=10) as s:
+            f = s.makefile("rb")
+            for i in range(rounds):
+                key, val = b"brc:e2e:%d" % i, b"value-%d" % i
+                s.sendall(_resp(b"SET", key, val))
+                assert f.readline() == b"+OK\r\n"
+                for _ in range(2):
+                    s.sendall(_resp(b"GET", key))
+                    assert f.readline() == b"$%d\r\n" % len(val) and f.readline() == val + b"\r\n"
 
 
 def hosts(lab):
@@ -124,7 +134,9 @@ def test_06_stats_grow_under_real_traffic_from_the_controller(lab):
         b, a = before[h]["counters"], after[h]["counters"]
         assert a["pkt_ingress"] >= b["pkt_ingress"] + 40 and a["pkt_egress"] >= b["pkt_egress"] + 40, (h, b, a)
         if "req_get" in a:
-            assert a["req_get"] >= b["req_get"] + 20
+            assert a["req_get"] >= b["req_get"] + 40
+        if "would_hit" in a:  # observe mode: the second GET of each key is a would-hit
+            assert a["would_hit"] > b["would_hit"] and a.get("mismatch", 0) == 0, (h, b, a)
         assert after[h]["mode"] == "observe" and set(after[h]["latency"]) >= {"get", "set", "other"}
         assert not after[h]["changed"]
         assert "would_hit_ratio" in after[h]["ratio_definitions"]
@@ -135,6 +147,16 @@ def _brc_state(lab):
     return {h: facts[h]["ansible_facts"]["brc"]["state"] for h in facts}
 
 
+def _dump(lab, host, name):
+    """Entries of a pinned map on a host (bpftool), or None when the build has no such map."""
+    path = "/sys/fs/bpf/brc/eth0/" + name
+    p = lab.exec(host, ["sh", "-c", "test -e %s && bpftool -j map dump pinned %s" % (path, path)],
+                 capture_output=True, text=True, timeout=120)
+    if p.returncode != 0:
+        return None
+    return sorted(json.dumps(e, sort_keys=True) for e in json.loads(p.stdout))
+
+
 def test_07_upgrade_keeps_maps_and_stats(lab, tmp_path):
     src = str(tmp_path / "bpf")
     shutil.copytree(BPF_DIR, src)
@@ -143,9 +165,11 @@ def test_07_upgrade_keeps_maps_and_stats(lab, tmp_path):
     redis_traffic(lab, rounds=5)
     state = _brc_state(lab)
     stats = module(lab, "brc_stats", "interface=eth0")
+    cache = {h: _dump(lab, h, "brc_cache") for h in hosts(lab)}
     recap, out = play(lab, "deploy.yml", "-e", "brc_src_local=%s" % src)
     new_state = _brc_state(lab)
     new_stats = module(lab, "brc_stats", "interface=eth0")
+    new_cache = {h: _dump(lab, h, "brc_cache") for h in hosts(lab)}
     for h in hosts(lab):
         assert recap[h]["changed"] >= 3 and recap[h]["failed"] == 0, (h, recap[h])
         old, new = state[h], new_state[h]
@@ -162,6 +186,12 @@ def test_07_upgrade_keeps_maps_and_stats(lab, tmp_path):
         for name, value in stats[h]["counters"].items():
             assert new_stats[h]["counters"][name] >= value, (h, name)
         assert new["config"]["mode"] == "observe"
+        # the cache's entries themselves (keys and values) are the same
+        assert new_cache[h] == cache[h]
+        if stats[h]["counters"].get("fill"):
+            assert cache[h], "fill counted but the cache dump is empty"
+        if "brc_cache" in old["maps"]:
+            assert old["map_fill"]["brc_cache"] > 0 and cache[h]
 
 
 def test_08_undeploy_leaves_no_filters_pins_or_mounts(lab):
