@@ -88,6 +88,13 @@ def hosts(lab):
     return [h.name for h in lab.hosts]
 
 
+def test_00_start_from_hosts_without_brc(lab):
+    # The session lab is shared with other test modules: undeploy whatever they left.
+    play(lab, "playbooks/undeploy.yml")
+    for h in hosts(lab):
+        assert host_view(lab, h)["bpffs_mounts"] == 0
+
+
 def test_01_preflight_fails_early_with_reason_and_fix(lab):
     recap, out = play(lab, "deploy.yml", "-e", "brc_port=6390", expect_rc=2)
     assert all(recap[h]["failed"] == 1 and recap[h]["changed"] == 0 for h in hosts(lab)), out[-3000:]
