@@ -88,6 +88,13 @@ def hosts(lab):
     return [h.name for h in lab.hosts]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _undeploy_at_the_end(lab):
+    """Leave the shared session lab without BRC even when a step failed half-way."""
+    yield
+    play(lab, "playbooks/undeploy.yml", expect_rc=None)
+
+
 def test_00_start_from_hosts_without_brc(lab):
     # The session lab is shared with other test modules: undeploy whatever they left.
     play(lab, "playbooks/undeploy.yml")
