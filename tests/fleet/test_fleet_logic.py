@@ -1,6 +1,6 @@
 """Unit tests of the fleet logic that needs no lab: the gates, drift rules, fleet totals,
-Prometheus rendering (checked by a strict parser), the RESP probe against a real Redis,
-and lint/syntax of the fleet playbooks."""
+Prometheus rendering (checked by a strict parser), the RESP probe against a real Redis.
+Syntax and ansible-lint of the fleet playbooks and roles: tests/e2e/test_lint.py (whole repo)."""
 import importlib.util
 import json
 import math
@@ -14,7 +14,6 @@ import promtext
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ROLE = os.path.join(REPO, "roles", "brc_fleet")
-PLAYBOOKS = ["playbooks/enable.yml", "playbooks/disable.yml", "playbooks/audit.yml", "playbooks/stats.yml"]
 
 
 def _load(name, path):
@@ -339,21 +338,3 @@ def test_probe_detects_a_wrong_value():
     assert not res["ok"] and res["errors"] == 0
     assert res["wrong"] == 2 * 7   # every GET of both rounds: 6 on the first connection, 1 on a second
     assert "first get" in res["problems"][0] and "stale" in res["problems"][0]
-
-
-# --- playbooks ---------------------------------------------------------------------------------
-
-def test_fleet_playbooks_pass_syntax_check():
-    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"))
-    for pb in PLAYBOOKS:
-        out = subprocess.run([os.path.join(REPO, ".venv", "bin", "ansible-playbook"), "--syntax-check", pb],
-                             cwd=REPO, capture_output=True, text=True, env=env)
-        assert out.returncode == 0, out.stdout + out.stderr
-
-
-def test_fleet_playbooks_and_role_pass_ansible_lint_production():
-    lint = os.path.join(REPO, ".venv", "bin", "ansible-lint")
-    out = subprocess.run([lint, "--profile", "production", "--offline", "--nocolor"] + PLAYBOOKS
-                         + ["roles/brc_fleet", "roles/brc_rollout", "roles/brc_audit", "roles/brc_stats"], cwd=REPO, capture_output=True, text=True,
-                         env=dict(os.environ, ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg")))
-    assert out.returncode == 0, out.stdout + out.stderr

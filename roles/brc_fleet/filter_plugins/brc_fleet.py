@@ -4,16 +4,19 @@
 # Pure functions over the results of brc_stats, brc_facts, brc_probe and check-mode
 # runs of brc_program/brc_tc/brc_config: nothing here touches a host.
 #
-#   brc_gate_before(stats, facts_state, probe, target_mode, settings) -> verdict
+#   brc_gate_before(stats, probe, target_mode, settings)              -> verdict
 #   brc_gate_after(before, after, probe, baseline, settings)          -> verdict
 #       verdict = {"ok": bool, "gate": name, "failures": [text], "numbers": {...}}
-#   brc_ratios(counters)             -> {hit_ratio, would_hit_ratio}
+#   brc_ratios(counters, definitions) -> {hit_ratio, would_hit_ratio, ...}
 #   brc_percentiles(buckets)         -> {count, p50_us, p90_us, p99_us}
 #   brc_fleet_totals({host: stats})  -> stats-shaped totals over the fleet
 #   brc_rates(first, second, secs)   -> {counter: per-second rate}
 #   brc_prometheus(stats, host, interface, rates) -> node_exporter textfile text
 #   brc_drift(record)                -> [{check, detail}] for the audit
+#   brc_audit_fleet(records, hosts)  -> the whole audit (audit.json, audit.html input)
 #   brc_audit_summary(records)       -> short text for stdout
+#   brc_latency_check(probe, baseline, settings) -> is latency within bounds (retries)
+#   brc_counter_docs(header_text)    -> counter descriptions for Prometheus HELP
 
 from __future__ import absolute_import, division, print_function
 
@@ -560,35 +563,6 @@ def brc_audit_fleet(records, hosts, generated_at=None):
     }
 
 
-def brc_svg_bars(values, width=420, bar=18, gap=6, unit="", scale_max=None):
-    """Horizontal bar chart as inline SVG: values is a list of [label, number|None]."""
-    rows = [(str(label), None if v is None else float(v)) for label, v in values]
-    top = scale_max if scale_max else max([v for _l, v in rows if v is not None] or [1.0]) or 1.0
-    label_w = 110
-    height = len(rows) * (bar + gap) + gap
-    parts = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" role="img">' % (width, height)]
-    for i, (label, v) in enumerate(rows):
-        y = gap + i * (bar + gap)
-        parts.append('<text x="0" y="%d" font-size="12" dominant-baseline="middle">%s</text>' % (
-            y + bar // 2, _xml(label)))
-        if v is None:
-            parts.append('<text x="%d" y="%d" font-size="12" fill="#888" dominant-baseline="middle">n/a</text>' % (
-                label_w, y + bar // 2))
-            continue
-        w = max(1, int((width - label_w - 70) * min(v, top) / top))
-        parts.append('<rect x="%d" y="%d" width="%d" height="%d" fill="#3b7dd8"/>' % (label_w, y, w, bar))
-        text = ("%.3f" % v) if unit == "" else ("%g%s" % (round(v, 1), unit))
-        parts.append('<text x="%d" y="%d" font-size="12" dominant-baseline="middle">%s</text>' % (
-            label_w + w + 4, y + bar // 2, _xml(text)))
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-def _xml(text):
-    return (str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-            .replace('"', "&quot;"))
-
-
 class FilterModule(object):
     def filters(self):
         return {
@@ -604,5 +578,4 @@ class FilterModule(object):
             "brc_drift": brc_drift,
             "brc_audit_summary": brc_audit_summary,
             "brc_audit_fleet": brc_audit_fleet,
-            "brc_svg_bars": brc_svg_bars,
         }
