@@ -38,10 +38,10 @@ options:
     description: Redis TCP port.
     type: int
   max_key_len:
-    description: Keys longer than this (bytes) are never cached.
+    description: Keys longer than this (bytes) are never cached. The programs clamp it to C(BRC_KEY_MAX) of the contract (0 means that maximum).
     type: int
   max_value_len:
-    description: Values longer than this (bytes) are never cached.
+    description: Values longer than this (bytes) are never cached. The programs clamp it to C(BRC_VAL_MAX) of the contract.
     type: int
   max_age:
     description: Cache entries older than this many seconds are treated as absent.
@@ -68,8 +68,8 @@ EXAMPLES = r"""
     interface: eth0
     mode: observe
     port: 6379
-    max_key_len: 128
-    max_value_len: 1024
+    max_key_len: 64
+    max_value_len: 512
     max_age: 30
 
 - name: Switch to serve (other settings kept)
@@ -83,7 +83,7 @@ config:
   description: Live configuration after the task.
   returned: success
   type: dict
-  sample: {"mode": "observe", "port": 6379, "max_key_len": 128, "max_value_len": 1024, "max_age": 30,
+  sample: {"mode": "observe", "port": 6379, "max_key_len": 64, "max_value_len": 512, "max_age": 30,
            "verify_sample": 100, "require_auth": false}
 previous:
   description: Live configuration before the task.
@@ -138,6 +138,11 @@ def main():
                              diff={"before": {}, "after": after})
     except BrcError as e:
         fail(module, e, interface=p["interface"])
+    for opt, const in (("max_key_len", "BRC_KEY_MAX"), ("max_value_len", "BRC_VAL_MAX")):
+        limit = contract.constants.get(const)
+        if limit is not None and after.get(opt) and after[opt] > limit:
+            module.warn("%s=%d is above the programs' compiled maximum %s=%d; they use %d"
+                        % (opt, after[opt], const, limit, limit))
     module.exit_json(changed=changed, config=after, previous=before, diff={"before": before, "after": after})
 
 
