@@ -29,10 +29,10 @@
 #include "brc_resp.h"
 
 #ifndef BRC_REQ_EVENTS
-#define BRC_REQ_EVENTS 16       /* request lexer runs (chunks or events) per pass */
+#define BRC_REQ_EVENTS 24       /* request lexer runs (chunks or events) per pass */
 #endif
 #ifndef BRC_REP_EVENTS
-#define BRC_REP_EVENTS 8        /* reply lexer runs per pass (its handler is bigger) */
+#define BRC_REP_EVENTS 12       /* reply lexer runs per pass (its handler is bigger) */
 #endif
 #define BRC_PASSES 32           /* parser passes per segment (kernel limit: 33 tail calls) */
 

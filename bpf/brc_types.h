@@ -6,7 +6,7 @@
 #include "brc_contract.h"
 
 #ifndef BRC_CHUNK
-#define BRC_CHUNK 64                /* payload bytes lexed per load (a power of 2) */
+#define BRC_CHUNK 32                /* payload bytes lexed per load (a power of 2) */
 #endif
 
 /* Per-CPU working memory: the payload cursor handed along the tail-call chain,
