@@ -69,6 +69,7 @@ def _cmds():
         "ZREVRANGEBYLEX ZSCORE ZMSCORE ZCARD ZCOUNT ZLEXCOUNT ZRANK ZREVRANK ZRANDMEMBER "
         "XRANGE XREVRANGE XLEN GEOPOS GEODIST GEOHASH GEOSEARCH DUMP TOUCH LCS SORT_RO "
         "SSCAN HSCAN ZSCAN WATCH", 1, -1)
+    add(K_NOKEY, "XREAD")           # read-only; its keys follow STREAMS
     add(K_READ, "GET", 1, 1, special="get", cls="get")
     # no keys
     add(K_NOKEY, "PING ECHO INFO TIME COMMAND QUIT LASTSAVE SAVE BGSAVE BGREWRITEAOF "
@@ -103,7 +104,8 @@ def _cmds():
     add(K_WRITE, "BLMPOP BZMPOP", 3, -1)
     # may write anything
     add(K_GLOBAL, "FLUSHALL FLUSHDB SWAPDB EVAL EVALSHA EVAL_RO EVALSHA_RO FCALL FCALL_RO "
-        "EXEC SORT MIGRATE DEBUG GEORADIUS XREADGROUP XREAD")
+        "EXEC SORT DEBUG GEORADIUS XREADGROUP")
+    add(K_GLOBAL, "MIGRATE", special="secret")      # may carry AUTH / AUTH2 passwords
     add(K_GLOBAL, "MULTI", special="multi")
     return t
 

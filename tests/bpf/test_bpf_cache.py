@@ -283,3 +283,19 @@ def test_flow_table_never_made_to_evict(brc, port):
         g = t[ctypes.c_uint32(0)]
         g.flows_live = live
         t[ctypes.c_uint32(0)] = g
+
+
+@pytest.mark.parametrize("cmd", [("CONFIG", "SET", "requirepass", "topsecret"),
+                                 ("ACL", "SETUSER", "u", ">topsecret"),
+                                 ("MIGRATE", "h", "1", "k", "0", "5", "AUTH", "topsecret"),
+                                 ("AUTH", "user", "topsecret")])
+def test_secrets_are_never_kept(brc, port, cmd):
+    c = Conn(brc, port).handshake()
+    c.send(resp(*cmd))
+    f = brc.flow(c)
+    assert b"topsec" not in bytes(f.rq_tok) + bytes(f.rq_key)
+    c.reset()
+    c2 = Conn(brc, port + 30000).handshake()
+    c2.send(b" ".join(a.encode() for a in cmd) + b"\r\n")       # inline too
+    f = brc.flow(c2)
+    assert b"topsec" not in bytes(f.rq_tok) + bytes(f.rq_key)
