@@ -118,3 +118,20 @@ def test_pinned_maps_are_created_and_reused(brc_build, tmp_path):
     finally:
         import shutil
         shutil.rmtree(pin, ignore_errors=True)
+
+
+def test_contract_layouts_match_what_the_compiler_built(brc_build):
+    """module_utils/brc_contract.py's ctypes structs have the sizes clang gave
+    the maps (the toolkit reads and writes these maps through them)."""
+    import ctypes
+    from brc_testlib import CONTRACT
+    layout = brc_build.declared_layout()
+    shapes = {"brc_config": (None, "brc_config"), "brc_flows": ("brc_flow_key", "brc_flow"),
+              "brc_cache": ("brc_cache_key", "brc_cache_entry"), "brc_keyver": (None, "brc_bucket"),
+              "brc_global": (None, "brc_global"), "brc_replybuf": ("brc_flow_key", "brc_replybuf")}
+    for name, (key, value) in shapes.items():
+        assert layout[name]["value_size"] == ctypes.sizeof(CONTRACT.structs[value]), name
+        if key:
+            assert layout[name]["key_size"] == ctypes.sizeof(CONTRACT.structs[key]), name
+    assert layout["brc_stats"]["max_entries"] == CONTRACT.constants["BRC_STATS_SLOTS"]
+    assert layout["brc_latency"]["max_entries"] == len(CONTRACT.latency_classes) * CONTRACT.latency_slots
