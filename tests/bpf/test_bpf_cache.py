@@ -299,3 +299,13 @@ def test_secrets_are_never_kept(brc, port, cmd):
     c2.send(b" ".join(a.encode() for a in cmd) + b"\r\n")       # inline too
     f = brc.flow(c2)
     assert b"topsec" not in bytes(f.rq_tok) + bytes(f.rq_key)
+
+
+def test_evicted_flow_is_told_apart_from_untracked(brc, port):
+    c = Conn(brc, port).handshake()
+    t = brc.bpf[b"brc_flows"]
+    del t[c.flow_key(t)]                 # what an LRU eviction would do
+    with Delta(brc) as d:
+        c.send(resp("GET", "x"))
+        c.send(resp("GET", "y"))
+    assert d["flows_evicted"] == 1 and d["segments_untracked"] == 1
