@@ -54,6 +54,9 @@ DEFS = {"hit_ratio": {"numerator": ["hit"], "denominator": ["hit", "miss"]},
 def test_ratios_follow_the_definitions_brc_stats_returns():
     assert F.brc_ratios({"hit": 3, "miss": 1, "would_hit": 1}, DEFS) == {"hit_ratio": 0.75, "would_hit_ratio": 0.5}
     assert F.brc_ratios({"pkt_ingress": 5}, DEFS) == {}
+    assert F.brc_ratios({"would_hit": 2, "miss": 2}, DEFS) == {"would_hit_ratio": 0.5}   # no hit counter: hit + miss missing
+    assert F.brc_ratios({"miss": 2, "req_get": 4}, {"hit_ratio": {"numerator": ["hit"], "denominator": ["req_get"]}}) \
+        == {"hit_ratio": 0.0}   # numerator counter absent from this build: 0
     assert F.brc_ratios({"hit": 0, "miss": 0}, DEFS) == {"hit_ratio": 0.0}
     # Without definitions: the fallback (over req_get).
     assert F.brc_ratios({"hit": 1, "would_hit": 2, "req_get": 4}) == {"hit_ratio": 0.25, "would_hit_ratio": 0.5}

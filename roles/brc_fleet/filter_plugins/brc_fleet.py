@@ -72,16 +72,17 @@ FALLBACK_RATIOS = {
 
 
 def brc_ratios(counters, definitions=None):
-    """Ratios from counters as brc_stats computes them per host: a ratio whose counters
-    this build does not have is left out, one with nothing counted is 0.0."""
+    """Ratios from counters as brc_stats computes them per host: reported when the
+    denominator's counters exist (a numerator counter the build lacks counts 0), 0.0
+    while the denominator is 0."""
     counters = counters or {}
     out = {}
     for name, d in sorted((definitions or FALLBACK_RATIOS).items()):
         num, den = list(d.get("numerator") or []), list(d.get("denominator") or [])
-        if not den or not all(c in counters for c in num + den):
+        if not den or not all(c in counters for c in den):
             continue
         total = sum(_num(counters[c]) for c in den)
-        out[name] = round(float(sum(_num(counters[c]) for c in num)) / total, 4) if total else 0.0
+        out[name] = round(float(sum(_num(counters.get(c)) for c in num)) / total, 4) if total else 0.0
     return out
 
 
