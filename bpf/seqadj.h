@@ -268,8 +268,11 @@ static __always_inline void brc_seqadj_track_egress(struct brc_seqadj *sa, const
 
 /* Does this client segment's payload overlap the latest consumed request?
  * Then it is a retransmission of it (possibly collapsed with more data) and
- * must get the identical reply again; the reply acks only cons_end, so the
- * client resends whatever followed. */
+ * must get the identical reply again; the reply acks only the request's end
+ * (brc_seqadj_cons_end()), so the client resends whatever followed.
+ * If brc_seqadj_inj_acked() already holds, the client has the reply (and its
+ * ack of the request), so an overlapping segment is a stale network duplicate:
+ * drop it; never resend or reset for it. */
 static __always_inline int brc_seqadj_classify(const struct brc_seqadj *sa, const struct brc_seg *s)
 {
 	if (!(sa->flags & BRC_SA_F_INJECTED) || s->payload_len == 0)

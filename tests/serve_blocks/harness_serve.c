@@ -37,7 +37,7 @@ struct sv_flow {
 
 enum sv_counter {
 	SV_HIT, SV_RESENT, SV_HELD, SV_REFUSED, SV_PASS_IN, SV_PASS_OUT, SV_SYN,
-	SV_ERR_BUILD, SV_ERR_CLONE, SV_CSUM_PARTIAL, SV_RESET, SV__MAX,
+	SV_ERR_BUILD, SV_ERR_CLONE, SV_CSUM_PARTIAL, SV_RESET, SV_DUP, SV__MAX,
 };
 
 struct sv_scratch {
@@ -187,6 +187,13 @@ int sv_ingress(struct __sk_buff *skb)
 
 	brc_seqadj_track_ingress(&fl->sa, &s);
 	if (brc_seqadj_classify(&fl->sa, &s) == BRC_SEQADJ_RESEND) {
+		/* the client already acked the reply (and so got its ack of the
+		 * request): this is a stale network duplicate, not a retransmission;
+		 * drop it rather than resend or, worse, reset a healthy connection */
+		if (brc_seqadj_inj_acked(&fl->sa)) {
+			sv_count(SV_DUP);
+			return TC_ACT_SHOT;
+		}
 		/* identical bytes or nothing: here "identical" = same length as
 		 * injected and not cleared (a product compares an entry version) */
 		if (r->len == 0 || r->len != fl->sa.inj_after - fl->sa.inj_before)

@@ -26,7 +26,7 @@ KEY = "brcsv:key"
 KERNEL_VALUE = "served-by-the-kernel"
 REDIS_VALUE = "served-by-redis"
 SV = ["hit", "resent", "held", "refused", "pass_in", "pass_out", "syn",
-      "err_build", "err_clone", "csum_partial", "reset"]
+      "err_build", "err_clone", "csum_partial", "reset", "dup"]
 
 
 def sh(*cmd, check=True, timeout=20):
