@@ -7,6 +7,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -95,6 +96,11 @@ def test_gate_before_needs_redis_and_brc():
     v = F.brc_gate_before(stats(pkt_ingress=1), probe(ok=False, errors=1, problems=["connect refused"]), "observe")
     assert not v["ok"] and "connect refused" in v["failures"][0]
     assert F.brc_gate_before(stats(pkt_ingress=1), probe(), "observe")["ok"]
+    state = {"interface": "eth0", "attached": {"ingress": {"id": 1, "tag": "aa"}}, "errors": []}
+    v = F.brc_gate_before(stats(pkt_ingress=1), probe(), "observe", {"state": state})
+    assert v["failures"] == ["BRC is not attached at egress on eth0: run deploy.yml first"]
+    state["attached"]["egress"] = {"id": 2, "tag": "bb"}
+    assert F.brc_gate_before(stats(pkt_ingress=1), probe(), "observe", {"state": state})["ok"]
 
 
 @pytest.mark.parametrize("counters,force,ok,text", [
@@ -199,8 +205,9 @@ def test_drift_rules():
     assert "bpffs" in _checks(r)
 
     r = clean_record()
-    r["config_check"] = {"changed": True, "diff": {"before": {"mode": "serve"}, "after": {"mode": "observe"}}}
-    assert "{mode: serve} -> {mode: observe}" in F.brc_drift(r)[0]["detail"]
+    r["config_check"] = {"changed": True, "diff": {"before": {"mode": "serve", "port": 6379},
+                                                   "after": {"mode": "observe", "port": 6379}}}
+    assert F.brc_drift(r)[0]["detail"].endswith("(brc_config would change it): mode: serve -> observe")
 
     r = clean_record()
     r["build"] = {}
@@ -341,3 +348,68 @@ def test_probe_detects_a_wrong_value():
     assert not res["ok"] and res["errors"] == 0
     assert res["wrong"] == 2 * 7   # every GET of both rounds: 6 on the first connection, 1 on a second
     assert "first get" in res["problems"][0] and "stale" in res["problems"][0]
+
+
+# --- the dead-man switch, with a stand-in bpftool (the lab tests use the real one) ---------
+
+FAKE_BPFTOOL = r'''#!/usr/bin/python3
+import json, sys
+a = sys.argv[1:]
+if a[:3] == ["-j", "map", "lookup"]:
+    print(json.dumps({"key": ["0x00"] * 4, "value": ["0x" + b for b in open(a[4]).read().split()]}))
+elif a[:2] == ["map", "update"]:
+    open(a[3], "w").write(" ".join(a[a.index("value") + 2:]))
+else:
+    sys.exit(2)
+'''
+
+
+@pytest.fixture
+def guard(tmp_path):
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    tool = bindir / "bpftool"
+    tool.write_text(FAKE_BPFTOOL)
+    tool.chmod(0o755)
+    pin = tmp_path / "brc_config"
+    pin.write_text("eb 18 00 00 01 00 00 00")
+    marker = str(tmp_path / "state" / "rollout.armed")
+    script = os.path.join(REPO, "roles", "brc_rollout", "files", "brc_guard.py")
+    env = dict(os.environ, PATH=str(bindir) + os.pathsep + os.environ["PATH"])
+
+    def run(*args, wait=True):
+        argv = ["/usr/bin/python3", "-c", open(script).read(), "--marker", marker] + list(args)
+        if not wait:
+            return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True)
+        return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
+    run.pin, run.marker = pin, marker
+    return run
+
+
+def test_guard_reverts_when_not_confirmed(guard):
+    assert guard("snapshot", "--map", str(guard.pin)).returncode == 0
+    guard.pin.write_text("eb 18 00 00 02 00 00 00")          # the change
+    out = guard("watch", "--timeout", "1")
+    assert json.loads(out.stdout) == {"confirmed": False, "reverted": True}
+    assert guard.pin.read_text() == "eb 18 00 00 01 00 00 00"
+    assert os.path.exists(guard.marker + ".reverted") and not os.path.exists(guard.marker)
+    assert "reverted (no confirmation" in open(guard.marker + ".log").read()
+    # A late confirm learns that the host already reverted.
+    late = guard("confirm")
+    assert late.returncode == 3 and "already reverted" in late.stderr
+
+
+def test_guard_confirmed_or_superseded_does_nothing(guard):
+    guard("snapshot", "--map", str(guard.pin))
+    watcher = guard("watch", "--timeout", "3", wait=False)
+    guard.pin.write_text("eb 18 00 00 02 00 00 00")
+    assert guard("confirm").returncode == 0
+    assert json.loads(watcher.communicate(timeout=10)[0]) == {"confirmed": True}
+    assert guard.pin.read_text() == "eb 18 00 00 02 00 00 00"
+    # An old watcher whose snapshot was replaced by a newer rollout's leaves it alone.
+    guard("snapshot", "--map", str(guard.pin))
+    old = guard("watch", "--timeout", "2", wait=False)
+    time.sleep(0.3)
+    guard("snapshot", "--map", str(guard.pin))
+    assert json.loads(old.communicate(timeout=10)[0]) == {"confirmed": True}
+    assert os.path.exists(guard.marker)

@@ -166,6 +166,8 @@ def brc_gate_before(stats, probe, target_mode, settings=None):
 
     stats: brc_stats result (None/failed when BRC is not readable).
     probe: brc_probe result with rounds >= 0 (strict: false).
+    settings: force (bool), state (brc_facts' state of the interface: both filters
+    attached, no errors).
     """
     settings = settings or {}
     failures = []
@@ -180,6 +182,14 @@ def brc_gate_before(stats, probe, target_mode, settings=None):
         failures.append("BRC is not loaded or its stats cannot be read: %s" % (
             (stats or {}).get("msg") or "no stats", ))
         return _verdict("before", failures, numbers)
+    state = settings.get("state")
+    if isinstance(state, dict):
+        missing = [d for d in ("ingress", "egress") if not (state.get("attached") or {}).get(d)]
+        if missing:
+            failures.append("BRC is not attached at %s on %s: run deploy.yml first" % (
+                " and ".join(missing), state.get("interface") or "the interface"))
+        for err in state.get("errors") or []:
+            failures.append("BRC state: %s" % err)
     counters = stats.get("counters") or {}
     mism = _num(counters.get(MISMATCH))
     numbers["mismatch"] = mism
@@ -469,7 +479,13 @@ def brc_drift(record):
             detail = differs
             diff = res.get("diff")
             if isinstance(diff, dict) and "before" in diff:
-                detail += ": %s -> %s" % (_compact(diff.get("before")), _compact(diff.get("after")))
+                before, after = diff.get("before"), diff.get("after")
+                if isinstance(before, dict) and isinstance(after, dict):
+                    keys = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+                    detail += ": " + "; ".join("%s: %s -> %s" % (k, _compact(before.get(k)), _compact(after.get(k)))
+                                               for k in keys)
+                else:
+                    detail += ": %s -> %s" % (_compact(before), _compact(after))
             add(check, detail)
     stats = record.get("stats") or {}
     if record.get("stats_error"):

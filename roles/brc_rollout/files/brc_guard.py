@@ -50,7 +50,8 @@ def snapshot(args):
         os.makedirs(os.path.dirname(args.marker), 0o755)
     tmp = args.marker + ".tmp"
     with open(tmp, "w") as f:
-        json.dump({"map": args.map, "value": value, "armed_at": time.time(), "pid": None}, f)
+        json.dump({"map": args.map, "value": value, "armed_at": time.time(),
+                   "token": os.urandom(8).hex()}, f)
     os.rename(tmp, args.marker)
     for stale in (args.marker + ".reverted",):
         if os.path.exists(stale):
@@ -68,14 +69,25 @@ def restore_from(marker, reason):
     log(marker, "reverted (%s): restored %s" % (reason, " ".join(saved["value"])))
 
 
+def token_of(marker):
+    try:
+        with open(marker) as f:
+            return json.load(f).get("token")
+    except (IOError, OSError, ValueError):
+        return None
+
+
 def watch(args):
+    # The watcher belongs to the snapshot it found; a newer snapshot (another rollout
+    # armed the switch again) has its own watcher, so this one must not act on it.
+    mine = token_of(args.marker)
     deadline = time.time() + args.timeout
     while time.time() < deadline:
-        if not os.path.exists(args.marker):
+        if token_of(args.marker) != mine or mine is None:
             print(json.dumps({"confirmed": True}))
             return 0
         time.sleep(0.5)
-    if not os.path.exists(args.marker):
+    if token_of(args.marker) != mine:
         print(json.dumps({"confirmed": True}))
         return 0
     restore_from(args.marker, "no confirmation from the controller within %ss" % args.timeout)
