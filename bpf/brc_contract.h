@@ -37,7 +37,7 @@
  * the pinned maps). Map capacities live in brc_maps.h and are overridable. */
 #define BRC_KEY_MAX 64          /* longest cacheable key, bytes (a power of 2) */
 #define BRC_VAL_MAX 512         /* longest cacheable GET reply, RESP bytes (power of 2) */
-#define BRC_FIFO_LEN 32         /* pending commands whose ingress time is kept, per flow */
+#define BRC_FIFO_LEN 64         /* pending commands whose ingress time is kept, per flow */
 #define BRC_FLOW_MARKS 8        /* key buckets one flow can hold "write in flight" */
 #define BRC_RESP_DEPTH 8        /* nested reply arrays followed; deeper = parser lost */
 #define BRC_TOK_LEN 16          /* leading bytes of each argument kept (command names, options) */
