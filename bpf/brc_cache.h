@@ -90,7 +90,7 @@ static __always_inline __u64 brc_get_passed(struct brc_scratch *sc, struct brc_f
 		brc_count(FILL_REFUSED_INFLIGHT);
 		return 0;
 	}
-	if (b->ttl) {
+	if (b->ttl || brc_ttlkeys.lookup(&sc->ckey)) {
 		brc_count(MISS);
 		brc_count(FILL_REFUSED_TTL);
 		return 0;

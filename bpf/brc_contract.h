@@ -32,6 +32,7 @@
 #define BRC_MAP_GLOBAL "brc_global"
 #define BRC_MAP_REPLYBUF "brc_replybuf"
 #define BRC_MAP_FLOWTAGS "brc_flowtags"
+#define BRC_MAP_TTLKEYS "brc_ttlkeys"
 
 /* Layout-bearing sizes (fixed here, not overridable: they shape the values of
  * the pinned maps). Map capacities live in brc_maps.h and are overridable. */
@@ -221,8 +222,12 @@ struct brc_cache_entry {
 struct brc_bucket {
 	__u64 ver;              /* bumped when a write to a key here passes ingress */
 	__u32 inflight;         /* flows holding a write-in-flight mark on this bucket */
-	__u32 ttl;              /* 1 = a key here was given a TTL: not cached */
+	__u32 ttl;              /* 1 = brc_ttlkeys was full when a key here got a TTL:
+				 * nothing in this bucket is cached any more */
 };
+
+/* brc_ttlkeys: HASH keyed by struct brc_cache_key, value __u64 (ns the TTL
+ * was seen): keys given a TTL, never cached until a plain SET overwrites them. */
 
 /* brc_global: ARRAY, one entry: writes that touch everything. */
 struct brc_global {

@@ -53,6 +53,9 @@ BRC_PERSISTENT("percpu_array", __u32, __u64, brc_latency, BRC_LAT__MAX * BRC_LAT
 #ifndef BRC_REPLYBUF_MAX
 #define BRC_REPLYBUF_MAX 4096       /* tracked GET replies streaming at once */
 #endif
+#ifndef BRC_TTLKEYS_MAX
+#define BRC_TTLKEYS_MAX 65536       /* keys with a TTL remembered exactly */
+#endif
 #define BRC_FLOWTAGS 65536          /* eviction detection slots (a power of 2) */
 #define BRC_JMP_PARSE_REQ 0
 #define BRC_JMP_PARSE_REP 1
@@ -71,6 +74,11 @@ BRC_PERSISTENT("array", __u32, struct brc_global, brc_global, 1);
 
 /* brc_replybuf: reply bytes of tracked GETs while they stream out. */
 BRC_PERSISTENT("lru_hash", struct brc_flow_key, struct brc_replybuf, brc_replybuf, BRC_REPLYBUF_MAX);
+
+/* brc_ttlkeys: keys given a TTL (exact, not per bucket: a plain SET of one
+ * key must not make another key's TTL forgotten). Not LRU: when full, the
+ * key's bucket is marked for good instead. */
+BRC_PERSISTENT("hash", struct brc_cache_key, __u64, brc_ttlkeys, BRC_TTLKEYS_MAX);
 
 /* brc_flowtags: one tag per tracked flow hash, to tell an evicted flow from an
  * untracked one when its next segment finds no state. */

@@ -413,14 +413,19 @@ static __always_inline void brc_rq_cmd_done(struct brc_scratch *sc, struct brc_f
 	case BRC_SP_GETEX:
 		if (f->rq_special == BRC_SP_TTL)
 			f->rq_cflags |= BRC_CF_TTL;
-		b = brc_keyver.lookup(&idx);
-		if (b && argc >= 2) {
-			if (f->rq_cflags & BRC_CF_TTL) {
-				b->ttl = 1;
-				brc_count(TTL_MARKED);
-			} else if (f->rq_special == BRC_SP_SET) {
-				b->ttl = 0;
+		if (argc < 2 || f->rq_key_len > BRC_KEY_MAX)
+			break;          /* such keys are never cached anyway */
+		brc_key_copy(sc->ckey.key, f->rq_key, f->rq_key_len);
+		sc->ckey.len = f->rq_key_len;
+		if (f->rq_cflags & BRC_CF_TTL) {
+			brc_count(TTL_MARKED);
+			if (brc_ttlkeys.update(&sc->ckey, &sc->now) != 0) {
+				b = brc_keyver.lookup(&idx);
+				if (b)
+					b->ttl = 1;
 			}
+		} else if (f->rq_special == BRC_SP_SET) {
+			brc_ttlkeys.delete(&sc->ckey);
 		}
 		break;
 	case BRC_SP_AUTH:

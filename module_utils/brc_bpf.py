@@ -34,6 +34,7 @@ PERSISTENT_MAPS = (
     "brc_global",
     "brc_replybuf",
     "brc_flowtags",
+    "brc_ttlkeys",
 )
 
 # Entry programs, by hook.

@@ -309,3 +309,27 @@ def test_evicted_flow_is_told_apart_from_untracked(brc, port):
         c.send(resp("GET", "x"))
         c.send(resp("GET", "y"))
     assert d["flows_evicted"] == 1 and d["segments_untracked"] == 1
+
+
+def _bucket(key):
+    h = 0xcbf29ce484222325
+    for ch in key.encode()[:64]:
+        h = ((h ^ ch) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+    return (h ^ (h >> 32)) & 0xFFFF
+
+
+def test_plain_set_of_a_colliding_key_keeps_the_ttl(brc, port):
+    """TTLs are remembered per key: a plain SET of another key in the same
+    version bucket must not make a TTL'd key cacheable."""
+    a = "ttlA:%d" % port
+    want, i = _bucket(a), 0
+    while _bucket("ttlB:%d:%d" % (port, i)) != want:
+        i += 1
+    b = "ttlB:%d:%d" % (port, i)
+    c = Conn(brc, port).handshake()
+    c.roundtrip(resp("SET", a, "v", "EX", "100"), b"+OK\r\n")
+    c.roundtrip(resp("SET", b, "w"), b"+OK\r\n")
+    with Delta(brc) as d:
+        c.roundtrip(resp("GET", a), bulk("v"))
+        c.roundtrip(resp("GET", b), bulk("w"))
+    assert d["fill_refused_ttl"] == 1 and d["fill"] == 1
