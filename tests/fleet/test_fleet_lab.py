@@ -377,13 +377,17 @@ def test_audit_flags_drift_and_reports_the_rest_clean(fleet, report_dir):
     assert re.findall(r"changed=(\d+)", clean.stdout) == ["0"] * len(lab.hosts)
 
     h1, h2, h3 = lab.hosts
-    # Hand-made drift: h2 loses its egress filter, h3 gets another program at ingress.
+    build = ("cat > /tmp/other.c <<'EOF'\n%s\nEOF\n"
+             "clang -O2 -target bpf -I/usr/include/$(uname -m)-linux-gnu -c /tmp/other.c -o /tmp/other.o"
+             % DIFFERENT_BUILD)
+    # Hand-made drift: h2 loses its egress filter and gains a foreign one at ingress,
+    # h3 gets another build of the program in place of BRC's at ingress.
     lab.exec(h2.name, ["tc", "filter", "del", "dev", "eth0", "egress", "pref", "1", "handle", "0xbc0", "bpf"],
              check=True)
-    lab.exec(h3.name, "cat > /tmp/other.c <<'EOF'\n%s\nEOF\n"
-                      "clang -O2 -target bpf -I/usr/include/$(uname -m)-linux-gnu -c /tmp/other.c -o /tmp/other.o && "
-                      "tc filter replace dev eth0 ingress pref 1 handle 0xbc0 bpf da obj /tmp/other.o sec tc"
-             % DIFFERENT_BUILD, check=True)
+    lab.exec(h2.name, build + " && tc filter add dev eth0 ingress pref 49 handle 0x7 bpf da obj /tmp/other.o sec tc",
+             check=True)
+    lab.exec(h3.name, build + " && tc filter replace dev eth0 ingress pref 1 handle 0xbc0 bpf da obj /tmp/other.o sec tc",
+             check=True)
     try:
         out, took = playbook(lab, "playbooks/audit.yml", "-e", "brc_audit_strict=true",
                              "-e", "brc_report_dir=%s" % report_dir)
@@ -395,7 +399,8 @@ def test_audit_flags_drift_and_reports_the_rest_clean(fleet, report_dir):
         assert by[h1.name]["problems"] == []
         assert any(p["check"] == "filter" and p["detail"].startswith("egress: BRC filter missing")
                    for p in by[h2.name]["problems"]), by[h2.name]["problems"]
-        assert not any(p["detail"].startswith("ingress:") for p in by[h2.name]["problems"])
+        assert any(p["check"] == "filter" and p["detail"].startswith("ingress: extra filter on eth0 (prio 49")
+                   for p in by[h2.name]["problems"]), by[h2.name]["problems"]
         assert any(p["check"] == "program" and p["detail"].startswith("ingress: attached program tag")
                    for p in by[h3.name]["problems"]), by[h3.name]["problems"]
         assert not any(p["detail"].startswith("egress:") for p in by[h3.name]["problems"])
@@ -407,8 +412,10 @@ def test_audit_flags_drift_and_reports_the_rest_clean(fleet, report_dir):
         html = os.path.join(report_dir, "audit.html")
         check_html_renders(html, [h.name for h in lab.hosts], expect_drift=True)
     finally:
-        # The toolkit repairs both (brc_tc re-attaches the pinned programs).
+        # The toolkit repairs what is its own (brc_tc re-attaches the pinned programs); the
+    # foreign filter is not its to remove.
         fix, _t = deploy(lab)
+        lab.exec(h2.name, ["tc", "filter", "del", "dev", "eth0", "ingress", "pref", "49"])
         assert fix.returncode == 0, fix.stdout[-4000:]
     again, _t = playbook(lab, "playbooks/audit.yml", "-e", "brc_audit_strict=true",
                          "-e", "brc_report_dir=%s" % report_dir)
