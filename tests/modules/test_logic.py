@@ -140,3 +140,13 @@ def test_bpf_filter_id_and_tag_when_pyroute2_decodes_them():
     from ansible.module_utils.brc_tc import _bpf_options
     msg = _Msg([("TCA_BPF_NAME", "brc_ingress"), ("TCA_BPF_ID", 42), ("TCA_BPF_TAG", "a1:b2:c3:d4:e5:f6:07:18")])
     assert _bpf_options(msg) == ("brc_ingress", 42, "a1b2c3d4e5f60718")
+
+
+def test_installed_packages_reads_dpkg_status(tmp_path):
+    from ansible.module_utils.brc_facts import installed_packages
+    status = tmp_path / "status"
+    status.write_text("Package: bpftool\nStatus: install ok installed\nVersion: 7\n\n"
+                      "Package: python3-bpfcc\nStatus: deinstall ok config-files\n\n"
+                      "Package: iproute2\nStatus: install ok installed\n")
+    assert installed_packages(str(status)) == {"bpftool", "iproute2"}
+    assert installed_packages(str(tmp_path / "none")) is None
