@@ -85,7 +85,7 @@ static __always_inline __u64 brc_get_passed(struct brc_scratch *sc, struct brc_f
 	f->track = BRC_TRACK_NONE;
 
 	e = brc_cache.lookup(&sc->ckey);
-	if (b->inflight || g->inflight) {
+	if (b->inflight || g->inflight || brc_untracked_active(g, sc->now)) {
 		brc_count(MISS);
 		brc_count(FILL_REFUSED_INFLIGHT);
 		return 0;
@@ -186,7 +186,8 @@ static __always_inline void brc_track_done(struct brc_scratch *sc, struct brc_fl
 		brc_count(OVERSIZE_VALUE);
 		return;
 	}
-	if (b->ver != f->track_ver || g->ver != f->track_gver || b->inflight || g->inflight) {
+	if (b->ver != f->track_ver || g->ver != f->track_gver || b->inflight || g->inflight ||
+	    brc_untracked_active(g, sc->now)) {
 		brc_count(FILL_REFUSED_VERSION);
 		return;
 	}

@@ -236,7 +236,9 @@ struct brc_global {
 	__u64 flows_live;       /* tracked flows: kept below the flow table's size so the
 				 * LRU never has to evict (an evicted flow cannot release
 				 * its marks) */
-	__u64 reserved;
+	__u64 untracked_ns;     /* last payload of a connection not tracked from its SYN:
+				 * its writes are invisible, so everything counts as in
+				 * flight for BRC_UNTRACKED_LEASE_NS after it */
 };
 
 /* brc_replybuf: LRU_HASH keyed by struct brc_flow_key: the tracked GET's reply
@@ -306,7 +308,8 @@ struct brc_replybuf {
 	X(DIRTY_MONITOR, "connections dirty: MONITOR") \
 	X(DIRTY_CLIENT_REPLY, "connections dirty: CLIENT REPLY") \
 	X(DIRTY_MULTI, "connections dirty: MULTI") \
-	X(DIRTY_UNMATCHED, "connections dirty: reply with nothing pending")
+	X(DIRTY_UNMATCHED, "connections dirty: reply with nothing pending") \
+	X(INVALIDATE_UNTRACKED, "global invalidations by payload of connections not tracked from their SYN")
 
 #define BRC_COUNTER_ENUM(name, doc) BRC_C_##name,
 enum brc_counter { BRC_COUNTERS(BRC_COUNTER_ENUM) BRC_C__MAX };

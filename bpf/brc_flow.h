@@ -20,6 +20,16 @@
 	BRC_DIRTY(RESP3) | BRC_DIRTY(PUBSUB) | BRC_DIRTY(MONITOR) | \
 	BRC_DIRTY(CLIENT_REPLY) | BRC_DIRTY(UNMATCHED))
 
+#ifndef BRC_UNTRACKED_LEASE_NS
+#define BRC_UNTRACKED_LEASE_NS 1000000000ULL   /* 1 s after untracked traffic */
+#endif
+
+/* Is a write of a connection we cannot follow possibly still in flight? */
+static __always_inline int brc_untracked_active(const struct brc_global *g, __u64 now)
+{
+	return g->untracked_ns && now - g->untracked_ns < BRC_UNTRACKED_LEASE_NS;
+}
+
 #define BRC_FNV_BASIS 0xcbf29ce484222325ULL
 #define BRC_FNV_PRIME 0x100000001b3ULL
 
@@ -182,11 +192,20 @@ static __always_inline void brc_flow_close(struct brc_scratch *sc, struct brc_fl
 }
 
 /* A payload segment found no flow: evicted (its tag is still set) or never
- * tracked (it existed before attach, or its SYN was not seen). */
+ * tracked (it existed before attach, or its SYN was not seen). Its commands
+ * cannot be followed, so any of them may be a write: invalidate everything and
+ * hold everything "in flight" for a lease (brc_global.untracked_ns). */
 static __always_inline void brc_flow_missing(struct brc_scratch *sc)
 {
 	__u32 h = brc_flow_hash(&sc->fk), slot = h & (BRC_FLOWTAGS - 1), zero = 0;
 	__u32 *t = brc_flowtags.lookup(&slot);
+	struct brc_global *gl = brc_get_global();
+
+	if (gl) {
+		__sync_fetch_and_add(&gl->ver, 1);
+		gl->untracked_ns = sc->now;
+		brc_count(INVALIDATE_UNTRACKED);
+	}
 
 	if (t && *t == brc_flow_tag(h)) {
 		struct brc_global *g = brc_get_global();

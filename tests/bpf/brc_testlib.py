@@ -175,6 +175,13 @@ class Brc:
                     out.setdefault(cls, {})[s] = n
         return out
 
+    def clear_untracked_lease(self):
+        """Forget untracked traffic (its 1 s lease would refuse later fills)."""
+        t = self.bpf[b"brc_global"]
+        g = t[ctypes.c_uint32(0)]
+        g.untracked_ns = 0
+        t[ctypes.c_uint32(0)] = g
+
     def global_state(self):
         g = self.bpf[b"brc_global"][ctypes.c_uint32(0)]
         return {"ver": g.ver, "inflight": g.inflight}

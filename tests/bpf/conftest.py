@@ -33,9 +33,11 @@ def brc_build():
 def brc(brc_build):
     b = brc_testlib.Brc(brc_build)
     b.configure()
+    b.clear_untracked_lease()
     yield b
     b.configure()
     b.close_all()
+    b.clear_untracked_lease()
     # every mark a test took must be gone once its connections are
     assert b.global_state()["inflight"] == 0
 

@@ -28,12 +28,22 @@ def test_mode_off_does_nothing(brc, port):
     assert d.nonzero() == {}
 
 
-def test_untracked_connection_is_never_parsed(brc, port):
+def test_untracked_connection_is_never_parsed_but_invalidates(brc, port):
+    """A connection that existed before attach cannot be followed: any of its
+    segments may carry a write, so each invalidates everything and holds
+    everything in flight for a lease."""
+    key = "untr:%d" % port
+    t = Conn(brc, port + 30000).handshake()
+    t.roundtrip(resp("GET", key), bulk("v"))
     c = Conn(brc, port)          # no handshake: existed before attach
     with Delta(brc) as d:
-        c.send(resp("GET", "x"))
-        c.reply(bulk("v"))
-    assert d["segments_untracked"] == 2 and d["req_get"] == 0 and d["fill"] == 0
+        c.send(resp("SET", key, "w"))
+        c.reply(b"+OK\r\n")
+    assert d["segments_untracked"] == 2 and d["req_set"] == 0
+    assert d["invalidate_untracked"] == 2
+    with Delta(brc) as d:
+        t.roundtrip(resp("GET", key), bulk("w"))
+    assert d["would_hit"] == 0 and d["fill_refused_inflight"] == 1
 
 
 @pytest.mark.parametrize("timestamps", [True, False])
