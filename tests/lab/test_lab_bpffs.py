@@ -20,7 +20,8 @@ def root_bpf_mounts():
                       if line.split(" - ")[1].startswith("bpf "))
 
 
-def test_bpffs_mounted_on_one_host_only(lab):
+def test_bpffs_mounted_on_one_host_only(fresh_lab):
+    lab = fresh_lab
     first, others = lab.hosts[0], lab.hosts[1:]
     root_before = root_bpf_mounts()
     for h in lab.hosts:       # fresh hosts: not mounted (ip netns exec gave them a new /sys)
