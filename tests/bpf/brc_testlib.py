@@ -9,14 +9,13 @@ import ctypes
 import os
 import socket
 import struct
-import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BPF_DIR = os.path.join(REPO, "bpf")
-sys.path.insert(0, os.path.join(REPO, "module_utils"))
 
-import brc_bpf  # noqa: E402
-import brc_contract  # noqa: E402
+# Imported the way Ansible modules see them (tests/conftest.py extends that package path);
+# putting module_utils/ itself on sys.path would shadow library/ modules of the same name.
+from ansible.module_utils import brc_bpf, brc_contract  # noqa: E402
 
 CONTRACT = brc_contract.load_contract(BPF_DIR)
 TC_ACT_OK = 0
