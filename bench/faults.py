@@ -96,7 +96,9 @@ def markdown(meta, rows, notes):
              "|---|---|---|---|---:|---:|---:|---:|---|---|---|"]
     for r in rows:
         c, t = r["checker"], r["tcp"]
-        shown = ", ".join("%s=%d" % (k, r["brc"][k]) for k in SHOWN if k in r["brc"])
+        always = ("mismatch",) if r["mode"] != "plain" else ()     # 0 is the finding
+        shown = ", ".join("%s=%d" % (k, r["brc"].get(k, 0)) for k in SHOWN
+                          if k in r["brc"] or k in always)
         dirty = sum(v for k, v in r["brc"].items() if k.startswith("dirty_"))
         if dirty:
             shown += ", dirty=%d" % dirty
