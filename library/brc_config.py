@@ -89,6 +89,14 @@ previous:
   description: Live configuration before the task.
   returned: success
   type: dict
+cache_flushed:
+  description:
+    - Cache entries removed because the task moved the mode away from C(off).
+    - BRC does not see writes while off, so entries from before may be stale; they
+      are removed before the programs look again.
+  returned: success
+  type: int
+  sample: 0
 """
 
 import os
@@ -127,7 +135,8 @@ def main():
     try:
         try:
             contract = brc_maps.contract_for(p["src_dir"])
-            changed, before, after = brc_maps.configure(pdir, contract, wanted, module.check_mode, p["src_dir"])
+            changed, before, after, flushed = brc_maps.configure(
+                pdir, contract, wanted, module.check_mode, p["src_dir"])
         except BrcError as e:
             if not (module.check_mode and (e.details.get("missing") or not os.path.isdir(p["src_dir"]))):
                 raise
@@ -143,7 +152,8 @@ def main():
         if limit is not None and after.get(opt) and after[opt] > limit:
             module.warn("%s=%d is above the programs' compiled maximum %s=%d; they use %d"
                         % (opt, after[opt], const, limit, limit))
-    module.exit_json(changed=changed, config=after, previous=before, diff={"before": before, "after": after})
+    module.exit_json(changed=changed, config=after, previous=before, cache_flushed=flushed,
+                     diff={"before": before, "after": after})
 
 
 if __name__ == "__main__":

@@ -34,6 +34,13 @@ options:
     type: str
     choices: [attached, detached]
     default: attached
+  src_dir:
+    description:
+      - Directory on the host holding the BPF sources (their C(brc_contract.h) names the cache map).
+      - When a filter has to be created rather than replaced, BRC has not been seeing writes, so the
+        cache map is emptied before the filter goes in (see RV(cache_flushed)).
+    type: path
+    default: /usr/local/lib/brc/bpf
   predict_change:
     description:
       - Check mode only. Set when an earlier task of the same run rebuilds the programs, so the module
@@ -72,11 +79,19 @@ clsact_owned:
   description: Whether the clsact qdisc was created by the toolkit.
   returned: always
   type: bool
+cache_flushed:
+  description:
+    - Cache entries removed before a missing filter was created. While a filter was missing BRC
+      could not see writes, so entries from before may be stale. A replaced filter (upgrade)
+      leaves no gap and keeps the cache.
+  returned: when attached
+  type: int
+  sample: 0
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.brc_common import BrcError, DEFAULT_PIN_ROOT, fail, require
-from ansible.module_utils import brc_pins, brc_tc
+from ansible.module_utils.brc_common import BrcError, DEFAULT_PIN_ROOT, DEFAULT_SRC_DIR, fail, require
+from ansible.module_utils import brc_maps, brc_pins, brc_tc
 
 
 def main():
@@ -85,6 +100,7 @@ def main():
             interface=dict(type="str", required=True),
             pin_root=dict(type="path", default=DEFAULT_PIN_ROOT),
             state=dict(type="str", choices=["attached", "detached"], default="attached"),
+            src_dir=dict(type="path", default=DEFAULT_SRC_DIR),
             predict_change=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
@@ -93,8 +109,15 @@ def main():
     require(module, "pyroute2", "to manage tc clsact filters")
     try:
         if p["state"] == "attached":
-            result = brc_tc.attach(p["interface"], brc_pins.pin_dir(p["pin_root"], p["interface"]),
-                                   module.check_mode, p["predict_change"])
+            pdir = brc_pins.pin_dir(p["pin_root"], p["interface"])
+            try:
+                cache = brc_maps.cache_pin(pdir, brc_maps.contract_for(p["src_dir"]))
+            except BrcError:
+                if not module.check_mode:   # check mode before the first deploy: no sources yet
+                    raise
+                cache = None
+            result = brc_tc.attach(p["interface"], pdir, module.check_mode, p["predict_change"],
+                                   cache_pin=cache)
         else:
             result = brc_tc.detach(p["interface"], module.check_mode)
     except BrcError as e:

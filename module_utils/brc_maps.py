@@ -104,8 +104,30 @@ def write_config(pdir, contract, values):
         m.update(0, encode_config(contract, values))
 
 
+def flush_cache(cache_pin):
+    """Empty the shadow cache pinned at cache_pin; returns how many entries it removed.
+
+    The programs see writes only while they run: in mode off, or while a filter is
+    missing, Redis can change a key behind the cache's back. Entries from before such a
+    blind gap must go before BRC looks again, or observe counts a false mismatch and
+    serve answers a stale value (until max age). Nothing fills the cache during the gap
+    (no GET is tracked), so emptying it once, before the gap ends, is enough.
+    """
+    with brc_pins.PinnedMap(cache_pin) as m:
+        return sum(1 for key in m.keys() if m.delete(key))
+
+
+def cache_pin(pdir, contract):
+    return os.path.join(pdir, contract.map_name("cache"))
+
+
 def configure(pdir, contract, wanted, check_mode=False, src_dir=""):
-    """Merge wanted (None = keep) into the live config. Returns (changed, before, after)."""
+    """Merge wanted (None = keep) into the live config.
+
+    Returns (changed, before, after, cache_flushed). Leaving mode off empties the cache
+    first (see flush_cache), before the programs look again; cache_flushed counts the
+    entries removed (0 otherwise, and in check mode).
+    """
     before = read_config(pdir, contract, src_dir)
     after = dict(before)
     for k, v in wanted.items():
@@ -117,9 +139,12 @@ def configure(pdir, contract, wanted, check_mode=False, src_dir=""):
         after[k] = v
     encode_config(contract, after)  # validates (unknown mode)
     changed = after != before
+    flushed = 0
     if changed and not check_mode:
+        if before.get("mode") == "off" and after.get("mode") != "off":
+            flushed = flush_cache(cache_pin(pdir, contract))
         write_config(pdir, contract, after)
-    return changed, before, after
+    return changed, before, after, flushed
 
 
 # --- stats and latency -------------------------------------------------------

@@ -274,6 +274,16 @@ class PinnedMap:
         if ret != 0:
             raise BrcError("update of %s failed: %s" % (self.path, os.strerror(_err(ret))))
 
+    def delete(self, key):
+        """Delete key; False when it was already gone (e.g. evicted meanwhile)."""
+        buf = ctypes.create_string_buffer(bytes(key), self.info["key_size"])
+        ret = libbpf().bpf_map_delete_elem(self.fd, buf)
+        if ret != 0:
+            if _err(ret) == errno.ENOENT:
+                return False
+            raise BrcError("delete in %s failed: %s" % (self.path, os.strerror(_err(ret))))
+        return True
+
     def count(self, limit=1000000):
         """Number of keys (for hash/LRU maps: how full; arrays: max_entries)."""
         if self.info["type"] in ("array", "percpu_array", "prog_array"):

@@ -16,7 +16,7 @@ import struct
 
 from ansible.module_utils.brc_common import BrcError, STATE_DIR, iface_state_dir, read_json, \
     write_json, remove_file
-from ansible.module_utils import brc_pins
+from ansible.module_utils import brc_maps, brc_pins
 
 TC_PRIO = 1
 TC_HANDLE = 0xbc0
@@ -132,8 +132,14 @@ def _short(f):
     return {"id": f["id"], "tag": f["tag"]} if f else None
 
 
-def attach(interface, pdir, check_mode=False, predict_change=False, tc=None, state_dir=STATE_DIR):
-    """Make BRC's ingress/egress filters run the programs pinned in pdir. Returns a result dict."""
+def attach(interface, pdir, check_mode=False, predict_change=False, tc=None, state_dir=STATE_DIR,
+           cache_pin=None):
+    """Make BRC's ingress/egress filters run the programs pinned in pdir. Returns a result dict.
+
+    A filter that is replaced keeps BRC watching without a gap. A filter that has to be
+    created ends a gap in which writes went unseen: with cache_pin given, the cache is
+    emptied first (brc_maps.flush_cache), so no entry from before the gap is used again.
+    """
     progs = {}
     missing = []
     for d in brc_pins.DIRECTIONS:
@@ -146,7 +152,7 @@ def attach(interface, pdir, check_mode=False, predict_change=False, tc=None, sta
     state = read_json(tc_state_path(interface, state_dir), {}) or {}
     before = {d: _short(tc.ours(d)) for d in brc_pins.DIRECTIONS}
     clsact = tc.clsact_present()
-    result = {"changed": False, "clsact_owned": bool(state.get("clsact_owned")),
+    result = {"changed": False, "clsact_owned": bool(state.get("clsact_owned")), "cache_flushed": 0,
               "diff": {"before": {"clsact": clsact, "filters": before}}}
     if missing:
         if check_mode:
@@ -172,6 +178,8 @@ def attach(interface, pdir, check_mode=False, predict_change=False, tc=None, sta
     if not clsact:
         tc.add_clsact()
         write_json(tc_state_path(interface, state_dir), {"clsact_owned": True, "interface": interface})
+    if cache_pin and any(before[d] is None for d in todo) and os.path.exists(cache_pin):
+        result["cache_flushed"] = brc_maps.flush_cache(cache_pin)
     for d in todo:
         fd = brc_pins.obj_get(brc_pins.prog_pin(pdir, d))
         try:

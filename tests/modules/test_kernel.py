@@ -142,7 +142,8 @@ def test_program_tc_config_stats_lifecycle(in_netns):
     assert {d: a["id"] for d, a in r["attach"]["attached"].items()} == {d: p["id"] for d, p in first["programs"].items()}
     assert not r["attach_again"]["changed"]
     # config
-    changed, before, after = r["cfg"]
+    changed, before, after, flushed = r["cfg"]
+    assert flushed == 0            # leaving off with an empty cache removes nothing
     assert changed and before["mode"] == "off" and after["mode"] == "observe" and after["max_age"] == 30
     assert not r["cfg_again"][0]
     assert r["cfg_check"][0] and r["mode_after_check"] == "observe"
