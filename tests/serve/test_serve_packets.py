@@ -13,8 +13,7 @@ PORT = 6379
 
 
 def ts_opts(tsval, tsecr, sack_perm=False):
-    o = (b"\x04\x02" if sack_perm else b"\x01\x01") + b"\x08\x0a" + struct.pack("!II", tsval, tsecr)
-    return o + b"\x01\x01"
+    return (b"\x04\x02" if sack_perm else b"\x01\x01") + b"\x08\x0a" + struct.pack("!II", tsval, tsecr)
 
 
 def fields(frame):
@@ -88,53 +87,62 @@ def test_reply_fields_translation_and_resend(lab):
                                       (0x80000010, 0xFFFFFFF0))):
         lab.serve()
         p = _conn(lab, 41000 + n, cisn, sisn)
-        key = "brcsi:pkt:%d" % n
-        get = resp("GET", key)
-        val = bulk("kernel-value-%d" % n)
-        # a miss: passed untouched to Redis, whose reply fills the cache
-        rv, out = p.run("ingress", p.c2s("PA", get))
-        assert rv == TC_ACT_OK and out[:len(p.c2s("PA", get))] == p.c2s("PA", get)
-        p.cseq = (p.cseq + len(get)) & 0xFFFFFFFF
-        p.sts += 1
-        assert p.run("egress", p.s2c("PA", val))[0] == TC_ACT_OK
-        p.sseq = (p.sseq + len(val)) & 0xFFFFFFFF
-        p.cts += 1
-        assert p.run("ingress", p.c2s("A"))[0] == TC_ACT_OK
-        # the hit: the request skb comes back as the reply
-        p.cts += 1
-        req = p.c2s("PA", get)
-        rv, out = p.run("ingress", req)
-        assert rv == TC_ACT_REDIRECT
-        f = fields(out)
-        assert (f["src"], f["dst"], f["sport"], f["dport"]) == (SRV, CLI, PORT, p.cport)
-        assert f["seq"] == p.sseq and f["ack"] == (p.cseq + len(get)) & 0xFFFFFFFF
-        assert f["tsval"] == p.sts and f["tsecr"] == p.cts
-        assert f["win"] == 65535 and f["flags"] & 0x10
-        assert f["payload"] == val and f["ip_ok"] and f["tcp_ok"]
-        # the client retransmits the GET (the reply was lost): identical bytes
-        rv, again = p.run("ingress", req)
-        assert rv == TC_ACT_REDIRECT and again == out
-        consumed, injected = len(get), len(val)
-        p.cseq = (p.cseq + consumed) & 0xFFFFFFFF
-        cli_view_srv = (p.sseq + injected) & 0xFFFFFFFF   # client space
-        # later client segment: seq minus the consumed GET, ack minus the reply
-        ping = resp("PING")
-        p.cts += 1
-        rv, out = p.run("ingress", p.c2s("PA", ping, ack=cli_view_srv))
-        f = fields(out)
-        assert rv == TC_ACT_OK
-        assert f["seq"] == (p.cseq - consumed) & 0xFFFFFFFF and f["ack"] == p.sseq
-        assert f["payload"] == ping and f["tcp_ok"]
-        # later server segment: seq plus the reply, ack plus the GET
-        p.sts += 1
-        pong = b"+PONG\r\n"
-        srv_ack = (p.cseq - consumed + len(ping)) & 0xFFFFFFFF
-        rv, out = p.run("egress", p.s2c("PA", pong, ack=srv_ack))
-        f = fields(out)
-        assert rv == TC_ACT_OK
-        assert f["seq"] == cli_view_srv and f["ack"] == (p.cseq + len(ping)) & 0xFFFFFFFF
-        assert f["payload"] == pong and f["tcp_ok"]
-        # after the client acked the reply, a stale duplicate GET is dropped
-        rv, _ = p.run("ingress", req)
-        assert rv == TC_ACT_SHOT
-        p.run("ingress", p.c2s("R", seq=(p.cseq + len(ping)) & 0xFFFFFFFF))
+        try:
+            _one_conversation(lab, p, n)
+        finally:
+            # release the flow (and any mark it holds) whatever happened
+            p.run("ingress", p.c2s("R"))
+
+
+def _one_conversation(lab, p, n):
+    """Miss and fill, hit, resend, translation both ways, stale duplicate dropped."""
+    key = "brcsi:pkt:%d" % n
+    get = resp("GET", key)
+    val = bulk("kernel-value-%d" % n)
+    # a miss: passed untouched to Redis, whose reply fills the cache
+    rv, out = p.run("ingress", p.c2s("PA", get))
+    assert rv == TC_ACT_OK and out[:len(p.c2s("PA", get))] == p.c2s("PA", get)
+    p.cseq = (p.cseq + len(get)) & 0xFFFFFFFF
+    p.sts += 1
+    assert p.run("egress", p.s2c("PA", val))[0] == TC_ACT_OK
+    p.sseq = (p.sseq + len(val)) & 0xFFFFFFFF
+    p.cts += 1
+    assert p.run("ingress", p.c2s("A"))[0] == TC_ACT_OK
+    # the hit: the request skb comes back as the reply
+    p.cts += 1
+    req = p.c2s("PA", get)
+    rv, out = p.run("ingress", req)
+    assert rv == TC_ACT_REDIRECT
+    f = fields(out)
+    assert (f["src"], f["dst"], f["sport"], f["dport"]) == (SRV, CLI, PORT, p.cport)
+    assert f["seq"] == p.sseq and f["ack"] == (p.cseq + len(get)) & 0xFFFFFFFF
+    assert f["tsval"] == p.sts and f["tsecr"] == p.cts
+    assert f["win"] == 65535 and f["flags"] & 0x10
+    assert f["payload"] == val and f["ip_ok"] and f["tcp_ok"]
+    # the client retransmits the GET (the reply was lost): identical bytes
+    rv, again = p.run("ingress", req)
+    assert rv == TC_ACT_REDIRECT and again == out
+    consumed, injected = len(get), len(val)
+    p.cseq = (p.cseq + consumed) & 0xFFFFFFFF
+    cli_view_srv = (p.sseq + injected) & 0xFFFFFFFF   # client space
+    # later client segment: seq minus the consumed GET, ack minus the reply
+    ping = resp("PING")
+    p.cts += 1
+    rv, out = p.run("ingress", p.c2s("PA", ping, ack=cli_view_srv))
+    f = fields(out)
+    assert rv == TC_ACT_OK
+    assert f["seq"] == (p.cseq - consumed) & 0xFFFFFFFF and f["ack"] == p.sseq
+    assert f["payload"] == ping and f["tcp_ok"]
+    # later server segment: seq plus the reply, ack plus the GET
+    p.sts += 1
+    pong = b"+PONG\r\n"
+    srv_ack = (p.cseq - consumed + len(ping)) & 0xFFFFFFFF
+    rv, out = p.run("egress", p.s2c("PA", pong, ack=srv_ack))
+    f = fields(out)
+    assert rv == TC_ACT_OK
+    assert f["seq"] == cli_view_srv and f["ack"] == (p.cseq + len(ping)) & 0xFFFFFFFF
+    assert f["payload"] == pong and f["tcp_ok"]
+    # after the client acked the reply, a stale duplicate GET is dropped
+    rv, _ = p.run("ingress", req)
+    assert rv == TC_ACT_SHOT
+    p.cseq = (p.cseq + len(ping)) & 0xFFFFFFFF
