@@ -146,3 +146,29 @@ def _one_conversation(lab, p, n):
     rv, _ = p.run("ingress", req)
     assert rv == TC_ACT_SHOT
     p.cseq = (p.cseq + len(ping)) & 0xFFFFFFFF
+
+
+def test_verify_sample_passes_would_hits_to_redis(lab):
+    """verify_sample=1: every would-be hit still goes to Redis and is compared."""
+    lab.serve(verify_sample=1)
+    p = _conn(lab, 41100, 0x7FFFFFF0, 0x12345678)
+    try:
+        key = "brcsi:pkt:verify"
+        get, val = resp("GET", key), bulk("verified-by-redis")
+        before = lab.counters()
+        for _ in range(2):                 # a fill, then a would-be hit
+            p.cts += 1
+            rv, _ = p.run("ingress", p.c2s("PA", get))
+            assert rv == TC_ACT_OK
+            p.cseq = (p.cseq + len(get)) & 0xFFFFFFFF
+            p.sts += 1
+            assert p.run("egress", p.s2c("PA", val))[0] == TC_ACT_OK
+            p.sseq = (p.sseq + len(val)) & 0xFFFFFFFF
+            p.cts += 1
+            assert p.run("ingress", p.c2s("A"))[0] == TC_ACT_OK
+        d = lab.delta(lab.counters(), before)
+        assert d.get("fill") == 1 and d.get("serve_verify_sampled") == 1
+        assert d.get("would_hit") == 1 and not d.get("hit") and not d.get("mismatch")
+    finally:
+        p.run("ingress", p.c2s("R"))
+        lab.serve()

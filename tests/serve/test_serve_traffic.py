@@ -6,7 +6,8 @@ off on both ends (full checksums, verified by the receiver).
   clean     consistency checker, 8 connections, 60 s: 0 wrong replies, 0 stalls,
             kernel hits (`hit`) > 50% of the checker's GETs
   loss      the same for 25 s with 2% random loss both ways (nftables, client ns)
-  reorder   the same for 25 s with 20% of data segments held 2-6 ms (NFQUEUE, client ns)
+  reorder   the same for 25 s with 20% of data segments held 2-6 ms (NFQUEUE, client ns);
+            correctness only: reordered flows turn dirty and stop being answered
 
 The numbers of every run are printed (pytest -s) for the issue's record.
 """
@@ -89,4 +90,5 @@ def test_checker_reorder(lab, offload):
         held = reorder.stats()
     _report("reorder/" + offload, summary, delta, {"netfault": held})
     _assert_consistent(summary, delta)
-    assert delta.get("hit", 0) > 0
+    # no hit-rate check: an out-of-order segment dirties its flow for good (the
+    # observe parser's GAP), so few GETs are answered here (bpf/SERVE.md)
