@@ -22,11 +22,21 @@
 #include "brc_contract.h"
 #include "brc_types.h"
 #include "brc_maps.h"
+#ifndef BRC_LAYOUT_PROBE  /* compile_programs(load=False): the maps are all a layout
+			   * probe needs, and clang spends most of a build's compile
+			   * time on the serve path's unrolled option walks */
 #include "brc_pkt.h"
 #include "brc_stats.h"
+/* the serve blocks bring their own brc_seq_after (same definition) */
+#define brc_seq_after brc_sa_seq_after
+#include "seqadj.h"
+#undef brc_seq_after
+#include "tcp_opts.h"
+#include "tcp_reply.h"
 #include "brc_flow.h"
 #include "brc_cache.h"
 #include "brc_resp.h"
+#include "brc_serve.h"
 
 #ifndef BRC_REQ_EVENTS
 #define BRC_REQ_EVENTS 24       /* request lexer runs (chunks or events) per pass */
@@ -241,18 +251,68 @@ static __always_inline void brc_count_kind(int kind)
 		brc_count(PKT_MALFORMED);
 }
 
+/* The observe-mode work on one client segment of a tracked flow (after any
+ * serve-mode translation): trackers, then the request parser. */
+static __always_inline int brc_ingress_observe(struct __sk_buff *skb, struct brc_scratch *sc,
+					       struct brc_flow *f, const struct brc_pkt *pkt)
+{
+	__u32 start;
+	__s32 d;
+
+	f->last_ns = sc->now;
+	if (pkt->tcp_flags & BRC_TCP_RST) {
+		brc_flow_close(sc, f);
+		return TC_ACT_OK;
+	}
+	if ((pkt->tcp_flags & BRC_TCP_ACK) && f->state == BRC_FS_EST &&
+	    brc_seq_after(pkt->ack_seq, f->cli_ack))
+		f->cli_ack = pkt->ack_seq;
+	if (pkt->tcp_flags & BRC_TCP_FIN)
+		f->flags |= BRC_FF_CLI_FIN;
+	if (pkt->payload_len == 0)
+		return TC_ACT_OK;
+	if (f->state != BRC_FS_EST) {
+		brc_rq_lost(f, BRC_DIRTY_BIT_GAP);      /* data before the SYN-ACK */
+		return TC_ACT_OK;
+	}
+	d = (__s32)(pkt->seq - f->cli_next);
+	if (d > 0) {
+		/* bytes before this segment were not seen: cannot follow */
+		if (f->rq_state != BRC_RQ_LOST)
+			brc_rq_lost(f, BRC_DIRTY_BIT_GAP);
+		return TC_ACT_OK;
+	}
+	if ((__s32)(d + (__s32)pkt->payload_len) <= 0) {
+		brc_count(SEGMENTS_RETRANSMITTED);
+		return TC_ACT_OK;
+	}
+	start = pkt->payload_off + (__u32)(-d);
+	f->cli_next = pkt->seq + pkt->payload_len;
+	if (f->rq_state == BRC_RQ_LOST)
+		return TC_ACT_OK;
+	sc->off = start;
+	sc->end = pkt->payload_off + pkt->payload_len;
+	sc->calls = 0;
+	brc_jmp.call(skb, BRC_JMP_PARSE_REQ);
+	brc_count(TAILCALL_FAILED);
+	brc_rq_lost(f, BRC_DIRTY_BIT_PARSER);
+	return TC_ACT_OK;
+}
+
+
 int brc_ingress(struct __sk_buff *skb)
 {
 	struct brc_config *cfg = brc_get_config();
 	struct brc_scratch *sc = brc_get_scratch();
+	struct brc_serve_scratch *ss;
 	struct brc_pkt pkt = {};
 	struct brc_flow *f;
-	__u32 start;
-	__s32 d;
 	int kind;
 
-	if (!cfg || !sc || cfg->mode == BRC_MODE_OFF)
+	if (!cfg || !sc)
 		return TC_ACT_OK;
+	if (skb->mark == BRC_SERVE_MARK)
+		return TC_ACT_OK;       /* our own pure ACK / RST clone */
 	kind = brc_parse_tcp4(skb, &pkt);
 	if (kind != BRC_PKT_TCP4) {
 		brc_count_kind(kind);
@@ -260,15 +320,22 @@ int brc_ingress(struct __sk_buff *skb)
 	}
 	if (pkt.dport != cfg->port)
 		return TC_ACT_OK;
-	brc_count(PKT_INGRESS);
-	sc->now = bpf_ktime_get_ns();
 	sc->fk.cli_addr = pkt.saddr;
 	sc->fk.srv_addr = pkt.daddr;
 	sc->fk.cli_port = pkt.sport;
 	sc->fk.srv_port = pkt.dport;
+	if (cfg->mode == BRC_MODE_OFF) {
+		/* off: pass, except that served flows stay translated for life */
+		f = brc_flows.lookup(&sc->fk);
+		if (!f || !(f->flags & BRC_FF_SERVED))
+			return TC_ACT_OK;
+	}
+	brc_count(PKT_INGRESS);
+	sc->now = bpf_ktime_get_ns();
 	if ((pkt.tcp_flags & (BRC_TCP_SYN | BRC_TCP_ACK | BRC_TCP_RST)) == BRC_TCP_SYN) {
 		brc_flow_syn(sc, pkt.seq);
-		return TC_ACT_OK;
+		if (cfg->mode != BRC_MODE_SERVE)
+			return TC_ACT_OK;
 	}
 	f = brc_flows.lookup(&sc->fk);
 	if (!f) {
@@ -276,44 +343,125 @@ int brc_ingress(struct __sk_buff *skb)
 			brc_flow_missing(sc);
 		return TC_ACT_OK;
 	}
+	if ((f->flags & BRC_FF_SERVE) || (pkt.tcp_flags & BRC_TCP_SYN)) {
+		/* serve-mode flows (and SYNs in serve mode): brc_serve_in */
+		ss = brc_get_serve_scratch();
+		if (!ss)
+			return TC_ACT_OK;
+		ss->pkt = pkt;
+		brc_jmp.call(skb, BRC_JMP_SERVE);
+		brc_count(TAILCALL_FAILED);
+		/* never pass a segment of a served flow untranslated */
+		return (f->flags & BRC_FF_SERVED) ? TC_ACT_SHOT : TC_ACT_OK;
+	}
+	return brc_ingress_observe(skb, sc, f, &pkt);
+}
+
+/* Serve mode, every client segment of a flow tracked in serve mode (and the
+ * client's SYN): the table of bpf/SERVE.md, then the observe-mode work. */
+int brc_serve_in(struct __sk_buff *skb)
+{
+	struct brc_config *cfg = brc_get_config();
+	struct brc_scratch *sc = brc_get_scratch();
+	struct brc_serve_scratch *ss = brc_get_serve_scratch();
+	struct brc_served *r;
+	struct brc_seg seg = {};
+	struct brc_seqadj *sa;
+	struct brc_flow *f;
+	const __u8 *data;
+	__u32 len;
+	int rc;
+
+	if (!cfg || !sc || !ss)
+		return TC_ACT_OK;
+	f = brc_flows.lookup(&sc->fk);
+	if (!f)
+		return TC_ACT_OK;
+	sa = (struct brc_seqadj *)f->serve_reserved;
+	if (brc_serve_seg(skb, &ss->pkt, &seg) < 0)
+		return (f->flags & BRC_FF_SERVED) ? TC_ACT_SHOT : TC_ACT_OK;
+	if ((seg.flags & (BRC_TCP_SYN | BRC_TCP_ACK | BRC_TCP_RST)) == BRC_TCP_SYN) {
+		/* brc_flow_syn() just (re)started this flow */
+		brc_seqadj_init_syn(sa, &seg);
+		rc = brc_tcp_opts_load(skb, seg.l4_off, seg.thl, ss->hdr, &ss->o);
+		if (rc < 0 || (ss->o.flags & (BRC_OPT_F_OTHER | BRC_OPT_F_MALFORMED)))
+			return TC_ACT_OK;       /* unknown options: never served */
+		rc = brc_tcp_opts_strip_sackperm(skb, seg.l4_off, &ss->o);
+		if (rc < 0)
+			return TC_ACT_OK;       /* SACK may be negotiated: never served */
+		if (rc > 0)
+			brc_count(SACK_PERM_STRIPPED);
+		f->flags |= BRC_FF_SERVE;
+		return TC_ACT_OK;
+	}
+	if (!(f->flags & BRC_FF_SERVE))
+		return TC_ACT_OK;
 	f->last_ns = sc->now;
-	if (pkt.tcp_flags & BRC_TCP_RST) {
-		brc_flow_close(sc, f);
-		return TC_ACT_OK;
+	brc_seqadj_track_ingress(sa, &seg);
+	if (brc_seqadj_classify(sa, &seg) == BRC_SEQADJ_RESEND) {
+		if (brc_seqadj_inj_acked(sa)) {
+			/* the client has the reply: a stale duplicate */
+			brc_count(SERVE_DUP_DROPPED);
+			return TC_ACT_SHOT;
+		}
+		r = brc_served.lookup(&sc->fk);
+		len = sa->inj_after - sa->inj_before;
+		if (!r || r->len != len || len == 0 || len > BRC_VAL_MAX)
+			return brc_serve_reset(skb, sc, ss, &seg, f, sa);
+		brc_count(RESENT);
+		data = r->data;
+		goto emit;
 	}
-	if ((pkt.tcp_flags & BRC_TCP_ACK) && f->state == BRC_FS_EST &&
-	    brc_seq_after(pkt.ack_seq, f->cli_ack))
-		f->cli_ack = pkt.ack_seq;
-	if (pkt.tcp_flags & BRC_TCP_FIN)
-		f->flags |= BRC_FF_CLI_FIN;
-	if (pkt.payload_len == 0)
-		return TC_ACT_OK;
-	if (f->state != BRC_FS_EST) {
-		brc_rq_lost(f, BRC_DIRTY_BIT_GAP);      /* data before the SYN-ACK */
-		return TC_ACT_OK;
+	len = brc_serve_lookup(skb, cfg, sc, ss, &seg, f, sa);
+	if (len) {
+		if (brc_served.update(&sc->fk, &ss->served) != 0) {
+			brc_count(SERVE_ERR_BUILD);
+		} else {
+			brc_seqadj_record(sa, &seg, len);
+			f->cli_next = seg.seq + seg.payload_len;
+			f->flags |= BRC_FF_SERVED;
+			brc_count(HIT);
+			data = ss->served.data;
+			goto emit;
+		}
 	}
-	d = (__s32)(pkt.seq - f->cli_next);
-	if (d > 0) {
-		/* bytes before this segment were not seen: cannot follow */
-		if (f->rq_state != BRC_RQ_LOST)
-			brc_rq_lost(f, BRC_DIRTY_BIT_GAP);
+	if (brc_seqadj_rewrite_ingress(skb, sa, &seg) < 0)
+		return TC_ACT_SHOT;
+	if (f->flags & BRC_FF_CLOSED)
 		return TC_ACT_OK;
+	return brc_ingress_observe(skb, sc, f, &ss->pkt);
+emit:
+	return brc_serve_emit(skb, ss, &seg, sa, data, len);
+}
+
+/* Serve mode, every server segment of a flow tracked in serve mode: the
+ * SYN-ACK starts the server half, everything else is tracked and translated
+ * (acks held back while an injected reply is unacknowledged). Returns 1 when
+ * the ack was held, 0, or -1 on a helper error (drop: the server retransmits). */
+static __always_inline int brc_serve_out(struct __sk_buff *skb, const struct brc_pkt *pkt,
+					 struct brc_flow *f)
+{
+	struct brc_serve_scratch *ss = brc_get_serve_scratch();
+	struct brc_seqadj *sa = (struct brc_seqadj *)f->serve_reserved;
+	struct brc_seg seg = {};
+	int has_ts, held;
+
+	if (!ss)
+		return -1;
+	if (brc_serve_seg(skb, pkt, &seg) < 0)
+		return -1;
+	has_ts = brc_tcp_opts_load(skb, seg.l4_off, seg.thl, ss->hdr, &ss->o) == 0 &&
+		 (ss->o.flags & BRC_OPT_F_TS);
+	if ((seg.flags & (BRC_TCP_SYN | BRC_TCP_ACK)) == (BRC_TCP_SYN | BRC_TCP_ACK)) {
+		brc_seqadj_init_synack(sa, &seg, has_ts, ss->o.tsval,
+				       (ss->o.flags & BRC_OPT_F_WSCALE) ? ss->o.wscale : 0);
+		return 0;
 	}
-	if ((__s32)(d + (__s32)pkt.payload_len) <= 0) {
-		brc_count(SEGMENTS_RETRANSMITTED);
-		return TC_ACT_OK;
-	}
-	start = pkt.payload_off + (__u32)(-d);
-	f->cli_next = pkt.seq + pkt.payload_len;
-	if (f->rq_state == BRC_RQ_LOST)
-		return TC_ACT_OK;
-	sc->off = start;
-	sc->end = pkt.payload_off + pkt.payload_len;
-	sc->calls = 0;
-	brc_jmp.call(skb, BRC_JMP_PARSE_REQ);
-	brc_count(TAILCALL_FAILED);
-	brc_rq_lost(f, BRC_DIRTY_BIT_PARSER);
-	return TC_ACT_OK;
+	brc_seqadj_track_egress(sa, &seg, has_ts, ss->o.tsval);
+	held = brc_seqadj_rewrite_egress(skb, sa, &seg);
+	if (held > 0)
+		brc_count(ACK_HELD);
+	return held;
 }
 
 int brc_egress(struct __sk_buff *skb)
@@ -324,10 +472,12 @@ int brc_egress(struct __sk_buff *skb)
 	struct brc_flow *f;
 	__u32 start;
 	__s32 d;
-	int kind;
+	int kind, held;
 
-	if (!cfg || !sc || cfg->mode == BRC_MODE_OFF)
+	if (!cfg || !sc)
 		return TC_ACT_OK;
+	if (skb->mark == BRC_SERVE_MARK)
+		return TC_ACT_OK;       /* our own reply / RST */
 	kind = brc_parse_tcp4(skb, &pkt);
 	if (kind != BRC_PKT_TCP4) {
 		brc_count_kind(kind);
@@ -335,19 +485,28 @@ int brc_egress(struct __sk_buff *skb)
 	}
 	if (pkt.sport != cfg->port)
 		return TC_ACT_OK;
-	brc_count(PKT_EGRESS);
-	sc->now = bpf_ktime_get_ns();
 	sc->fk.cli_addr = pkt.daddr;
 	sc->fk.srv_addr = pkt.saddr;
 	sc->fk.cli_port = pkt.dport;
 	sc->fk.srv_port = pkt.sport;
 	f = brc_flows.lookup(&sc->fk);
+	if (cfg->mode == BRC_MODE_OFF && (!f || !(f->flags & BRC_FF_SERVED)))
+		return TC_ACT_OK;       /* off: pass, except served flows (translated for life) */
+	brc_count(PKT_EGRESS);
+	sc->now = bpf_ktime_get_ns();
 	if (!f) {
 		if (pkt.payload_len)
 			brc_flow_missing(sc);
 		return TC_ACT_OK;
 	}
 	f->last_ns = sc->now;
+	if (f->flags & BRC_FF_SERVE) {
+		held = brc_serve_out(skb, &pkt, f);
+		if (held < 0)
+			return TC_ACT_SHOT;
+		if (f->flags & BRC_FF_CLOSED)
+			return TC_ACT_OK;
+	}
 	if (pkt.tcp_flags & BRC_TCP_RST) {
 		brc_flow_close(sc, f);
 		return TC_ACT_OK;
@@ -395,3 +554,4 @@ int brc_egress(struct __sk_buff *skb)
 	}
 	return TC_ACT_OK;
 }
+#endif /* BRC_LAYOUT_PROBE */

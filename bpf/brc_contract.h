@@ -74,6 +74,9 @@ struct brc_flow_key {
 #define BRC_FF_CLI_FIN 4
 #define BRC_FF_SRV_FIN 8
 #define BRC_FF_FIFO_OVERFLOW 16 /* FIFO full: later commands get no timestamp until pending is 0 */
+#define BRC_FF_SERVE 32         /* serve mode at the SYN: seqadj state in serve_reserved is live */
+#define BRC_FF_SERVED 64        /* answered at least once: translation for the rest of its life */
+#define BRC_FF_CLOSED 128       /* closed, kept only to translate its last FIN/ACKs */
 
 /* brc_flow.track: what the flow does with the reply to its tracked GET. */
 #define BRC_TRACK_NONE 0
@@ -309,7 +312,19 @@ struct brc_replybuf {
 	X(DIRTY_CLIENT_REPLY, "connections dirty: CLIENT REPLY") \
 	X(DIRTY_MULTI, "connections dirty: MULTI") \
 	X(DIRTY_UNMATCHED, "connections dirty: reply with nothing pending") \
-	X(INVALIDATE_UNTRACKED, "global invalidations by payload of connections not tracked from their SYN")
+	X(INVALIDATE_UNTRACKED, "global invalidations by payload of connections not tracked from their SYN") \
+	X(HIT, "GETs answered in the kernel (serve mode)") \
+	X(RESENT, "identical stored replies resent for a retransmitted GET") \
+	X(RESET, "served connections reset because the identical reply bytes were gone") \
+	X(ACK_HELD, "server acks held back until the client acked an injected reply") \
+	X(SERVE_REFUSED_TCP, "would-be hits passed to Redis: the TCP conditions refused") \
+	X(SERVE_ERR_BUILD, "answer builder failures (request dropped, the client retransmits)") \
+	X(SERVE_ERR_CLONE, "pure-ACK clones that failed (the server's snd_una lags to RTO)") \
+	X(SERVE_CSUM_PARTIAL, "answered requests that were CHECKSUM_PARTIAL") \
+	X(SERVE_DUP_DROPPED, "stale duplicates of an answered request, dropped") \
+	X(SACK_PERM_STRIPPED, "client SYNs whose SACK-permitted option became NOPs (serve mode)") \
+	X(SERVE_VERIFY_SAMPLED, "would-be hits sent to Redis anyway by verify_sample (compared)") \
+	X(SERVE_FLOWS_KEPT, "served connections kept after close for their last FIN/ACK translation")
 
 #define BRC_COUNTER_ENUM(name, doc) BRC_C_##name,
 enum brc_counter { BRC_COUNTERS(BRC_COUNTER_ENUM) BRC_C__MAX };

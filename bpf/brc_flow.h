@@ -154,6 +154,8 @@ static __always_inline void brc_flow_syn(struct brc_scratch *sc, __u32 isn)
 
 	if (!g)
 		return;
+	if (old && (old->flags & BRC_FF_CLOSED))
+		old = 0;    /* a served flow kept after its close: no longer counted live */
 	if (old) {
 		/* a new connection on a reused 4-tuple: drop what the old one held */
 		brc_release_marks(old);
@@ -185,6 +187,20 @@ static __always_inline void brc_flow_close(struct brc_scratch *sc, struct brc_fl
 
 	brc_release_marks(f);
 	brc_replybuf.delete(&sc->fk);
+	if (f->flags & BRC_FF_CLOSED)
+		return;
+	if (f->flags & BRC_FF_SERVED) {
+		/* served (issue 5): its seqadj offsets must translate the last
+		 * FIN/ACKs, so the entry stays (closed, no longer counted live;
+		 * the LRU may take it, or the next SYN on the tuple replaces it) */
+		f->flags |= BRC_FF_CLOSED;
+		if (g)
+			__sync_fetch_and_add(&g->flows_live, -1);
+		brc_flowtags.update(&slot, &zero);
+		brc_count(FLOWS_CLOSED);
+		brc_count(SERVE_FLOWS_KEPT);
+		return;
+	}
 	if (brc_flows.delete(&sc->fk) == 0 && g)
 		__sync_fetch_and_add(&g->flows_live, -1);
 	brc_flowtags.update(&slot, &zero);

@@ -87,8 +87,8 @@ BRC_PERSISTENT("array", __u32, __u32, brc_flowtags, BRC_FLOWTAGS);
 /* brc_cmds: the Redis command table (build-owned, filled by the loader). */
 BPF_TABLE("hash", struct brc_cmd_name, struct brc_cmd, brc_cmds, 512);
 
-/* brc_jmp: parser continuations (build-owned; the caller pins it). */
-BPF_PROG_ARRAY(brc_jmp, 2);
+/* brc_jmp: parser continuations and the serve path (build-owned; the caller pins it). */
+BPF_PROG_ARRAY(brc_jmp, 3);
 
 /* brc_scratch: per-CPU working memory (the stack is 512 bytes). */
 BPF_PERCPU_ARRAY(brc_scratch, struct brc_scratch, 1);

@@ -41,7 +41,7 @@ PERSISTENT_MAPS = (
 ENTRY_PROGRAMS = {"ingress": "brc_ingress", "egress": "brc_egress"}
 
 # Tail-call arrays: {array name: [(slot, function name), ...]}.
-PROG_ARRAYS = {"brc_jmp": [(0, "brc_parse_req"), (1, "brc_parse_rep")]}
+PROG_ARRAYS = {"brc_jmp": [(0, "brc_parse_req"), (1, "brc_parse_rep"), (2, "brc_serve_in")]}
 
 # The Redis command table written to brc_cmds at build time.
 # kind: nokey / read / write (keys invalidated by position) / global (everything
@@ -208,6 +208,8 @@ def compile_programs(src_dir, pin_dir=None, extra_cflags=(), load=True):
         _makedirs(pin_dir)
         cflags.append('-DBRC_PIN_DIR="%s"' % pin_dir)
     cflags.extend(extra_cflags)
+    if not load:
+        cflags.append("-DBRC_LAYOUT_PROBE")   # maps only: no program is loaded anyway
     text = amalgamate(os.path.join(src_dir, "brc.c"))
     bpf = BPF(text=text.encode(), cflags=cflags)
     if not load:

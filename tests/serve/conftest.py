@@ -1,0 +1,45 @@
+"""Fixtures for issue 5's serve-mode tests: the real BRC build (bpf/brc.c through
+module_utils/brc_bpf.py) on the server veth of a namespace pair brcsi<pid>-client/-server
+(10.69.0.0/24, only inside them) with a real redis-server; everything started here is
+killed by PID and the namespaces are removed, also on failure."""
+import os
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+# module_utils is imported the way Ansible sees it (tests/conftest.py), never put on
+# sys.path (it would shadow library/ modules); bench/brc_attach.py imports the bare
+# names, so they are aliased. The other helper directories go last on sys.path.
+from ansible.module_utils import brc_bpf, brc_contract  # noqa: E402
+sys.modules.setdefault("brc_bpf", brc_bpf)
+sys.modules.setdefault("brc_contract", brc_contract)
+for p in (os.path.join(REPO, "tests", "tools"), os.path.join(REPO, "bench"),
+          os.path.join(REPO, "tests", "bpf")):
+    if p not in sys.path:
+        sys.path.append(p)
+
+
+def _need_root():
+    if os.geteuid() != 0:
+        pytest.skip("needs root (BPF, namespaces)")
+    try:
+        import bcc  # noqa: F401
+        import pyroute2  # noqa: F401
+    except ImportError:
+        pytest.skip("needs bcc and pyroute2")
+
+
+@pytest.fixture(scope="session")
+def lab():
+    _need_root()
+    import netfault
+    from serve_lab import ServeLab
+    pair = netfault.NetnsPair(prefix="brcsi", subnet="10.69.0")
+    with pair:
+        lab = ServeLab(pair, os.path.join(REPO, "bpf"))
+        try:
+            yield lab
+        finally:
+            lab.close()

@@ -1,0 +1,174 @@
+"""Packet-level serve tests through BPF_PROG_TEST_RUN (tests/bpf's harness) on the
+lab's build (its own flow keys, 10.66.9.x, never on the wire): the reply's addresses,
+seq/ack, TSval/TSecr, window and checksums; translation of later segments both ways;
+a retransmitted GET gets identical bytes; the client SYN loses SACK-permitted."""
+import socket
+import struct
+
+from brc_testlib import _csum, ipv4_tcp, prog_test_run, resp, bulk
+
+TC_ACT_OK, TC_ACT_SHOT, TC_ACT_REDIRECT = 0, 2, 7
+CLI, SRV = "10.66.9.1", "10.66.9.2"
+PORT = 6379
+
+
+def ts_opts(tsval, tsecr, sack_perm=False):
+    return (b"\x04\x02" if sack_perm else b"\x01\x01") + b"\x08\x0a" + struct.pack("!II", tsval, tsecr)
+
+
+def fields(frame):
+    ip = frame[14:34]
+    ihl = (ip[0] & 15) * 4
+    tcp = frame[14 + ihl:]
+    doff = (tcp[12] >> 4) * 4
+    tot = struct.unpack("!H", ip[2:4])[0]
+    seq, ack = struct.unpack("!II", tcp[4:12])
+    out = {"src": socket.inet_ntoa(ip[12:16]), "dst": socket.inet_ntoa(ip[16:20]),
+           "sport": struct.unpack("!H", tcp[0:2])[0], "dport": struct.unpack("!H", tcp[2:4])[0],
+           "seq": seq, "ack": ack, "flags": tcp[13], "win": struct.unpack("!H", tcp[14:16])[0],
+           "opts": bytes(tcp[20:doff]), "payload": bytes(frame[14 + ihl + doff:14 + tot]),
+           "ip_ok": _csum(bytes(ip[:ihl])) == 0}
+    seg = bytes(frame[14 + ihl:14 + tot])
+    pseudo = ip[12:20] + struct.pack("!BBH", 0, 6, len(seg))
+    out["tcp_ok"] = _csum(pseudo + seg) == 0
+    i = 0
+    while i < len(out["opts"]):
+        k = out["opts"][i]
+        if k == 1:
+            i += 1
+            continue
+        if k == 0 or i + 1 >= len(out["opts"]):
+            break
+        if k == 8:
+            out["tsval"], out["tsecr"] = struct.unpack("!II", out["opts"][i + 2:i + 10])
+        i += max(2, out["opts"][i + 1])
+    return out
+
+
+class Peer:
+    def __init__(self, lab, cport, cisn, sisn):
+        self.lab, self.cport = lab, cport
+        self.prog = lab.brc.build.programs
+        self.cseq, self.sseq = cisn, sisn
+        self.cts, self.sts = 1000, 77000
+
+    def run(self, hook, frame):
+        return prog_test_run(self.prog[hook], frame)[:2]
+
+    def c2s(self, flags, payload=b"", seq=None, ack=None, opts=None):
+        return ipv4_tcp(CLI, SRV, self.cport, PORT, self.cseq if seq is None else seq,
+                        self.sseq if ack is None else ack, flags, payload,
+                        opts if opts is not None else ts_opts(self.cts, self.sts))
+
+    def s2c(self, flags, payload=b"", seq=None, ack=None):
+        return ipv4_tcp(SRV, CLI, PORT, self.cport, self.sseq if seq is None else seq,
+                        self.cseq if ack is None else ack, flags, payload,
+                        ts_opts(self.sts, self.cts))
+
+
+def _conn(lab, cport, cisn, sisn):
+    p = Peer(lab, cport, cisn, sisn)
+    rv, out = p.run("ingress", ipv4_tcp(CLI, SRV, cport, PORT, cisn, 0, "S", b"",
+                                        ts_opts(p.cts, 0, sack_perm=True)))
+    assert rv == TC_ACT_OK
+    f = fields(out)
+    assert b"\x04\x02" not in f["opts"][:2] and f["tcp_ok"], "SACK-permitted stripped, checksum kept"
+    p.cseq = cisn + 1
+    rv, _ = p.run("egress", ipv4_tcp(SRV, CLI, PORT, cport, sisn, p.cseq, "SA", b"",
+                                     ts_opts(p.sts, p.cts)))
+    assert rv == TC_ACT_OK
+    p.sseq = sisn + 1
+    assert p.run("ingress", p.c2s("A"))[0] == TC_ACT_OK
+    return p
+
+
+def test_reply_fields_translation_and_resend(lab):
+    for n, (cisn, sisn) in enumerate(((1000, 5000), (0xFFFFFF00, 0x7FFFFFF0),
+                                      (0x80000010, 0xFFFFFFF0))):
+        lab.serve()
+        p = _conn(lab, 41000 + n, cisn, sisn)
+        try:
+            _one_conversation(lab, p, n)
+        finally:
+            # release the flow (and any mark it holds) whatever happened
+            p.run("ingress", p.c2s("R"))
+
+
+def _one_conversation(lab, p, n):
+    """Miss and fill, hit, resend, translation both ways, stale duplicate dropped."""
+    key = "brcsi:pkt:%d" % n
+    get = resp("GET", key)
+    val = bulk("kernel-value-%d" % n)
+    # a miss: passed untouched to Redis, whose reply fills the cache
+    rv, out = p.run("ingress", p.c2s("PA", get))
+    assert rv == TC_ACT_OK and out[:len(p.c2s("PA", get))] == p.c2s("PA", get)
+    p.cseq = (p.cseq + len(get)) & 0xFFFFFFFF
+    p.sts += 1
+    assert p.run("egress", p.s2c("PA", val))[0] == TC_ACT_OK
+    p.sseq = (p.sseq + len(val)) & 0xFFFFFFFF
+    p.cts += 1
+    assert p.run("ingress", p.c2s("A"))[0] == TC_ACT_OK
+    # the hit: the request skb comes back as the reply
+    p.cts += 1
+    req = p.c2s("PA", get)
+    rv, out = p.run("ingress", req)
+    assert rv == TC_ACT_REDIRECT
+    f = fields(out)
+    assert (f["src"], f["dst"], f["sport"], f["dport"]) == (SRV, CLI, PORT, p.cport)
+    assert f["seq"] == p.sseq and f["ack"] == (p.cseq + len(get)) & 0xFFFFFFFF
+    assert f["tsval"] == p.sts and f["tsecr"] == p.cts
+    assert f["win"] == 65535 and f["flags"] & 0x10
+    assert f["payload"] == val and f["ip_ok"] and f["tcp_ok"]
+    # the client retransmits the GET (the reply was lost): identical bytes
+    rv, again = p.run("ingress", req)
+    assert rv == TC_ACT_REDIRECT and again == out
+    consumed, injected = len(get), len(val)
+    p.cseq = (p.cseq + consumed) & 0xFFFFFFFF
+    cli_view_srv = (p.sseq + injected) & 0xFFFFFFFF   # client space
+    # later client segment: seq minus the consumed GET, ack minus the reply
+    ping = resp("PING")
+    p.cts += 1
+    rv, out = p.run("ingress", p.c2s("PA", ping, ack=cli_view_srv))
+    f = fields(out)
+    assert rv == TC_ACT_OK
+    assert f["seq"] == (p.cseq - consumed) & 0xFFFFFFFF and f["ack"] == p.sseq
+    assert f["payload"] == ping and f["tcp_ok"]
+    # later server segment: seq plus the reply, ack plus the GET
+    p.sts += 1
+    pong = b"+PONG\r\n"
+    srv_ack = (p.cseq - consumed + len(ping)) & 0xFFFFFFFF
+    rv, out = p.run("egress", p.s2c("PA", pong, ack=srv_ack))
+    f = fields(out)
+    assert rv == TC_ACT_OK
+    assert f["seq"] == cli_view_srv and f["ack"] == (p.cseq + len(ping)) & 0xFFFFFFFF
+    assert f["payload"] == pong and f["tcp_ok"]
+    # after the client acked the reply, a stale duplicate GET is dropped
+    rv, _ = p.run("ingress", req)
+    assert rv == TC_ACT_SHOT
+    p.cseq = (p.cseq + len(ping)) & 0xFFFFFFFF
+
+
+def test_verify_sample_passes_would_hits_to_redis(lab):
+    """verify_sample=1: every would-be hit still goes to Redis and is compared."""
+    lab.serve(verify_sample=1)
+    p = _conn(lab, 41100, 0x7FFFFFF0, 0x12345678)
+    try:
+        key = "brcsi:pkt:verify"
+        get, val = resp("GET", key), bulk("verified-by-redis")
+        before = lab.counters()
+        for _ in range(2):                 # a fill, then a would-be hit
+            p.cts += 1
+            rv, _ = p.run("ingress", p.c2s("PA", get))
+            assert rv == TC_ACT_OK
+            p.cseq = (p.cseq + len(get)) & 0xFFFFFFFF
+            p.sts += 1
+            assert p.run("egress", p.s2c("PA", val))[0] == TC_ACT_OK
+            p.sseq = (p.sseq + len(val)) & 0xFFFFFFFF
+            p.cts += 1
+            assert p.run("ingress", p.c2s("A"))[0] == TC_ACT_OK
+        d = lab.delta(lab.counters(), before)
+        assert d.get("fill") == 1 and d.get("serve_verify_sampled") == 1
+        assert d.get("would_hit") == 1 and not d.get("hit") and not d.get("mismatch")
+    finally:
+        p.run("ingress", p.c2s("R"))
+        lab.serve()
