@@ -5,7 +5,7 @@ VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: setup demo test lab-up lab-status lab-down bench lint
+.PHONY: setup demo test lab-up lab-status lab-down bench bench-faults lint
 
 setup:
 	@bash scripts/setup
@@ -29,4 +29,8 @@ lint: setup
 	@$(VENV)/bin/ansible-lint --profile production
 
 bench: setup
-	@$(VENV)/bin/python bench/run.py
+	@$(VENV)/bin/python bench/run.py $(BENCH_ARGS)
+
+# Checker through plain/observe/serve x clean/2% loss/reordering x offloads on/off.
+bench-faults: setup
+	@$(VENV)/bin/python bench/faults.py $(BENCH_ARGS)
