@@ -16,10 +16,10 @@ BPF_DIR = os.path.join(REPO, "bpf")
 # Imported the way Ansible modules see them (tests/conftest.py extends that package path);
 # putting module_utils/ itself on sys.path would shadow library/ modules of the same name.
 from ansible.module_utils import brc_bpf, brc_contract  # noqa: E402
+from tools.bpf_run import prog_test_run  # noqa: E402,F401  (re-exported for tests/serve)
 
 CONTRACT = brc_contract.load_contract(BPF_DIR)
 TC_ACT_OK = 0
-BPF_PROG_TEST_RUN = 10
 REDIS_PORT = 6379
 
 
@@ -89,34 +89,6 @@ def bulk(v):
 
 
 # ---- the kernel side -------------------------------------------------------
-
-class _TestRunAttr(ctypes.Structure):
-    _fields_ = [
-        ("prog_fd", ctypes.c_uint32), ("retval", ctypes.c_uint32),
-        ("data_size_in", ctypes.c_uint32), ("data_size_out", ctypes.c_uint32),
-        ("data_in", ctypes.c_uint64), ("data_out", ctypes.c_uint64),
-        ("repeat", ctypes.c_uint32), ("duration", ctypes.c_uint32),
-        ("ctx_size_in", ctypes.c_uint32), ("ctx_size_out", ctypes.c_uint32),
-        ("ctx_in", ctypes.c_uint64), ("ctx_out", ctypes.c_uint64),
-        ("flags", ctypes.c_uint32), ("cpu", ctypes.c_uint32),
-        ("batch_size", ctypes.c_uint32), ("_pad", ctypes.c_uint32),
-    ]
-
-
-def prog_test_run(prog_fd, data, repeat=1):
-    """BPF_PROG_TEST_RUN: returns (retval, output bytes, duration ns)."""
-    inbuf = ctypes.create_string_buffer(bytes(data), len(data))
-    outbuf = ctypes.create_string_buffer(len(data) + 256)
-    attr = _TestRunAttr()
-    attr.prog_fd = prog_fd
-    attr.data_size_in = len(data)
-    attr.data_size_out = len(outbuf)
-    attr.data_in = ctypes.addressof(inbuf)
-    attr.data_out = ctypes.addressof(outbuf)
-    attr.repeat = repeat
-    brc_bpf.bpf_syscall(BPF_PROG_TEST_RUN, attr)
-    return attr.retval, outbuf.raw[:attr.data_size_out], attr.duration
-
 
 class Brc:
     """One loaded build plus helpers to configure it and read its maps."""
