@@ -52,13 +52,14 @@ static __always_inline void brc_mark_global(struct brc_flow *f, int bump)
 
 	if (!g)
 		return;
-	if (bump) {
-		__sync_fetch_and_add(&g->ver, 1);
-		brc_count(INVALIDATE_GLOBAL);
-	}
+	/* Mark before bump (see brc_mark_key). */
 	if (!(f->flags & BRC_FF_GMARK)) {
 		__sync_fetch_and_add(&g->inflight, 1);
 		f->flags |= BRC_FF_GMARK;
+	}
+	if (bump) {
+		__sync_fetch_and_add(&g->ver, 1);
+		brc_count(INVALIDATE_GLOBAL);
 	}
 }
 
@@ -67,29 +68,38 @@ static __always_inline void brc_mark_global(struct brc_flow *f, int bump)
 static __always_inline void brc_mark_key(struct brc_flow *f, __u32 idx)
 {
 	struct brc_bucket *b;
-	__u32 i, n;
+	__u32 i, n, held;
 
 	idx &= BRC_KEYVER_BUCKETS - 1;
 	b = brc_keyver.lookup(&idx);
 	if (!b)
 		return;
-	__sync_fetch_and_add(&b->ver, 1);
-	brc_count(INVALIDATE_KEY);
+	/* The in-flight mark goes up BEFORE the version: a GET reads the version first
+	 * and the marks after, so a GET that sees the new version also sees the write in
+	 * flight and is not filled. With the bump first, a GET landing between the two saw
+	 * the new version and no mark; Redis, which orders connections its own way, could
+	 * answer it with the old value and flush the write's reply first (releasing the
+	 * mark), and the old value was filled under the new version: a stale entry. */
+	held = 0;
 	n = f->nmarks;
 #pragma clang loop unroll(full)
 	for (i = 0; i < BRC_FLOW_MARKS; i++) {
 		if (i < n && f->marks[i] == idx)
-			return;
+			held = 1;
 	}
-	if (n < BRC_FLOW_MARKS) {
-		f->marks[n & (BRC_FLOW_MARKS - 1)] = idx;
-		f->nmarks = n + 1;
-		__sync_fetch_and_add(&b->inflight, 1);
-		return;
+	if (!held) {
+		if (n < BRC_FLOW_MARKS) {
+			f->marks[n & (BRC_FLOW_MARKS - 1)] = idx;
+			f->nmarks = n + 1;
+			__sync_fetch_and_add(&b->inflight, 1);
+		} else {
+			if (!(f->flags & BRC_FF_GMARK))
+				brc_count(MARKS_OVERFLOW);
+			brc_mark_global(f, 0);
+		}
 	}
-	if (!(f->flags & BRC_FF_GMARK))
-		brc_count(MARKS_OVERFLOW);
-	brc_mark_global(f, 0);
+	__sync_fetch_and_add(&b->ver, 1);
+	brc_count(INVALIDATE_KEY);
 }
 
 /* @f's writes are done (or @f is gone): drop its in-flight marks. */
