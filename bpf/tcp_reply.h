@@ -127,22 +127,29 @@ static __always_inline __u32 brc_csum_pseudo(__be32 saddr, __be32 daddr, __u32 t
 	return (__u32)bpf_csum_diff(NULL, 0, (__be32 *)&ph, sizeof(ph), 0);
 }
 
-/* Is the request skb CHECKSUM_PARTIAL? __sk_buff does not say, but a PARTIAL
- * TCP segment carries only the folded pseudo-header sum in its check field, and
- * a complete checksum equals that value about once in 65536 (then the reply is
- * dropped by the client, which retransmits; a retransmission has a new TSval
- * and so a new checksum). Call before changing anything. Returns 1, 0, or <0. */
+/* Is the request skb CHECKSUM_PARTIAL? __sk_buff does not show ip_summed, so
+ * ask the kernel: bpf_l4_csum_replace() without BPF_F_PSEUDO_HDR leaves the
+ * check field alone exactly when the skb is PARTIAL (the field then holds only
+ * the pseudo-header sum and the device completes it) and updates it otherwise.
+ * The probe's change is undone byte for byte (skb->csum of a COMPLETE skb is
+ * never touched by it). Comparing the field with the pseudo-header sum instead
+ * is wrong about once in 65536 complete checksums: the reply then goes out with
+ * a bad checksum and the client has to retransmit (seen in CI).
+ * Call before changing anything. Returns 1, 0, or <0. */
 static __always_inline int brc_csum_is_partial(struct __sk_buff *skb, const struct brc_seg *s)
 {
-	struct iphdr ip;
-	__u16 check;
-	__u32 tcp_len;
+	__u32 off = s->l4_off + BRC_TCP_CSUM_OFF;
+	__u16 before, after;
 
-	if (bpf_skb_load_bytes(skb, s->l3_off, &ip, sizeof(ip)) < 0 ||
-	    bpf_skb_load_bytes(skb, s->l4_off + BRC_TCP_CSUM_OFF, &check, sizeof(check)) < 0)
+	if (bpf_skb_load_bytes(skb, off, &before, sizeof(before)) < 0 ||
+	    bpf_l4_csum_replace(skb, off, 0, 1, sizeof(__u16)) < 0 ||
+	    bpf_skb_load_bytes(skb, off, &after, sizeof(after)) < 0)
 		return BRC_REPLY_E_HELPER;
-	tcp_len = bpf_ntohs(ip.tot_len) - (s->l4_off - s->l3_off);
-	return check == brc_csum_fold(brc_csum_pseudo(ip.saddr, ip.daddr, tcp_len));
+	if (after == before)
+		return 1;
+	if (bpf_skb_store_bytes(skb, off, &before, sizeof(before), 0) < 0)
+		return BRC_REPLY_E_HELPER;
+	return 0;
 }
 
 /* One's-complement sum of the first @len bytes of @data (BRC_REPLY_MAX

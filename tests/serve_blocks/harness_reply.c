@@ -1,6 +1,9 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /* Test-only harness for bpf/tcp_reply.h: build the reply or the pure ACK from a
- * request frame with facts and reply bytes the test puts in maps. */
+ * request frame with facts and reply bytes the test puts in maps.
+ * BPF_PROG_TEST_RUN skbs are always CHECKSUM_NONE, so the builders' PARTIAL
+ * output is reached through rp_ctl.partial_as; what the kernel probe said is
+ * reported in rp_out.partial either way. */
 #include "harness_common.h"
 #include "tcp_reply.h"
 
@@ -8,6 +11,7 @@ struct rp_ctl {
 	struct brc_reply_facts f;
 	__u32 srv_seq;      /* pure ACK numbers, server space */
 	__u32 srv_ack;
+	__u32 partial_as;   /* 0: as brc_csum_is_partial() says, 1: not PARTIAL, 2: PARTIAL */
 };
 
 struct rp_out {
@@ -38,7 +42,11 @@ static __always_inline int h_build(struct __sk_buff *skb, int mode)
 	out->partial = partial;
 	if (partial < 0)
 		return TC_ACT_SHOT;
-	if (mode == 1)
+	if (ctl->partial_as)
+		partial = ctl->partial_as == 2;
+	if (mode == 4)        /* detection only: the frame must come out untouched */
+		out->ret = 0;
+	else if (mode == 1)
 		out->ret = brc_pure_ack_build(skb, &s, ctl->srv_seq, ctl->srv_ack, partial, sc);
 	else if (mode == 2)   /* RST to the client: seq/ack from the reply facts */
 		out->ret = brc_rst_build(skb, &s, ctl->f.seq, ctl->f.ack, 1, partial, sc);
@@ -53,3 +61,4 @@ int h_reply(struct __sk_buff *skb) { return h_build(skb, 0); }
 int h_pure_ack(struct __sk_buff *skb) { return h_build(skb, 1); }
 int h_rst_client(struct __sk_buff *skb) { return h_build(skb, 2); }
 int h_rst_server(struct __sk_buff *skb) { return h_build(skb, 3); }
+int h_detect(struct __sk_buff *skb) { return h_build(skb, 4); }
