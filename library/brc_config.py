@@ -17,19 +17,13 @@ description:
   - The programs read the config per packet, so a change takes effect without a reload.
 version_added: "1.0.0"
 author: BRC fleet toolkit
+extends_documentation_fragment:
+  - brc
 options:
   interface:
     description: Interface whose pins to configure.
     type: str
     required: true
-  pin_root:
-    description: bpffs directory holding C(<interface>/).
-    type: path
-    default: /sys/fs/bpf/brc
-  src_dir:
-    description: Directory with the BRC sources on the host (for C(brc_contract.h)).
-    type: path
-    default: /usr/local/lib/brc/bpf
   mode:
     description: V(off) passes everything through, V(observe) counts would-be hits, V(serve) answers hits.
     type: str
@@ -102,7 +96,7 @@ cache_flushed:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.brc_common import BrcError, DEFAULT_PIN_ROOT, DEFAULT_SRC_DIR, fail
+from ansible.module_utils.brc_common import BrcError, common_spec, fail
 from ansible.module_utils import brc_maps, brc_pins
 
 SETTINGS = ("mode", "port", "max_key_len", "max_value_len", "max_age", "verify_sample", "require_auth")
@@ -111,9 +105,7 @@ SETTINGS = ("mode", "port", "max_key_len", "max_value_len", "max_age", "verify_s
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            interface=dict(type="str", required=True),
-            pin_root=dict(type="path", default=DEFAULT_PIN_ROOT),
-            src_dir=dict(type="path", default=DEFAULT_SRC_DIR),
+            common_spec(interface_required=True),
             mode=dict(type="str", choices=["off", "observe", "serve"]),
             port=dict(type="int"),
             max_key_len=dict(type="int"),

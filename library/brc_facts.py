@@ -20,18 +20,12 @@ description:
   - Never changes anything.
 version_added: "1.0.0"
 author: BRC fleet toolkit
+extends_documentation_fragment:
+  - brc
 options:
   interface:
     description: Interface to report as RV(ansible_facts.brc.state); default the detected one.
     type: str
-  pin_root:
-    description: bpffs directory holding C(<interface>/) pins.
-    type: path
-    default: /sys/fs/bpf/brc
-  src_dir:
-    description: Directory with the BRC sources (for the contract header, to decode the config).
-    type: path
-    default: /usr/local/lib/brc/bpf
   port:
     description: Redis TCP port, to find its listening addresses and interface.
     type: int
@@ -117,16 +111,14 @@ ansible_facts:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.brc_common import DEFAULT_PIN_ROOT, DEFAULT_SRC_DIR
+from ansible.module_utils.brc_common import common_spec
 from ansible.module_utils import brc_facts
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            interface=dict(type="str"),
-            pin_root=dict(type="path", default=DEFAULT_PIN_ROOT),
-            src_dir=dict(type="path", default=DEFAULT_SRC_DIR),
+            common_spec(),
             port=dict(type="int"),
             address=dict(type="str"),
             probe_bcc=dict(type="bool", default=False),

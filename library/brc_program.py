@@ -22,19 +22,13 @@ description:
     then renamed over the old pin). Attaching the new programs is M(brc_tc)'s job.
 version_added: "1.0.0"
 author: BRC fleet toolkit
+extends_documentation_fragment:
+  - brc
 options:
   interface:
     description: Interface the programs are built for (names the pin directory).
     type: str
     required: true
-  src_dir:
-    description: Directory on the host with the BRC C sources (the repository's C(bpf/)).
-    type: path
-    default: /usr/local/lib/brc/bpf
-  pin_root:
-    description: Directory on a bpffs under which C(<interface>/) holds the pins.
-    type: path
-    default: /sys/fs/bpf/brc
   state:
     description: V(present) builds and pins; V(absent) removes every pin of the interface and the record.
     type: str
@@ -137,16 +131,14 @@ removed:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.brc_common import BrcError, DEFAULT_PIN_ROOT, DEFAULT_SRC_DIR, fail, require
+from ansible.module_utils.brc_common import BrcError, common_spec, fail, require
 from ansible.module_utils import brc_build
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            interface=dict(type="str", required=True),
-            src_dir=dict(type="path", default=DEFAULT_SRC_DIR),
-            pin_root=dict(type="path", default=DEFAULT_PIN_ROOT),
+            common_spec(interface_required=True),
             state=dict(type="str", choices=["present", "absent"], default="present"),
             reset_maps=dict(type="bool", default=False),
             cflags=dict(type="list", elements="str", default=[]),

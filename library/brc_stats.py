@@ -17,19 +17,13 @@ description:
   - With O(reset=true), zeroes both maps after reading; C(changed) is true only when something was non-zero.
 version_added: "1.0.0"
 author: BRC fleet toolkit
+extends_documentation_fragment:
+  - brc
 options:
   interface:
     description: Interface whose pins to read.
     type: str
     required: true
-  pin_root:
-    description: bpffs directory holding C(<interface>/).
-    type: path
-    default: /sys/fs/bpf/brc
-  src_dir:
-    description: Directory with the BRC sources on the host (for C(brc_contract.h)).
-    type: path
-    default: /usr/local/lib/brc/bpf
   reset:
     description: Zero the counters and histograms after reading them.
     type: bool
@@ -91,16 +85,14 @@ mode:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.brc_common import BrcError, DEFAULT_PIN_ROOT, DEFAULT_SRC_DIR, fail
+from ansible.module_utils.brc_common import BrcError, common_spec, fail
 from ansible.module_utils import brc_maps, brc_pins
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            interface=dict(type="str", required=True),
-            pin_root=dict(type="path", default=DEFAULT_PIN_ROOT),
-            src_dir=dict(type="path", default=DEFAULT_SRC_DIR),
+            common_spec(interface_required=True),
             reset=dict(type="bool", default=False),
         ),
         supports_check_mode=True,

@@ -18,29 +18,23 @@ description:
     same prio and handle, so traffic never passes without a filter.
   - O(state=detached) removes the BRC filters first, then the C(clsact) qdisc only when the toolkit
     created it (recorded in C(/var/lib/brc/<interface>/tc.json)) and no other filter uses it.
+  - When a filter has to be created rather than replaced, BRC has not been seeing writes, so the
+    cache map (named by C(brc_contract.h) in O(src_dir)) is emptied before the filter goes in
+    (see RV(cache_flushed)).
 version_added: "1.0.0"
 author: BRC fleet toolkit
+extends_documentation_fragment:
+  - brc
 options:
   interface:
     description: Network interface.
     type: str
     required: true
-  pin_root:
-    description: Directory on a bpffs under which C(<interface>/prog_ingress) and C(prog_egress) are pinned.
-    type: path
-    default: /sys/fs/bpf/brc
   state:
     description: V(attached) or V(detached).
     type: str
     choices: [attached, detached]
     default: attached
-  src_dir:
-    description:
-      - Directory on the host holding the BPF sources (their C(brc_contract.h) names the cache map).
-      - When a filter has to be created rather than replaced, BRC has not been seeing writes, so the
-        cache map is emptied before the filter goes in (see RV(cache_flushed)).
-    type: path
-    default: /usr/local/lib/brc/bpf
   predict_change:
     description:
       - Check mode only. Set when an earlier task of the same run rebuilds the programs, so the module
@@ -90,17 +84,15 @@ cache_flushed:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.brc_common import BrcError, DEFAULT_PIN_ROOT, DEFAULT_SRC_DIR, fail, require
+from ansible.module_utils.brc_common import BrcError, common_spec, fail, require
 from ansible.module_utils import brc_maps, brc_pins, brc_tc
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            interface=dict(type="str", required=True),
-            pin_root=dict(type="path", default=DEFAULT_PIN_ROOT),
+            common_spec(interface_required=True),
             state=dict(type="str", choices=["attached", "detached"], default="attached"),
-            src_dir=dict(type="path", default=DEFAULT_SRC_DIR),
             predict_change=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
