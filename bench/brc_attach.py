@@ -87,7 +87,7 @@ class Brc:
         for name, value in defaults.items():
             if name in names:
                 setattr(cfg, name, value)
-        table = self.build.bpf.get_table(self.contract.map_name("config"))
+        table = self.build.bpf.get_table(self.contract.map_name("config").encode())
         leaf = table.Leaf()
         size = min(ctypes.sizeof(leaf), ctypes.sizeof(cfg))
         ctypes.memmove(ctypes.addressof(leaf), ctypes.addressof(cfg), size)
@@ -97,12 +97,12 @@ class Brc:
     def counters(self):
         """Named counters, plus the latency histogram buckets as 'lat.<class>.<slot>'
         (only non-zero ones), so one before/after delta covers both."""
-        table = self.build.bpf.get_table(self.contract.map_name("stats"))
+        table = self.build.bpf.get_table(self.contract.map_name("stats").encode())
         out = {}
         for i, name in enumerate(self.contract.counters):
             out[name] = int(sum(table[table.Key(i)]))
         try:
-            lat = self.build.bpf.get_table(self.contract.map_name("latency"))
+            lat = self.build.bpf.get_table(self.contract.map_name("latency").encode())
         except Exception:
             return out
         slots = self.contract.latency_slots
