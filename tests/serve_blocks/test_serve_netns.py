@@ -18,6 +18,7 @@ import tempfile
 import time
 
 import pytest
+from tools import netfault
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SUBNET = "10.68.0"
@@ -205,38 +206,19 @@ def test_pipelined_set_behind_served_get(served, loss):
 @pytest.mark.parametrize("offload_on,loss", [(True, 0), (False, 0), (True, 2)],
                          ids=["offload-on", "offload-off", "offload-on-loss-2pct"])
 def test_pipelined_under_reordering(served, offload_on, loss):
-    """NFQUEUE in the client namespace delays 20% of TCP packets both ways by
-    2-6 ms, so later segments overtake them (requests at the server, replies
-    at the client), once also with 2% loss: all replies right, no stall. A GET overtaken by the SET
-    behind it is not in order and goes to Redis, which is the rule."""
+    """NFQUEUE in the client namespace (tests/tools/netfault.py) delays 20% of
+    TCP packets both ways by 3-6 ms, so later segments overtake them (requests
+    at the server, replies at the client), once also with 2% loss: all replies
+    right, no stall. A GET overtaken by the SET behind it is not in order and
+    goes to Redis, which is the rule."""
     h, topo = served
     if not shutil.which("iptables"):
         pytest.skip("iptables not installed")
-    ipt = ("ip", "netns", "exec", topo.cns, "iptables")
-    rules = [("OUTPUT", "--dport"), ("INPUT", "--sport")]
-    for chain, port in rules:
-        sh(*ipt, "-A", chain, "-p", "tcp", port, str(PORT), "-j", "NFQUEUE",
-           "--queue-num", "7", "--queue-bypass")
-    q = subprocess.Popen(["ip", "netns", "exec", topo.cns, sys.executable,
-                          os.path.join(HERE, "nfq_reorder.py"), "--queue", "7",
-                          "--fraction", "0.2", "--delay-ms", "4"],
-                         stdout=subprocess.PIPE, text=True)
-    try:
-        assert q.stdout.readline().strip() == "ready"
+    with netfault.Reorder(topo.cns, PORT, fraction=0.2, delay_ms=6, max_seconds=150,
+                          queue=7, data_only=False) as reorder:
         res, st = run_case(served, offload_on, loss=loss, rounds=100, pipeline=True)
-    finally:
-        q.terminate()
-        try:
-            out = q.communicate(timeout=10)[0]
-        except subprocess.TimeoutExpired:
-            q.kill()
-            out = q.communicate()[0]
-        for chain, port in rules:
-            sh(*ipt, "-D", chain, "-p", "tcp", port, str(PORT), "-j", "NFQUEUE",
-               "--queue-num", "7", "--queue-bypass", check=False)
-    qs = json.loads(out.strip().splitlines()[-1])
-    print("reorder:", qs)
-    assert qs["delayed"] > 50, "the holder must actually have delayed packets"
+    print("reorder:", reorder.final)
+    assert reorder.final["delayed"] > 50, "the holder must actually have delayed packets"
     assert res["kernel"] > 0.5 * 100 * 2
 
 
