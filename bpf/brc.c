@@ -421,6 +421,9 @@ int brc_serve_in(struct __sk_buff *skb)
 			f->cli_next = seg.seq + seg.payload_len;
 			f->flags |= BRC_FF_SERVED;
 			brc_count(HIT);
+			/* what the client waits for at this host: ingress to the
+			 * reply's redirect (a resend is not a new request) */
+			brc_latency_add(BRC_LAT_GET, bpf_ktime_get_ns() - sc->now);
 			data = ss->served.data;
 			goto emit;
 		}

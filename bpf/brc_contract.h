@@ -333,7 +333,8 @@ _Static_assert(BRC_C__MAX <= BRC_STATS_SLOTS, "raise BRC_STATS_SLOTS (a layout c
 
 /* Latency histograms: brc_latency is a PERCPU_ARRAY of __u64 indexed by
  * class * BRC_LAT_SLOTS + slot, slot = log2(nanoseconds from request ingress to
- * reply egress), clamped to BRC_LAT_SLOTS - 1. */
+ * reply egress; for a GET answered in the kernel, to the reply's redirect),
+ * clamped to BRC_LAT_SLOTS - 1. */
 #define BRC_LAT_SLOTS 40
 #define BRC_LAT_CLASSES(X) \
 	X(GET, "GET") \

@@ -94,6 +94,10 @@ def test_reply_fields_translation_and_resend(lab):
             p.run("ingress", p.c2s("R"))
 
 
+def _get_latency_samples(lab):
+    return sum(v for k, v in lab.brc.counters().items() if k.startswith("lat.get."))
+
+
 def _one_conversation(lab, p, n):
     """Miss and fill, hit, resend, translation both ways, stale duplicate dropped."""
     key = "brcsi:pkt:%d" % n
@@ -111,8 +115,10 @@ def _one_conversation(lab, p, n):
     # the hit: the request skb comes back as the reply
     p.cts += 1
     req = p.c2s("PA", get)
+    before = _get_latency_samples(lab)
     rv, out = p.run("ingress", req)
     assert rv == TC_ACT_REDIRECT
+    assert _get_latency_samples(lab) == before + 1, "a served GET is a GET latency sample"
     f = fields(out)
     assert (f["src"], f["dst"], f["sport"], f["dport"]) == (SRV, CLI, PORT, p.cport)
     assert f["seq"] == p.sseq and f["ack"] == (p.cseq + len(get)) & 0xFFFFFFFF
@@ -122,6 +128,7 @@ def _one_conversation(lab, p, n):
     # the client retransmits the GET (the reply was lost): identical bytes
     rv, again = p.run("ingress", req)
     assert rv == TC_ACT_REDIRECT and again == out
+    assert _get_latency_samples(lab) == before + 1, "a resend is not a new request"
     consumed, injected = len(get), len(val)
     p.cseq = (p.cseq + consumed) & 0xFFFFFFFF
     cli_view_srv = (p.sseq + injected) & 0xFFFFFFFF   # client space
