@@ -33,6 +33,7 @@
 #define BRC_MAP_REPLYBUF "brc_replybuf"
 #define BRC_MAP_FLOWTAGS "brc_flowtags"
 #define BRC_MAP_TTLKEYS "brc_ttlkeys"
+#define BRC_MAP_SERVED "brc_served"
 
 /* Layout-bearing sizes (fixed here, not overridable: they shape the values of
  * the pinned maps). Map capacities live in brc_maps.h and are overridable. */
@@ -231,6 +232,15 @@ struct brc_bucket {
 
 /* brc_ttlkeys: HASH keyed by struct brc_cache_key, value __u64 (ns the TTL
  * was seen): keys given a TTL, never cached until a plain SET overwrites them. */
+
+/* brc_served: LRU_HASH keyed by struct brc_flow_key: the reply injected last on
+ * a served flow, resent byte for byte when the client retransmits its GET.
+ * Pinned like the flows whose sequence offsets it matches, so a reload does not
+ * turn such a retransmission into a reset. */
+struct brc_served {
+	__u32 len;
+	__u8 data[BRC_VAL_MAX];
+};
 
 /* brc_global: ARRAY, one entry: writes that touch everything. */
 struct brc_global {

@@ -84,6 +84,10 @@ BRC_PERSISTENT("hash", struct brc_cache_key, __u64, brc_ttlkeys, BRC_TTLKEYS_MAX
  * untracked one when its next segment finds no state. */
 BRC_PERSISTENT("array", __u32, __u32, brc_flowtags, BRC_FLOWTAGS);
 
+/* brc_served: the reply injected last on each served flow, for identical
+ * resends (serve mode). Sized like brc_flows: one per flow. */
+BRC_PERSISTENT("lru_hash", struct brc_flow_key, struct brc_served, brc_served, BRC_FLOWS_MAX);
+
 /* brc_cmds: the Redis command table (build-owned, filled by the loader). */
 BPF_TABLE("hash", struct brc_cmd_name, struct brc_cmd, brc_cmds, 512);
 

@@ -24,12 +24,6 @@
 #define BRC_SERVE_REQ_MAX 128      /* bytes of the request buffer (a power of 2) */
 #define BRC_SERVE_GET_MAX 96       /* longest segment that may be a cacheable GET */
 
-/* The reply injected last on a flow, for resends. */
-struct brc_served {
-	__u32 len;
-	__u8 data[BRC_VAL_MAX];
-};
-
 /* Per-CPU serve scratch (the option walk must live in a map value). */
 struct brc_serve_scratch {
 	struct brc_reply_scratch rs;
@@ -41,9 +35,6 @@ struct brc_serve_scratch {
 	__u8 req[BRC_SERVE_REQ_MAX];
 };
 
-/* brc_served: the injected reply per flow (build-owned, not pinned: after a
- * reload a retransmitted GET of an earlier answer is reset, never mis-answered). */
-BPF_TABLE("lru_hash", struct brc_flow_key, struct brc_served, brc_served, BRC_FLOWS_MAX);
 BPF_PERCPU_ARRAY(brc_serve_scratch, struct brc_serve_scratch, 1);
 
 static __always_inline struct brc_serve_scratch *brc_get_serve_scratch(void)

@@ -35,6 +35,7 @@ PERSISTENT_MAPS = (
     "brc_replybuf",
     "brc_flowtags",
     "brc_ttlkeys",
+    "brc_served",
 )
 
 # Entry programs, by hook.
