@@ -21,3 +21,13 @@ def test_layout_digest_ignores_counter_docs_but_not_struct_changes():
     base = Contract(text).layout_digest
     assert Contract(text.replace("TCP segments", "Segments")).layout_digest == base
     assert Contract(text.replace("__u32 require_auth;", "__u64 require_auth;")).layout_digest != base
+
+
+def test_every_contract_map_is_pinned_and_reused():
+    """The maps the contract names (BRC_MAP_*) are exactly the ones the loader
+    pins and reuses across upgrades: a map added to one list only would either
+    lose its contents on every upgrade or escape the layout check."""
+    from ansible.module_utils.brc_bpf import persistent_map_names
+    contract = load_contract(BPF_DIR)
+    named = sorted(v for k, v in contract.strings.items() if k.startswith("BRC_MAP_"))
+    assert named == sorted(persistent_map_names())
