@@ -118,6 +118,17 @@ def test_promotion_to_serve_needs_observe_history_unless_forced(counters, force,
         assert text in " ".join(v["failures"])
 
 
+def test_no_would_hit_names_the_reason_and_the_fix():
+    v = F.brc_gate_before(stats(mismatch=0, would_hit=0, req_get=40, segments_untracked=7,
+                                dirty_resp3=2), probe(), "serve")
+    text = " ".join(v["failures"])
+    assert "7 segments came on connections opened before BRC was attached" in text
+    assert "reconnect the clients" in text
+    assert "2 connections speak RESP3" in text and "protocol=2" in text
+    v = F.brc_gate_before(stats(mismatch=0, would_hit=0, req_get=0), probe(), "serve")
+    assert "no GET reached Redis through BRC" in " ".join(v["failures"])
+
+
 def test_disable_is_allowed_on_a_host_with_mismatches():
     assert F.brc_gate_before(stats(mismatch=3, would_hit=1), probe(), "off")["ok"]
     after = F.brc_gate_after(stats(mismatch=3), stats(mode="off", mismatch=3), probe(), probe(), {"mode": "off"})

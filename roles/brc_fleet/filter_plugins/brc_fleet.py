@@ -156,6 +156,28 @@ def _deltas(before, after):
     return dict((k, _num(b.get(k)) - _num(a.get(k))) for k in sorted(set(a) | set(b)))
 
 
+# Counters that explain a would_hit of 0 in observe mode, with what the operator
+# can do about each (the traffic is fine; BRC just never caches from it).
+NO_WOULD_HIT_REASONS = (
+    ("segments_untracked", "%d segments came on connections opened before BRC was attached "
+     "(never cached: reconnect the clients, e.g. restart the application's pool)"),
+    ("dirty_resp3", "%d connections speak RESP3 (HELLO 3, the default of redis-py 8.x; "
+     "never cached: use protocol=2)"),
+    ("get_uncacheable_pending", "%d GETs were pipelined behind other commands (never cached)"),
+    ("get_uncacheable_auth", "%d GETs came on connections that had not authenticated"),
+    ("get_uncacheable_db", "%d GETs used a database other than 0"),
+)
+
+
+def _why_no_would_hit(counters):
+    """What the counters say about why nothing would have been answered."""
+    reasons = [text % _num(counters.get(name)) for name, text in NO_WOULD_HIT_REASONS
+               if _num(counters.get(name)) > 0]
+    if not reasons and _num(counters.get("req_get")) == 0:
+        reasons.append("no GET reached Redis through BRC")
+    return reasons
+
+
 def _verdict(gate, failures, numbers):
     return {"ok": not failures, "gate": gate, "failures": failures, "numbers": numbers}
 
@@ -204,7 +226,9 @@ def brc_gate_before(stats, probe, target_mode, settings=None):
         elif numbers["would_hit"] <= 0:
             failures.append("promotion to serve needs observe history with would_hit > 0; "
                             "would_hit=%d: run in observe under real traffic first "
-                            "(or brc_force=true)" % numbers["would_hit"])
+                            "(or brc_force=true)%s" % (
+                                numbers["would_hit"],
+                                "".join("; " + r for r in _why_no_would_hit(counters))))
     return _verdict("before", failures, numbers)
 
 
