@@ -236,6 +236,20 @@ def test_audit_fleet_reports_unreachable_hosts_and_summary():
     json.dumps(out)
 
 
+def test_audit_notes_why_an_observing_host_caches_nothing():
+    cold = dict(clean_record(), host="redis1", problems=[], mode="observe",
+                counters={"req_get": 50, "would_hit": 0, "segments_untracked": 9})
+    warm = dict(clean_record(), host="redis2", problems=[], mode="observe",
+                counters={"req_get": 50, "would_hit": 30, "segments_untracked": 9})
+    out = F.brc_audit_fleet([cold, warm], ["redis1", "redis2"], generated_at="t")
+    assert out["clean"] == ["redis1", "redis2"], "a note is not drift"
+    (note,) = out["hosts"][0]["notes"]
+    assert "9 segments came on connections opened before BRC was attached" in note
+    assert out["hosts"][1]["notes"] == []
+    assert "note: nothing would have been answered" in out["summary"][0]
+    assert "note:" not in out["summary"][1]
+
+
 # --- Prometheus ----------------------------------------------------------------------------
 
 def test_prometheus_text_parses_strictly_and_carries_the_numbers():

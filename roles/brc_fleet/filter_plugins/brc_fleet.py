@@ -178,6 +178,17 @@ def _why_no_would_hit(counters):
     return reasons
 
 
+def brc_cache_notes(mode, counters):
+    """For the audit: why a host in observe or serve caches nothing (not drift)."""
+    counters = counters or {}
+    if mode not in ("observe", "serve"):
+        return []
+    if _num(counters.get(WOULD_HIT)) > 0 or _num(counters.get("hit")) > 0:
+        return []
+    return ["nothing would have been answered from the cache: " + r
+            for r in _why_no_would_hit(counters)]
+
+
 def _verdict(gate, failures, numbers):
     return {"ok": not failures, "gate": gate, "failures": failures, "numbers": numbers}
 
@@ -537,10 +548,11 @@ def brc_audit_summary(records):
             drifted += 1
         hr = (r.get("ratios") or {}).get("hit_ratio")
         whr = (r.get("ratios") or {}).get("would_hit_ratio")
-        lines.append("%-12s %-8s mode=%-7s hit=%-6s would_hit=%-6s %s" % (
+        lines.append("%-12s %-8s mode=%-7s hit=%-6s would_hit=%-6s %s%s" % (
             r.get("host"), r.get("interface") or "-", r.get("mode") or "?",
             "-" if hr is None else "%.3f" % hr, "-" if whr is None else "%.3f" % whr,
-            "OK" if not probs else "DRIFT: " + "; ".join("%s: %s" % (p["check"], p["detail"]) for p in probs)))
+            "OK" if not probs else "DRIFT: " + "; ".join("%s: %s" % (p["check"], p["detail"]) for p in probs),
+            "".join(" | note: " + n for n in r.get("notes") or [])))
     lines.append("fleet: %d hosts, %d clean, %d with drift" % (len(records), len(records) - drifted, drifted))
     return lines
 
@@ -590,6 +602,7 @@ def brc_audit_fleet(records, hosts, generated_at=None):
             },
             "problems": r.get("problems") if r.get("problems") is not None else brc_drift(r),
         })
+        out_hosts[-1]["notes"] = brc_cache_notes(out_hosts[-1]["mode"], out_hosts[-1]["counters"])
     per_host = dict((h["host"], {"counters": h.get("counters"), "latency": h.get("latency"),
                                  "ratio_definitions": (by_host[h["host"]].get("stats") or {}).get("ratio_definitions")})
                     for h in out_hosts if h.get("reachable"))
