@@ -128,7 +128,8 @@ def test_contract_layouts_match_what_the_compiler_built(brc_build):
     layout = brc_build.declared_layout()
     shapes = {"brc_config": (None, "brc_config"), "brc_flows": ("brc_flow_key", "brc_flow"),
               "brc_cache": ("brc_cache_key", "brc_cache_entry"), "brc_keyver": (None, "brc_bucket"),
-              "brc_global": (None, "brc_global"), "brc_replybuf": ("brc_flow_key", "brc_replybuf")}
+              "brc_global": (None, "brc_global"), "brc_replybuf": ("brc_flow_key", "brc_replybuf"),
+              "brc_served": ("brc_flow_key", "brc_served")}
     for name, (key, value) in shapes.items():
         assert layout[name]["value_size"] == ctypes.sizeof(CONTRACT.structs[value]), name
         if key:
