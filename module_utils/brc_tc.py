@@ -132,6 +132,58 @@ def _short(f):
     return {"id": f["id"], "tag": f["tag"]} if f else None
 
 
+def _set_filters(tc, interface, pdir, todo, before, add_clsact, state_dir, cache_pin, result):
+    """Point the filters in todo at the pinned programs, all or none: when one step
+    fails, the ones done are put back (a replaced filter to the program it ran, held
+    by id until then; a created one removed, with the clsact this call added)."""
+    old_fds, done, step = {}, [], "adding the clsact qdisc"
+    try:
+        if add_clsact:
+            tc.add_clsact()
+            done.append("clsact")
+            write_json(tc_state_path(interface, state_dir), {"clsact_owned": True, "interface": interface})
+        if cache_pin and os.path.exists(cache_pin):
+            step = "emptying the cache"
+            result["cache_flushed"] = brc_maps.flush_cache(cache_pin)
+        for d in todo:
+            step = "%s the %s filter" % ("replacing" if before[d] else "adding", d)
+            if before[d]:
+                old_fds[d] = brc_pins.prog_fd_by_id(before[d]["id"])
+            fd = brc_pins.obj_get(brc_pins.prog_pin(pdir, d))
+            try:
+                tc.set_filter(d, fd, replace=before[d] is not None)
+            finally:
+                os.close(fd)
+            done.append(d)
+    except Exception as e:  # netlink, bpf syscall or pin errors alike: undo, then report
+        undone = _undo_filters(tc, interface, done, old_fds, state_dir)
+        raise BrcError("%s on %s failed (%s); %s" % (step, interface, e, undone),
+                       "check the programs pinned in %s (brc_program) and "
+                       "'tc filter show dev %s ingress/egress'" % (pdir, interface))
+    finally:
+        for fd in old_fds.values():
+            os.close(fd)
+
+
+def _undo_filters(tc, interface, done, old_fds, state_dir):
+    problems = []
+    for what in reversed(done):
+        try:
+            if what == "clsact":
+                tc.del_clsact()
+                if os.path.exists(tc_state_path(interface, state_dir)):
+                    os.unlink(tc_state_path(interface, state_dir))
+            elif what in old_fds:
+                tc.set_filter(what, old_fds[what], replace=True)
+            else:
+                tc.del_filter(what)
+        except Exception as e:  # report every step that could not be undone
+            problems.append("%s: %s" % (what, e))
+    if problems:
+        return "rolling back failed too (%s): inspect the interface by hand" % "; ".join(problems)
+    return "rolled back: the filters run what they ran before" if done else "nothing was changed"
+
+
 def attach(interface, pdir, check_mode=False, predict_change=False, tc=None, state_dir=STATE_DIR,
            cache_pin=None):
     """Make BRC's ingress/egress filters run the programs pinned in pdir. Returns a result dict.
@@ -175,17 +227,8 @@ def attach(interface, pdir, check_mode=False, predict_change=False, tc=None, sta
     result["attached"] = after
     if check_mode:
         return result
-    if not clsact:
-        tc.add_clsact()
-        write_json(tc_state_path(interface, state_dir), {"clsact_owned": True, "interface": interface})
-    if cache_pin and any(before[d] is None for d in todo) and os.path.exists(cache_pin):
-        result["cache_flushed"] = brc_maps.flush_cache(cache_pin)
-    for d in todo:
-        fd = brc_pins.obj_get(brc_pins.prog_pin(pdir, d))
-        try:
-            tc.set_filter(d, fd, replace=before[d] is not None)
-        finally:
-            os.close(fd)
+    _set_filters(tc, interface, pdir, todo, before, not clsact, state_dir,
+                 cache_pin if any(before[d] is None for d in todo) else None, result)
     now = {d: _short(tc.ours(d)) for d in brc_pins.DIRECTIONS}
     for d in brc_pins.DIRECTIONS:
         if not now[d] or now[d]["id"] != progs[d]["id"]:

@@ -275,3 +275,89 @@ def test_upgrade_keeps_old_tail_calls_working_until_the_filters_move(in_netns):
     assert r["attach"]["changed"] and r["attach"]["dropped_prev_pins"] == ["tc_jmp_prev"]
     assert "tc_jmp_prev" not in r["pins_after"]
     assert r["c3"][tail] > r["c2"][tail] and r["c3"][fell_through] == 0
+
+
+ROLLBACK = r"""
+import tempfile
+from bcc import BPF
+from ansible.module_utils import brc_bpffs, brc_build, brc_tc
+from ansible.module_utils.brc_common import BrcError
+
+# A stand-in build whose egress program tc must refuse (a socket filter, not
+# SCHED_CLS) when the source says so: a real error from the real kernel.
+C = '''
+#include <uapi/linux/pkt_cls.h>
+int cls(struct __sk_buff *skb) { return TC_ACT_OK; }
+int sock(struct __sk_buff *skb) { return -1; }
+'''
+
+class Build:
+    def __init__(self, src_dir, pin_dir=None, extra_cflags=()):
+        text = open(src_dir + "/tc.c").read()
+        self.bpf = BPF(text=text)
+        ingress = self.bpf.load_func("cls", BPF.SCHED_CLS).fd
+        egress = self.bpf.load_func("sock", BPF.SOCKET_FILTER).fd if "bad" in text else ingress
+        self.programs = {"ingress": ingress, "egress": egress}
+        self.prog_arrays = {}
+    def declared_layout(self):
+        return {}
+
+class Api:
+    compile_programs = Build
+    @staticmethod
+    def persistent_map_names():
+        return []
+
+def src(tag):
+    d = tempfile.mkdtemp(prefix="brcmt-rb-")
+    open(d + "/brc_contract.h", "w").write(open(BPF_DIR + "/brc_contract.h").read())
+    open(d + "/tc.c", "w").write(C + "/* %s */\n" % tag)
+    return d
+
+def ids():
+    with brc_tc.Tc(IF) as tc:
+        return {"clsact": tc.clsact_present(),
+                "filters": {d: [f["id"] for f in tc.filters(d)] for d in ("ingress", "egress")}}
+
+def attach_error():
+    try:
+        brc_tc.attach(IF, PD, state_dir=STATE)
+    except BrcError as e:
+        return e.text
+    return None
+
+brc_bpffs.ensure_bpffs(Runner(), "/sys/fs/bpf", "mounted", state_path=STATE + "/state")
+veth(PEER)
+ROOT, IF = "/sys/fs/bpf/brc", "brcmt0"
+PD = ROOT + "/" + IF
+out = {}
+brc_build.install(IF, src("bad first"), ROOT, state_dir=STATE, api=Api)
+out["fresh_error"] = attach_error()
+out["fresh_after"] = ids()
+out["fresh_state_file"] = os.path.exists(brc_tc.tc_state_path(IF, STATE))
+good = brc_build.install(IF, src("good"), ROOT, state_dir=STATE, api=Api)
+out["good_ids"] = dict((d, p["id"]) for d, p in good["programs"].items())
+out["good_attach"] = brc_tc.attach(IF, PD, state_dir=STATE)["changed"]
+out["good_after"] = ids()
+brc_build.install(IF, src("bad upgrade"), ROOT, state_dir=STATE, api=Api)
+out["upgrade_error"] = attach_error()
+out["upgrade_after"] = ids()
+emit(out)
+"""
+
+
+def test_a_failed_attach_leaves_nothing_half_attached(in_netns):
+    """tc refuses the egress program: a fresh attach removes the ingress filter and
+    the clsact it added; an upgrade puts the ingress filter back on the program it
+    ran. Either way the error says what was done and where to look."""
+    r = in_netns(ROLLBACK, peer=True)
+    assert "adding the egress filter on brcmt0 failed" in r["fresh_error"]
+    assert "rolled back" in r["fresh_error"] and "Fix: check the programs pinned" in r["fresh_error"]
+    assert r["fresh_after"] == {"clsact": False, "filters": {"ingress": [], "egress": []}}
+    assert r["fresh_state_file"] is False
+    good = r["good_ids"]
+    assert r["good_attach"]
+    assert r["good_after"]["filters"] == {"ingress": [good["ingress"]], "egress": [good["egress"]]}
+    assert "replacing the egress filter on brcmt0 failed" in r["upgrade_error"]
+    assert "rolled back" in r["upgrade_error"]
+    assert r["upgrade_after"] == r["good_after"], "both filters run the programs they ran before"
