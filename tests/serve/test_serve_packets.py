@@ -98,12 +98,9 @@ def _get_latency_samples(lab):
     return sum(v for k, v in lab.brc.counters().items() if k.startswith("lat.get."))
 
 
-def _one_conversation(lab, p, n):
-    """Miss and fill, hit, resend, translation both ways, stale duplicate dropped."""
-    key = "brcsi:pkt:%d" % n
-    get = resp("GET", key)
-    val = bulk("kernel-value-%d" % n)
-    # a miss: passed untouched to Redis, whose reply fills the cache
+def miss_and_fill(p, get, val):
+    """A miss: passed untouched to Redis, whose reply fills the cache; the
+    client acks it."""
     rv, out = p.run("ingress", p.c2s("PA", get))
     assert rv == TC_ACT_OK and out[:len(p.c2s("PA", get))] == p.c2s("PA", get)
     p.cseq = (p.cseq + len(get)) & 0xFFFFFFFF
@@ -112,6 +109,14 @@ def _one_conversation(lab, p, n):
     p.sseq = (p.sseq + len(val)) & 0xFFFFFFFF
     p.cts += 1
     assert p.run("ingress", p.c2s("A"))[0] == TC_ACT_OK
+
+
+def _one_conversation(lab, p, n):
+    """Miss and fill, hit, resend, translation both ways, stale duplicate dropped."""
+    key = "brcsi:pkt:%d" % n
+    get = resp("GET", key)
+    val = bulk("kernel-value-%d" % n)
+    miss_and_fill(p, get, val)
     # the hit: the request skb comes back as the reply
     p.cts += 1
     req = p.c2s("PA", get)
@@ -163,16 +168,9 @@ def test_verify_sample_passes_would_hits_to_redis(lab):
         key = "brcsi:pkt:verify"
         get, val = resp("GET", key), bulk("verified-by-redis")
         before = lab.counters()
-        for _ in range(2):                 # a fill, then a would-be hit
+        for _ in range(2):                 # a fill, then a would-be hit: both reach Redis
             p.cts += 1
-            rv, _ = p.run("ingress", p.c2s("PA", get))
-            assert rv == TC_ACT_OK
-            p.cseq = (p.cseq + len(get)) & 0xFFFFFFFF
-            p.sts += 1
-            assert p.run("egress", p.s2c("PA", val))[0] == TC_ACT_OK
-            p.sseq = (p.sseq + len(val)) & 0xFFFFFFFF
-            p.cts += 1
-            assert p.run("ingress", p.c2s("A"))[0] == TC_ACT_OK
+            miss_and_fill(p, get, val)
         d = lab.delta(lab.counters(), before)
         assert d.get("fill") == 1 and d.get("serve_verify_sampled") == 1
         assert d.get("would_hit") == 1 and not d.get("hit") and not d.get("mismatch")

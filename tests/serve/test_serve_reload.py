@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 from ansible.module_utils import brc_maps
 from brc_testlib import BPF_DIR, CONTRACT, brc_bpf, bulk, resp
-from test_serve_packets import TC_ACT_REDIRECT, TC_ACT_OK, _conn
+from test_serve_packets import TC_ACT_REDIRECT, _conn, miss_and_fill
 
 
 def test_resend_after_a_reload_gets_identical_bytes():
@@ -23,14 +23,7 @@ def test_resend_after_a_reload_gets_identical_bytes():
                                            "max_value_len": 512, "max_age": 60})
         p = _conn(SimpleNamespace(brc=SimpleNamespace(build=old)), 41300, 0xFFFFFFF0, 0x1000)
         get, val = resp("GET", "brcsr:key"), bulk("answered-before-the-reload")
-        # a miss fills the cache from Redis's reply, acked by the client
-        assert p.run("ingress", p.c2s("PA", get))[0] == TC_ACT_OK
-        p.cseq = (p.cseq + len(get)) & 0xFFFFFFFF
-        p.sts += 1
-        assert p.run("egress", p.s2c("PA", val))[0] == TC_ACT_OK
-        p.sseq = (p.sseq + len(val)) & 0xFFFFFFFF
-        p.cts += 1
-        assert p.run("ingress", p.c2s("A"))[0] == TC_ACT_OK
+        miss_and_fill(p, get, val)
         # the old build answers the next GET in the kernel
         p.cts += 1
         req = p.c2s("PA", get)
