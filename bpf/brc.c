@@ -27,10 +27,7 @@
 			   * time on the serve path's unrolled option walks */
 #include "brc_pkt.h"
 #include "brc_stats.h"
-/* the serve blocks bring their own brc_seq_after (same definition) */
-#define brc_seq_after brc_sa_seq_after
 #include "seqadj.h"
-#undef brc_seq_after
 #include "tcp_opts.h"
 #include "tcp_reply.h"
 #include "brc_flow.h"

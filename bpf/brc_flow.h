@@ -14,6 +14,7 @@
 
 #include "brc_maps.h"
 #include "brc_stats.h"
+#include "seqadj.h"        /* brc_seq_after(): serial-number comparison */
 
 /* Dirty reasons after which replies no longer pair with commands. */
 #define BRC_DIRTY_ACCOUNTING (BRC_DIRTY(PARSER) | BRC_DIRTY(GAP) | BRC_DIRTY(BUDGET) | \
@@ -243,12 +244,6 @@ static __always_inline void brc_flow_missing(struct brc_scratch *sc)
 		return;
 	}
 	brc_count(SEGMENTS_UNTRACKED);
-}
-
-/* Serial-number comparison: a after b. */
-static __always_inline int brc_seq_after(__u32 a, __u32 b)
-{
-	return (__s32)(a - b) > 0;
 }
 
 #endif /* BRC_FLOW_H */
