@@ -5,7 +5,7 @@
  * boundary: map names, key/value layouts, modes, counter names, histogram shape.
  * module_utils/brc_contract.py parses it (it does not keep a copy), so keep to the
  * forms it understands:
- *   - `#define BRC_NAME <integer>` constants,
+ *   - `#define BRC_NAME <integer>` constants (decimal or 0x hex, optional U/L suffix),
  *   - `struct brc_x { __u32 a; __u64 b; __u8 c[16]; };` with fixed-width fields only,
  *   - one `X(NAME, "description")` per line inside the X-macro lists.
  * Counters are append-only: a retired counter keeps its slot (rename it RETIRED_n),
@@ -34,6 +34,8 @@
 #define BRC_MAP_FLOWTAGS "brc_flowtags"
 #define BRC_MAP_TTLKEYS "brc_ttlkeys"
 #define BRC_MAP_SERVED "brc_served"
+#define BRC_MAP_USERS "brc_users"
+#define BRC_MAP_SERVER "brc_server"
 
 /* Layout-bearing sizes (fixed here, not overridable: they shape the values of
  * the pinned maps). Map capacities live in brc_maps.h and are overridable. */
@@ -43,6 +45,7 @@
 #define BRC_FLOW_MARKS 8        /* key buckets one flow can hold "write in flight" */
 #define BRC_RESP_DEPTH 8        /* nested reply arrays followed; deeper = parser lost */
 #define BRC_TOK_LEN 16          /* leading bytes of each argument kept (command names, options) */
+#define BRC_USER_MAX 64         /* longest ACL user name BRC can answer for, bytes */
 
 /* brc_config: ARRAY, one entry at key 0. Written by the toolkit only. */
 struct brc_config {
@@ -252,7 +255,50 @@ struct brc_global {
 	__u64 untracked_ns;     /* last payload of a connection not tracked from its SYN:
 				 * its writes are invisible, so everything counts as in
 				 * flight for BRC_UNTRACKED_LEASE_NS after it */
+	__u64 auth_epoch;       /* bumped when a command that may change who can read
+				 * what, or the server's role, completes (or its
+				 * connection closes before the reply is seen) */
+	__u64 auth_inflight;    /* such commands passed and not complete */
 };
+
+/* brc_users: HASH keyed by struct brc_user_key (the ACL user name, zero-padded),
+ * value struct brc_user. Written only by the toolkit from what Redis reports
+ * (ACL GETUSER, ACL DRYRUN): a GET is answered only for a connection whose
+ * user is here with BRC_USER_READ_ALL, and that Redis has authenticated (or
+ * the user is BRC_USER_OPEN). A user missing here is never answered for. */
+struct brc_user_key {
+	__u32 len;
+	__u8 name[BRC_USER_MAX];
+};
+
+struct brc_user {
+	__u32 flags;            /* BRC_USER_* */
+	__u32 pad;
+};
+
+#define BRC_USER_READ_ALL 1     /* Redis lets this user GET every key */
+#define BRC_USER_OPEN 2         /* the default user with nopass, on: connections are it without AUTH */
+
+/* brc_server: ARRAY, one entry: what the toolkit last read from Redis itself.
+ * Written only by the toolkit's loader (module_utils/brc_auth.py), never by
+ * the operator's config. The loader protocol, against brc_global:
+ *   1. write auth_epoch = BRC_EPOCH_NONE (stop answering), read e0 =
+ *      brc_global.auth_epoch, wait for brc_global.auth_inflight == 0;
+ *   2. read Redis's users and rights, fill brc_users;
+ *   3. if brc_global.auth_epoch is still e0 and nothing is in flight, write
+ *      auth_epoch = e0 (else start again).
+ * The programs answer only while auth_epoch == brc_global.auth_epoch and
+ * brc_global.auth_inflight == 0: a command that may change who can read what
+ * completes with an epoch bump, so a change made after the read stops answers
+ * until the next load. */
+struct brc_server {
+	__u64 auth_epoch;       /* brc_global.auth_epoch brc_users was read at */
+	__u64 idle_pass_ns;     /* Redis's `timeout` / 2: a served connection sends
+				 * Redis a request at least this often (0 = no timeout) */
+	__u64 loaded_ns;        /* CLOCK_MONOTONIC of the load (for reports) */
+};
+
+#define BRC_EPOCH_NONE 0xffffffffffffffffULL
 
 /* brc_replybuf: LRU_HASH keyed by struct brc_flow_key: the tracked GET's reply
  * bytes as they stream out (a reply can span segments). */

@@ -88,6 +88,16 @@ BRC_PERSISTENT("array", __u32, __u32, brc_flowtags, BRC_FLOWTAGS);
  * resends (serve mode). Sized like brc_flows: one per flow. */
 BRC_PERSISTENT("lru_hash", struct brc_flow_key, struct brc_served, brc_served, BRC_FLOWS_MAX);
 
+#ifndef BRC_USERS_MAX
+#define BRC_USERS_MAX 1024          /* ACL users the toolkit can describe */
+#endif
+
+/* brc_users: who Redis lets GET every key (the toolkit reads it from Redis). */
+BRC_PERSISTENT("hash", struct brc_user_key, struct brc_user, brc_users, BRC_USERS_MAX);
+
+/* brc_server: what the toolkit last read from Redis (auth epoch, timeout). */
+BRC_PERSISTENT("array", __u32, struct brc_server, brc_server, 1);
+
 /* brc_cmds: the Redis command table (build-owned, filled by the loader). */
 BPF_TABLE("hash", struct brc_cmd_name, struct brc_cmd, brc_cmds, 512);
 

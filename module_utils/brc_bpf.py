@@ -36,6 +36,8 @@ PERSISTENT_MAPS = (
     "brc_flowtags",
     "brc_ttlkeys",
     "brc_served",
+    "brc_users",
+    "brc_server",
 )
 
 # Entry programs, by hook.

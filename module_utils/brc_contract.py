@@ -24,7 +24,7 @@ _CTYPES = {
     "__s64": ctypes.c_int64,
 }
 
-_DEFINE_INT = re.compile(r"^#define\s+(BRC_\w+)\s+(\d+)\s*$", re.M)
+_DEFINE_INT = re.compile(r"^#define\s+(BRC_\w+)\s+((?:0x[0-9a-fA-F]+)|\d+)[uUlL]*\s*$", re.M)
 _DEFINE_STR = re.compile(r'^#define\s+(BRC_\w+)\s+"([^"]*)"\s*$', re.M)
 _STRUCT = re.compile(r"struct\s+(brc_\w+)\s*\{(.*?)\};", re.S)
 _FIELD = re.compile(r"^\s*(__[us]\d+)\s+(\w+)(?:\[(\w+)\])?\s*;", re.M)
@@ -43,7 +43,7 @@ class Contract:
     def __init__(self, header_text):
         self.text = header_text
         code = _COMMENT.sub("", header_text)
-        self.constants = {k: int(v) for k, v in _DEFINE_INT.findall(code)}
+        self.constants = {k: int(v, 0) for k, v in _DEFINE_INT.findall(code)}
         self.strings = dict(_DEFINE_STR.findall(code))
         self.structs = {}
         for name, body in _STRUCT.findall(code):
