@@ -99,8 +99,8 @@ class Brc:
         (only non-zero ones), so one before/after delta covers both."""
         table = self.build.bpf.get_table(self.contract.map_name("stats").encode())
         out = {}
-        for i, name in enumerate(self.contract.counters):
-            out[name] = int(sum(table[table.Key(i)]))
+        for slot, name, _doc in self.contract.counter_slots:
+            out[name] = int(sum(table[table.Key(slot)]))
         try:
             lat = self.build.bpf.get_table(self.contract.map_name("latency").encode())
         except Exception:

@@ -2,19 +2,24 @@
 /* BRC: BPF Redis Cache, tc (clsact) programs for a Redis host's interface.
  *
  *   brc_ingress    client->server segments: handshake, sequence check, then
- *                  the request parser (brc_parse_req, a tail call)
- *   brc_egress     server->client segments: handshake, sequence check, then
- *                  the reply parser (brc_parse_rep, a tail call)
+ *                  the serve stage (brc_serve_in, a tail call) for connections
+ *                  tracked in serve mode, and the request parser
+ *                  (brc_parse_req, a tail call)
+ *   brc_egress     server->client segments: handshake, translation of served
+ *                  connections, sequence check, then the reply parser
+ *                  (brc_parse_rep, a tail call)
  *
- * Mode off: pass. Mode observe (and, until issue 5, serve): parse, track,
- * shadow-cache and measure; the packet is never altered, dropped or
- * redirected -- every path returns TC_ACT_OK. Compiled by bcc through
- * module_utils/brc_bpf.py, which fills brc_cmds and brc_jmp.
+ * Mode off: pass, except connections already answered (their sequence
+ * translation lasts their lifetime). Mode observe: parse, track, shadow-cache
+ * and measure; packets are never altered. Mode serve: as observe, and a GET
+ * the cache may answer is answered here (brc_serve.h, bpf/SERVE.md).
+ * Compiled by bcc through module_utils/brc_bpf.py, which fills brc_cmds and
+ * brc_jmp.
  *
  * The parsers are tail-call targets because a segment may hold more RESP than
  * one program may lex under the verifier's limits: each pass runs the lexer up
  * to BRC_REQ_EVENTS / BRC_REP_EVENTS times and continues itself (at most
- * BRC_PASSES passes per segment; beyond that the flow goes dirty, counted).
+ * BRC_PASSES passes per segment; beyond that the flow is given up, counted).
  */
 #include <uapi/linux/bpf.h>
 #include <uapi/linux/pkt_cls.h>
@@ -63,6 +68,12 @@ static __always_inline __u32 brc_load_chunk(struct __sk_buff *skb, struct brc_sc
 	return n;
 }
 
+/* The client segment of @f is done with (see in_busy in brc_flow.h). */
+static __always_inline void brc_in_release(struct brc_flow *f)
+{
+	f->in_busy = 0;
+}
+
 int brc_parse_req(struct __sk_buff *skb)
 {
 	struct brc_config *cfg = brc_get_config();
@@ -87,7 +98,7 @@ int brc_parse_req(struct __sk_buff *skb)
 		if (!f)
 			return TC_ACT_OK;
 		if (sc->off >= sc->end || f->rq_state == BRC_RQ_LOST)
-			return TC_ACT_OK;
+			goto out;
 		if (f->rq_state == BRC_RQ_BULK_SKIP) {
 			skip = sc->end - sc->off;
 			if (skip > f->rq_left)
@@ -101,7 +112,7 @@ int brc_parse_req(struct __sk_buff *skb)
 		n = brc_load_chunk(skb, sc);
 		if (n == 0) {
 			brc_rq_lost(f, BRC_DIRTY_BIT_PARSER);
-			return TC_ACT_OK;
+			goto out;
 		}
 		sc->n = n;
 		sc->pos = 0;
@@ -111,7 +122,11 @@ int brc_parse_req(struct __sk_buff *skb)
 		case BRC_EV_LOST:
 			brc_count(PARSE_ERROR_REQUEST);
 			brc_rq_lost(f, BRC_DIRTY_BIT_PARSER);
-			return TC_ACT_OK;
+			goto out;
+		case BRC_EV_LOST_INLINE:
+			brc_count(PARSE_ERROR_REQUEST);
+			brc_rq_lost(f, BRC_DIRTY_BIT_INLINE);
+			goto out;
 		case BRC_EV_ARG:
 			brc_rq_arg_done(sc, f);
 			f->rq_argi += 1;
@@ -121,7 +136,8 @@ int brc_parse_req(struct __sk_buff *skb)
 			break;
 		case BRC_EV_ARG_END:
 			brc_rq_arg_done(sc, f);
-			brc_rq_cmd_done(sc, f, cfg);
+			if (f->rq_state != BRC_RQ_LOST)
+				brc_rq_cmd_done(sc, f, cfg);
 			break;
 		case BRC_EV_END:
 			brc_rq_cmd_done(sc, f, cfg);
@@ -132,12 +148,14 @@ int brc_parse_req(struct __sk_buff *skb)
 		sc->calls += 1;
 		if (sc->calls >= BRC_PASSES) {
 			brc_rq_lost(f, BRC_DIRTY_BIT_BUDGET);
-			return TC_ACT_OK;
+			goto out;
 		}
 		brc_jmp.call(skb, BRC_JMP_PARSE_REQ);
 		brc_count(TAILCALL_FAILED);
-		brc_rq_lost(f, BRC_DIRTY_BIT_PARSER);
+		brc_rq_lost(f, BRC_DIRTY_BIT_TAILCALL);
 	}
+out:
+	brc_in_release(f);
 	return TC_ACT_OK;
 }
 
@@ -219,7 +237,7 @@ int brc_parse_rep(struct __sk_buff *skb)
 		if (sc->calls < BRC_PASSES) {
 			brc_jmp.call(skb, BRC_JMP_PARSE_REP);
 			brc_count(TAILCALL_FAILED);
-			brc_rp_lost(f, BRC_DIRTY_BIT_PARSER);
+			brc_rp_lost(f, BRC_DIRTY_BIT_TAILCALL);
 		} else {
 			brc_rp_lost(f, BRC_DIRTY_BIT_BUDGET);
 		}
@@ -231,25 +249,40 @@ done:
 		return TC_ACT_OK;
 	f = brc_flows.lookup(&sc->fk);
 	if (f && (f->flags & BRC_FF_SRV_FIN))
-		brc_flow_close(sc, f);
+		brc_flow_close(sc, f, 1);
 	return TC_ACT_OK;
 }
 
-/* Count what the packet parser passed untouched. */
-static __always_inline void brc_count_kind(int kind)
+/* Count what the packet parser did not parse; at ingress, invalidate what it
+ * may write. */
+static __always_inline void brc_unparsed(struct __sk_buff *skb, int kind, const struct brc_pkt *pkt,
+					 const struct brc_config *cfg, struct brc_scratch *sc, int ingress)
 {
+	struct brc_global *g;
+
+	if (kind == BRC_PKT_MALFORMED)
+		brc_count(PKT_MALFORMED);
+	if (!ingress || cfg->mode == BRC_MODE_OFF)
+		return;
 	if (kind == BRC_PKT_IPV6)
 		brc_count(PKT_IPV6);
 	else if (kind == BRC_PKT_IP_OPTIONS)
 		brc_count(PKT_IP_OPTIONS);
 	else if (kind == BRC_PKT_FRAGMENT)
 		brc_count(PKT_FRAGMENT);
-	else if (kind == BRC_PKT_MALFORMED)
-		brc_count(PKT_MALFORMED);
+	if (!brc_pkt_may_carry_command(skb, kind, pkt, cfg->port))
+		return;
+	g = brc_get_global();
+	if (!g)
+		return;
+	brc_hold_until(g, bpf_ktime_get_ns() + BRC_UNTRACKED_LEASE_NS);
+	__sync_fetch_and_add(&g->ver, 1);
+	brc_count(INVALIDATE_UNPARSED);
 }
 
 /* The observe-mode work on one client segment of a tracked flow (after any
- * serve-mode translation): trackers, then the request parser. */
+ * serve-mode translation): trackers, then the request parser. The caller
+ * holds f->in_busy; it is released here unless the parser takes over. */
 static __always_inline int brc_ingress_observe(struct __sk_buff *skb, struct brc_scratch *sc,
 					       struct brc_flow *f, const struct brc_pkt *pkt)
 {
@@ -258,44 +291,51 @@ static __always_inline int brc_ingress_observe(struct __sk_buff *skb, struct brc
 
 	f->last_ns = sc->now;
 	if (pkt->tcp_flags & BRC_TCP_RST) {
-		brc_flow_close(sc, f);
+		if (!brc_rst_acceptable(f, pkt->seq)) {
+			brc_count(RST_IGNORED);
+			goto out;
+		}
+		brc_flow_close(sc, f, 0);
 		return TC_ACT_OK;
 	}
 	if ((pkt->tcp_flags & BRC_TCP_ACK) && f->state == BRC_FS_EST &&
 	    brc_seq_after(pkt->ack_seq, f->cli_ack))
 		f->cli_ack = pkt->ack_seq;
 	if (pkt->tcp_flags & BRC_TCP_FIN)
-		f->flags |= BRC_FF_CLI_FIN;
+		brc_flag_set(f, BRC_FF_CLI_FIN);
 	if (pkt->payload_len == 0)
-		return TC_ACT_OK;
+		goto out;
+	f->last_pass_ns = sc->now;
 	if (f->state != BRC_FS_EST) {
-		brc_rq_lost(f, BRC_DIRTY_BIT_GAP);      /* data before the SYN-ACK */
-		return TC_ACT_OK;
+		if (f->rq_state != BRC_RQ_LOST)
+			brc_rq_lost(f, BRC_DIRTY_BIT_GAP);      /* data before the SYN-ACK */
+		goto out;
 	}
 	d = (__s32)(pkt->seq - f->cli_next);
 	if (d > 0) {
 		/* bytes before this segment were not seen: cannot follow */
 		if (f->rq_state != BRC_RQ_LOST)
 			brc_rq_lost(f, BRC_DIRTY_BIT_GAP);
-		return TC_ACT_OK;
+		goto out;
 	}
 	if ((__s32)(d + (__s32)pkt->payload_len) <= 0) {
 		brc_count(SEGMENTS_RETRANSMITTED);
-		return TC_ACT_OK;
+		goto out;
 	}
 	start = pkt->payload_off + (__u32)(-d);
 	f->cli_next = pkt->seq + pkt->payload_len;
 	if (f->rq_state == BRC_RQ_LOST)
-		return TC_ACT_OK;
+		goto out;
 	sc->off = start;
 	sc->end = pkt->payload_off + pkt->payload_len;
 	sc->calls = 0;
 	brc_jmp.call(skb, BRC_JMP_PARSE_REQ);
 	brc_count(TAILCALL_FAILED);
-	brc_rq_lost(f, BRC_DIRTY_BIT_PARSER);
+	brc_rq_lost(f, BRC_DIRTY_BIT_TAILCALL);
+out:
+	brc_in_release(f);
 	return TC_ACT_OK;
 }
-
 
 int brc_ingress(struct __sk_buff *skb)
 {
@@ -304,7 +344,7 @@ int brc_ingress(struct __sk_buff *skb)
 	struct brc_serve_scratch *ss;
 	struct brc_pkt pkt = {};
 	struct brc_flow *f;
-	int kind;
+	int kind, started;
 
 	if (!cfg || !sc)
 		return TC_ACT_OK;
@@ -312,7 +352,7 @@ int brc_ingress(struct __sk_buff *skb)
 		return TC_ACT_OK;       /* our own pure ACK / RST clone */
 	kind = brc_parse_tcp4(skb, &pkt);
 	if (kind != BRC_PKT_TCP4) {
-		brc_count_kind(kind);
+		brc_unparsed(skb, kind, &pkt, cfg, sc, 1);
 		return TC_ACT_OK;
 	}
 	if (pkt.dport != cfg->port)
@@ -323,39 +363,57 @@ int brc_ingress(struct __sk_buff *skb)
 	sc->fk.srv_port = pkt.dport;
 	if (cfg->mode == BRC_MODE_OFF) {
 		/* off: pass, except that served flows stay translated for life */
-		f = brc_flows.lookup(&sc->fk);
+		f = brc_flow_find(sc);
 		if (!f || !(f->flags & BRC_FF_SERVED))
 			return TC_ACT_OK;
 	}
 	brc_count(PKT_INGRESS);
 	sc->now = bpf_ktime_get_ns();
 	if ((pkt.tcp_flags & (BRC_TCP_SYN | BRC_TCP_ACK | BRC_TCP_RST)) == BRC_TCP_SYN) {
-		brc_flow_syn(sc, pkt.seq);
-		if (cfg->mode != BRC_MODE_SERVE)
+		started = cfg->mode != BRC_MODE_OFF && brc_flow_syn(sc, pkt.seq);
+		f = started ? brc_flows.lookup(&sc->fk) : 0;
+		if (f && pkt.payload_len) {
+			/* TCP Fast Open: data BRC does not parse reaches Redis */
+			brc_rq_lost(f, BRC_DIRTY_BIT_TFO);
 			return TC_ACT_OK;
+		}
+		if (!f || cfg->mode != BRC_MODE_SERVE)
+			return TC_ACT_OK;
+	} else {
+		f = brc_flow_find(sc);
+		if (!f) {
+			if (pkt.payload_len)
+				brc_flow_missing(sc);
+			return TC_ACT_OK;
+		}
 	}
-	f = brc_flows.lookup(&sc->fk);
-	if (!f) {
-		if (pkt.payload_len)
-			brc_flow_missing(sc);
-		return TC_ACT_OK;
+	if (!(f->flags & BRC_FF_CLOSED) && __sync_val_compare_and_swap(&f->in_busy, 0, 1) != 0) {
+		/* another CPU is in the middle of this connection's client bytes */
+		brc_rq_lost(f, BRC_DIRTY_BIT_CONCURRENT);
+		return (f->flags & BRC_FF_SERVED) ? TC_ACT_SHOT : TC_ACT_OK;
 	}
 	if ((f->flags & BRC_FF_SERVE) || (pkt.tcp_flags & BRC_TCP_SYN)) {
 		/* serve-mode flows (and SYNs in serve mode): brc_serve_in */
 		ss = brc_get_serve_scratch();
-		if (!ss)
-			return TC_ACT_OK;
+		if (!ss) {
+			brc_in_release(f);
+			return (f->flags & BRC_FF_SERVED) ? TC_ACT_SHOT : TC_ACT_OK;
+		}
 		ss->pkt = pkt;
 		brc_jmp.call(skb, BRC_JMP_SERVE);
 		brc_count(TAILCALL_FAILED);
-		/* never pass a segment of a served flow untranslated */
+		/* the segment was neither parsed nor translated: give the
+		 * connection up, and never pass a served flow's segment untranslated */
+		brc_rq_lost(f, BRC_DIRTY_BIT_TAILCALL);
+		brc_in_release(f);
 		return (f->flags & BRC_FF_SERVED) ? TC_ACT_SHOT : TC_ACT_OK;
 	}
 	return brc_ingress_observe(skb, sc, f, &pkt);
 }
 
 /* Serve mode, every client segment of a flow tracked in serve mode (and the
- * client's SYN): the table of bpf/SERVE.md, then the observe-mode work. */
+ * client's SYN): the table of bpf/SERVE.md, then the observe-mode work. The
+ * caller holds f->in_busy. */
 int brc_serve_in(struct __sk_buff *skb)
 {
 	struct brc_config *cfg = brc_get_config();
@@ -371,66 +429,86 @@ int brc_serve_in(struct __sk_buff *skb)
 
 	if (!cfg || !sc || !ss)
 		return TC_ACT_OK;
-	f = brc_flows.lookup(&sc->fk);
+	f = brc_flow_find(sc);
 	if (!f)
 		return TC_ACT_OK;
 	sa = (struct brc_seqadj *)f->serve_reserved;
-	if (brc_serve_seg(skb, &ss->pkt, &seg) < 0)
+	if (brc_serve_seg(skb, &ss->pkt, &seg) < 0) {
+		brc_in_release(f);
 		return (f->flags & BRC_FF_SERVED) ? TC_ACT_SHOT : TC_ACT_OK;
+	}
 	if ((seg.flags & (BRC_TCP_SYN | BRC_TCP_ACK | BRC_TCP_RST)) == BRC_TCP_SYN) {
 		/* brc_flow_syn() just (re)started this flow */
 		brc_seqadj_init_syn(sa, &seg);
 		rc = brc_tcp_opts_load(skb, seg.l4_off, seg.thl, ss->hdr, &ss->o);
-		if (rc < 0 || (ss->o.flags & (BRC_OPT_F_OTHER | BRC_OPT_F_MALFORMED)))
-			return TC_ACT_OK;       /* unknown options: never served */
+		if (rc < 0 || (ss->o.flags & (BRC_OPT_F_OTHER | BRC_OPT_F_MALFORMED)) ||
+		    seg.l3_off != ETH_HLEN)
+			goto syn_done;          /* unknown options or headers: never served */
 		rc = brc_tcp_opts_strip_sackperm(skb, seg.l4_off, &ss->o);
 		if (rc < 0)
-			return TC_ACT_OK;       /* SACK may be negotiated: never served */
+			goto syn_done;          /* SACK may be negotiated: never served */
 		if (rc > 0)
 			brc_count(SACK_PERM_STRIPPED);
-		f->flags |= BRC_FF_SERVE;
+		brc_flag_set(f, BRC_FF_SERVE);
+syn_done:
+		brc_in_release(f);
 		return TC_ACT_OK;
 	}
-	if (!(f->flags & BRC_FF_SERVE))
+	if (!(f->flags & BRC_FF_SERVE)) {
+		brc_in_release(f);
 		return TC_ACT_OK;
+	}
 	f->last_ns = sc->now;
+	if ((seg.flags & BRC_TCP_RST) && !brc_rst_acceptable(f, seg.seq)) {
+		/* the server's kernel will only answer a challenge ACK: translate
+		 * it, change nothing */
+		brc_count(RST_IGNORED);
+		brc_in_release(f);
+		return brc_seqadj_rewrite_ingress(skb, sa, &seg) < 0 ? TC_ACT_SHOT : TC_ACT_OK;
+	}
 	brc_seqadj_track_ingress(sa, &seg);
 	if (brc_seqadj_classify(sa, &seg) == BRC_SEQADJ_RESEND) {
 		if (brc_seqadj_inj_acked(sa)) {
 			/* the client has the reply: a stale duplicate */
 			brc_count(SERVE_DUP_DROPPED);
+			brc_in_release(f);
 			return TC_ACT_SHOT;
 		}
 		r = brc_served.lookup(&sc->fk);
 		len = sa->inj_after - sa->inj_before;
-		if (!r || r->len != len || len == 0 || len > BRC_VAL_MAX)
+		if (!r || r->len != len || len == 0 || len > BRC_VAL_MAX) {
+			brc_in_release(f);
 			return brc_serve_reset(skb, sc, ss, &seg, f, sa);
+		}
 		brc_count(RESENT);
 		data = r->data;
 		goto emit;
 	}
 	len = brc_serve_lookup(skb, cfg, sc, ss, &seg, f, sa);
 	if (len) {
-		if (brc_served.update(&sc->fk, &ss->served) != 0) {
+		if (brc_served.update(&sc->fk, (struct brc_served *)&ss->entry.len) != 0) {
 			brc_count(SERVE_ERR_BUILD);
 		} else {
 			brc_seqadj_record(sa, &seg, len);
 			f->cli_next = seg.seq + seg.payload_len;
-			f->flags |= BRC_FF_SERVED;
+			brc_flag_set(f, BRC_FF_SERVED);
 			brc_count(HIT);
 			/* what the client waits for at this host: ingress to the
 			 * reply's redirect (a resend is not a new request) */
 			brc_latency_add(BRC_LAT_GET, bpf_ktime_get_ns() - sc->now);
-			data = ss->served.data;
+			data = ss->entry.reply;
 			goto emit;
 		}
 	}
-	if (brc_seqadj_rewrite_ingress(skb, sa, &seg) < 0)
+	if (brc_seqadj_rewrite_ingress(skb, sa, &seg) < 0) {
+		brc_in_release(f);
 		return TC_ACT_SHOT;
+	}
 	if (f->flags & BRC_FF_CLOSED)
 		return TC_ACT_OK;
 	return brc_ingress_observe(skb, sc, f, &ss->pkt);
 emit:
+	brc_in_release(f);
 	return brc_serve_emit(skb, ss, &seg, sa, data, len);
 }
 
@@ -480,7 +558,7 @@ int brc_egress(struct __sk_buff *skb)
 		return TC_ACT_OK;       /* our own reply / RST */
 	kind = brc_parse_tcp4(skb, &pkt);
 	if (kind != BRC_PKT_TCP4) {
-		brc_count_kind(kind);
+		brc_unparsed(skb, kind, &pkt, cfg, sc, 0);
 		return TC_ACT_OK;
 	}
 	if (pkt.sport != cfg->port)
@@ -489,7 +567,7 @@ int brc_egress(struct __sk_buff *skb)
 	sc->fk.srv_addr = pkt.saddr;
 	sc->fk.cli_port = pkt.dport;
 	sc->fk.srv_port = pkt.sport;
-	f = brc_flows.lookup(&sc->fk);
+	f = brc_flow_find(sc);
 	if (cfg->mode == BRC_MODE_OFF && (!f || !(f->flags & BRC_FF_SERVED)))
 		return TC_ACT_OK;       /* off: pass, except served flows (translated for life) */
 	brc_count(PKT_EGRESS);
@@ -508,7 +586,7 @@ int brc_egress(struct __sk_buff *skb)
 			return TC_ACT_OK;
 	}
 	if (pkt.tcp_flags & BRC_TCP_RST) {
-		brc_flow_close(sc, f);
+		brc_flow_close(sc, f, 1);       /* Redis's side is gone */
 		return TC_ACT_OK;
 	}
 	if ((pkt.tcp_flags & (BRC_TCP_SYN | BRC_TCP_ACK)) == (BRC_TCP_SYN | BRC_TCP_ACK)) {
@@ -534,23 +612,24 @@ int brc_egress(struct __sk_buff *skb)
 		} else {
 			start = pkt.payload_off + (__u32)(-d);
 			f->srv_next = pkt.seq + pkt.payload_len;
-			if (f->rp_state != BRC_RP_LOST) {
+			/* a given-up connection's replies decide nothing any more */
+			if (f->rp_state != BRC_RP_LOST && !(f->dirty & BRC_DIRTY_GIVEUP)) {
 				sc->off = start;
 				sc->end = pkt.payload_off + pkt.payload_len;
 				sc->calls = 0;
 				/* the server's FIN in this segment is handled after the parse */
 				if (pkt.tcp_flags & BRC_TCP_FIN)
-					f->flags |= BRC_FF_SRV_FIN;
+					brc_flag_set(f, BRC_FF_SRV_FIN);
 				brc_jmp.call(skb, BRC_JMP_PARSE_REP);
 				brc_count(TAILCALL_FAILED);
-				brc_rp_lost(f, BRC_DIRTY_BIT_PARSER);
+				brc_rp_lost(f, BRC_DIRTY_BIT_TAILCALL);
 			}
 		}
 	}
 	if (pkt.tcp_flags & BRC_TCP_FIN) {
 		/* Redis closed: it executes nothing more on this connection (a FIN
 		 * on a segment with parsed payload is released by brc_parse_rep) */
-		brc_flow_close(sc, f);
+		brc_flow_close(sc, f, 1);
 	}
 	return TC_ACT_OK;
 }

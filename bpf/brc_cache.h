@@ -4,21 +4,41 @@
  * entry or proving the would-be answer against Redis's real bytes.
  *
  * Rules (datapath.md): fill only from the reply to a GET passed with nothing
- * pending on a clean connection, only when no write to its key bucket (or a
- * global write) was in flight when it passed and none passed before its reply.
- * An entry is valid while its bucket and the global version are those it was
- * filled at, neither has a write in flight, the key has no TTL mark, and it is
- * younger than the maximum age. The serve phase answers exactly where this
- * file says BRC_TRACK_VERIFY.
+ * pending on a connection that was never given up, only when no write to its
+ * key bucket (or a global write) was in flight when it passed and none passed
+ * before its reply. An entry is valid while its bucket and the global version
+ * are those it was filled at, neither has a write in flight, the key has no
+ * TTL mark, and it is younger than the maximum age. It may be answered only to
+ * a connection whose user Redis has authenticated and lets read every key,
+ * while the toolkit's copy of those rights is current (brc_may_answer). The
+ * serve phase answers exactly where this file says BRC_TRACK_VERIFY.
  */
 #ifndef BRC_CACHE_H
 #define BRC_CACHE_H
 
 #include "brc_flow.h"
 
-#define BRC_FIFO_F_TRACKED 1ULL     /* the tracked GET (always the FIFO head) */
-#define BRC_FIFO_F_AUTH 2ULL        /* AUTH / HELLO AUTH: a non-error reply authenticates */
-#define BRC_FIFO_TS_MASK ((1ULL << 56) - 1)
+#define BRC_FIFO_F_TRACKED 1ULL     /* the tracked GET */
+#define BRC_FIFO_F_GET 2ULL         /* a GET: its reply is a bulk string or an error */
+#define BRC_FIFO_F_STATE 4ULL       /* its reply decides the state change in chg_* */
+#define BRC_FIFO_TS_BITS 40
+#define BRC_FIFO_TS_MASK ((1ULL << BRC_FIFO_TS_BITS) - 1)
+
+static __always_inline __u64 brc_fifo_entry(__u64 now, __u32 seq, __u32 cls, __u64 flags)
+{
+	return (now & BRC_FIFO_TS_MASK) | ((__u64)(seq & 0xffff) << 40) |
+	       ((__u64)(cls & 0xf) << 56) | (flags << 60);
+}
+
+/* The FIFO entry of command @seq, or 0 when its slot was not written for it. */
+static __always_inline __u64 brc_fifo_get(const struct brc_flow *f, __u32 seq)
+{
+	__u64 e = f->fifo[seq & (BRC_FIFO_LEN - 1)];
+
+	if (((e >> 40) & 0xffff) != (seq & 0xffff) || !e)
+		return 0;
+	return e;
+}
 
 static __always_inline __u32 brc_key_max(const struct brc_config *cfg)
 {
@@ -27,14 +47,39 @@ static __always_inline __u32 brc_key_max(const struct brc_config *cfg)
 	return (m == 0 || m > BRC_KEY_MAX) ? BRC_KEY_MAX : m;
 }
 
-/* dst[0..BRC_KEY_MAX) = src[0..len) then zeros (cache keys compare whole). */
-static __always_inline void brc_key_copy(__u8 *dst, const __u8 *src, __u32 len)
+/* Is the toolkit's copy of Redis's users and rights current (loaded, nothing
+ * that could change it in flight or completed since)? */
+static __always_inline int brc_server_current(const struct brc_global *g)
 {
-	__u32 i;
+	struct brc_server *sv = brc_get_server();
 
-#pragma clang loop unroll(full)
-	for (i = 0; i < BRC_KEY_MAX; i++)
-		dst[i] = i < len ? src[i] : 0;
+	return sv && g->auth_inflight == 0 && sv->auth_epoch == g->auth_epoch;
+}
+
+/* Would Redis let @f's user GET any key? Its user must be authenticated (or
+ * the open default user) and allowed every key, as the toolkit read from Redis. */
+static __always_inline int brc_user_may_read(const struct brc_flow *f)
+{
+	struct brc_user *u = brc_users.lookup((struct brc_user_key *)&f->user_len);
+
+	if (!u || !(u->flags & BRC_USER_READ_ALL))
+		return 0;
+	return (f->flags & BRC_FF_AUTHED) || (u->flags & BRC_USER_OPEN);
+}
+
+/* The Redis-level conditions of an answer on @f besides the entry: counts why
+ * not. */
+static __always_inline int brc_may_answer(const struct brc_flow *f, const struct brc_global *g)
+{
+	if (!brc_server_current(g)) {
+		brc_count(GET_UNCACHEABLE_SERVER);
+		return 0;
+	}
+	if (!brc_user_may_read(f)) {
+		brc_count(GET_UNCACHEABLE_AUTH);
+		return 0;
+	}
+	return 1;
 }
 
 /* A GET of the key in f->rq_key (argument 1) passed, with @pending commands
@@ -48,6 +93,8 @@ static __always_inline __u64 brc_get_passed(struct brc_scratch *sc, struct brc_f
 	struct brc_replybuf *rb;
 	__u32 idx = f->rq_key_bucket & (BRC_KEYVER_BUCKETS - 1);
 
+	if (cfg->mode == BRC_MODE_OFF)
+		return 0;       /* writes go unseen while off: nothing read now may fill */
 	if (f->dirty) {
 		brc_count(GET_UNCACHEABLE_DIRTY);
 		return 0;
@@ -58,10 +105,6 @@ static __always_inline __u64 brc_get_passed(struct brc_scratch *sc, struct brc_f
 	}
 	if (f->db != 0) {
 		brc_count(GET_UNCACHEABLE_DB);
-		return 0;
-	}
-	if (cfg->require_auth && !(f->flags & BRC_FF_AUTHED)) {
-		brc_count(GET_UNCACHEABLE_AUTH);
 		return 0;
 	}
 	if (f->rq_key_len > brc_key_max(cfg)) {
@@ -75,8 +118,9 @@ static __always_inline __u64 brc_get_passed(struct brc_scratch *sc, struct brc_f
 	if (!b || !g)
 		return 0;
 
-	brc_key_copy(f->track_key, f->rq_key, f->rq_key_len);
+	__builtin_memcpy(f->track_key, f->rq_key, BRC_KEY_MAX);   /* zero-padded */
 	f->track_key_len = f->rq_key_len;
+	sc->ckey.srv_addr = sc->fk.srv_addr;
 	sc->ckey.len = f->rq_key_len;
 	__builtin_memcpy(sc->ckey.key, f->track_key, BRC_KEY_MAX);
 	f->track_bucket = idx;
@@ -84,8 +128,7 @@ static __always_inline __u64 brc_get_passed(struct brc_scratch *sc, struct brc_f
 	f->track_gver = g->ver;
 	f->track = BRC_TRACK_NONE;
 
-	e = brc_cache.lookup(&sc->ckey);
-	if (b->inflight || g->inflight || brc_untracked_active(g, sc->now)) {
+	if (b->inflight || g->inflight || brc_held(g, sc->now)) {
 		brc_count(MISS);
 		brc_count(FILL_REFUSED_INFLIGHT);
 		return 0;
@@ -95,13 +138,13 @@ static __always_inline __u64 brc_get_passed(struct brc_scratch *sc, struct brc_f
 		brc_count(FILL_REFUSED_TTL);
 		return 0;
 	}
+	e = brc_cache.lookup(&sc->ckey);
 	if (e && e->ver == f->track_ver && e->gver == f->track_gver) {
-		if (cfg->max_age_ns && sc->now - e->fill_ns > cfg->max_age_ns) {
+		if (cfg->max_age_ns && sc->now - e->fill_ns > cfg->max_age_ns)
 			brc_count(CACHE_EXPIRED);
-		} else {
+		else if (brc_may_answer(f, g))
 			/* Serve phase: answer here. Observe: prove it at the reply. */
 			f->track = BRC_TRACK_VERIFY;
-		}
 	}
 	if (f->track != BRC_TRACK_VERIFY) {
 		brc_count(MISS);
@@ -149,12 +192,13 @@ static __always_inline void brc_track_done(struct brc_scratch *sc, struct brc_fl
 	__u32 vmax = cfg->max_value_len;
 
 	f->track = BRC_TRACK_NONE;
-	if (track == BRC_TRACK_NONE)
+	if (track == BRC_TRACK_NONE || cfg->mode == BRC_MODE_OFF || (f->dirty & BRC_DIRTY_GIVEUP))
 		return;
 	b = brc_keyver.lookup(&idx);
 	g = brc_get_global();
 	if (!b || !g || !rb)
 		return;
+	sc->ckey.srv_addr = sc->fk.srv_addr;
 	sc->ckey.len = f->track_key_len;
 	__builtin_memcpy(sc->ckey.key, f->track_key, BRC_KEY_MAX);
 
@@ -168,10 +212,17 @@ static __always_inline void brc_track_done(struct brc_scratch *sc, struct brc_fl
 			brc_count(VERIFY_RACED);
 			return;
 		}
-		if (e->len == len && len <= BRC_VAL_MAX && brc_bytes_equal(e->reply, rb->data, len))
+		if (e->len == len && len <= BRC_VAL_MAX && brc_bytes_equal(e->reply, rb->data, len)) {
 			brc_count(WOULD_HIT);
-		else
-			brc_count(MISMATCH);
+			return;
+		}
+		/* BRC's model disagreed with Redis: the entry goes, everything is
+		 * invalidated (the cause is unknown) and the connection is given up */
+		brc_count(MISMATCH);
+		if (brc_cache.delete(&sc->ckey) == 0)
+			brc_count(MISMATCH_EVICTED);
+		brc_bump_global(g);
+		brc_dirty(f, BRC_DIRTY_BIT_MISMATCH);
 		return;
 	}
 
@@ -187,7 +238,7 @@ static __always_inline void brc_track_done(struct brc_scratch *sc, struct brc_fl
 		return;
 	}
 	if (b->ver != f->track_ver || g->ver != f->track_gver || b->inflight || g->inflight ||
-	    brc_untracked_active(g, sc->now)) {
+	    brc_held(g, sc->now)) {
 		brc_count(FILL_REFUSED_VERSION);
 		return;
 	}
@@ -196,12 +247,17 @@ static __always_inline void brc_track_done(struct brc_scratch *sc, struct brc_fl
 		return;
 	}
 	e = &sc->entry;
+	e->fill_id = ((__u64)bpf_get_prandom_u32() << 32) | (__u32)sc->now;
 	e->ver = f->track_ver;
 	e->gver = f->track_gver;
 	e->fill_ns = sc->now;
-	e->len = len;
 	e->bucket = idx;
+	e->srv_addr = sc->ckey.srv_addr;
+	e->key_len = sc->ckey.len;
+	__builtin_memcpy(e->key, sc->ckey.key, BRC_KEY_MAX);
+	e->len = len;
 	__builtin_memcpy(e->reply, rb->data, BRC_VAL_MAX);
+	e->fill_id_end = e->fill_id;
 	if (brc_cache.update(&sc->ckey, e) == 0)
 		brc_count(FILL);
 	else

@@ -31,7 +31,7 @@
 #define BRC_MAP_KEYVER "brc_keyver"
 #define BRC_MAP_GLOBAL "brc_global"
 #define BRC_MAP_REPLYBUF "brc_replybuf"
-#define BRC_MAP_FLOWTAGS "brc_flowtags"
+#define BRC_MAP_CLOSING "brc_closing"
 #define BRC_MAP_TTLKEYS "brc_ttlkeys"
 #define BRC_MAP_SERVED "brc_served"
 #define BRC_MAP_USERS "brc_users"
@@ -47,7 +47,8 @@
 #define BRC_TOK_LEN 16          /* leading bytes of each argument kept (command names, options) */
 #define BRC_USER_MAX 64         /* longest ACL user name BRC can answer for, bytes */
 
-/* brc_config: ARRAY, one entry at key 0. Written by the toolkit only. */
+/* brc_config: ARRAY, one entry at key 0. Written by the toolkit only (the
+ * operator's settings; what Redis itself reports goes to brc_server). */
 struct brc_config {
 	__u32 port;            /* Redis TCP port, host byte order */
 	__u32 mode;            /* BRC_MODE_* */
@@ -55,12 +56,15 @@ struct brc_config {
 	__u32 max_value_len;   /* values longer than this are never cached (counted) */
 	__u64 max_age_ns;      /* entries older than this are treated as absent */
 	__u32 verify_sample;   /* serve mode: 1 in N would-be hits still goes to Redis; 0 = none */
-	__u32 require_auth;    /* 1 = Redis requires AUTH: unauthenticated flows never cached */
+	__u32 pad0;
 };
 
-/* brc_flows: LRU_HASH, key struct brc_flow_key, value struct brc_flow.
- * One entry per TCP connection to Redis seen from its SYN; released on RST or
- * the server's FIN. Addresses in network order, ports in host order. */
+/* brc_flows: HASH (never evicts a live connection: when full, new connections
+ * are simply not tracked), key struct brc_flow_key, value struct brc_flow.
+ * One entry per TCP connection to Redis seen from its SYN; released on an
+ * acceptable RST or the server's FIN. A served connection's entry moves to
+ * brc_closing at its close (its last FIN/ACKs still need translating).
+ * Addresses in network order, ports in host order. */
 struct brc_flow_key {
 	__u32 cli_addr;
 	__u32 srv_addr;
@@ -72,44 +76,70 @@ struct brc_flow_key {
 #define BRC_FS_SYN 1            /* client SYN seen */
 #define BRC_FS_EST 2            /* server SYN-ACK seen: sequence space known both ways */
 
-/* brc_flow.flags bits. */
-#define BRC_FF_AUTHED 1         /* an AUTH / HELLO ... AUTH got a non-error reply */
-#define BRC_FF_GMARK 2          /* holds one global write-in-flight mark */
+/* brc_flow.flags bits. Both hooks change flags, so only with atomic or/and. */
+#define BRC_FF_AUTHED 1         /* Redis answered an AUTH / HELLO ... AUTH with success */
 #define BRC_FF_CLI_FIN 4
 #define BRC_FF_SRV_FIN 8
-#define BRC_FF_FIFO_OVERFLOW 16 /* FIFO full: later commands get no timestamp until pending is 0 */
 #define BRC_FF_SERVE 32         /* serve mode at the SYN: seqadj state in serve_reserved is live */
 #define BRC_FF_SERVED 64        /* answered at least once: translation for the rest of its life */
-#define BRC_FF_CLOSED 128       /* closed, kept only to translate its last FIN/ACKs */
+#define BRC_FF_CLOSED 128       /* closed, kept (in brc_closing) only to translate its last FIN/ACKs */
 
 /* brc_flow.track: what the flow does with the reply to its tracked GET. */
 #define BRC_TRACK_NONE 0
 #define BRC_TRACK_FILL 1        /* miss: the reply may fill the cache */
 #define BRC_TRACK_VERIFY 2      /* would-hit: the reply is compared with the entry */
 
+/* brc_flow.chg_kind: the connection-state change in flight (one at a time),
+ * taken from the request at ingress, applied at egress only when Redis's reply
+ * says it happened. */
+#define BRC_CHG_NONE 0
+#define BRC_CHG_SELECT 1        /* +OK: db = chg_db */
+#define BRC_CHG_AUTH 2          /* +OK: user = chg_buf, authenticated */
+#define BRC_CHG_HELLO_AUTH 3    /* an array (HELLO's map in RESP2): the same */
+#define BRC_CHG_RESET 4         /* +RESET: db 0, user default, not authenticated */
+#define BRC_CHG_SET_CLEARS_TTL 5 /* +OK to a plain SET k v in db 0: k has no TTL any more */
+#define BRC_DB_INVALID 0xffffffff /* a SELECT argument BRC cannot read as Redis does */
+
 struct brc_flow {
 	/* TCP, host byte order, initialised at the handshake (never zero-guessed:
 	 * half of all ISNs are >= 2^31 and serial comparisons need real values) */
 	__u32 state;            /* BRC_FS_* */
-	__u32 dirty;            /* BRC_DIRTY_* bits; 0 = clean (cacheable) */
+	__u32 db;               /* SELECTed database (written at egress, on Redis's +OK); only db 0 is cached */
+	__u64 dirty;            /* BRC_DIRTY_* bits (atomic or); 0 = clean (cacheable) */
+	__u64 flags;            /* BRC_FF_* (atomic or/and) */
 	__u32 cli_next;         /* next client->server sequence number expected */
 	__u32 srv_next;         /* next server->client sequence number expected */
 	__u32 cli_ack;          /* highest ack the client sent (server space) */
 	__u32 srv_ack;          /* highest ack the server sent (client space) */
-	__u32 flags;            /* BRC_FF_* */
-	__u32 db;               /* SELECTed database; only db 0 is cached */
 	__u64 created_ns;
 	__u64 last_ns;
-	/* serve phase (issue 5): seqadj correction points and the server's last
-	 * TSval/window go here; zero and unused in observe mode */
+	__u64 last_pass_ns;     /* last client payload passed to Redis (Redis's `timeout` counts from it) */
+	__u64 in_busy;          /* 1 while a CPU processes a client segment (cmpxchg): two at once give up */
+	/* serve phase: struct brc_seqadj (bpf/seqadj.h) lives here */
 	__u32 serve_reserved[12];
-	/* request accounting */
-	__u32 pending;          /* commands passed to Redis minus replies seen */
-	__u32 fifo_head;        /* slot of the oldest timestamped pending command */
-	__u32 fifo_n;           /* timestamped pending commands (<= BRC_FIFO_LEN) */
-	__u32 nmarks;           /* used entries of marks[] */
-	__u64 fifo[BRC_FIFO_LEN]; /* ingress ns (low 56 bits) | class << 56 | BRC_FIFO_F_* << 58 */
-	__u32 marks[BRC_FLOW_MARKS]; /* key buckets this flow holds write-in-flight */
+	/* Request accounting. `sent` is written only at ingress, `replied` only
+	 * at egress: pending = sent - replied, and neither side ever loses the
+	 * other's update when the two hooks run on different CPUs. */
+	__u32 sent;             /* commands passed to Redis */
+	__u32 replied;          /* replies paired with them */
+	__u64 fifo[BRC_FIFO_LEN]; /* command n at [n % LEN]: ingress ns (low 40 bits) | (n & 0xffff) << 40 | class << 56 | BRC_FIFO_F_* << 60 */
+	/* Writes in flight, one word each: (bucket + 1) << 32 | number of the
+	 * command that wrote it last; 0 = free. Taken at ingress, released at
+	 * egress once that command's reply is seen (compare-and-swap both ways). */
+	__u64 marks[BRC_FLOW_MARKS];
+	__u64 gmark;            /* 1 << 32 | command number: a write that may touch anything */
+	__u64 smark;            /* 1 << 32 | command number: a command that may change users, rights or role */
+	/* the connection's user as Redis knows it (a struct brc_user_key): "default"
+	 * at the SYN, changed at egress only by Redis's success reply */
+	__u32 user_len;
+	__u8 user[BRC_USER_MAX];
+	/* the state change in flight (written at ingress, applied at egress) */
+	__u32 chg_kind;         /* BRC_CHG_* */
+	__u32 chg_db;
+	__u32 chg_sent;         /* state changes issued (ingress) */
+	__u32 chg_done;         /* state changes answered (egress) */
+	__u32 chg_len;
+	__u8 chg_buf[BRC_KEY_MAX]; /* the user name of an AUTH, or the key a SET clears the TTL of */
 	/* the GET this flow tracks (passed with nothing pending: its reply is next) */
 	__u32 track;            /* BRC_TRACK_* */
 	__u32 track_key_len;
@@ -125,10 +155,10 @@ struct brc_flow {
 	__u32 rq_num;           /* number being read (array or bulk length) */
 	__u32 rq_left;          /* bulk bytes left in the current argument */
 	__u32 rq_arglen;        /* bytes of the current argument seen */
-	__u32 rq_secret;        /* arguments still to come that must not be read (passwords) */
+	__u32 rq_opt;           /* BRC_OPT_*: where an option walk is (HELLO, AUTH) */
 	__u32 rq_val;           /* a number argument (SELECT's db) */
 	__u32 rq_keep;          /* leading bytes of the current argument read (0 = none) */
-	__u32 rq_copykey;       /* 1 = the current argument is argument 1 and a key */
+	__u32 rq_copy;          /* 1 = the current argument's bytes go to rq_key */
 	__u8 rq_kind;           /* command table entry of argument 0: BRC_K_* */
 	__u8 rq_first;          /* first key argument */
 	__u8 rq_last;           /* last key argument, 255 = through the end */
@@ -137,11 +167,13 @@ struct brc_flow {
 	__u8 rq_class;          /* BRC_LAT_* */
 	__u8 rq_cflags;         /* BRC_CF_*: observations about this command */
 	__u8 rq_inline;         /* 1 = this command is inline (space separated) */
-	__u32 rq_key_len;       /* argument 1 (the key of single-key commands) */
-	__u32 rq_key_bucket;
+	__u32 rq_key_len;       /* the copied argument (a key, or a user name) */
+	__u32 rq_key_bucket;    /* its version bucket */
+	__u32 rq_keyarg;        /* which argument is copied (1, or 2 for RENAME/COPY) */
+	__u32 rq_pad;
 	__u64 rq_hash;          /* FNV-1a of the current argument's first BRC_KEY_MAX bytes */
 	__u8 rq_tok[BRC_TOK_LEN]; /* current argument's first bytes, upper-cased */
-	__u8 rq_key[BRC_KEY_MAX]; /* argument 1's first bytes, as sent (key commands only) */
+	__u8 rq_key[BRC_KEY_MAX]; /* the copied argument's first bytes, as sent */
 	/* reply parser (server->client) */
 	__u32 rp_state;
 	__u32 rp_num;
@@ -151,26 +183,44 @@ struct brc_flow {
 	__u32 rp_type;          /* first byte of the current top-level reply */
 	__u32 rp_len;           /* bytes of the tracked reply buffered so far */
 	__u32 rp_tracked;       /* 1 = the current reply answers the tracked GET */
+	__u32 rp_hlen;          /* bytes of the current top-level reply lexed (capped) */
+	__u32 rp_pad;
+	__u64 rp_head;          /* its first 8 bytes, little-endian ("+OK\r\n", "+RESET\r\n") */
 	__u32 rp_stack[BRC_RESP_DEPTH]; /* elements left per open array */
 };
 
 /* Flow is dirty (never cached from or answered) for these reasons; each has a
- * counter DIRTY_<NAME>. Bit n of brc_flow.dirty = reason n. */
+ * counter DIRTY_<NAME> at stats slot BRC_DIRTY_SLOT_BASE + n. Bit n of
+ * brc_flow.dirty = reason n. Every reason but MULTI means the connection is
+ * given up for good: BRC's model of it may disagree with Redis's, so it is
+ * never answered or filled from again and its write marks are held until it
+ * closes (its replies can no longer be trusted to say when a write is done).
+ * Append only: a retired reason keeps its bit. */
 #define BRC_DIRTY_REASONS(X) \
 	X(PARSER, "the RESP parser could not follow the client's or the server's bytes") \
 	X(GAP, "a sequence gap or reordering: bytes were not seen in order") \
 	X(BUDGET, "a segment held more RESP than one pass of the parser may read") \
-	X(RESP3, "HELLO 3 (RESP3 replies)") \
-	X(PUBSUB, "SUBSCRIBE / PSUBSCRIBE / SSUBSCRIBE: replies no longer pair with commands") \
+	X(RESP3, "HELLO with a protocol other than 2 (RESP3 replies)") \
+	X(PUBSUB, "SUBSCRIBE / UNSUBSCRIBE families: replies no longer pair with commands") \
 	X(MONITOR, "MONITOR: replies no longer pair with commands") \
-	X(CLIENT_REPLY, "CLIENT REPLY OFF/SKIP: replies no longer pair with commands") \
+	X(CLIENT_REPLY, "CLIENT REPLY: replies no longer pair with commands") \
 	X(MULTI, "MULTI: a transaction (its replies pair, but it is never cached from)") \
-	X(UNMATCHED, "a reply arrived with nothing pending")
+	X(UNMATCHED, "a reply arrived with nothing pending") \
+	X(REPLY_SHAPE, "a reply that cannot answer the command at the head of the queue") \
+	X(REPLICATION, "REPLCONF / SYNC / PSYNC: a replication link, not request/reply") \
+	X(TRACKING, "CLIENT TRACKING / CACHING: Redis must see this connection's reads") \
+	X(UNKNOWN, "a command BRC's table does not know (its replies are unknown)") \
+	X(INLINE, "an inline command outside what BRC reads exactly as Redis does") \
+	X(STATE, "a connection-state change BRC cannot follow (pipelined, inline, unreadable)") \
+	X(TAILCALL, "a parser continuation or the serve stage failed to run") \
+	X(TFO, "data on a SYN (TCP Fast Open): bytes BRC did not parse") \
+	X(MISMATCH, "a verified would-be answer differed from Redis's reply") \
+	X(CONCURRENT, "two CPUs processed this connection's client segments at once")
 
 /* brc_cmds: HASH written by module_utils/brc_bpf.py at build time (a table of
  * Redis commands; build-owned, not pinned). Key: the command name upper-cased
- * and zero-padded to BRC_TOK_LEN; a command missing from it is "unknown" and
- * invalidates everything. */
+ * and zero-padded to BRC_TOK_LEN; a command missing from it is "unknown": it
+ * invalidates everything and gives its connection up. */
 struct brc_cmd_name {
 	__u8 name[BRC_TOK_LEN];
 };
@@ -182,11 +232,32 @@ struct brc_cmd {
 	__u8 step;
 	__u8 special;           /* BRC_SP_*: handled by name in brc_resp.h */
 	__u8 cls;               /* BRC_LAT_*: latency histogram and request counter */
-	__u8 pad0;
+	__u8 flags;             /* BRC_CMDF_* */
 	__u8 pad1;
 };
 
-#define BRC_K_UNKNOWN 0         /* not in the table: global invalidation */
+#define BRC_CMDF_INLINE 1       /* its inline form is followed (others inline give up:
+				 * AUTH, SELECT, CONFIG ... whose secrets or arity matter) */
+
+/* brc_subcmds: HASH written at build time: what argument 1 of CLIENT, CONFIG
+ * and ACL means to BRC. Key: the command's BRC_SP_* and the subcommand
+ * upper-cased, zero-padded. For CONFIG and ACL a subcommand missing here may
+ * change who can read what (answers stop until the toolkit reloads); for
+ * CLIENT it changes nothing BRC models. */
+struct brc_subcmd_key {
+	__u32 special;
+	__u8 name[BRC_TOK_LEN];
+};
+
+struct brc_subcmd {
+	__u32 action;           /* BRC_SUB_* */
+};
+
+#define BRC_SUB_READ_ONLY 1     /* CONFIG GET, ACL WHOAMI ...: changes nothing */
+#define BRC_SUB_GIVEUP_REPLY 2  /* CLIENT REPLY: replies stop pairing */
+#define BRC_SUB_GIVEUP_TRACKING 3 /* CLIENT TRACKING / CACHING: Redis must see the reads */
+
+#define BRC_K_UNKNOWN 0         /* not in the table: global invalidation, connection given up */
 #define BRC_K_NOKEY 1           /* touches no keys (PING, INFO, CLIENT ...) */
 #define BRC_K_READ 2            /* reads its keys */
 #define BRC_K_WRITE 3           /* writes its keys: invalidated by position */
@@ -194,35 +265,50 @@ struct brc_cmd {
 
 #define BRC_SP_NONE 0
 #define BRC_SP_GET 1            /* the one cacheable command */
-#define BRC_SP_SET 2            /* SET: EX/PX/EXAT/PXAT/KEEPTTL give the key a TTL */
-#define BRC_SP_TTL 3            /* gives its first key a TTL (SETEX, EXPIRE ...) */
+#define BRC_SP_SET 2            /* SET: EX/PX/EXAT/PXAT/KEEPTTL give the key a TTL; plain SET k v clears it */
+#define BRC_SP_TTL 3            /* gives its first key a TTL (SETEX, EXPIRE, MOVE, RESTORE ...) */
 #define BRC_SP_GETEX 4          /* GETEX with options: TTL */
-#define BRC_SP_AUTH 5           /* AUTH: arguments never read; +OK authenticates */
-#define BRC_SP_HELLO 6          /* HELLO [3] [AUTH u p]: RESP3 dirties, AUTH authenticates */
+#define BRC_SP_AUTH 5           /* AUTH [user] pass: +OK makes user the connection's user */
+#define BRC_SP_HELLO 6          /* HELLO 2 [AUTH user pass] [SETNAME n]; another protocol gives up */
 #define BRC_SP_SELECT 7
 #define BRC_SP_MULTI 8
-#define BRC_SP_SUBSCRIBE 9
-#define BRC_SP_MONITOR 10
-#define BRC_SP_CLIENT 11        /* CLIENT REPLY dirties */
-#define BRC_SP_RESET 12         /* RESET: unauthenticated, db 0 */
-#define BRC_SP_SECRET 13        /* arguments may hold secrets (CONFIG, ACL, MIGRATE): never read */
+#define BRC_SP_SUBSCRIBE 9      /* (P|S)(UN)SUBSCRIBE: gives up */
+#define BRC_SP_MONITOR 10       /* gives up */
+#define BRC_SP_CLIENT 11        /* CLIENT REPLY / TRACKING / CACHING give up */
+#define BRC_SP_RESET 12         /* RESET: +RESET makes it db 0, user default, not authenticated */
+#define BRC_SP_SECRET 13        /* arguments may hold secrets (MIGRATE): never read */
+#define BRC_SP_CONFIG 14        /* CONFIG: all but GET/HELP may change who reads what; args 2+ never read */
+#define BRC_SP_ACL 15           /* ACL: all but the read-only subcommands change rights; args 2+ never read */
+#define BRC_SP_SERVER 16        /* REPLICAOF, FAILOVER, SHUTDOWN, MODULE, DEBUG: the server itself changes */
+#define BRC_SP_REPLICATION 17   /* REPLCONF, SYNC, PSYNC: gives up */
+#define BRC_SP_CARRY_TTL 18     /* RENAME, RENAMENX, COPY: the destination (argument 2) may get a TTL */
 
 /* brc_cache: LRU_HASH (see bpf/README.md for the measurement), key struct
  * brc_cache_key, value struct brc_cache_entry. Valid only while ver/gver equal
  * the key's bucket version and the global version and neither has a write in
- * flight, and while younger than brc_config.max_age_ns. */
+ * flight, and while younger than brc_config.max_age_ns. Entries are per
+ * server address: two Redis behind one interface never share one. */
 struct brc_cache_key {
+	__u32 srv_addr;         /* the Redis address (network order) the entry came from */
 	__u32 len;
 	__u8 key[BRC_KEY_MAX];  /* zero-padded after len */
 };
 
+/* A reader copies an entry out of the map and then checks it: LRU elements are
+ * recycled for other keys under a reader, so the copy must be one fill (fill_id
+ * at both ends, still the live element's) of the key asked for (key again). */
 struct brc_cache_entry {
+	__u64 fill_id;          /* unique per fill */
 	__u64 ver;              /* bucket version at fill */
 	__u64 gver;             /* global version at fill */
 	__u64 fill_ns;
-	__u32 len;              /* bytes of reply[] */
 	__u32 bucket;
+	__u32 srv_addr;
+	__u32 key_len;
+	__u8 key[BRC_KEY_MAX];
+	__u32 len;              /* bytes of reply[]; len and reply are a struct brc_served */
 	__u8 reply[BRC_VAL_MAX]; /* the exact RESP reply, e.g. "$3\r\nbar\r\n" */
+	__u64 fill_id_end;      /* fill_id again, written after everything else */
 };
 
 /* brc_keyver: ARRAY of key buckets, index = FNV-1a(key) % max_entries. */
@@ -234,12 +320,15 @@ struct brc_bucket {
 };
 
 /* brc_ttlkeys: HASH keyed by struct brc_cache_key, value __u64 (ns the TTL
- * was seen): keys given a TTL, never cached until a plain SET overwrites them. */
+ * was seen): keys given a TTL (or possibly carrying one: RENAME, COPY, MOVE),
+ * never cached until a plain SET that Redis applied in db 0 overwrites them. */
 
 /* brc_served: LRU_HASH keyed by struct brc_flow_key: the reply injected last on
  * a served flow, resent byte for byte when the client retransmits its GET.
  * Pinned like the flows whose sequence offsets it matches, so a reload does not
- * turn such a retransmission into a reset. */
+ * turn such a retransmission into a reset. Only a reply the client has not
+ * acknowledged can be needed again, so losing an old entry to the LRU costs
+ * nothing. */
 struct brc_served {
 	__u32 len;
 	__u8 data[BRC_VAL_MAX];
@@ -249,12 +338,11 @@ struct brc_served {
 struct brc_global {
 	__u64 ver;              /* bumped by FLUSHALL, FLUSHDB, SWAPDB, EVAL, FCALL, MULTI, EXEC, unknown */
 	__u64 inflight;         /* flows holding a global write-in-flight mark */
-	__u64 flows_live;       /* tracked flows: kept below the flow table's size so the
-				 * LRU never has to evict (an evicted flow cannot release
-				 * its marks) */
-	__u64 untracked_ns;     /* last payload of a connection not tracked from its SYN:
-				 * its writes are invisible, so everything counts as in
-				 * flight for BRC_UNTRACKED_LEASE_NS after it */
+	__u64 flows_live;       /* tracked flows (for reports: brc_flows refuses inserts when full) */
+	__u64 hold_until_ns;    /* until then everything counts as in flight: writes
+				 * BRC could not see (connections not tracked from their
+				 * SYN, packets it cannot parse) or could not see finish
+				 * (a client RST with commands pending) */
 	__u64 auth_epoch;       /* bumped when a command that may change who can read
 				 * what, or the server's role, completes (or its
 				 * connection closes before the reply is seen) */
@@ -311,18 +399,22 @@ struct brc_replybuf {
 /* Counters: brc_stats is a PERCPU_ARRAY of BRC_STATS_SLOTS __u64 indexed by
  * BRC_C_<NAME>; the toolkit sums the CPUs and reports each under the lower-case
  * name. The capacity is fixed so that appending a counter keeps the map layout
- * (and the stats) across an upgrade. */
+ * (and the stats) across an upgrade. Slots from BRC_DIRTY_SLOT_BASE on hold one
+ * counter per dirty reason (DIRTY_<reason>, connections that became dirty for
+ * it), so both lists can grow at their ends independently. Append only: a
+ * retired counter keeps its slot (rename it RETIRED_n). */
 #define BRC_STATS_SLOTS 128
+#define BRC_DIRTY_SLOT_BASE 96
 #define BRC_COUNTERS(X) \
 	X(PKT_INGRESS, "TCP segments to the Redis port seen at ingress") \
 	X(PKT_EGRESS, "TCP segments from the Redis port seen at egress") \
-	X(PKT_IPV6, "IPv6 packets, passed untouched") \
-	X(PKT_IP_OPTIONS, "IPv4 packets with IP options, passed untouched") \
-	X(PKT_FRAGMENT, "IPv4 fragments, passed untouched") \
+	X(PKT_IPV6, "IPv6 packets seen at ingress (to the Redis port: invalidate everything)") \
+	X(PKT_IP_OPTIONS, "IPv4 packets with IP options seen at ingress (to the Redis port: invalidate everything)") \
+	X(PKT_FRAGMENT, "IPv4 fragments seen at ingress (that may be to the Redis port: invalidate everything)") \
 	X(PKT_MALFORMED, "IPv4 packets whose lengths do not add up, passed untouched") \
 	X(FLOWS_TRACKED, "connections tracked from their SYN") \
 	X(FLOWS_CLOSED, "tracked connections released on RST or FIN") \
-	X(FLOWS_EVICTED, "tracked connections found evicted from the flow table") \
+	X(SYN_IGNORED, "SYNs on a live tracked connection: ignored, as the kernel does (challenge ACK)") \
 	X(FLOWS_TABLE_FULL, "SYNs that could not be tracked: flow table insert failed") \
 	X(SEGMENTS_UNTRACKED, "payload segments of connections not seen from their SYN") \
 	X(SEGMENTS_RETRANSMITTED, "payload segments already seen (retransmissions), not parsed again") \
@@ -339,7 +431,7 @@ struct brc_replybuf {
 	X(MISS, "cacheable GETs the cache could not answer") \
 	X(GET_UNCACHEABLE_PENDING, "GETs sent while commands were pending on the connection") \
 	X(GET_UNCACHEABLE_DIRTY, "GETs on dirty connections") \
-	X(GET_UNCACHEABLE_AUTH, "GETs on unauthenticated connections when Redis requires AUTH") \
+	X(GET_UNCACHEABLE_AUTH, "GETs of a user Redis has not authenticated or does not let read every key") \
 	X(GET_UNCACHEABLE_DB, "GETs on connections using a database other than 0") \
 	X(GET_UNCACHEABLE_ARGS, "GETs with other than one argument") \
 	X(OVERSIZE_KEY, "GET keys longer than the cacheable maximum") \
@@ -352,22 +444,13 @@ struct brc_replybuf {
 	X(FILL_REFUSED_NO_SPACE, "fills refused: the cache or reply buffer update failed") \
 	X(CACHE_EXPIRED, "entries found older than the maximum age") \
 	X(INVALIDATE_KEY, "key invalidations (bucket version bumps by a write)") \
-	X(INVALIDATE_GLOBAL, "global invalidations (FLUSHALL, EVAL, MULTI, unknown commands ...)") \
-	X(TTL_MARKED, "keys given a TTL (SET EX/PX..., SETEX, EXPIRE ...): not cached") \
+	X(INVALIDATE_GLOBAL, "global invalidations (FLUSHALL, EVAL, unknown commands, given-up parsers ...)") \
+	X(TTL_MARKED, "keys given a TTL (SET EX/PX..., SETEX, EXPIRE, RENAME ...): not cached") \
 	X(MARKS_OVERFLOW, "writes that took a global in-flight mark because the flow's key marks were full") \
-	X(PARSE_ERROR_REQUEST, "client bytes that are not RESP or inline commands") \
+	X(PARSE_ERROR_REQUEST, "client bytes that are not RESP or inline commands as Redis reads them") \
 	X(PARSE_ERROR_REPLY, "server bytes that are not RESP2 replies") \
 	X(LATENCY_UNTIMED, "replies with no ingress timestamp (FIFO overflow)") \
-	X(TAILCALL_FAILED, "parser continuations that failed (the flow goes dirty)") \
-	X(DIRTY_PARSER, "connections dirty: parser lost") \
-	X(DIRTY_GAP, "connections dirty: sequence gap or reordering") \
-	X(DIRTY_BUDGET, "connections dirty: segment larger than one parser pass") \
-	X(DIRTY_RESP3, "connections dirty: HELLO 3") \
-	X(DIRTY_PUBSUB, "connections dirty: SUBSCRIBE family") \
-	X(DIRTY_MONITOR, "connections dirty: MONITOR") \
-	X(DIRTY_CLIENT_REPLY, "connections dirty: CLIENT REPLY") \
-	X(DIRTY_MULTI, "connections dirty: MULTI") \
-	X(DIRTY_UNMATCHED, "connections dirty: reply with nothing pending") \
+	X(TAILCALL_FAILED, "parser continuations or serve stages that failed to run (the flow is given up)") \
 	X(INVALIDATE_UNTRACKED, "global invalidations by payload of connections not tracked from their SYN") \
 	X(HIT, "GETs answered in the kernel (serve mode)") \
 	X(RESENT, "identical stored replies resent for a retransmitted GET") \
@@ -380,12 +463,21 @@ struct brc_replybuf {
 	X(SERVE_DUP_DROPPED, "stale duplicates of an answered request, dropped") \
 	X(SACK_PERM_STRIPPED, "client SYNs whose SACK-permitted option became NOPs (serve mode)") \
 	X(SERVE_VERIFY_SAMPLED, "would-be hits sent to Redis anyway by verify_sample (compared)") \
-	X(SERVE_FLOWS_KEPT, "served connections kept after close for their last FIN/ACK translation")
+	X(SERVE_FLOWS_KEPT, "served connections kept after close for their last FIN/ACK translation") \
+	X(GET_UNCACHEABLE_SERVER, "GETs not answerable: Redis's users and rights are not loaded, or a change to them is in flight") \
+	X(SERVE_PASSED_IDLE, "would-be hits passed to Redis so that its `timeout` sees the connection active") \
+	X(SERVE_KEY_RECHECK, "would-be hits passed: the entry copied was recycled for another fill meanwhile") \
+	X(RST_IGNORED, "RSTs not exactly at the next sequence number: ignored, as the kernel does") \
+	X(RST_PENDING, "client RSTs with commands pending: everything is held as in flight for a while") \
+	X(SERVER_CHANGES, "commands that may change users, rights or the server's role (answers stop until reloaded)") \
+	X(INVALIDATE_UNPARSED, "global invalidations by IPv6, IPv4-with-options or fragments to the Redis port") \
+	X(TTL_CLEARED, "TTL records removed by a plain SET that Redis applied") \
+	X(MISMATCH_EVICTED, "entries removed because a verified answer differed from Redis's reply")
 
 #define BRC_COUNTER_ENUM(name, doc) BRC_C_##name,
 enum brc_counter { BRC_COUNTERS(BRC_COUNTER_ENUM) BRC_C__MAX };
 #undef BRC_COUNTER_ENUM
-_Static_assert(BRC_C__MAX <= BRC_STATS_SLOTS, "raise BRC_STATS_SLOTS (a layout change)");
+_Static_assert(BRC_C__MAX <= BRC_DIRTY_SLOT_BASE, "counters reached the dirty-reason slots");
 
 /* Latency histograms: brc_latency is a PERCPU_ARRAY of __u64 indexed by
  * class * BRC_LAT_SLOTS + slot, slot = log2(nanoseconds from request ingress to
@@ -400,9 +492,11 @@ _Static_assert(BRC_C__MAX <= BRC_STATS_SLOTS, "raise BRC_STATS_SLOTS (a layout c
 #define BRC_DIRTY_ENUM(name, doc) BRC_DIRTY_BIT_##name,
 enum brc_dirty_bit { BRC_DIRTY_REASONS(BRC_DIRTY_ENUM) BRC_DIRTY__MAX };
 #undef BRC_DIRTY_ENUM
-#define BRC_DIRTY(name) (1U << BRC_DIRTY_BIT_##name)
-_Static_assert(BRC_C_DIRTY_UNMATCHED - BRC_C_DIRTY_PARSER + 1 == BRC_DIRTY__MAX,
-	       "one DIRTY_<reason> counter per dirty reason, in the same order");
+#define BRC_DIRTY(name) (1ULL << BRC_DIRTY_BIT_##name)
+_Static_assert(BRC_DIRTY_SLOT_BASE + BRC_DIRTY__MAX <= BRC_STATS_SLOTS,
+	       "dirty reasons reached the end of brc_stats (a layout change)");
+/* Every reason but MULTI gives the connection up (see BRC_DIRTY_REASONS). */
+#define BRC_DIRTY_GIVEUP (((1ULL << BRC_DIRTY__MAX) - 1) & ~BRC_DIRTY(MULTI))
 
 #define BRC_LAT_ENUM(name, doc) BRC_LAT_##name,
 enum brc_lat_class { BRC_LAT_CLASSES(BRC_LAT_ENUM) BRC_LAT__MAX };

@@ -1,13 +1,22 @@
 /* SPDX-License-Identifier: GPL-2.0 */
-/* Connection state: creation at the SYN, release at RST / server FIN, dirty
- * reasons, and the write-in-flight marks a connection holds on key buckets.
+/* Connection state: creation at the SYN, release at an acceptable RST or the
+ * server's FIN, giving a connection up, and the write-in-flight marks a
+ * connection holds on key buckets, on everything, and on the auth state.
  *
- * A write "is in flight" from the moment it passes ingress until its
- * connection has no command pending (every reply seen) and is at a command
- * boundary. While a bucket (or the global entry) has marks, no GET may fill or
- * hit on it. A connection whose reply accounting is lost keeps its marks until
- * it closes; one whose request parser is lost also holds a global mark, since
- * its later writes are invisible.
+ * A write "is in flight" from the moment it passes ingress until Redis's reply
+ * to it is seen at egress. While a bucket (or the global entry) has marks, no
+ * GET may fill or hit on it. A connection that is given up (any dirty reason
+ * but MULTI) keeps its marks until it closes: its replies can no longer say
+ * when a write is done. One whose request parser is lost also holds a global
+ * mark, since its later writes are invisible.
+ *
+ * Two CPUs: ingress and egress of one connection may run at once. Every field
+ * has one writer (ingress: sent, fifo slots, rq_*, chg_* requests; egress:
+ * replied, rp_*, db, user, chg_done), and the fields both change (dirty, flags,
+ * marks) change only by atomic or/and/compare-and-swap. Egress of one
+ * connection is serialized by its socket's lock; ingress is not on every
+ * device (veth queues per sending CPU), so in_busy makes a second CPU give the
+ * connection up instead of parsing beside the first.
  */
 #ifndef BRC_FLOW_H
 #define BRC_FLOW_H
@@ -16,20 +25,12 @@
 #include "brc_stats.h"
 #include "seqadj.h"        /* brc_seq_after(): serial-number comparison */
 
-/* Dirty reasons after which replies no longer pair with commands. */
-#define BRC_DIRTY_ACCOUNTING (BRC_DIRTY(PARSER) | BRC_DIRTY(GAP) | BRC_DIRTY(BUDGET) | \
-	BRC_DIRTY(RESP3) | BRC_DIRTY(PUBSUB) | BRC_DIRTY(MONITOR) | \
-	BRC_DIRTY(CLIENT_REPLY) | BRC_DIRTY(UNMATCHED))
-
 #ifndef BRC_UNTRACKED_LEASE_NS
 #define BRC_UNTRACKED_LEASE_NS 1000000000ULL   /* 1 s after untracked traffic */
 #endif
-
-/* Is a write of a connection we cannot follow possibly still in flight? */
-static __always_inline int brc_untracked_active(const struct brc_global *g, __u64 now)
-{
-	return g->untracked_ns && now - g->untracked_ns < BRC_UNTRACKED_LEASE_NS;
-}
+#ifndef BRC_RST_HOLD_NS
+#define BRC_RST_HOLD_NS 30000000000ULL        /* after a client RST with commands pending, when max_age is 0 */
+#endif
 
 #define BRC_FNV_BASIS 0xcbf29ce484222325ULL
 #define BRC_FNV_PRIME 0x100000001b3ULL
@@ -46,204 +47,327 @@ static __always_inline struct brc_global *brc_get_global(void)
 	return brc_global.lookup(&zero);
 }
 
-/* Take the global mark for @f (once) and, with @bump, invalidate everything. */
-static __always_inline void brc_mark_global(struct brc_flow *f, int bump)
+static __always_inline struct brc_server *brc_get_server(void)
 {
-	struct brc_global *g = brc_get_global();
+	__u32 zero = 0;
 
-	if (!g)
-		return;
-	/* Mark before bump (see brc_mark_key). */
-	if (!(f->flags & BRC_FF_GMARK)) {
-		__sync_fetch_and_add(&g->inflight, 1);
-		f->flags |= BRC_FF_GMARK;
-	}
-	if (bump) {
-		__sync_fetch_and_add(&g->ver, 1);
-		brc_count(INVALIDATE_GLOBAL);
+	return brc_server.lookup(&zero);
+}
+
+/* Is a write BRC could not see (or see finish) possibly still in flight? */
+static __always_inline int brc_held(const struct brc_global *g, __u64 now)
+{
+	return (__s64)(g->hold_until_ns - now) > 0;
+}
+
+/* Everything counts as in flight until @until (the later of two holds wins). */
+static __always_inline void brc_hold_until(struct brc_global *g, __u64 until)
+{
+	__u64 cur;
+	int i;
+
+#pragma clang loop unroll(full)
+	for (i = 0; i < 4; i++) {
+		cur = g->hold_until_ns;
+		if ((__s64)(cur - until) >= 0)
+			return;
+		if (__sync_val_compare_and_swap(&g->hold_until_ns, cur, until) == cur)
+			return;
 	}
 }
 
-/* A write to the key in bucket @idx passes: bump its version and hold it in
- * flight for @f (a global mark when @f's key marks are full). */
-static __always_inline void brc_mark_key(struct brc_flow *f, __u32 idx)
+/* Invalidate everything now (a global version bump). */
+static __always_inline void brc_bump_global(struct brc_global *g)
+{
+	__sync_fetch_and_add(&g->ver, 1);
+	brc_count(INVALIDATE_GLOBAL);
+}
+
+/* Serial order of command numbers: has the reply to command @seq been seen
+ * when @replied replies have? */
+static __always_inline int brc_replied_past(__u32 replied, __u32 seq)
+{
+	return (__s32)(replied - seq) > 0;
+}
+
+#define BRC_MARK_WORD(id, seq) ((((__u64)(id) + 1) << 32) | (__u32)(seq))
+
+/* Hold the global mark for command @seq of @f (the latest global write holds
+ * it), and with @bump invalidate everything. The mark goes up before the bump
+ * (see brc_mark_key). */
+static __always_inline void brc_mark_global(struct brc_flow *f, __u32 seq, int bump)
+{
+	struct brc_global *g = brc_get_global();
+	__u64 v, w = BRC_MARK_WORD(0, seq);
+
+	if (!g)
+		return;
+	v = f->gmark;
+	if (v && __sync_val_compare_and_swap(&f->gmark, v, w) == v)
+		goto bump;
+	/* free, or released by egress meanwhile: take it anew */
+	__sync_fetch_and_add(&g->inflight, 1);
+	if (__sync_val_compare_and_swap(&f->gmark, 0, w) != 0)
+		__sync_fetch_and_add(&g->inflight, -1);    /* cannot happen: one ingress at a time */
+bump:
+	if (bump)
+		brc_bump_global(g);
+}
+
+/* A write to the key in bucket @idx passes as command @seq of @f: bump the
+ * bucket's version and hold it in flight until that command's reply (a global
+ * mark when @f's key marks are full). */
+static __always_inline void brc_mark_key(struct brc_flow *f, __u32 idx, __u32 seq)
 {
 	struct brc_bucket *b;
-	__u32 i, n, held;
+	__u64 v, w;
+	__u32 i, held = 0;
 
 	idx &= BRC_KEYVER_BUCKETS - 1;
 	b = brc_keyver.lookup(&idx);
 	if (!b)
 		return;
+	w = BRC_MARK_WORD(idx, seq);
 	/* The in-flight mark goes up BEFORE the version: a GET reads the version first
 	 * and the marks after, so a GET that sees the new version also sees the write in
 	 * flight and is not filled. With the bump first, a GET landing between the two saw
 	 * the new version and no mark; Redis, which orders connections its own way, could
 	 * answer it with the old value and flush the write's reply first (releasing the
 	 * mark), and the old value was filled under the new version: a stale entry. */
-	held = 0;
-	n = f->nmarks;
 #pragma clang loop unroll(full)
 	for (i = 0; i < BRC_FLOW_MARKS; i++) {
-		if (i < n && f->marks[i] == idx)
+		v = f->marks[i];
+		if (!held && v && (v >> 32) == idx + 1 &&
+		    __sync_val_compare_and_swap(&f->marks[i], v, w) == v)
 			held = 1;
 	}
-	if (!held) {
-		if (n < BRC_FLOW_MARKS) {
-			f->marks[n & (BRC_FLOW_MARKS - 1)] = idx;
-			f->nmarks = n + 1;
+#pragma clang loop unroll(full)
+	for (i = 0; i < BRC_FLOW_MARKS; i++) {
+		if (!held && f->marks[i] == 0) {
 			__sync_fetch_and_add(&b->inflight, 1);
-		} else {
-			if (!(f->flags & BRC_FF_GMARK))
-				brc_count(MARKS_OVERFLOW);
-			brc_mark_global(f, 0);
+			if (__sync_val_compare_and_swap(&f->marks[i], 0, w) == 0)
+				held = 1;
+			else
+				__sync_fetch_and_add(&b->inflight, -1);
 		}
+	}
+	if (!held) {
+		brc_count(MARKS_OVERFLOW);
+		brc_mark_global(f, seq, 0);
 	}
 	__sync_fetch_and_add(&b->ver, 1);
 	brc_count(INVALIDATE_KEY);
 }
 
-/* @f's writes are done (or @f is gone): drop its in-flight marks. */
-static __always_inline void brc_release_marks(struct brc_flow *f)
+/* A command that may change users, rights or the server's role passes as
+ * command @seq: answering stops host-wide until it completes and the toolkit
+ * has read the state again (brc_server). */
+static __always_inline void brc_mark_server(struct brc_flow *f, __u32 seq)
 {
-	struct brc_bucket *b;
-	__u32 i, idx, n = f->nmarks;
+	struct brc_global *g = brc_get_global();
+	__u64 v, w = BRC_MARK_WORD(0, seq);
 
+	brc_count(SERVER_CHANGES);
+	if (!g)
+		return;
+	v = f->smark;
+	if (v && __sync_val_compare_and_swap(&f->smark, v, w) == v)
+		return;
+	__sync_fetch_and_add(&g->auth_inflight, 1);
+	if (__sync_val_compare_and_swap(&f->smark, 0, w) != 0)
+		__sync_fetch_and_add(&g->auth_inflight, -1);
+}
+
+/* Drop mark word *@slot if @all, or if its command has been replied to.
+ * Returns the word dropped (0 = none). */
+static __always_inline __u64 brc_unmark(__u64 *slot, __u32 replied, int all)
+{
+	__u64 v = *slot;
+
+	if (!v || (!all && !brc_replied_past(replied, (__u32)v)))
+		return 0;
+	if (__sync_val_compare_and_swap(slot, v, 0) != v)
+		return 0;       /* retaken by a later command meanwhile: still in flight */
+	return v;
+}
+
+/* Release the marks of @f whose commands Redis has answered (@replied replies
+ * seen), or all of them (@all: the connection is gone). A given-up connection
+ * releases only when it is gone. */
+static __always_inline void brc_release_marks(struct brc_flow *f, __u32 replied, int all)
+{
+	struct brc_global *g = brc_get_global();
+	struct brc_bucket *b;
+	__u32 i, idx;
+	__u64 v;
+
+	if (!all && (f->dirty & BRC_DIRTY_GIVEUP))
+		return;
 #pragma clang loop unroll(full)
 	for (i = 0; i < BRC_FLOW_MARKS; i++) {
-		if (i < n) {
-			idx = f->marks[i] & (BRC_KEYVER_BUCKETS - 1);
+		v = brc_unmark(&f->marks[i], replied, all);
+		if (v) {
+			idx = ((__u32)(v >> 32) - 1) & (BRC_KEYVER_BUCKETS - 1);
 			b = brc_keyver.lookup(&idx);
 			if (b)
 				__sync_fetch_and_add(&b->inflight, -1);
 		}
 	}
-	f->nmarks = 0;
-	if (f->flags & BRC_FF_GMARK) {
-		struct brc_global *g = brc_get_global();
-
-		if (g)
-			__sync_fetch_and_add(&g->inflight, -1);
-		f->flags &= ~BRC_FF_GMARK;
+	if (!g)
+		return;
+	if (brc_unmark(&f->gmark, replied, all))
+		__sync_fetch_and_add(&g->inflight, -1);
+	if (brc_unmark(&f->smark, replied, all)) {
+		/* the change is done (or its connection gone): the loaded state is old */
+		__sync_fetch_and_add(&g->auth_epoch, 1);
+		__sync_fetch_and_add(&g->auth_inflight, -1);
 	}
 }
 
 /* Mark @f dirty for @bit (an enum brc_dirty_bit); counted once per flow. */
 static __always_inline void brc_dirty(struct brc_flow *f, __u32 bit)
 {
-	__u32 m = 1U << (bit & 31);
+	__u64 m = 1ULL << (bit & 63);
 
 	if (f->dirty & m)
 		return;
-	f->dirty |= m;
-	brc_count_n(BRC_C_DIRTY_PARSER + bit, 1);
+	if (__sync_fetch_and_or(&f->dirty, m) & m)
+		return;
+	brc_count_n(BRC_DIRTY_SLOT_BASE + (bit & 31), 1);
 }
 
-static __always_inline __u32 brc_flow_hash(const struct brc_flow_key *k)
+static __always_inline void brc_flag_set(struct brc_flow *f, __u64 bits)
 {
-	__u32 h = k->cli_addr * 0x9e3779b1U;
-
-	h ^= k->srv_addr + 0x7f4a7c15U + (h << 6) + (h >> 2);
-	h ^= ((__u32)k->cli_port << 16 | k->srv_port) * 0x85ebca6bU;
-	return h ^ (h >> 15);
+	if ((f->flags & bits) != bits)
+		__sync_fetch_and_or(&f->flags, bits);
 }
 
-static __always_inline __u32 brc_flow_tag(__u32 h)
+static __always_inline void brc_flag_clear(struct brc_flow *f, __u64 bits)
 {
-	return (h >> 16) | 1;       /* never 0: 0 = free slot */
+	if (f->flags & bits)
+		__sync_fetch_and_and(&f->flags, ~bits);
 }
 
-/* Client SYN: (re)start tracking this connection. */
-static __always_inline void brc_flow_syn(struct brc_scratch *sc, __u32 isn)
+/* "default", the user of a connection that has not authenticated. */
+static __always_inline void brc_user_default(__u32 *len, __u8 *name)
 {
-	struct brc_flow *f = &sc->flow;
-	__u32 h = brc_flow_hash(&sc->fk), slot = h & (BRC_FLOWTAGS - 1);
-	__u32 tag = brc_flow_tag(h);
+	__builtin_memset(name, 0, BRC_USER_MAX);
+	name[0] = 'd'; name[1] = 'e'; name[2] = 'f'; name[3] = 'a';
+	name[4] = 'u'; name[5] = 'l'; name[6] = 't';
+	*len = 7;
+}
 
+/* Client SYN: (re)start tracking this connection. A SYN on a connection whose
+ * handshake completed is ignored, as the kernel answers it with a challenge
+ * ACK (RFC 5961) and keeps the connection. Returns 1 when the flow was
+ * (re)started. */
+static __always_inline int brc_flow_syn(struct brc_scratch *sc, __u32 isn)
+{
 	struct brc_global *g = brc_get_global();
 	struct brc_flow *old = brc_flows.lookup(&sc->fk);
+	struct brc_flow *zero, *f;
+	__u32 z = 0;
 
 	if (!g)
-		return;
-	if (old && (old->flags & BRC_FF_CLOSED))
-		old = 0;    /* a served flow kept after its close: no longer counted live */
-	if (old) {
-		/* a new connection on a reused 4-tuple: drop what the old one held */
-		brc_release_marks(old);
-	} else if (g->flows_live >= BRC_FLOWS_MAX - BRC_FLOWS_HEADROOM) {
-		/* never make the LRU evict: an evicted flow would keep its marks */
-		brc_count(FLOWS_TABLE_FULL);
-		return;
+		return 0;
+	if (old && old->state == BRC_FS_EST) {
+		brc_count(SYN_IGNORED);
+		return 0;
 	}
-	__builtin_memset(f, 0, sizeof(*f));
+	if (old)
+		brc_release_marks(old, 0, 1);   /* a SYN-state flow may hold marks (TFO) */
+	/* a new connection on the tuple of a closed served one */
+	brc_closing.delete(&sc->fk);
+	zero = brc_flow_zero.lookup(&z);
+	if (!zero || brc_flows.update(&sc->fk, zero) != 0) {
+		brc_count(FLOWS_TABLE_FULL);
+		return 0;
+	}
+	f = brc_flows.lookup(&sc->fk);
+	if (!f)
+		return 0;
 	f->state = BRC_FS_SYN;
 	f->cli_next = isn + 1;
 	f->created_ns = sc->now;
 	f->last_ns = sc->now;
-	if (brc_flows.update(&sc->fk, f) != 0) {
-		brc_count(FLOWS_TABLE_FULL);
-		return;
-	}
+	f->last_pass_ns = sc->now;
+	brc_user_default(&f->user_len, f->user);
 	if (!old)
 		__sync_fetch_and_add(&g->flows_live, 1);
 	brc_count(FLOWS_TRACKED);
-	brc_flowtags.update(&slot, &tag);
+	return 1;
 }
 
-/* Release @f (RST, or the server's FIN: it will execute nothing more). */
-static __always_inline void brc_flow_close(struct brc_scratch *sc, struct brc_flow *f)
+/* Release @f: its marks go, its entry goes (a served one moves to brc_closing
+ * for its last FIN/ACKs). @redis_done: the server closed or reset, so Redis
+ * runs nothing more of it. Otherwise (a client RST) Redis may still run what
+ * the connection sent before: with commands pending, or replies that could
+ * not be paired, everything is held as in flight for a while first. */
+static __always_inline void brc_flow_close(struct brc_scratch *sc, struct brc_flow *f, int redis_done)
 {
-	__u32 h = brc_flow_hash(&sc->fk), slot = h & (BRC_FLOWTAGS - 1), zero = 0;
 	struct brc_global *g = brc_get_global();
+	const struct brc_config *cfg;
+	__u32 zero = 0;
+	__u64 hold;
 
-	brc_release_marks(f);
-	brc_replybuf.delete(&sc->fk);
 	if (f->flags & BRC_FF_CLOSED)
 		return;
-	if (f->flags & BRC_FF_SERVED) {
-		/* served (issue 5): its seqadj offsets must translate the last
-		 * FIN/ACKs, so the entry stays (closed, no longer counted live;
-		 * the LRU may take it, or the next SYN on the tuple replaces it) */
-		f->flags |= BRC_FF_CLOSED;
-		if (g)
-			__sync_fetch_and_add(&g->flows_live, -1);
-		brc_flowtags.update(&slot, &zero);
-		brc_count(FLOWS_CLOSED);
-		brc_count(SERVE_FLOWS_KEPT);
-		return;
+	if (!redis_done && g && (f->sent != f->replied || (f->dirty & BRC_DIRTY_GIVEUP))) {
+		cfg = brc_config.lookup(&zero);
+		hold = (cfg && cfg->max_age_ns) ? cfg->max_age_ns : BRC_RST_HOLD_NS;
+		brc_hold_until(g, sc->now + hold);
+		brc_bump_global(g);
+		brc_count(RST_PENDING);
 	}
-	if (brc_flows.delete(&sc->fk) == 0 && g)
-		__sync_fetch_and_add(&g->flows_live, -1);
-	brc_flowtags.update(&slot, &zero);
+	brc_release_marks(f, 0, 1);
+	brc_replybuf.delete(&sc->fk);
 	brc_count(FLOWS_CLOSED);
+	if (g)
+		__sync_fetch_and_add(&g->flows_live, -1);
+	if (f->flags & BRC_FF_SERVED) {
+		/* its seqadj offsets must translate the last FIN/ACKs */
+		brc_flag_set(f, BRC_FF_CLOSED);
+		brc_closing.update(&sc->fk, f);
+		brc_count(SERVE_FLOWS_KEPT);
+	}
+	brc_flows.delete(&sc->fk);
 }
 
-/* A payload segment found no flow: evicted (its tag is still set) or never
- * tracked (it existed before attach, or its SYN was not seen). Its commands
- * cannot be followed, so any of them may be a write: invalidate everything and
- * hold everything "in flight" for a lease (brc_global.untracked_ns). */
+/* The flow of sc->fk: live, or a closed served one still translated. */
+static __always_inline struct brc_flow *brc_flow_find(struct brc_scratch *sc)
+{
+	struct brc_flow *f = brc_flows.lookup(&sc->fk);
+
+	if (!f)
+		f = brc_closing.lookup(&sc->fk);
+	return f;
+}
+
+/* Would the server's kernel accept this RST of the client (RFC 5961: exactly
+ * at rcv_nxt; after the client's FIN also one past it)? Others only earn a
+ * challenge ACK and must not change BRC's state. */
+static __always_inline int brc_rst_acceptable(const struct brc_flow *f, __u32 seq)
+{
+	if (f->state != BRC_FS_EST)
+		return 1;
+	if (seq == f->cli_next)
+		return 1;
+	return (f->flags & BRC_FF_CLI_FIN) && seq == f->cli_next + 1;
+}
+
+/* A payload segment found no flow: the connection existed before attach, or
+ * its SYN was not seen. Its commands cannot be followed, so any of them may be
+ * a write: invalidate everything and hold everything in flight for a lease. */
 static __always_inline void brc_flow_missing(struct brc_scratch *sc)
 {
-	__u32 h = brc_flow_hash(&sc->fk), slot = h & (BRC_FLOWTAGS - 1), zero = 0;
-	__u32 *t = brc_flowtags.lookup(&slot);
-	struct brc_global *gl = brc_get_global();
+	struct brc_global *g = brc_get_global();
 
-	if (gl) {
-		__sync_fetch_and_add(&gl->ver, 1);
-		gl->untracked_ns = sc->now;
-		brc_count(INVALIDATE_UNTRACKED);
-	}
-
-	if (t && *t == brc_flow_tag(h)) {
-		struct brc_global *g = brc_get_global();
-
-		brc_count(FLOWS_EVICTED);
-		brc_flowtags.update(&slot, &zero);
-		if (g)
-			__sync_fetch_and_add(&g->flows_live, -1);
-		return;
-	}
 	brc_count(SEGMENTS_UNTRACKED);
+	if (!g)
+		return;
+	brc_hold_until(g, sc->now + BRC_UNTRACKED_LEASE_NS);
+	__sync_fetch_and_add(&g->ver, 1);
+	brc_count(INVALIDATE_UNTRACKED);
 }
 
 #endif /* BRC_FLOW_H */

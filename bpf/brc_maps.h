@@ -36,10 +36,10 @@ BRC_PERSISTENT("percpu_array", __u32, __u64, brc_stats, BRC_STATS_SLOTS);
 BRC_PERSISTENT("percpu_array", __u32, __u64, brc_latency, BRC_LAT__MAX * BRC_LAT_SLOTS);
 
 #ifndef BRC_FLOWS_MAX
-#define BRC_FLOWS_MAX 16384         /* tracked connections (LRU; Redis maxclients is 10000) */
+#define BRC_FLOWS_MAX 16384         /* tracked connections (Redis maxclients is 10000) */
 #endif
-#ifndef BRC_FLOWS_HEADROOM
-#define BRC_FLOWS_HEADROOM 2048     /* slots kept free: LRU per-CPU lists evict early */
+#ifndef BRC_CLOSING_MAX
+#define BRC_CLOSING_MAX 4096        /* closed served connections still translated */
 #endif
 #ifndef BRC_CACHE_MAX
 #define BRC_CACHE_MAX 32768         /* cache entries (LRU) */
@@ -56,12 +56,20 @@ BRC_PERSISTENT("percpu_array", __u32, __u64, brc_latency, BRC_LAT__MAX * BRC_LAT
 #ifndef BRC_TTLKEYS_MAX
 #define BRC_TTLKEYS_MAX 65536       /* keys with a TTL remembered exactly */
 #endif
-#define BRC_FLOWTAGS 65536          /* eviction detection slots (a power of 2) */
+/* brc_jmp slots: the parser continuations and the serve stage. */
 #define BRC_JMP_PARSE_REQ 0
 #define BRC_JMP_PARSE_REP 1
+#define BRC_JMP_SERVE 2
+#define BRC_JMP__MAX 3
 
-/* brc_flows: per-connection TCP and RESP state, from the SYN on. */
-BRC_PERSISTENT("lru_hash", struct brc_flow_key, struct brc_flow, brc_flows, BRC_FLOWS_MAX);
+/* brc_flows: per-connection TCP and RESP state, from the SYN on. A plain hash:
+ * an evicted live connection would lose its translation (a served one stalls)
+ * and its write marks; when full, a new connection is just not tracked. */
+BRC_PERSISTENT("hash", struct brc_flow_key, struct brc_flow, brc_flows, BRC_FLOWS_MAX);
+
+/* brc_closing: served connections after their close, kept only to translate
+ * their last FIN/ACKs; the LRU takes the oldest, never a live connection. */
+BRC_PERSISTENT("lru_hash", struct brc_flow_key, struct brc_flow, brc_closing, BRC_CLOSING_MAX);
 
 /* brc_cache: the shadow cache, key bytes -> exact reply bytes + versions. */
 BRC_PERSISTENT(BRC_CACHE_MAP_TYPE, struct brc_cache_key, struct brc_cache_entry, brc_cache, BRC_CACHE_MAX);
@@ -80,10 +88,6 @@ BRC_PERSISTENT("lru_hash", struct brc_flow_key, struct brc_replybuf, brc_replybu
  * key's bucket is marked for good instead. */
 BRC_PERSISTENT("hash", struct brc_cache_key, __u64, brc_ttlkeys, BRC_TTLKEYS_MAX);
 
-/* brc_flowtags: one tag per tracked flow hash, to tell an evicted flow from an
- * untracked one when its next segment finds no state. */
-BRC_PERSISTENT("array", __u32, __u32, brc_flowtags, BRC_FLOWTAGS);
-
 /* brc_served: the reply injected last on each served flow, for identical
  * resends (serve mode). Sized like brc_flows: one per flow. */
 BRC_PERSISTENT("lru_hash", struct brc_flow_key, struct brc_served, brc_served, BRC_FLOWS_MAX);
@@ -101,8 +105,15 @@ BRC_PERSISTENT("array", __u32, struct brc_server, brc_server, 1);
 /* brc_cmds: the Redis command table (build-owned, filled by the loader). */
 BPF_TABLE("hash", struct brc_cmd_name, struct brc_cmd, brc_cmds, 512);
 
+/* brc_subcmds: what a subcommand of CLIENT, CONFIG, ACL means (build-owned). */
+BPF_TABLE("hash", struct brc_subcmd_key, struct brc_subcmd, brc_subcmds, 64);
+
 /* brc_jmp: parser continuations and the serve path (build-owned; the caller pins it). */
-BPF_PROG_ARRAY(brc_jmp, 3);
+BPF_PROG_ARRAY(brc_jmp, BRC_JMP__MAX);
+
+/* brc_flow_zero: never written; a new flow starts as a copy of it (a flow is
+ * too big to clear in a program). */
+BPF_ARRAY(brc_flow_zero, struct brc_flow, 1);
 
 /* brc_scratch: per-CPU working memory (the stack is 512 bytes). */
 BPF_PERCPU_ARRAY(brc_scratch, struct brc_scratch, 1);

@@ -1,10 +1,13 @@
 /* SPDX-License-Identifier: GPL-2.0 */
-/* Packet headers: Ethernet / IPv4 / TCP parsing for tc programs.
+/* Packet headers: Ethernet (with up to two VLAN tags) / IPv4 / TCP parsing for
+ * tc programs, and what an unparsed packet could carry to Redis.
  *
  * Headers are read with bpf_skb_load_bytes (never direct packet pointers: on
  * veth the payload sits in page fragments and even headers may not be linear
  * after some paths). Header lengths come from the packet (ihl, doff), never
- * from sizeof().
+ * from sizeof(). At ingress the kernel has taken VLAN tags out of the frame
+ * before tc; at egress a tag is still in it when the device does not insert
+ * tags itself, and a served connection's segments must be translated anyway.
  */
 #ifndef BRC_PKT_H
 #define BRC_PKT_H
@@ -13,13 +16,14 @@
 #include <uapi/linux/in.h>
 #include <uapi/linux/ip.h>
 #include <uapi/linux/tcp.h>
+#include <uapi/linux/ipv6.h>
 
 /* What brc_parse_tcp4 found. Offsets are from the start of the frame. */
 struct brc_pkt {
 	__u32 saddr, daddr;   /* network order */
 	__u16 sport, dport;   /* host order */
 	__u32 seq, ack_seq;   /* host order */
-	__u32 l3_off, l4_off; /* start of IPv4 and TCP headers */
+	__u32 l3_off, l4_off; /* start of IPv4 and TCP headers (l3_off is also set for other kinds) */
 	__u32 payload_off;    /* first payload byte (after TCP options) */
 	__u32 payload_len;    /* TCP payload bytes, from the IPv4 total length */
 	__u8 tcp_flags;       /* FIN 0x01 SYN 0x02 RST 0x04 PSH 0x08 ACK 0x10 */
@@ -34,27 +38,38 @@ struct brc_pkt {
 enum brc_pkt_kind {
 	BRC_PKT_TCP4 = 0,     /* plain IPv4 TCP: *pkt is filled */
 	BRC_PKT_NOT_IP,       /* not IPv4 and not IPv6: ARP etc. */
-	BRC_PKT_IPV6,         /* IPv6: passed untouched */
-	BRC_PKT_IP_OPTIONS,   /* IPv4 with options (ihl > 5): passed untouched */
-	BRC_PKT_FRAGMENT,     /* IPv4 fragment (MF or offset): passed untouched */
+	BRC_PKT_IPV6,         /* IPv6: not parsed (brc_pkt_may_carry_command) */
+	BRC_PKT_IP_OPTIONS,   /* IPv4 with options (ihl > 5): not parsed */
+	BRC_PKT_FRAGMENT,     /* IPv4 fragment (MF or offset): not parsed */
 	BRC_PKT_NOT_TCP,      /* IPv4, other protocol */
 	BRC_PKT_MALFORMED,    /* lengths inconsistent with the frame */
 };
 
-/* Parse Ethernet + IPv4 + TCP at the start of @skb.
+/* Parse Ethernet (+ VLAN tags) + IPv4 + TCP at the start of @skb.
  * Returns an enum brc_pkt_kind; only BRC_PKT_TCP4 fills @pkt completely. */
 static __always_inline int brc_parse_tcp4(struct __sk_buff *skb, struct brc_pkt *pkt)
 {
 	struct iphdr ip;
 	struct tcphdr tcp;
-	__u32 ihl, doff, tot;
+	__u32 ihl, doff, tot, l3 = ETH_HLEN;
+	__be16 proto = skb->protocol, inner;
+	int i;
 
-	if (skb->protocol == bpf_htons(ETH_P_IPV6))
+#pragma clang loop unroll(full)
+	for (i = 0; i < 2; i++) {
+		if (proto != bpf_htons(ETH_P_8021Q) && proto != bpf_htons(ETH_P_8021AD))
+			break;
+		if (bpf_skb_load_bytes(skb, l3 + 2, &inner, sizeof(inner)) < 0)
+			return BRC_PKT_MALFORMED;
+		l3 += 4;
+		proto = inner;
+	}
+	pkt->l3_off = l3;
+	if (proto == bpf_htons(ETH_P_IPV6))
 		return BRC_PKT_IPV6;
-	if (skb->protocol != bpf_htons(ETH_P_IP))
+	if (proto != bpf_htons(ETH_P_IP))
 		return BRC_PKT_NOT_IP;
-	pkt->l3_off = ETH_HLEN;
-	if (bpf_skb_load_bytes(skb, ETH_HLEN, &ip, sizeof(ip)) < 0)
+	if (bpf_skb_load_bytes(skb, l3, &ip, sizeof(ip)) < 0)
 		return BRC_PKT_MALFORMED;
 	if (ip.version != 4)
 		return BRC_PKT_MALFORMED;
@@ -68,11 +83,13 @@ static __always_inline int brc_parse_tcp4(struct __sk_buff *skb, struct brc_pkt 
 	if (ip.frag_off & bpf_htons(0x3fff))   /* MF flag or fragment offset */
 		return BRC_PKT_FRAGMENT;
 	tot = bpf_ntohs(ip.tot_len);
-	pkt->l4_off = ETH_HLEN + ihl;
+	if (tot == 0 && skb->len > 0xffff + l3)
+		tot = skb->len - l3;            /* BIG TCP: a GSO/GRO packet over 64 KB */
+	pkt->l4_off = l3 + ihl;
 	if (bpf_skb_load_bytes(skb, pkt->l4_off, &tcp, sizeof(tcp)) < 0)
 		return BRC_PKT_MALFORMED;
 	doff = tcp.doff * 4;
-	if (doff < sizeof(tcp) || tot < ihl + doff || ETH_HLEN + tot > skb->len)
+	if (doff < sizeof(tcp) || tot < ihl + doff || l3 + tot > skb->len)
 		return BRC_PKT_MALFORMED;
 	pkt->saddr = ip.saddr;
 	pkt->daddr = ip.daddr;
@@ -84,6 +101,67 @@ static __always_inline int brc_parse_tcp4(struct __sk_buff *skb, struct brc_pkt 
 	pkt->payload_len = tot - ihl - doff;
 	pkt->tcp_flags = ((__u8 *)&tcp)[13];
 	return BRC_PKT_TCP4;
+}
+
+/* Is @hdr (a TCP header at @off) to @port with payload after it, in a packet
+ * of @l4_len bytes from @off? */
+static __always_inline int brc_tcp_to_port(struct __sk_buff *skb, __u32 off, __u32 l4_len, __u32 port)
+{
+	struct tcphdr tcp;
+
+	if (bpf_skb_load_bytes(skb, off, &tcp, sizeof(tcp)) < 0)
+		return 1;                       /* cannot tell: assume it may */
+	return bpf_ntohs(tcp.dest) == port && l4_len > (__u32)tcp.doff * 4;
+}
+
+/* A packet brc_parse_tcp4 did not parse (@kind, pkt->l3_off set): could it
+ * carry a command to Redis on @port? IPv6 (extension headers included: they
+ * may hide TCP), IPv4 with options, and fragments (a later one carries no
+ * port at all) are passed unparsed, so what they may write must be invalidated. */
+static __always_inline int brc_pkt_may_carry_command(struct __sk_buff *skb, int kind,
+						     const struct brc_pkt *pkt, __u32 port)
+{
+	struct ipv6hdr ip6;
+	struct iphdr ip;
+	__u32 ihl, tot;
+
+	if (kind == BRC_PKT_IPV6) {
+		__u32 off = pkt->l3_off + sizeof(ip6), i;
+		__u8 next, ext[2];
+
+		if (bpf_skb_load_bytes(skb, pkt->l3_off, &ip6, sizeof(ip6)) < 0)
+			return 1;
+		next = ip6.nexthdr;
+		/* walk the options headers (hop-by-hop carries every MLD report) */
+#pragma clang loop unroll(full)
+		for (i = 0; i < 3; i++) {
+			if (next != 0 && next != 43 && next != 60)
+				break;
+			if (bpf_skb_load_bytes(skb, off, ext, sizeof(ext)) < 0)
+				return 1;
+			next = ext[0];
+			off += ((__u32)ext[1] + 1) * 8;
+		}
+		if (next == IPPROTO_TCP)
+			return brc_tcp_to_port(skb, off, pkt->l3_off + sizeof(ip6) + bpf_ntohs(ip6.payload_len) - off,
+					       port);
+		/* UDP, ICMPv6 and no-next-header carry no TCP; fragments, deeper
+		 * chains and anything else may */
+		return next != IPPROTO_UDP && next != 58 && next != 59;
+	}
+	if (kind != BRC_PKT_IP_OPTIONS && kind != BRC_PKT_FRAGMENT)
+		return 0;
+	if (bpf_skb_load_bytes(skb, pkt->l3_off, &ip, sizeof(ip)) < 0)
+		return 1;
+	if (ip.protocol != IPPROTO_TCP)
+		return 0;
+	if (ip.frag_off & bpf_htons(0x1fff))
+		return 1;                       /* a later fragment: its port is unknown */
+	ihl = ip.ihl * 4;
+	tot = bpf_ntohs(ip.tot_len);
+	if (ihl < sizeof(ip) || tot < ihl)
+		return 1;
+	return brc_tcp_to_port(skb, pkt->l3_off + ihl, tot - ihl, port);
 }
 
 #endif /* BRC_PKT_H */

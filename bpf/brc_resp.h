@@ -3,10 +3,23 @@
  * flow (a command or reply may be split at any byte across segments), and the
  * handlers for what they find (argument, command, reply complete).
  *
+ * Parity with Redis 7.0 (networking.c processInlineBuffer/processMultibulkBuffer):
+ * the first byte of a command decides its type ('*' multibulk, anything else
+ * inline); numbers are read as string2ll reads them (no sign, no leading zero);
+ * an inline command is followed only within the subset BRC reads exactly as
+ * Redis does (printable ASCII words separated by spaces, a line ending in \n or
+ * \r\n); anything else gives the connection up. Where Redis is lenient and
+ * BRC is not (a CR that is not followed by LF), the connection is given up,
+ * never read differently.
+ *
  * Lexers read one chunk (BRC_CHUNK bytes loaded with bpf_skb_load_bytes) and
  * stop at the first event; bulk data that needs no reading (values, long
  * arguments past what is kept) is skipped without loading it. Return contract
  * of both lexers: an enum brc_ev; sc->pos = bytes of the chunk consumed.
+ *
+ * State changes (SELECT, AUTH, HELLO ... AUTH, RESET, and a plain SET clearing
+ * a TTL) are recorded at the request and applied only when Redis's reply says
+ * they happened; a failed one changes nothing.
  */
 #ifndef BRC_RESP_H
 #define BRC_RESP_H
@@ -26,7 +39,8 @@ enum brc_rq_state {
 	BRC_RQ_BULK_CR,
 	BRC_RQ_BULK_LF,
 	BRC_RQ_INLINE,          /* inline command: space-separated words to '\n' */
-	BRC_RQ_LOST,            /* cannot follow: the flow is dirty */
+	BRC_RQ_INLINE_CR,       /* inline: '\r' seen, only '\n' may follow */
+	BRC_RQ_LOST,            /* cannot follow: the flow is given up */
 };
 
 /* Reply lexer states (brc_flow.rp_state). */
@@ -47,21 +61,52 @@ enum brc_rp_state {
 enum brc_ev {
 	BRC_EV_MORE = 0,        /* chunk used up */
 	BRC_EV_SKIP,            /* entered a bulk state handled without lexing */
-	BRC_EV_LOST,            /* not RESP: the flow went dirty */
+	BRC_EV_LOST,            /* not RESP: the flow is given up */
 	BRC_EV_ARG,             /* request: an argument is complete, more follow */
 	BRC_EV_ARG_END,         /* request: the last argument is complete */
 	BRC_EV_END,             /* request: command complete (inline, no open argument) */
 	BRC_EV_POP,             /* reply: the last element of an array is complete */
 	BRC_EV_REPLY,           /* reply: a top-level reply is complete */
+	BRC_EV_LOST_INLINE,     /* request: an inline command BRC does not read as Redis does */
 };
 
 #define BRC_CF_TTL 1            /* this command gives its key a TTL */
-#define BRC_CF_AUTH 2           /* HELLO ... AUTH */
+#define BRC_CF_AUTH 2           /* HELLO ... AUTH user pass */
+#define BRC_CF_SERVER 4         /* may change users, rights or the server's role */
+#define BRC_CF_BAD 8            /* Redis will refuse it (syntax): it changes nothing */
+#define BRC_CF_DIGIT 16         /* a digit of the number being read was seen */
+
+/* Where the option walk of HELLO is (brc_flow.rq_opt). */
+#define BRC_OPT_NONE 0
+#define BRC_OPT_USER 1          /* this argument is AUTH's user name */
+#define BRC_OPT_PASS 2          /* this argument is a password: never read */
+#define BRC_OPT_NAME 3          /* this argument is SETNAME's name */
 
 #define BRC_MAX_MULTIBULK (1024 * 1024)         /* Redis's own limits */
 #define BRC_MAX_BULK (512U * 1024 * 1024)
 
+/* The first bytes of a reply as rp_head holds them (little-endian). */
+#define BRC_HEAD_OK 0x0a0d4b4f2bULL             /* "+OK\r\n" */
+
+_Static_assert(BRC_USER_MAX == BRC_KEY_MAX, "chg_buf holds a key or a user name");
+
 /* ---- request side ------------------------------------------------------ */
+
+/* Give @f up for @bit (an enum brc_dirty_bit other than MULTI). */
+static __always_inline void brc_giveup(struct brc_flow *f, __u32 bit)
+{
+	brc_dirty(f, bit);
+}
+
+/* The request parser cannot follow this flow any more: its writes are now
+ * invisible, so it invalidates everything and holds a global mark until it
+ * closes. */
+static __always_inline void brc_rq_lost(struct brc_flow *f, __u32 bit)
+{
+	f->rq_state = BRC_RQ_LOST;
+	brc_giveup(f, bit);
+	brc_mark_global(f, f->sent, 1);
+}
 
 /* Is argument @i a key position of the current command? */
 static __always_inline int brc_rq_is_key(const struct brc_flow *f, __u32 i)
@@ -77,29 +122,46 @@ static __always_inline int brc_rq_is_key(const struct brc_flow *f, __u32 i)
 	return 1;
 }
 
-/* May the current argument's bytes be kept? Never for passwords. */
-static __always_inline int brc_rq_readable(const struct brc_flow *f)
+/* Is the current argument the user name of an AUTH or HELLO ... AUTH? */
+static __always_inline int brc_rq_is_user(const struct brc_flow *f)
 {
-	if (f->rq_argi == 0)
-		return 1;
-	return !(f->rq_special == BRC_SP_AUTH || f->rq_special == BRC_SP_SECRET || f->rq_secret);
+	if (f->rq_special == BRC_SP_AUTH)
+		return f->rq_argi == 1 && f->rq_argc == 3;
+	return f->rq_special == BRC_SP_HELLO && f->rq_opt == BRC_OPT_USER;
 }
 
-/* How many leading bytes of the current argument are read (the rest skipped). */
-static __always_inline __u32 brc_rq_keep(const struct brc_flow *f)
+/* May the current argument's bytes be read? Never for passwords and secrets. */
+static __always_inline int brc_rq_readable(const struct brc_flow *f)
 {
-	if (!brc_rq_readable(f))
+	__u32 sp = f->rq_special;
+
+	if (f->rq_argi == 0)
+		return 1;
+	if (sp == BRC_SP_SECRET)
 		return 0;
-	if (f->rq_argi > 0 && brc_rq_is_key(f, f->rq_argi))
-		return BRC_KEY_MAX;
-	return BRC_TOK_LEN + 1;     /* one more than kept: tells "too long" apart */
+	if (sp == BRC_SP_AUTH)
+		return brc_rq_is_user(f);
+	if (sp == BRC_SP_HELLO)
+		return f->rq_opt != BRC_OPT_PASS;
+	if (sp == BRC_SP_CONFIG || sp == BRC_SP_ACL)
+		return f->rq_argi == 1;         /* the subcommand; its values may be secrets */
+	return 1;
 }
 
 /* Set up reading of argument f->rq_argi (outside the lexer loop). */
 static __always_inline void brc_rq_arg_setup(struct brc_flow *f)
 {
-	f->rq_keep = brc_rq_keep(f);
-	f->rq_copykey = f->rq_argi == 1 && brc_rq_is_key(f, 1);
+	__u32 key = f->rq_argi > 0 && brc_rq_is_key(f, f->rq_argi);
+
+	f->rq_copy = (key && f->rq_argi == f->rq_keyarg) || brc_rq_is_user(f);
+	if (f->rq_copy)
+		__builtin_memset(f->rq_key, 0, BRC_KEY_MAX);    /* zero-padded after its length */
+	if (!brc_rq_readable(f))
+		f->rq_keep = 0;
+	else if (key || f->rq_copy)
+		f->rq_keep = BRC_KEY_MAX;
+	else
+		f->rq_keep = BRC_TOK_LEN + 1;   /* one more than kept: tells "too long" apart */
 }
 
 /* Start an argument (inside the lexer loop: keep it small). */
@@ -119,24 +181,31 @@ static __always_inline void brc_rq_arg_byte(struct brc_flow *f, __u8 c)
 	if (len < BRC_TOK_LEN)
 		f->rq_tok[len & (BRC_TOK_LEN - 1)] = (c >= 'a' && c <= 'z') ? c - 32 : c;
 	f->rq_hash = (f->rq_hash ^ c) * BRC_FNV_PRIME;
-	if (f->rq_copykey)
+	if (f->rq_copy)
 		f->rq_key[len & (BRC_KEY_MAX - 1)] = c;
 }
 
-static __always_inline int brc_tok_is(const struct brc_flow *f, const char *s, __u32 n)
+/* The first @n (<= 8) bytes of @s as a little-endian word: folds to a constant. */
+static __always_inline __u64 brc_str8(const char *s, __u32 n)
 {
+	__u64 v = 0;
 	__u32 i;
 
-	if (f->rq_arglen != n)
-		return 0;
 #pragma clang loop unroll(full)
-	for (i = 0; i < 8; i++) {
-		if (i >= n)
-			break;
-		if (f->rq_tok[i] != (__u8)s[i])
-			return 0;
-	}
-	return 1;
+	for (i = 0; i < 8; i++)
+		if (i < n)
+			v |= (__u64)(__u8)s[i] << (i * 8);
+	return v;
+}
+
+/* Is the current argument exactly @s (@n <= 8 bytes, upper case)? One word
+ * compare: a byte loop here is merged by clang into a loop the verifier
+ * cannot bound. */
+static __always_inline int brc_tok_is(const struct brc_flow *f, const char *s, __u32 n)
+{
+	__u64 mask = n >= 8 ? ~0ULL : (1ULL << (n * 8)) - 1;
+
+	return f->rq_arglen == n && (*(const __u64 *)f->rq_tok & mask) == brc_str8(s, n);
 }
 
 /* Read @p from memory, hiding from clang and the verifier what was stored
@@ -148,6 +217,24 @@ static __always_inline __u32 brc_reload(volatile __u32 *p)
 
 	asm volatile("" : "+r"(v));
 	return v;
+}
+
+/* A word byte of an inline command as BRC follows it: printable ASCII, no quote. */
+static __always_inline int brc_inline_word_byte(__u8 c)
+{
+	return c > ' ' && c < 0x7f && c != '"' && c != '\'';
+}
+
+/* One digit of a RESP length as string2ll reads it: no leading zero. */
+static __always_inline int brc_rq_digit(struct brc_flow *f, __u8 c)
+{
+	if ((f->rq_cflags & BRC_CF_DIGIT) && f->rq_num == 0)
+		return -1;      /* "0" followed by a digit */
+	if (f->rq_num > BRC_MAX_BULK / 10)
+		return -1;
+	f->rq_num = f->rq_num * 10 + (c - '0');
+	f->rq_cflags |= BRC_CF_DIGIT;
+	return 0;
 }
 
 /* Lex request bytes sc->buf[sc->pos..sc->n). */
@@ -164,45 +251,49 @@ static __always_inline int brc_rq_lex(struct brc_flow *f, struct brc_scratch *sc
 		sc->pos = i + 1;
 		switch (f->rq_state) {
 		case BRC_RQ_IDLE:
+			f->rq_argi = 0;
+			f->rq_opt = BRC_OPT_NONE;
+			f->rq_keep = BRC_TOK_LEN + 1;
+			f->rq_copy = 0;
+			f->rq_num = 0;
+			f->rq_cflags = 0;
 			if (c == '*') {
 				f->rq_state = BRC_RQ_ARRLEN;
-				f->rq_num = 0;
 				f->rq_inline = 0;
-				f->rq_argi = 0;
-				f->rq_secret = 0;
-				f->rq_keep = BRC_TOK_LEN + 1;
-				f->rq_copykey = 0;
-			} else if (c != '\r' && c != '\n' && c != ' ') {
-				f->rq_state = BRC_RQ_INLINE;
-				f->rq_inline = 1;
-				f->rq_argi = 0;
-				f->rq_argc = 0;
-				f->rq_secret = 0;
-				f->rq_keep = BRC_TOK_LEN + 1;
-				f->rq_copykey = 0;
-				brc_rq_arg_begin(f);
-				if (c == '"' || c == '\'')
-					goto lost;
-				brc_rq_arg_byte(f, c);
+				break;
 			}
+			/* anything else starts an inline command, as in Redis */
+			f->rq_inline = 1;
+			f->rq_argc = 0;
+			brc_rq_arg_begin(f);
+			if (c == '\n')
+				f->rq_state = BRC_RQ_IDLE;      /* an empty line: Redis runs nothing */
+			else if (c == '\r')
+				f->rq_state = BRC_RQ_INLINE_CR;
+			else if (c == ' ')
+				f->rq_state = BRC_RQ_INLINE;
+			else if (brc_inline_word_byte(c)) {
+				f->rq_state = BRC_RQ_INLINE;
+				brc_rq_arg_byte(f, c);
+			} else
+				goto lost_inline;
 			break;
 		case BRC_RQ_ARRLEN:
 		case BRC_RQ_BULKLEN:
 			if (c >= '0' && c <= '9') {
-				if (f->rq_num > BRC_MAX_BULK / 10)
+				if (brc_rq_digit(f, c) < 0)
 					goto lost;
-				f->rq_num = f->rq_num * 10 + (c - '0');
-			} else if (c == '\r') {
+			} else if (c == '\r' && (f->rq_cflags & BRC_CF_DIGIT)) {
 				f->rq_state += 1;       /* ARRLEN_LF / BULKLEN_LF */
 			} else {
-				goto lost;
+				goto lost;              /* a sign, a blank, nothing: not as Redis reads it */
 			}
 			break;
 		case BRC_RQ_ARRLEN_LF:
 			if (c != '\n' || f->rq_num > BRC_MAX_MULTIBULK)
 				goto lost;
 			if (f->rq_num == 0) {
-				f->rq_state = BRC_RQ_IDLE;      /* "*0": Redis ignores it */
+				f->rq_state = BRC_RQ_IDLE;      /* "*0": Redis runs nothing */
 				break;
 			}
 			f->rq_argc = f->rq_num;
@@ -212,6 +303,7 @@ static __always_inline int brc_rq_lex(struct brc_flow *f, struct brc_scratch *sc
 			if (c != '$')
 				goto lost;
 			f->rq_num = 0;
+			f->rq_cflags &= ~BRC_CF_DIGIT;
 			f->rq_state = BRC_RQ_BULKLEN;
 			break;
 		case BRC_RQ_BULKLEN_LF:
@@ -251,21 +343,31 @@ static __always_inline int brc_rq_lex(struct brc_flow *f, struct brc_scratch *sc
 				f->rq_state = BRC_RQ_IDLE;
 				return BRC_EV_ARG_END;
 			}
+			f->rq_num = 0;
+			f->rq_cflags &= ~BRC_CF_DIGIT;
 			f->rq_state = BRC_RQ_BULKHDR;
 			return BRC_EV_ARG;
 		case BRC_RQ_INLINE:
+		case BRC_RQ_INLINE_CR:
 			if (c == '\n') {
 				f->rq_state = BRC_RQ_IDLE;
-				return f->rq_arglen ? BRC_EV_ARG_END : BRC_EV_END;
+				if (f->rq_arglen)
+					return BRC_EV_ARG_END;
+				if (f->rq_argi)
+					return BRC_EV_END;
+				break;                  /* only blanks: Redis runs nothing */
 			}
-			if (c == ' ' || c == '\t') {
-				if (f->rq_arglen) {
-						return BRC_EV_ARG;
-				}
-			} else if (c == '"' || c == '\'') {
-				goto lost;      /* quoted inline arguments are not followed */
-			} else if (c != '\r') {
+			if (f->rq_state == BRC_RQ_INLINE_CR)
+				goto lost_inline;       /* Redis splits the line here; BRC does not follow */
+			if (c == '\r') {
+				f->rq_state = BRC_RQ_INLINE_CR;
+			} else if (c == ' ') {
+				if (f->rq_arglen)
+					return BRC_EV_ARG;
+			} else if (brc_inline_word_byte(c)) {
 				brc_rq_arg_byte(f, c);
+			} else {
+				goto lost_inline;
 			}
 			break;
 		default:
@@ -275,6 +377,160 @@ static __always_inline int brc_rq_lex(struct brc_flow *f, struct brc_scratch *sc
 	return BRC_EV_MORE;
 lost:
 	return BRC_EV_LOST;
+lost_inline:
+	return BRC_EV_LOST_INLINE;
+}
+
+/* The current argument as a table key (upper-cased, zero-padded to
+ * BRC_TOK_LEN) in @name. Returns 0 when no table can hold it: empty, longer
+ * than BRC_TOK_LEN, or with a NUL byte (Redis's own lookup would not match). */
+static __always_inline int brc_tok_key(const struct brc_flow *f, __u8 *name)
+{
+	const __u64 ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+	__u64 w0 = *(const __u64 *)f->rq_tok, w1 = *(const __u64 *)(f->rq_tok + 8);
+	__u64 m0 = ~0ULL, m1 = ~0ULL, v0, v1;
+	__u32 n = f->rq_arglen;
+
+	if (n == 0 || n > BRC_TOK_LEN)
+		return 0;
+	if (n < 8)
+		m0 = (1ULL << (n * 8)) - 1;
+	if (n <= 8)
+		m1 = 0;
+	else if (n < 16)
+		m1 = (1ULL << ((n - 8) * 8)) - 1;
+	w0 &= m0;
+	w1 &= m1;
+	/* a zero byte inside the argument: bytes past it read as 0xff here */
+	v0 = w0 | ~m0;
+	v1 = w1 | ~m1;
+	if (((v0 - ones) & ~v0 & highs) | ((v1 - ones) & ~v1 & highs))
+		return 0;
+	*(__u64 *)name = w0;
+	*(__u64 *)(name + 8) = w1;
+	return 1;
+}
+
+/* Argument 0 is complete: look the command up. */
+static __always_inline void brc_rq_cmd_begin(struct brc_scratch *sc, struct brc_flow *f)
+{
+	struct brc_cmd *cmd = 0;
+
+	if (brc_tok_key(f, sc->cname.name))
+		cmd = brc_cmds.lookup(&sc->cname);
+	f->rq_cflags = 0;
+	f->rq_opt = BRC_OPT_NONE;
+	f->rq_key_len = 0;
+	f->rq_key_bucket = 0;
+	f->rq_val = BRC_DB_INVALID;
+	if (!cmd) {
+		/* its replies and keys are unknown: everything may change */
+		f->rq_kind = BRC_K_UNKNOWN;
+		f->rq_special = BRC_SP_NONE;
+		f->rq_class = BRC_LAT_OTHER;
+		brc_rq_lost(f, BRC_DIRTY_BIT_UNKNOWN);
+		return;
+	}
+	f->rq_kind = cmd->kind;
+	f->rq_first = cmd->first;
+	f->rq_last = cmd->last;
+	f->rq_step = cmd->step;
+	f->rq_special = cmd->special;
+	f->rq_class = cmd->cls;
+	f->rq_keyarg = cmd->special == BRC_SP_CARRY_TTL ? 2 : 1;
+	if (f->rq_inline && !(cmd->flags & BRC_CMDF_INLINE)) {
+		/* inline AUTH, SELECT, CONFIG ...: their argument count is not known in
+		 * advance (secrets must not be read) and people type them, not programs */
+		brc_rq_lost(f, BRC_DIRTY_BIT_STATE);
+		return;
+	}
+	if (f->rq_kind == BRC_K_GLOBAL)
+		brc_mark_global(f, f->sent, 1);
+	switch (f->rq_special) {
+	case BRC_SP_MULTI:
+		brc_dirty(f, BRC_DIRTY_BIT_MULTI);
+		break;
+	case BRC_SP_SUBSCRIBE:
+		brc_giveup(f, BRC_DIRTY_BIT_PUBSUB);
+		break;
+	case BRC_SP_MONITOR:
+		brc_giveup(f, BRC_DIRTY_BIT_MONITOR);
+		break;
+	case BRC_SP_REPLICATION:
+		brc_giveup(f, BRC_DIRTY_BIT_REPLICATION);
+		break;
+	case BRC_SP_SERVER:
+		f->rq_cflags |= BRC_CF_SERVER;
+		break;
+	}
+}
+
+/* Argument 1 of CLIENT, CONFIG or ACL is complete: what it means (brc_subcmds). */
+static __always_inline void brc_rq_subcommand(struct brc_scratch *sc, struct brc_flow *f)
+{
+	struct brc_subcmd *sub = 0;
+	__u32 action;
+
+	sc->subkey.special = f->rq_special;
+	if (brc_tok_key(f, sc->subkey.name))
+		sub = brc_subcmds.lookup(&sc->subkey);
+	action = sub ? sub->action : 0;
+	if (action == BRC_SUB_GIVEUP_REPLY)
+		brc_giveup(f, BRC_DIRTY_BIT_CLIENT_REPLY);
+	else if (action == BRC_SUB_GIVEUP_TRACKING)
+		brc_giveup(f, BRC_DIRTY_BIT_TRACKING);
+	else if (action != BRC_SUB_READ_ONLY && f->rq_special != BRC_SP_CLIENT)
+		f->rq_cflags |= BRC_CF_SERVER;
+}
+
+/* Read the current argument as a SELECT index the way Redis does (string2ll,
+ * then a range check): digits, no sign, no leading zero. BRC_DB_INVALID when
+ * BRC cannot read it so; Redis refuses most of those, and accepting one of
+ * them gives the connection up. */
+static __always_inline __u32 brc_rq_db_index(const struct brc_flow *f)
+{
+	__u32 i, v = 0, n = f->rq_arglen;
+	__u32 ok = n > 0 && n <= 8 && (n == 1 || f->rq_tok[0] != '0');
+
+	/* no early exit: the loop must unroll */
+#pragma clang loop unroll(full)
+	for (i = 0; i < 8; i++) {
+		__u8 d = f->rq_tok[i];
+
+		if (i < n) {
+			if (d < '0' || d > '9')
+				ok = 0;
+			v = v * 10 + (d - '0');
+		}
+	}
+	return ok ? v : BRC_DB_INVALID;
+}
+
+/* HELLO's arguments after the protocol version, walked as Redis walks them. */
+static __always_inline void brc_rq_hello_arg(struct brc_flow *f)
+{
+	__u32 more = f->rq_argc - 1 - f->rq_argi;
+
+	switch (f->rq_opt) {
+	case BRC_OPT_USER:
+		f->rq_key_len = f->rq_arglen;
+		f->rq_opt = BRC_OPT_PASS;
+		return;
+	case BRC_OPT_PASS:
+	case BRC_OPT_NAME:
+		f->rq_opt = BRC_OPT_NONE;
+		return;
+	}
+	if (brc_tok_is(f, "AUTH", 4) && more >= 2) {
+		if (f->rq_cflags & BRC_CF_AUTH)
+			brc_giveup(f, BRC_DIRTY_BIT_STATE);     /* the last AUTH would win */
+		f->rq_cflags |= BRC_CF_AUTH;
+		f->rq_opt = BRC_OPT_USER;
+	} else if (brc_tok_is(f, "SETNAME", 7) && more >= 1) {
+		f->rq_opt = BRC_OPT_NAME;
+	} else {
+		f->rq_cflags |= BRC_CF_BAD;     /* a syntax error: Redis changes nothing */
+	}
 }
 
 /* Argument f->rq_argi is complete. */
@@ -282,57 +538,18 @@ static __always_inline void brc_rq_arg_done(struct brc_scratch *sc, struct brc_f
 {
 	__u32 argi = f->rq_argi;
 
+	if (f->rq_inline)
+		f->rq_argc = argi + 1;
 	if (argi == 0) {
-		struct brc_cmd_name name = {};
-		struct brc_cmd *cmd = 0;
-
-		if (f->rq_arglen <= BRC_TOK_LEN && f->rq_arglen > 0) {
-			__u32 i;
-
-#pragma clang loop unroll(full)
-			for (i = 0; i < BRC_TOK_LEN; i++)
-				name.name[i] = i < f->rq_arglen ? f->rq_tok[i] : 0;
-			cmd = brc_cmds.lookup(&name);
-		}
-		f->rq_cflags = 0;
-		if (cmd) {
-			f->rq_kind = cmd->kind;
-			f->rq_first = cmd->first;
-			f->rq_last = cmd->last;
-			f->rq_step = cmd->step;
-			f->rq_special = cmd->special;
-			f->rq_class = cmd->cls;
-		} else {
-			f->rq_kind = BRC_K_UNKNOWN;
-			f->rq_first = 0;
-			f->rq_last = 0;
-			f->rq_step = 0;
-			f->rq_special = BRC_SP_NONE;
-			f->rq_class = BRC_LAT_OTHER;
-		}
-		f->rq_key_len = 0;
-		f->rq_key_bucket = 0;
-		f->rq_val = 0;
-		if (f->rq_kind == BRC_K_UNKNOWN || f->rq_kind == BRC_K_GLOBAL)
-			brc_mark_global(f, 1);
-		if (f->rq_special == BRC_SP_MULTI)
-			brc_dirty(f, BRC_DIRTY_BIT_MULTI);
-		else if (f->rq_special == BRC_SP_SUBSCRIBE)
-			brc_dirty(f, BRC_DIRTY_BIT_PUBSUB);
-		else if (f->rq_special == BRC_SP_MONITOR)
-			brc_dirty(f, BRC_DIRTY_BIT_MONITOR);
-		return;
-	}
-	if (f->rq_secret) {
-		f->rq_secret -= 1;
+		brc_rq_cmd_begin(sc, f);
 		return;
 	}
 	if (brc_rq_is_key(f, argi)) {
 		__u32 idx = brc_bucket_of(f->rq_hash);
 
 		if (f->rq_kind == BRC_K_WRITE)
-			brc_mark_key(f, idx);
-		if (argi == 1) {
+			brc_mark_key(f, idx, f->sent);
+		if (argi == f->rq_keyarg) {
 			f->rq_key_len = f->rq_arglen;
 			f->rq_key_bucket = idx;
 		}
@@ -348,44 +565,67 @@ static __always_inline void brc_rq_arg_done(struct brc_scratch *sc, struct brc_f
 	case BRC_SP_GETEX:
 		f->rq_cflags |= BRC_CF_TTL;
 		break;
-	case BRC_SP_HELLO:
-		if (argi == 1 && !brc_tok_is(f, "2", 1))
-			brc_dirty(f, BRC_DIRTY_BIT_RESP3);  /* 3, or anything not RESP2 */
-		if (brc_tok_is(f, "AUTH", 4)) {
-			f->rq_cflags |= BRC_CF_AUTH;
-			f->rq_secret = 2;                  /* username, password */
-		}
+	case BRC_SP_AUTH:
+		if (brc_rq_is_user(f))
+			f->rq_key_len = f->rq_arglen;
 		break;
-	case BRC_SP_CLIENT:
-		if (argi == 1 && brc_tok_is(f, "REPLY", 5))
-			brc_dirty(f, BRC_DIRTY_BIT_CLIENT_REPLY);
+	case BRC_SP_HELLO:
+		if (argi == 1) {
+			if (!brc_tok_is(f, "2", 1))
+				brc_giveup(f, BRC_DIRTY_BIT_RESP3);     /* 3, or anything not RESP2 */
+		} else {
+			brc_rq_hello_arg(f);
+		}
 		break;
 	case BRC_SP_SELECT:
-		if (argi == 1) {
-			__u32 i, v = 0, ok = f->rq_arglen > 0 && f->rq_arglen <= 8;
-
-#pragma clang loop unroll(full)
-			for (i = 0; i < 8; i++) {
-				__u8 d = f->rq_tok[i];
-
-				if (i >= f->rq_arglen)
-					break;
-				if (d < '0' || d > '9')
-					ok = 0;
-				v = v * 10 + (d - '0');
-			}
-			f->rq_val = ok ? v : 0xffffffff;
-		}
+		if (argi == 1)
+			f->rq_val = brc_rq_db_index(f);
+		break;
+	case BRC_SP_CLIENT:
+	case BRC_SP_CONFIG:
+	case BRC_SP_ACL:
+		if (argi == 1)
+			brc_rq_subcommand(sc, f);
 		break;
 	}
+}
+
+/* Record the state change command @seq asks for, to apply at its reply.
+ * Returns the FIFO flag to set, 0 when there is nothing to apply. */
+static __always_inline __u64 brc_rq_chg(struct brc_flow *f, __u32 seq, __u32 kind, __u32 db, int user)
+{
+	if (f->chg_sent != f->chg_done || (__u32)(seq - f->replied) >= BRC_FIFO_LEN ||
+	    (f->dirty & BRC_DIRTY_GIVEUP)) {
+		/* one change in flight at a time, and only while replies pair */
+		if (kind != BRC_CHG_SET_CLEARS_TTL)
+			brc_giveup(f, BRC_DIRTY_BIT_STATE);
+		return 0;
+	}
+	f->chg_kind = kind;
+	f->chg_db = db;
+	if (user) {
+		/* AUTH pass = the default user; a name BRC cannot hold matches nobody */
+		if (f->rq_argc == 2 && f->rq_special == BRC_SP_AUTH) {
+			brc_user_default(&f->chg_len, f->chg_buf);
+		} else {
+			f->chg_len = f->rq_key_len <= BRC_USER_MAX ? f->rq_key_len : BRC_USER_MAX + 1;
+			__builtin_memcpy(f->chg_buf, f->rq_key, BRC_KEY_MAX);
+		}
+	} else if (kind == BRC_CHG_SET_CLEARS_TTL) {
+		f->chg_len = f->rq_key_len;
+		__builtin_memcpy(f->chg_buf, f->rq_key, BRC_KEY_MAX);
+	}
+	f->chg_sent += 1;
+	return BRC_FIFO_F_STATE;
 }
 
 /* The command is complete: account it as pending and act on it. */
 static __always_inline void brc_rq_cmd_done(struct brc_scratch *sc, struct brc_flow *f,
 					    const struct brc_config *cfg)
 {
-	__u32 argc = f->rq_inline ? f->rq_argi + 1 : f->rq_argc;
-	__u32 pending = f->pending;
+	__u32 argc = f->rq_argc;
+	__u32 seq = f->sent;
+	__u32 replied = f->replied;
 	__u64 flags = 0;
 	__u32 idx = f->rq_key_bucket & (BRC_KEYVER_BUCKETS - 1);
 	struct brc_bucket *b;
@@ -400,23 +640,30 @@ static __always_inline void brc_rq_cmd_done(struct brc_scratch *sc, struct brc_f
 		brc_count(REQ_OTHER);
 	if (f->rq_kind == BRC_K_WRITE || f->rq_kind == BRC_K_GLOBAL || f->rq_kind == BRC_K_UNKNOWN)
 		brc_count(REQ_WRITE);
+	if (f->rq_cflags & BRC_CF_SERVER)
+		brc_mark_server(f, seq);
 
 	switch (f->rq_special) {
 	case BRC_SP_GET:
-		if (argc == 2)
-			flags = brc_get_passed(sc, f, cfg, pending);
-		else
+		if (argc == 2) {
+			flags = brc_get_passed(sc, f, cfg, seq - replied);
+			if (!f->dirty)
+				flags |= BRC_FIFO_F_GET;
+		} else {
 			brc_count(GET_UNCACHEABLE_ARGS);
+		}
 		break;
 	case BRC_SP_SET:
 	case BRC_SP_TTL:
 	case BRC_SP_GETEX:
-		if (f->rq_special == BRC_SP_TTL)
+	case BRC_SP_CARRY_TTL:
+		if (f->rq_special == BRC_SP_TTL || f->rq_special == BRC_SP_CARRY_TTL)
 			f->rq_cflags |= BRC_CF_TTL;
-		if (argc < 2 || f->rq_key_len > BRC_KEY_MAX)
+		if (argc <= f->rq_keyarg || f->rq_key_len > BRC_KEY_MAX)
 			break;          /* such keys are never cached anyway */
-		brc_key_copy(sc->ckey.key, f->rq_key, f->rq_key_len);
+		sc->ckey.srv_addr = sc->fk.srv_addr;
 		sc->ckey.len = f->rq_key_len;
+		__builtin_memcpy(sc->ckey.key, f->rq_key, BRC_KEY_MAX);
 		if (f->rq_cflags & BRC_CF_TTL) {
 			brc_count(TTL_MARKED);
 			if (brc_ttlkeys.update(&sc->ckey, &sc->now) != 0) {
@@ -424,48 +671,34 @@ static __always_inline void brc_rq_cmd_done(struct brc_scratch *sc, struct brc_f
 				if (b)
 					b->ttl = 1;
 			}
-		} else if (f->rq_special == BRC_SP_SET) {
-			brc_ttlkeys.delete(&sc->ckey);
+		} else if (f->rq_special == BRC_SP_SET && argc == 3 && f->db == 0 &&
+			   f->chg_sent == f->chg_done) {
+			/* SET k v: the TTL is gone once Redis says it applied it */
+			flags = brc_rq_chg(f, seq, BRC_CHG_SET_CLEARS_TTL, 0, 0);
 		}
 		break;
 	case BRC_SP_AUTH:
-		flags = BRC_FIFO_F_AUTH;
+		if (argc == 2 || argc == 3)
+			flags = brc_rq_chg(f, seq, BRC_CHG_AUTH, 0, 1);
 		break;
 	case BRC_SP_HELLO:
-		if (f->rq_cflags & BRC_CF_AUTH)
-			flags = BRC_FIFO_F_AUTH;
+		if ((f->rq_cflags & (BRC_CF_AUTH | BRC_CF_BAD)) == BRC_CF_AUTH)
+			flags = brc_rq_chg(f, seq, BRC_CHG_HELLO_AUTH, 0, 1);
 		break;
 	case BRC_SP_SELECT:
 		if (argc == 2)
-			f->db = f->rq_val;
+			flags = brc_rq_chg(f, seq, BRC_CHG_SELECT, f->rq_val, 0);
 		break;
 	case BRC_SP_RESET:
-		f->db = 0;
-		f->flags &= ~BRC_FF_AUTHED;
+		flags = brc_rq_chg(f, seq, BRC_CHG_RESET, 0, 0);
 		break;
 	}
 
-	f->pending = pending + 1;
-	if (f->flags & BRC_FF_FIFO_OVERFLOW) {
-		/* earlier commands lost their slots: keep the order, skip this one */
-	} else if (f->fifo_n < BRC_FIFO_LEN) {
-		__u32 slot = (f->fifo_head + f->fifo_n) & (BRC_FIFO_LEN - 1);
-
-		f->fifo[slot] = (sc->now & BRC_FIFO_TS_MASK) |
-			((__u64)(f->rq_class & 3) << 56) | (flags << 58);
-		f->fifo_n += 1;
-	} else {
-		f->flags |= BRC_FF_FIFO_OVERFLOW;
-	}
-}
-
-/* The request parser cannot follow this flow any more: its writes are now
- * invisible, so it holds a global in-flight mark until it closes. */
-static __always_inline void brc_rq_lost(struct brc_flow *f, __u32 bit)
-{
-	f->rq_state = BRC_RQ_LOST;
-	brc_dirty(f, bit);
-	brc_mark_global(f, 1);
+	if ((__u32)(seq - replied) < BRC_FIFO_LEN)
+		f->fifo[seq & (BRC_FIFO_LEN - 1)] = brc_fifo_entry(sc->now, seq, f->rq_class, flags);
+	/* publish the command only after its FIFO slot and state change */
+	asm volatile("" ::: "memory");
+	f->sent = seq + 1;
 }
 
 /* ---- reply side -------------------------------------------------------- */
@@ -484,7 +717,8 @@ static __always_inline void brc_rp_keep(struct brc_flow *f, struct brc_replybuf 
 static __always_inline int brc_rp_lex(struct brc_flow *f, struct brc_replybuf *rb,
 				      struct brc_scratch *sc)
 {
-	__u32 k, i, d;
+	__u32 k, i, d, h;
+	__u64 e;
 	__u8 c;
 
 	for (k = 0; k < BRC_CHUNK; k++) {
@@ -497,10 +731,16 @@ static __always_inline int brc_rp_lex(struct brc_flow *f, struct brc_replybuf *r
 			/* a top-level reply starts: is it the tracked GET's? */
 			f->rp_type = c;
 			f->rp_len = 0;
-			f->rp_tracked = f->track != BRC_TRACK_NONE && f->pending > 0 &&
-				f->fifo_n > 0 &&
-				((f->fifo[f->fifo_head & (BRC_FIFO_LEN - 1)] >> 58) & BRC_FIFO_F_TRACKED);
+			f->rp_hlen = 0;
+			f->rp_head = 0;
+			e = f->replied != f->sent ? brc_fifo_get(f, f->replied) : 0;
+			f->rp_tracked = f->track != BRC_TRACK_NONE && ((e >> 60) & BRC_FIFO_F_TRACKED);
 		}
+		h = f->rp_hlen;
+		if (h < 8)
+			f->rp_head |= (__u64)c << ((h & 7) * 8);
+		if (h < 255)
+			f->rp_hlen = h + 1;
 		if (f->rp_tracked)
 			brc_rp_keep(f, rb, c);
 		switch (f->rp_state) {
@@ -620,48 +860,116 @@ static __always_inline int brc_rp_pop(struct brc_flow *f)
 	return 0;
 }
 
+/* Is the complete reply exactly "+OK\r\n"? */
+static __always_inline int brc_rp_is_ok(const struct brc_flow *f)
+{
+	return f->rp_hlen == 5 && f->rp_head == BRC_HEAD_OK;
+}
+
+/* Is the complete reply exactly "+RESET\r\n"? */
+static __always_inline int brc_rp_is_reset(const struct brc_flow *f)
+{
+	const __u64 reset = (__u64)'+' | (__u64)'R' << 8 | (__u64)'E' << 16 | (__u64)'S' << 24 |
+			    (__u64)'E' << 32 | (__u64)'T' << 40 | (__u64)'\r' << 48 | (__u64)'\n' << 56;
+
+	return f->rp_hlen == 8 && f->rp_head == reset;
+}
+
+/* Apply the state change in flight now that Redis answered it. */
+static __always_inline void brc_rp_chg_apply(struct brc_scratch *sc, struct brc_flow *f)
+{
+	__u32 kind = f->chg_kind, err = f->rp_type == '-';
+
+	switch (kind) {
+	case BRC_CHG_SELECT:
+		if (brc_rp_is_ok(f)) {
+			if (f->chg_db == BRC_DB_INVALID)
+				brc_giveup(f, BRC_DIRTY_BIT_STATE);     /* Redis read it, BRC could not */
+			else
+				f->db = f->chg_db;
+		} else if (!err) {
+			brc_giveup(f, BRC_DIRTY_BIT_REPLY_SHAPE);
+		}
+		break;
+	case BRC_CHG_AUTH:
+	case BRC_CHG_HELLO_AUTH:
+		if (kind == BRC_CHG_AUTH ? brc_rp_is_ok(f) : f->rp_type == '*') {
+			f->user_len = f->chg_len;
+			__builtin_memcpy(f->user, f->chg_buf, BRC_USER_MAX);
+			brc_flag_set(f, BRC_FF_AUTHED);
+		} else if (!err) {
+			brc_giveup(f, BRC_DIRTY_BIT_REPLY_SHAPE);
+		}
+		break;
+	case BRC_CHG_RESET:
+		if (brc_rp_is_reset(f)) {
+			f->db = 0;
+			brc_user_default(&f->user_len, f->user);
+			brc_flag_clear(f, BRC_FF_AUTHED);
+		} else {
+			brc_giveup(f, BRC_DIRTY_BIT_REPLY_SHAPE);
+		}
+		break;
+	case BRC_CHG_SET_CLEARS_TTL:
+		if (brc_rp_is_ok(f)) {
+			sc->ckey.srv_addr = sc->fk.srv_addr;
+			sc->ckey.len = f->chg_len;
+			__builtin_memcpy(sc->ckey.key, f->chg_buf, BRC_KEY_MAX);
+			if (brc_ttlkeys.delete(&sc->ckey) == 0)
+				brc_count(TTL_CLEARED);
+		}
+		break;
+	}
+	f->chg_done += 1;
+}
+
 /* A top-level reply is complete: pair it with the oldest pending command. */
 static __always_inline void brc_rp_reply_done(struct brc_scratch *sc, struct brc_flow *f,
 					      const struct brc_config *cfg, struct brc_replybuf *rb)
 {
-	__u64 e = 0, flags = 0;
-	__u32 tracked = f->rp_tracked;
+	__u32 tracked = f->rp_tracked, r = f->replied;
+	__u64 e, flags;
 
 	brc_count(REPLIES);
 	f->rp_tracked = 0;
-	if (f->pending == 0) {
-		brc_count(REPLIES_UNMATCHED);
-		brc_dirty(f, BRC_DIRTY_BIT_UNMATCHED);
+	if (f->dirty & BRC_DIRTY_GIVEUP) {
+		f->track = BRC_TRACK_NONE;      /* replies no longer pair: nothing to apply */
 		return;
 	}
-	f->pending -= 1;
-	if (f->fifo_n > 0) {
-		e = f->fifo[f->fifo_head & (BRC_FIFO_LEN - 1)];
-		f->fifo_head = (f->fifo_head + 1) & (BRC_FIFO_LEN - 1);
-		f->fifo_n -= 1;
-		flags = e >> 58;
-		brc_latency_add((e >> 56) & 3, (sc->now & BRC_FIFO_TS_MASK) - (e & BRC_FIFO_TS_MASK));
-	} else {
-		brc_count(LATENCY_UNTIMED);
+	if (r == f->sent) {
+		brc_count(REPLIES_UNMATCHED);
+		brc_giveup(f, BRC_DIRTY_BIT_UNMATCHED);
+		return;
 	}
-	if (f->pending == 0)
-		f->flags &= ~BRC_FF_FIFO_OVERFLOW;
-	if ((flags & BRC_FIFO_F_AUTH) && f->rp_type != '-')
-		f->flags |= BRC_FF_AUTHED;
+	e = brc_fifo_get(f, r);
+	flags = e >> 60;
+	if (e)
+		brc_latency_add((e >> 56) & 0xf, (sc->now - e) & BRC_FIFO_TS_MASK);
+	else
+		brc_count(LATENCY_UNTIMED);
+	if ((flags & BRC_FIFO_F_GET) && f->rp_type != '$' && f->rp_type != '-') {
+		/* a GET's reply is a bulk string or an error: this one is another's */
+		brc_giveup(f, BRC_DIRTY_BIT_REPLY_SHAPE);
+		tracked = 0;
+	}
 	if (flags & BRC_FIFO_F_TRACKED) {
 		if (tracked)
 			brc_track_done(sc, f, cfg, rb);
 		f->track = BRC_TRACK_NONE;
 	}
-	if (f->pending == 0 && f->rq_state == BRC_RQ_IDLE && !(f->dirty & BRC_DIRTY_ACCOUNTING))
-		brc_release_marks(f);
+	if (flags & BRC_FIFO_F_STATE)
+		brc_rp_chg_apply(sc, f);
+	/* publish the reply only after the state it changed */
+	asm volatile("" ::: "memory");
+	f->replied = r + 1;
+	brc_release_marks(f, r + 1, 0);
 }
 
 static __always_inline void brc_rp_lost(struct brc_flow *f, __u32 bit)
 {
 	f->rp_state = BRC_RP_LOST;
 	f->track = BRC_TRACK_NONE;
-	brc_dirty(f, bit);
+	brc_giveup(f, bit);
 }
 
 #endif /* BRC_RESP_H */

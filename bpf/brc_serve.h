@@ -1,15 +1,18 @@
 /* SPDX-License-Identifier: GPL-2.0 */
-/* Serve mode (issue 5): the Redis half of answering a GET at tc ingress, and
+/* Serve mode: the Redis half of answering a GET at tc ingress, and
  * the glue between the observe-mode flow state and the serve blocks
  * (seqadj.h, tcp_opts.h, tcp_reply.h; design and contract in SERVE.md).
  *
  * A segment is answered only when it is exactly one RESP `GET key` (any letter
  * case) and nothing else, the flow is clean, tracked from its SYN with
  * timestamps, nothing is pending, the parser is between commands, the
- * segment is the next in order, brc_seqadj_can_inject() holds, and the entry
- * is valid by the same rules brc_get_passed() uses for a would-hit. The GET
- * never reaches the request parser, so the observe accounting (pending, FIFO,
- * tracked GET) is untouched by a hit; only cli_next moves past it.
+ * segment is the next in order, brc_seqadj_can_inject() holds, the entry is
+ * valid by the same rules brc_get_passed() uses for a would-hit, and the
+ * copy sent is provably that entry. The GET never reaches the request parser,
+ * so the observe accounting (sent, FIFO, tracked GET) is untouched by a hit;
+ * only cli_next moves past it. A connection whose GETs are all answered here
+ * would look idle to Redis, so one passes to Redis at least every
+ * brc_server.idle_pass_ns (half of Redis's `timeout`).
  *
  * The injected bytes are kept per flow in brc_served until a later hit
  * replaces them, so a retransmitted GET gets exactly the same bytes even if
@@ -20,7 +23,6 @@
 
 #include "brc_flow.h"
 
-#define BRC_JMP_SERVE 2
 #define BRC_SERVE_REQ_MAX 128      /* bytes of the request buffer (a power of 2) */
 #define BRC_SERVE_GET_MAX 96       /* longest segment that may be a cacheable GET */
 
@@ -31,7 +33,7 @@ struct brc_serve_scratch {
 	__u8 hdr[BRC_TCP_HDR_BUF];
 	struct brc_pkt pkt;
 	struct brc_cache_key ckey;
-	struct brc_served served;
+	struct brc_cache_entry entry;   /* the copy answered from (len + reply = a brc_served) */
 	__u8 req[BRC_SERVE_REQ_MAX];
 };
 
@@ -69,9 +71,10 @@ static __always_inline int brc_serve_seg(struct __sk_buff *skb, const struct brc
 }
 
 /* Is the payload exactly "*2\r\n$3\r\nGET\r\n$<n>\r\n<key>\r\n"? Fills
- * ss->ckey (zero padded) and returns the FNV-1a hash of the key, 0 if not. */
-static __always_inline __u64 brc_serve_parse_get(struct __sk_buff *skb, struct brc_serve_scratch *ss,
-						 __u32 key_max)
+ * ss->ckey (zero padded) and *@hash (FNV-1a of the key, any value including 0);
+ * returns 1 if so, 0 if not. */
+static __always_inline int brc_serve_parse_get(struct __sk_buff *skb, struct brc_serve_scratch *ss,
+					       __u32 key_max, __u64 *hash)
 {
 	const __u8 *p = ss->req;
 	__u64 n = ss->pkt.payload_len, h = BRC_FNV_BASIS;
@@ -108,6 +111,7 @@ static __always_inline __u64 brc_serve_parse_get(struct __sk_buff *skb, struct b
 	if (p[(koff + L) & (BRC_SERVE_REQ_MAX - 1)] != '\r' ||
 	    p[(koff + L + 1) & (BRC_SERVE_REQ_MAX - 1)] != '\n')
 		return 0;
+	ss->ckey.srv_addr = ss->pkt.daddr;
 	ss->ckey.len = L;
 #pragma clang loop unroll(disable)
 	for (i = 0; i < BRC_KEY_MAX; i++) {
@@ -119,7 +123,8 @@ static __always_inline __u64 brc_serve_parse_get(struct __sk_buff *skb, struct b
 		}
 		ss->ckey.key[i] = c;
 	}
-	return h ? h : 1;
+	*hash = h;
+	return 1;
 }
 
 /* Consume (or resend) the request in @skb: a pure ACK in server space cloned
@@ -165,7 +170,7 @@ static __always_inline int brc_serve_reset(struct __sk_buff *skb, struct brc_scr
 
 	brc_count(RESET);
 	sa->flags |= BRC_SA_F_CLOSING;
-	brc_flow_close(sc, f);
+	brc_flow_close(sc, f, 0);
 	partial = brc_csum_is_partial(skb, seg);
 	if (partial < 0)
 		return TC_ACT_SHOT;
@@ -179,14 +184,30 @@ static __always_inline int brc_serve_reset(struct __sk_buff *skb, struct brc_scr
 	return bpf_redirect(skb->ifindex, 0);
 }
 
+/* Is ss->entry, copied out of @e, one whole fill of the key in ss->ckey that
+ * is still the live element's? Preallocated LRU elements are recycled for other
+ * keys under a reader: a torn or foreign copy must never be sent. */
+static __always_inline int brc_serve_copy_ok(const struct brc_serve_scratch *ss,
+					     const struct brc_cache_entry *e)
+{
+	const struct brc_cache_entry *c = &ss->entry;
+
+	if (c->fill_id != c->fill_id_end || e->fill_id != c->fill_id)
+		return 0;
+	if (c->srv_addr != ss->ckey.srv_addr || c->key_len != ss->ckey.len)
+		return 0;
+	return brc_bytes_equal(c->key, ss->ckey.key, BRC_KEY_MAX);
+}
+
 /* Would the cache answer this segment? Returns the entry's reply length (and
- * leaves the bytes in ss->served) or 0. Counts why a would-be hit was passed. */
+ * leaves the entry in ss->entry) or 0. Counts why a would-be hit was passed. */
 static __always_inline __u32 brc_serve_lookup(struct __sk_buff *skb, const struct brc_config *cfg,
 					      struct brc_scratch *sc, struct brc_serve_scratch *ss,
 					      const struct brc_seg *seg, struct brc_flow *f,
 					      struct brc_seqadj *sa)
 {
 	struct brc_cache_entry *e;
+	struct brc_server *sv;
 	struct brc_bucket *b;
 	struct brc_global *g;
 	__u64 h;
@@ -196,19 +217,16 @@ static __always_inline __u32 brc_serve_lookup(struct __sk_buff *skb, const struc
 		return 0;
 	if ((f->flags & (BRC_FF_CLOSED | BRC_FF_CLI_FIN | BRC_FF_SRV_FIN)) || f->state != BRC_FS_EST)
 		return 0;
-	if (f->dirty || f->pending || f->rq_state != BRC_RQ_IDLE || f->db != 0)
-		return 0;
-	if (cfg->require_auth && !(f->flags & BRC_FF_AUTHED))
+	if (f->dirty || f->sent != f->replied || f->rq_state != BRC_RQ_IDLE || f->db != 0)
 		return 0;
 	if (!(sa->flags & BRC_SA_F_TS) || ss->pkt.seq != f->cli_next)
 		return 0;
-	h = brc_serve_parse_get(skb, ss, brc_key_max(cfg));
-	if (!h)
+	if (!brc_serve_parse_get(skb, ss, brc_key_max(cfg), &h))
 		return 0;
 	idx = brc_bucket_of(h);
 	b = brc_keyver.lookup(&idx);
 	g = brc_get_global();
-	if (!b || !g || b->inflight || g->inflight || b->ttl || brc_untracked_active(g, sc->now))
+	if (!b || !g || b->inflight || g->inflight || b->ttl || brc_held(g, sc->now))
 		return 0;
 	if (brc_ttlkeys.lookup(&ss->ckey))
 		return 0;
@@ -220,6 +238,13 @@ static __always_inline __u32 brc_serve_lookup(struct __sk_buff *skb, const struc
 	len = e->len;
 	if (len == 0 || len > BRC_VAL_MAX || e->reply[0] != '$')
 		return 0;
+	if (!brc_may_answer(f, g))
+		return 0;
+	sv = brc_get_server();
+	if (sv && sv->idle_pass_ns && sc->now - f->last_pass_ns >= sv->idle_pass_ns) {
+		brc_count(SERVE_PASSED_IDLE);
+		return 0;
+	}
 	if (!brc_seqadj_can_inject(sa, seg)) {
 		brc_count(SERVE_REFUSED_TCP);
 		return 0;
@@ -229,10 +254,13 @@ static __always_inline __u32 brc_serve_lookup(struct __sk_buff *skb, const struc
 		brc_count(SERVE_VERIFY_SAMPLED);
 		return 0;
 	}
-	__builtin_memcpy(ss->served.data, e->reply, BRC_VAL_MAX);
-	ss->served.len = len;
-	/* the entry may have changed while copying: check its versions again */
-	if (e->ver != b->ver || e->gver != g->ver || e->len != len || b->inflight || g->inflight)
+	__builtin_memcpy(&ss->entry, e, sizeof(ss->entry));
+	/* the element may have been refilled or recycled while copying */
+	if (!brc_serve_copy_ok(ss, e)) {
+		brc_count(SERVE_KEY_RECHECK);
+		return 0;
+	}
+	if (ss->entry.len != len || e->ver != b->ver || e->gver != g->ver || b->inflight || g->inflight)
 		return 0;
 	return len;
 }

@@ -20,8 +20,9 @@ struct brc_scratch {
 	__u32 n;                    /* bytes loaded in buf */
 	__u32 pos;                  /* lexer position in buf */
 	__u8 buf[BRC_CHUNK];
-	struct brc_flow flow;       /* template for a new flow */
 	struct brc_cache_key ckey;
+	struct brc_cmd_name cname;
+	struct brc_subcmd_key subkey;
 	struct brc_cache_entry entry;
 	struct brc_replybuf rb;
 };

@@ -21,6 +21,11 @@ import errno
 import os
 import re
 
+try:
+    from ansible.module_utils.brc_contract import load_contract
+except ImportError:     # bench/ runs with module_utils/ itself on sys.path
+    from brc_contract import load_contract
+
 # Maps pinned under <pin_root>/<ifname>/ and reused across upgrades: everything
 # whose content must outlive one loader run. Tail-call arrays and scratch maps
 # belong to one build. Names are the C variable names (= kernel map names).
@@ -33,7 +38,7 @@ PERSISTENT_MAPS = (
     "brc_keyver",
     "brc_global",
     "brc_replybuf",
-    "brc_flowtags",
+    "brc_closing",
     "brc_ttlkeys",
     "brc_served",
     "brc_users",
@@ -46,91 +51,129 @@ ENTRY_PROGRAMS = {"ingress": "brc_ingress", "egress": "brc_egress"}
 # Tail-call arrays: {array name: [(slot, function name), ...]}.
 PROG_ARRAYS = {"brc_jmp": [(0, "brc_parse_req"), (1, "brc_parse_rep"), (2, "brc_serve_in")]}
 
-# The Redis command table written to brc_cmds at build time.
-# kind: nokey / read / write (keys invalidated by position) / global (everything
-# invalidated). A command missing here is unknown and invalidates everything,
-# so an omission costs hit rate, never correctness. Key positions as in Redis's
-# COMMAND INFO: first, last (-1 = through the end), step.
-# special: handled by name in bpf/brc_resp.h (BRC_SP_*).
-K_NOKEY, K_READ, K_WRITE, K_GLOBAL = 1, 2, 3, 4
-SPECIALS = {"get": 1, "set": 2, "ttl": 3, "getex": 4, "auth": 5, "hello": 6, "select": 7,
-            "multi": 8, "subscribe": 9, "monitor": 10, "client": 11, "reset": 12, "secret": 13}
-CLASSES = {"get": 0, "set": 1, "other": 2}
-
-
+# The Redis command table written to brc_cmds at build time: name -> (kind,
+# first, last, step, special, latency class), each named as in the contract
+# (BRC_K_<KIND>, BRC_SP_<SPECIAL>, BRC_LAT_CLASSES) and turned into numbers
+# from bpf/brc_contract.h by fill_command_table().
+# kind: nokey (no key is invalidated: also every read-only command but GET) /
+# read (GET) / write (keys invalidated by position) / global (everything
+# invalidated). A command missing here is unknown: it invalidates everything
+# and gives its connection up (its replies are unknown), so an omission costs
+# hit rate, never correctness; tests/bpf/test_bpf_commands.py checks the table
+# against the running Redis's own COMMAND INFO. Key positions as there: first,
+# last (-1 = through the end), step. special: handled by name in bpf/brc_resp.h.
 def _cmds():
     t = {}
 
-    def add(kind, names, first=0, last=0, step=1, special=None, cls="other"):
+    def add(kind, names, first=0, last=0, step=1, special="none", cls="other"):
         for name in names.split():
             t[name] = (kind, first, last, step, special, cls)
 
-    # reads: keys never invalidated
-    add(K_READ, "MGET EXISTS TTL PTTL EXPIRETIME PEXPIRETIME TYPE STRLEN GETRANGE SUBSTR "
-        "GETBIT BITCOUNT BITPOS LLEN LRANGE LINDEX LPOS HGET HMGET HGETALL HKEYS HVALS HLEN "
-        "HEXISTS HSTRLEN HRANDFIELD SMEMBERS SISMEMBER SMISMEMBER SCARD SRANDMEMBER SINTER "
-        "SUNION SDIFF ZRANGE ZRANGEBYSCORE ZREVRANGE ZREVRANGEBYSCORE ZRANGEBYLEX "
-        "ZREVRANGEBYLEX ZSCORE ZMSCORE ZCARD ZCOUNT ZLEXCOUNT ZRANK ZREVRANK ZRANDMEMBER "
-        "XRANGE XREVRANGE XLEN GEOPOS GEODIST GEOHASH GEOSEARCH DUMP TOUCH LCS SORT_RO "
-        "SSCAN HSCAN ZSCAN WATCH", 1, -1)
-    add(K_NOKEY, "XREAD")           # read-only; its keys follow STREAMS
-    add(K_READ, "GET", 1, 1, special="get", cls="get")
-    # no keys
-    add(K_NOKEY, "PING ECHO INFO TIME COMMAND QUIT LASTSAVE SAVE BGSAVE BGREWRITEAOF "
-        "SLOWLOG LATENCY ROLE READONLY READWRITE WAIT WAITAOF PUBLISH SPUBLISH UNSUBSCRIBE "
-        "PUNSUBSCRIBE SUNSUBSCRIBE DISCARD UNWATCH DBSIZE KEYS SCAN RANDOMKEY OBJECT "
-        "MEMORY MODULE LOLWUT PUBSUB SCRIPT FUNCTION CLUSTER ASKING REPLCONF PSYNC SYNC")
-    add(K_NOKEY, "AUTH", special="auth")
-    add(K_NOKEY, "HELLO", special="hello")
-    add(K_NOKEY, "SELECT", special="select")
-    add(K_NOKEY, "SUBSCRIBE PSUBSCRIBE SSUBSCRIBE", special="subscribe")
-    add(K_NOKEY, "MONITOR", special="monitor")
-    add(K_NOKEY, "CLIENT", special="client")
-    add(K_NOKEY, "RESET", special="reset")
-    add(K_NOKEY, "CONFIG ACL", special="secret")
+    # read-only: nothing to invalidate, nothing to read (only GET is cached)
+    add("nokey", "MGET EXISTS TTL PTTL EXPIRETIME PEXPIRETIME TYPE STRLEN GETRANGE SUBSTR "
+        "GETBIT BITCOUNT BITPOS BITFIELD_RO LLEN LRANGE LINDEX LPOS HGET HMGET HGETALL HKEYS "
+        "HVALS HLEN HEXISTS HSTRLEN HRANDFIELD SMEMBERS SISMEMBER SMISMEMBER SCARD "
+        "SRANDMEMBER SINTER SUNION SDIFF SINTERCARD ZRANGE ZRANGEBYSCORE ZREVRANGE "
+        "ZREVRANGEBYSCORE ZRANGEBYLEX ZREVRANGEBYLEX ZSCORE ZMSCORE ZCARD ZCOUNT ZLEXCOUNT "
+        "ZRANK ZREVRANK ZRANDMEMBER ZDIFF ZINTER ZUNION ZINTERCARD XRANGE XREVRANGE XLEN "
+        "XPENDING XINFO XREAD GEOPOS GEODIST GEOHASH GEOSEARCH GEORADIUS_RO DUMP TOUCH LCS "
+        "SORT_RO SSCAN HSCAN ZSCAN WATCH")
+    add("read", "GET", 1, 1, special="get", cls="get")
+    add("nokey", "PING ECHO INFO TIME COMMAND QUIT LASTSAVE SAVE BGSAVE BGREWRITEAOF "
+        "SLOWLOG LATENCY ROLE READONLY READWRITE WAIT PUBLISH SPUBLISH DISCARD UNWATCH "
+        "DBSIZE KEYS SCAN RANDOMKEY OBJECT MEMORY LOLWUT PUBSUB SCRIPT FUNCTION CLUSTER "
+        "ASKING PFSELFTEST")
+    # connection state: applied on Redis's success reply
+    add("nokey", "AUTH", special="auth")
+    add("nokey", "HELLO", special="hello")
+    add("nokey", "SELECT", special="select")
+    add("nokey", "RESET", special="reset")
+    add("nokey", "CLIENT", special="client")
+    # replies that stop pairing with commands: the connection is given up
+    add("nokey", "SUBSCRIBE PSUBSCRIBE SSUBSCRIBE UNSUBSCRIBE PUNSUBSCRIBE SUNSUBSCRIBE",
+        special="subscribe")
+    add("nokey", "MONITOR", special="monitor")
+    add("nokey", "REPLCONF SYNC PSYNC", special="replication")
+    # who may read what, and what the server is
+    add("nokey", "CONFIG", special="config")
+    add("nokey", "ACL", special="acl")
+    add("global", "REPLICAOF SLAVEOF FAILOVER SHUTDOWN MODULE DEBUG", special="server")
     # writes, keys by position
-    add(K_WRITE, "SET", 1, 1, special="set", cls="set")
-    add(K_WRITE, "SETNX", 1, 1, cls="set")
-    add(K_WRITE, "SETEX PSETEX", 1, 1, special="ttl", cls="set")
-    add(K_WRITE, "EXPIRE PEXPIRE EXPIREAT PEXPIREAT RESTORE", 1, 1, special="ttl")
-    add(K_WRITE, "GETEX", 1, 1, special="getex")
-    add(K_WRITE, "GETSET GETDEL APPEND SETRANGE INCR DECR INCRBY DECRBY INCRBYFLOAT SETBIT "
-        "BITFIELD PERSIST MOVE LPUSH RPUSH LPUSHX RPUSHX LPOP RPOP LSET LREM LTRIM LINSERT "
+    add("write", "SET", 1, 1, special="set", cls="set")
+    add("write", "SETNX", 1, 1, cls="set")
+    add("write", "SETEX PSETEX", 1, 1, special="ttl", cls="set")
+    add("write", "EXPIRE PEXPIRE EXPIREAT PEXPIREAT RESTORE RESTORE-ASKING MOVE", 1, 1,
+        special="ttl")
+    add("write", "GETEX", 1, 1, special="getex")
+    add("write", "GETSET GETDEL APPEND SETRANGE INCR DECR INCRBY DECRBY INCRBYFLOAT SETBIT "
+        "BITFIELD PERSIST LPUSH RPUSH LPUSHX RPUSHX LPOP RPOP LSET LREM LTRIM LINSERT "
         "HSET HSETNX HMSET HDEL HINCRBY HINCRBYFLOAT SADD SREM SPOP ZADD ZINCRBY ZREM "
         "ZREMRANGEBYSCORE ZREMRANGEBYRANK ZREMRANGEBYLEX ZPOPMIN ZPOPMAX GEOADD XADD XDEL "
         "XTRIM XACK XCLAIM XAUTOCLAIM XSETID", 1, 1)
-    add(K_WRITE, "DEL UNLINK PFADD PFCOUNT PFMERGE BLPOP BRPOP BZPOPMIN BZPOPMAX "
+    add("write", "DEL UNLINK PFADD PFCOUNT PFMERGE BLPOP BRPOP BZPOPMIN BZPOPMAX "
         "SINTERSTORE SUNIONSTORE SDIFFSTORE ZUNIONSTORE ZINTERSTORE ZDIFFSTORE", 1, -1)
-    add(K_WRITE, "MSET MSETNX", 1, -1, 2, cls="set")
-    add(K_WRITE, "RENAME RENAMENX COPY LMOVE BLMOVE RPOPLPUSH BRPOPLPUSH SMOVE ZRANGESTORE "
-        "GEOSEARCHSTORE", 1, 2)
-    add(K_WRITE, "BITOP LMPOP ZMPOP XGROUP", 2, -1)
-    add(K_WRITE, "BLMPOP BZMPOP", 3, -1)
+    add("write", "MSET MSETNX", 1, -1, 2, cls="set")
+    add("write", "RENAME RENAMENX COPY", 1, 2, special="carry_ttl")
+    add("write", "LMOVE BLMOVE RPOPLPUSH BRPOPLPUSH SMOVE ZRANGESTORE GEOSEARCHSTORE", 1, 2)
+    add("write", "PFDEBUG", 2, 2)
+    add("write", "BITOP LMPOP ZMPOP XGROUP", 2, -1)
+    add("write", "BLMPOP BZMPOP", 3, -1)
     # may write anything
-    add(K_GLOBAL, "FLUSHALL FLUSHDB SWAPDB EVAL EVALSHA EVAL_RO EVALSHA_RO FCALL FCALL_RO "
-        "EXEC SORT DEBUG GEORADIUS XREADGROUP")
-    add(K_GLOBAL, "MIGRATE", special="secret")      # may carry AUTH / AUTH2 passwords
-    add(K_GLOBAL, "MULTI", special="multi")
+    add("global", "FLUSHALL FLUSHDB SWAPDB EVAL EVALSHA EVAL_RO EVALSHA_RO FCALL FCALL_RO "
+        "EXEC SORT GEORADIUS XREADGROUP")
+    add("global", "MIGRATE", special="secret")      # may carry AUTH / AUTH2 passwords
+    add("global", "MULTI", special="multi")
     return t
 
 
 COMMANDS = _cmds()
 
+# Specials whose inline form BRC follows (BRC_CMDF_INLINE); any other special
+# arriving inline gives its connection up.
+INLINE_SPECIALS = ("none", "get", "set", "ttl", "getex", "carry_ttl")
 
-def fill_command_table(table):
-    """Write COMMANDS into the bcc table brc_cmds."""
-    for name, (kind, first, last, step, special, cls) in COMMANDS.items():
+# What argument 1 of CLIENT, CONFIG and ACL means (brc_subcmds, BRC_SUB_*). A
+# CONFIG or ACL subcommand missing here is taken to change who may read what.
+SUBCOMMANDS = {
+    ("client", "REPLY"): "giveup_reply",
+    ("client", "TRACKING"): "giveup_tracking",
+    ("client", "CACHING"): "giveup_tracking",
+    ("config", "GET"): "read_only",
+    ("config", "HELP"): "read_only",
+}
+SUBCOMMANDS.update((("acl", name), "read_only") for name in
+                   "WHOAMI LIST USERS GETUSER CAT LOG GENPASS DRYRUN HELP".split())
+
+
+def command_numbers(contract, name):
+    """(kind, first, last, step, special, class, flags) of command @name as
+    numbers, from the contract's BRC_K_*, BRC_SP_*, BRC_LAT_CLASSES, BRC_CMDF_*."""
+    kind, first, last, step, special, cls = COMMANDS[name]
+    flags = contract.constants["BRC_CMDF_INLINE"] if special in INLINE_SPECIALS else 0
+    return (contract.constants["BRC_K_" + kind.upper()], first, 255 if last < 0 else last, step,
+            contract.constants["BRC_SP_" + special.upper()], contract.latency_classes.index(cls),
+            flags)
+
+
+def fill_command_table(bpf, contract):
+    """Write COMMANDS into the build's brc_cmds and SUBCOMMANDS into brc_subcmds."""
+    table = bpf.get_table(b"brc_cmds")
+    for name in COMMANDS:
         key = table.Key()
-        raw = name.encode()
-        for i, ch in enumerate(raw):
+        for i, ch in enumerate(name.encode()):
             key.name[i] = ch
         val = table.Leaf()
-        val.kind = kind
-        val.first = first
-        val.last = 255 if last < 0 else last
-        val.step = step
-        val.special = SPECIALS[special] if special else 0
-        val.cls = CLASSES[cls]
+        (val.kind, val.first, val.last, val.step, val.special, val.cls,
+         val.flags) = command_numbers(contract, name)
+        table[key] = val
+    table = bpf.get_table(b"brc_subcmds")
+    for (command, sub), action in SUBCOMMANDS.items():
+        key = table.Key()
+        key.special = contract.constants["BRC_SP_" + command.upper()]
+        for i, ch in enumerate(sub.encode()):
+            key.name[i] = ch
+        val = table.Leaf()
+        val.action = contract.constants["BRC_SUB_" + action.upper()]
         table[key] = val
 
 
@@ -217,7 +260,7 @@ def compile_programs(src_dir, pin_dir=None, extra_cflags=(), load=True):
     bpf = BPF(text=text.encode(), cflags=cflags)
     if not load:
         return BrcBuild(bpf, {}, {})
-    fill_command_table(bpf.get_table(b"brc_cmds"))
+    fill_command_table(bpf, load_contract(src_dir))
     prog_arrays = {}
     for array_name, slots in PROG_ARRAYS.items():
         table = bpf.get_table(array_name.encode())

@@ -51,7 +51,7 @@ class Contract:
         self.xlists = {}
         for name, body in _XLIST.findall(header_text):
             self.xlists[name] = _XITEM.findall(body)
-        for required in ("BRC_COUNTERS", "BRC_LAT_CLASSES"):
+        for required in ("BRC_COUNTERS", "BRC_LAT_CLASSES", "BRC_DIRTY_REASONS"):
             if not self.xlists.get(required):
                 raise ContractError("%s has no %s list" % (CONTRACT_HEADER, required))
 
@@ -70,13 +70,29 @@ class Contract:
         return type(name, (ctypes.Structure,), {"_fields_": fields})
 
     @property
+    def counter_slots(self):
+        """[(slot, name, description)] of every counter in brc_stats: the BRC_COUNTERS
+        list from slot 0, then one dirty_<reason> per BRC_DIRTY_REASONS entry from
+        slot BRC_DIRTY_SLOT_BASE."""
+        out = [(i, name.lower(), doc) for i, (name, doc) in enumerate(self.xlists["BRC_COUNTERS"])]
+        base = self.constants.get("BRC_DIRTY_SLOT_BASE")
+        for i, (name, doc) in enumerate(self.xlists.get("BRC_DIRTY_REASONS", [])):
+            out.append((base + i, "dirty_" + name.lower(), "connections dirty: " + doc))
+        return out
+
+    @property
     def counters(self):
-        """Counter names in slot order, e.g. ['pkt_ingress', ...]."""
-        return [name.lower() for name, _doc in self.xlists["BRC_COUNTERS"]]
+        """Counter names, e.g. ['pkt_ingress', ..., 'dirty_parser', ...]."""
+        return [name for _slot, name, _doc in self.counter_slots]
 
     @property
     def counter_docs(self):
-        return dict((name.lower(), doc) for name, doc in self.xlists["BRC_COUNTERS"])
+        return dict((name, doc) for _slot, name, doc in self.counter_slots)
+
+    @property
+    def dirty_reasons(self):
+        """Dirty reason names in bit order, e.g. ['parser', 'gap', ...]."""
+        return [name.lower() for name, _doc in self.xlists.get("BRC_DIRTY_REASONS", [])]
 
     @property
     def latency_classes(self):

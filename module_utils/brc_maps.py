@@ -155,7 +155,7 @@ def _sum_u64(m, raw):
 
 def read_counters(pdir, contract):
     with open_map(pdir, contract, "stats") as m:
-        return dict((name, _sum_u64(m, m.lookup(i))) for i, name in enumerate(contract.counters))
+        return dict((name, _sum_u64(m, m.lookup(slot))) for slot, name, _doc in contract.counter_slots)
 
 
 def read_latency(pdir, contract):

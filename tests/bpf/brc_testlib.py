@@ -107,13 +107,36 @@ class Brc:
         self.conns = []
 
     def configure(self, port=REDIS_PORT, mode="observe", max_key_len=64, max_value_len=512,
-                  max_age_ns=0, require_auth=0, verify_sample=0):
+                  max_age_ns=0, verify_sample=0):
         t = self.bpf[b"brc_config"]
         v = t.Leaf()
         v.port, v.mode = port, CONTRACT.modes[mode]
         v.max_key_len, v.max_value_len = max_key_len, max_value_len
-        v.max_age_ns, v.verify_sample, v.require_auth = max_age_ns, verify_sample, require_auth
+        v.max_age_ns, v.verify_sample = max_age_ns, verify_sample
         t[ctypes.c_uint32(0)] = v
+
+    def load_users(self, users=None, idle_pass_ns=0):
+        """What the toolkit's loader writes after reading Redis (module_utils/brc_auth.py
+        does it from a real Redis): brc_users = {name: flags}, brc_server's epoch =
+        brc_global's. Default: the default user, open and allowed every key."""
+        if users is None:
+            users = {"default": CONTRACT.constants["BRC_USER_READ_ALL"] | CONTRACT.constants["BRC_USER_OPEN"]}
+        t = self.bpf[b"brc_users"]
+        t.clear()
+        for name, flags in users.items():
+            k = t.Key()
+            raw = name.encode() if isinstance(name, str) else name
+            k.len = len(raw)
+            for i, ch in enumerate(raw[:CONTRACT.constants["BRC_USER_MAX"]]):
+                k.name[i] = ch
+            v = t.Leaf()
+            v.flags = flags
+            t[k] = v
+        s = self.bpf[b"brc_server"]
+        v = s.Leaf()
+        v.auth_epoch = self.bpf[b"brc_global"][ctypes.c_uint32(0)].auth_epoch
+        v.idle_pass_ns = idle_pass_ns
+        s[ctypes.c_uint32(0)] = v
 
     def ingress(self, frame):
         rv, out, _ = prog_test_run(self.build.programs["ingress"], frame)
@@ -130,8 +153,8 @@ class Brc:
     def stats(self):
         t = self.bpf[b"brc_stats"]
         out = {}
-        for i, name in enumerate(CONTRACT.counters):
-            out[name] = sum(t[ctypes.c_uint32(i)])
+        for slot, name, _doc in CONTRACT.counter_slots:
+            out[name] = sum(t[ctypes.c_uint32(slot)])
         return out
 
     def latency(self):
@@ -147,15 +170,17 @@ class Brc:
         return out
 
     def clear_untracked_lease(self):
-        """Forget untracked traffic (its 1 s lease would refuse later fills)."""
+        """Forget holds (untracked traffic's 1 s lease, a client RST's hold) that
+        would refuse later fills."""
         t = self.bpf[b"brc_global"]
         g = t[ctypes.c_uint32(0)]
-        g.untracked_ns = 0
+        g.hold_until_ns = 0
         t[ctypes.c_uint32(0)] = g
 
     def global_state(self):
         g = self.bpf[b"brc_global"][ctypes.c_uint32(0)]
-        return {"ver": g.ver, "inflight": g.inflight}
+        return {"ver": g.ver, "inflight": g.inflight, "auth_epoch": g.auth_epoch,
+                "auth_inflight": g.auth_inflight, "hold_until_ns": g.hold_until_ns}
 
     def flow(self, conn):
         t = self.bpf[b"brc_flows"]
@@ -167,10 +192,11 @@ class Brc:
     def flows(self):
         return list(self.bpf[b"brc_flows"].items())
 
-    def cache_get(self, key):
+    def cache_get(self, key, server="10.66.1.2"):
         t = self.bpf[b"brc_cache"]
         k = t.Key()
         key = key if isinstance(key, bytes) else key.encode()
+        k.srv_addr = struct.unpack("<I", socket.inet_aton(server))[0]
         k.len = len(key)
         for i, ch in enumerate(key):
             k.key[i] = ch
@@ -179,6 +205,26 @@ class Brc:
         except KeyError:
             return None
         return bytes(e.reply[:e.len])
+
+
+def pending(flow):
+    """Commands passed to Redis and not answered yet."""
+    return (flow.sent - flow.replied) & 0xFFFFFFFF
+
+
+def marks(flow):
+    """Write-in-flight marks the flow holds: key buckets, plus 1 for a global mark."""
+    return sum(1 for m in flow.marks if m) + (1 if flow.gmark else 0)
+
+
+def dirty_reasons(flow):
+    """Names of the dirty bits set on @flow, e.g. ['pubsub']."""
+    return [r for i, r in enumerate(CONTRACT.dirty_reasons) if flow.dirty >> i & 1]
+
+
+def user(flow):
+    """The flow's user as BRC holds it, and whether Redis authenticated it."""
+    return bytes(flow.user[:min(flow.user_len, len(flow.user))]), bool(flow.flags & CONTRACT.constants["BRC_FF_AUTHED"])
 
 
 class Delta:

@@ -33,6 +33,7 @@ def brc_build():
 def brc(brc_build):
     b = brc_testlib.Brc(brc_build)
     b.configure()
+    b.load_users()
     b.clear_untracked_lease()
     yield b
     b.configure()

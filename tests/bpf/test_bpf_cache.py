@@ -5,7 +5,11 @@ import time
 
 import pytest
 
-from brc_testlib import Conn, Delta, bulk, resp
+import socket
+import struct
+
+import brc_testlib
+from brc_testlib import Conn, Delta, bulk, ipv4_tcp, marks, pending, resp, tcp_options, user
 
 
 def _filled(brc, c, key, val="v"):
@@ -162,27 +166,51 @@ def test_select_tracks_the_db(brc, port):
     assert d["invalidate_key"] == 1 and d["would_hit"] == 0
 
 
-def test_auth_required(brc, port):
-    brc.configure(require_auth=1)
+def test_answers_only_for_users_redis_authenticated_and_lets_read_every_key(brc, port):
+    """Who may be answered comes from Redis (brc_users, loaded by the toolkit): a
+    connection's user is proven only by Redis's success reply to its AUTH or
+    HELLO ... AUTH, and must be one Redis lets GET every key."""
+    read_all = brc_testlib.CONTRACT.constants["BRC_USER_READ_ALL"]
+    brc.load_users({"default": read_all, "app": read_all})      # requirepass: default not open
     key = "auth:%d" % port
+    app = Conn(brc, port + 30000).handshake()
+    app.roundtrip(resp("AUTH", "app", "pw"), b"+OK\r\n")
+    assert user(brc.flow(app)) == (b"app", True)
+    _filled(brc, app, key)
+    with Delta(brc) as d:
+        app.roundtrip(resp("GET", key), bulk("v"))
+    assert d["would_hit"] == 1
+
     c = Conn(brc, port).handshake()
     with Delta(brc) as d:
         c.roundtrip(resp("GET", key), b"-NOAUTH Authentication required.\r\n")
         c.roundtrip(resp("AUTH", "wrong"), b"-WRONGPASS invalid\r\n")
-        c.roundtrip(resp("GET", key), bulk("v"))
-    assert d["get_uncacheable_auth"] == 2
+        c.roundtrip(resp("GET", key), b"-NOAUTH Authentication required.\r\n")
+    assert d["get_uncacheable_auth"] == 2 and d["would_hit"] == 0 and d["fill"] == 0
+    assert user(brc.flow(c)) == (b"default", False)
     c.roundtrip(resp("AUTH", "secretpass"), b"+OK\r\n")
+    assert user(brc.flow(c)) == (b"default", True)
     with Delta(brc) as d:
         c.roundtrip(resp("GET", key), bulk("v"))
-    assert d["fill"] == 1
-    f = brc.flow(c)
-    assert b"secret" not in bytes(f.rq_tok) and b"secret" not in bytes(f.rq_key)
-    h = Conn(brc, port + 30000).handshake()
-    h.roundtrip(resp("HELLO", "2", "AUTH", "default", "secretpass"), b"*0\r\n")
-    with Delta(brc) as d:
-        h.roundtrip(resp("GET", key), bulk("v"))
     assert d["would_hit"] == 1
-    assert b"secret" not in bytes(brc.flow(h).rq_tok)
+    f = brc.flow(c)
+    assert b"secret" not in bytes(f.rq_tok) + bytes(f.rq_key) + bytes(f.chg_buf)
+
+    # a user Redis restricts (not in brc_users with READ_ALL) is never answered
+    g = Conn(brc, port + 31000).handshake()
+    g.roundtrip(resp("HELLO", "2", "AUTH", "guest", "secretpass"), b"*0\r\n")
+    assert user(brc.flow(g)) == (b"guest", True)
+    with Delta(brc) as d:
+        g.roundtrip(resp("GET", key), b"-NOPERM this user has no permissions\r\n")
+    assert d["get_uncacheable_auth"] == 1 and d["would_hit"] == 0
+    assert b"secret" not in bytes(brc.flow(g).rq_tok) + bytes(brc.flow(g).chg_buf)
+    # SETNAME AUTH is a client name, not an AUTH option
+    n = Conn(brc, port + 32000).handshake()
+    n.roundtrip(resp("HELLO", "2", "SETNAME", "AUTH"), b"*0\r\n")
+    assert user(brc.flow(n)) == (b"default", False)
+    # RESET: back to the default user, not authenticated
+    c.roundtrip(resp("RESET"), b"+RESET\r\n")
+    assert user(brc.flow(c)) == (b"default", False)
 
 
 def test_max_age(brc, port):
@@ -215,16 +243,34 @@ def test_long_key_invalidates_its_prefix_conservatively(brc, port):
     assert d["would_hit"] == 0
 
 
-def test_close_releases_marks_and_flow(brc, port):
+def test_client_rst_releases_marks_and_flow_when_nothing_is_pending(brc, port):
     key = "close:%d" % port
     w, r = Conn(brc, port).handshake(), Conn(brc, port + 30000).handshake()
-    w.send(resp("SET", key, "v") + resp("FLUSHALL"))
-    assert brc.global_state()["inflight"] >= 1
+    w.roundtrip(resp("SET", key, "v") + resp("FLUSHALL"), b"+OK\r\n+OK\r\n")
     with Delta(brc) as d:
         w.reset()
-    assert d["flows_closed"] == 1 and brc.flow(w) is None
+    assert d["flows_closed"] == 1 and d["rst_pending"] == 0 and brc.flow(w) is None
     with Delta(brc) as d:
         r.roundtrip(resp("GET", key), bulk("v"))
+    assert d["fill"] == 1
+
+
+def test_client_rst_with_commands_pending_holds_everything(brc, port):
+    """D8: Redis may still run what a connection sent before its RST (it sits in
+    the socket's queue, or the client is paused): its marks cannot simply go."""
+    key = "rstpend:%d" % port
+    w, r = Conn(brc, port).handshake(), Conn(brc, port + 30000).handshake()
+    w.send(resp("SET", key, "v2"))
+    with Delta(brc) as d:
+        w.reset()
+    assert d["rst_pending"] == 1 and d["flows_closed"] == 1 and brc.flow(w) is None
+    assert brc.global_state()["inflight"] == 0
+    with Delta(brc) as d:
+        r.roundtrip(resp("GET", key), bulk("v1"))
+    assert d["fill"] == 0 and d["fill_refused_inflight"] == 1
+    brc.clear_untracked_lease()          # the hold (max_age, or 30 s) is over
+    with Delta(brc) as d:
+        r.roundtrip(resp("GET", key), bulk("v2"))
     assert d["fill"] == 1
 
 
@@ -247,42 +293,69 @@ def test_unmatched_reply(brc, port):
 def test_server_fin_with_the_last_reply_releases(brc, port):
     w = Conn(brc, port).handshake()
     w.send(resp("SET", "finreply:%d" % port, "v") + resp("QUIT"))
-    assert brc.global_state()["inflight"] == 0 and brc.flow(w).nmarks == 1
+    assert brc.global_state()["inflight"] == 0 and marks(brc.flow(w)) == 1
     with Delta(brc) as d:
         brc.egress(w.s2c("FPA", b"+OK\r\n+OK\r\n"))
     assert d["replies"] == 2 and d["flows_closed"] == 1 and brc.flow(w) is None
 
 
-def test_syn_on_a_reused_tuple_releases_the_old_marks(brc, port):
+def test_syn_or_rst_the_kernel_would_ignore_changes_nothing(brc, port):
+    """D13: a SYN on a live connection only earns a challenge ACK (RFC 5961), and
+    so does a RST not exactly at the next sequence number: BRC's state stays."""
     w = Conn(brc, port).handshake()
     w.send(resp("FLUSHALL"))
     assert brc.global_state()["inflight"] == 1
-    Conn(brc, port, cisn=777).handshake()
+    with Delta(brc) as d:
+        brc.ingress(ipv4_tcp(w.client, w.server, w.cport, w.sport, 777, 0, "S", b"", tcp_options(mss=True)))
+        brc.ingress(w.c2s("R", seq=w.cseq + 1000))
+        brc.ingress(w.c2s("R", seq=w.cseq - 1))
+    assert d["syn_ignored"] == 1 and d["rst_ignored"] == 2 and d["flows_closed"] == 0
+    assert brc.global_state()["inflight"] == 1 and pending(brc.flow(w)) == 1
+    w.reply(b"+OK\r\n")
     assert brc.global_state()["inflight"] == 0
+    with Delta(brc) as d:
+        w.reset()                        # exactly at the next sequence number
+    assert d["flows_closed"] == 1 and brc.flow(w) is None
+    # after the close, the tuple may start a new connection
+    with Delta(brc) as d:
+        Conn(brc, port, cisn=777).handshake()
+    assert d["flows_tracked"] == 1
 
 
-def test_flow_table_never_made_to_evict(brc, port):
-    """Tracking stops (counted) before the LRU would have to evict a flow: an
-    evicted flow could never release its in-flight marks."""
+def test_a_full_flow_table_never_evicts_a_live_connection(brc, port):
+    """D16: when brc_flows is full, a new connection is simply not tracked (counted);
+    a live one, served or not, keeps its state."""
     import ctypes
-    t = brc.bpf[b"brc_global"]
-    g = t[ctypes.c_uint32(0)]
-    live = g.flows_live
-    c = Conn(brc, port).handshake()
-    assert t[ctypes.c_uint32(0)].flows_live == live + 1
-    c.reset()
-    assert t[ctypes.c_uint32(0)].flows_live == live
-    g = t[ctypes.c_uint32(0)]
-    g.flows_live = 1 << 40
-    t[ctypes.c_uint32(0)] = g
+    live = Conn(brc, port).handshake()
+    t = brc.bpf[b"brc_flows"]
+    capacity = t.max_entries
+    filler = []
     try:
         with Delta(brc) as d:
-            x = Conn(brc, port + 30000).handshake()
-        assert d["flows_table_full"] == 1 and d["flows_tracked"] == 0 and brc.flow(x) is None
+            for i in range(capacity + 10):
+                cport = 1024 + i % 60000
+                client = "10.67.%d.%d" % (i // 60000 // 250, i // 60000 % 250 + 1)
+                frame = ipv4_tcp(client, live.server, cport, 6379, 1, 0, "S", b"", tcp_options(mss=True))
+                brc.ingress(frame)
+                filler.append((client, cport))
+        assert d["flows_table_full"] >= 10 and brc.flow(live) is not None
+        with Delta(brc) as d:
+            live.roundtrip(resp("SET", "full:%d" % port, "v"), b"+OK\r\n")
+        assert d["req_set"] == 1 and pending(brc.flow(live)) == 0
     finally:
-        g = t[ctypes.c_uint32(0)]
-        g.flows_live = live
-        t[ctypes.c_uint32(0)] = g
+        for client, cport in filler:
+            k = t.Key()
+            k.cli_addr = struct.unpack("<I", socket.inet_aton(client))[0]
+            k.srv_addr = struct.unpack("<I", socket.inet_aton(live.server))[0]
+            k.cli_port, k.srv_port = cport, 6379
+            try:
+                del t[k]
+            except KeyError:
+                pass
+        g = brc.bpf[b"brc_global"]
+        v = g[ctypes.c_uint32(0)]
+        v.flows_live = len(t.items())
+        g[ctypes.c_uint32(0)] = v
 
 
 @pytest.mark.parametrize("cmd", [("CONFIG", "SET", "requirepass", "topsecret"),
@@ -299,16 +372,6 @@ def test_secrets_are_never_kept(brc, port, cmd):
     c2.send(b" ".join(a.encode() for a in cmd) + b"\r\n")       # inline too
     f = brc.flow(c2)
     assert b"topsec" not in bytes(f.rq_tok) + bytes(f.rq_key)
-
-
-def test_evicted_flow_is_told_apart_from_untracked(brc, port):
-    c = Conn(brc, port).handshake()
-    t = brc.bpf[b"brc_flows"]
-    del t[c.flow_key(t)]                 # what an LRU eviction would do
-    with Delta(brc) as d:
-        c.send(resp("GET", "x"))
-        c.send(resp("GET", "y"))
-    assert d["flows_evicted"] == 1 and d["segments_untracked"] == 1
 
 
 def _bucket(key):

@@ -3,7 +3,7 @@ pipelining, inline commands, malformed input, sequence gaps. Each case runs
 crafted segments through the loaded programs and asserts counters and flow state."""
 import pytest
 
-from brc_testlib import Conn, Delta, bulk, ipv4_tcp, ipv6_tcp, resp, tcp_options
+from brc_testlib import Conn, Delta, bulk, ipv4_tcp, ipv6_tcp, resp, tcp_options, pending
 
 GET_SET = resp("SET", "split:k", "value") + resp("GET", "split:k")
 
@@ -55,9 +55,9 @@ def test_request_split_at_every_byte(brc, port, timestamps):
         assert d["req_set"] == 1 and d["req_get"] == 1, (cut, d.nonzero())
         assert d["parse_error_request"] == 0
         f = brc.flow(c)
-        assert f.pending == 2 and f.dirty == 0, cut
+        assert pending(f) == 2 and f.dirty == 0, cut
         c.reply(b"+OK\r\n" + bulk("value"))
-        assert brc.flow(c).pending == 0
+        assert pending(brc.flow(c)) == 0
         c.reset()
 
 
@@ -65,11 +65,11 @@ def test_request_one_byte_per_segment(brc, port):
     c = Conn(brc, port).handshake()
     with Delta(brc) as d:
         c.send(GET_SET * 2, cuts=range(1, len(GET_SET) * 2))
-    assert d["req_set"] == 2 and d["req_get"] == 2 and brc.flow(c).pending == 4
+    assert d["req_set"] == 2 and d["req_get"] == 2 and pending(brc.flow(c)) == 4
     with Delta(brc) as d:
         rep = (b"+OK\r\n" + bulk("value")) * 2
         c.reply(rep, cuts=range(1, len(rep)))
-    assert d["replies"] == 4 and brc.flow(c).pending == 0 and brc.flow(c).dirty == 0
+    assert d["replies"] == 4 and pending(brc.flow(c)) == 0 and brc.flow(c).dirty == 0
 
 
 def test_reply_split_at_every_byte_fills_exactly(brc, port):
@@ -110,11 +110,11 @@ def test_pipelined_batch(brc, port):
     batch = b"".join(resp("GET", key) for _ in range(16))
     with Delta(brc) as d:
         c.send(batch)
-        assert brc.flow(c).pending == 16
+        assert pending(brc.flow(c)) == 16
         c.reply(bulk("v") * 16)
     # only the first GET went with nothing pending: the only one tracked
     assert d["req_get"] == 16 and d["get_uncacheable_pending"] == 15 and d["fill"] == 1
-    assert brc.flow(c).pending == 0 and brc.flow(c).dirty == 0
+    assert pending(brc.flow(c)) == 0 and brc.flow(c).dirty == 0
     assert sum(brc.latency().get("get", {}).values()) >= 16
 
 
@@ -124,7 +124,7 @@ def test_deep_pipeline_with_values(brc, port):
     with Delta(brc) as d:
         c.send(batch)
         c.reply(b"+OK\r\n" * 100)
-    assert d["req_set"] == 100 and d["replies"] == 100 and brc.flow(c).pending == 0
+    assert d["req_set"] == 100 and d["replies"] == 100 and pending(brc.flow(c)) == 0
     assert brc.flow(c).dirty == 0
 
 
@@ -138,7 +138,7 @@ def test_large_value_spans_segments_and_is_skipped(brc, port):
         c.send(resp("GET", key))
         c.reply(bulk(val), cuts=range(1400, 5100, 1400))
     assert d["req_set"] == 1 and d["oversize_value"] == 1 and d["fill"] == 0
-    assert brc.flow(c).pending == 0 and brc.flow(c).dirty == 0
+    assert pending(brc.flow(c)) == 0 and brc.flow(c).dirty == 0
 
 
 def test_inline_commands(brc, port):
@@ -150,7 +150,7 @@ def test_inline_commands(brc, port):
         c.roundtrip(b"GET %s\n" % key.encode(), bulk("v"))
         c.roundtrip(b"SET %s w\r\n" % key.encode(), b"+OK\r\n")
     assert d["req_inline"] == 4 and d["req_get"] == 2 and d["fill"] == 1 and d["would_hit"] == 1
-    assert d["invalidate_key"] == 1 and brc.flow(c).pending == 0
+    assert d["invalidate_key"] == 1 and pending(brc.flow(c)) == 0
 
 
 def test_nested_array_replies(brc, port):
@@ -159,7 +159,7 @@ def test_nested_array_replies(brc, port):
     with Delta(brc) as d:
         c.send(resp("XRANGE", "s", "-", "+") + resp("MGET", "a", "b"))
         c.reply(nested + b"*2\r\n$1\r\nx\r\n$-1\r\n", cuts=range(1, 40))
-    assert d["replies"] == 2 and brc.flow(c).pending == 0 and brc.flow(c).dirty == 0
+    assert d["replies"] == 2 and pending(brc.flow(c)) == 0 and brc.flow(c).dirty == 0
 
 
 @pytest.mark.parametrize("junk", [
@@ -173,14 +173,18 @@ def test_malformed_requests_make_the_flow_dirty_and_hold_a_global_mark(brc, port
     c = Conn(brc, port).handshake()
     with Delta(brc) as d:
         c.send(junk)
-    assert d["parse_error_request"] == 1 and d["dirty_parser"] == 1
+    reason = "dirty_inline" if junk.startswith(b"SET") else "dirty_parser"
+    assert d["parse_error_request"] == 1 and d[reason] == 1
     assert brc.global_state()["inflight"] >= 1
     key = "afterjunk:%d" % port
     other = Conn(brc, port + 30000).handshake()
     with Delta(brc) as d:
         other.roundtrip(resp("GET", key), bulk("v"))
     assert d["fill_refused_inflight"] == 1 and d["fill"] == 0
-    c.reset()
+    with Delta(brc) as d:
+        c.reset()
+    assert d["rst_pending"] == 1      # what it sent may still run: held a while
+    brc.clear_untracked_lease()
     with Delta(brc) as d:
         other.roundtrip(resp("GET", key), bulk("v"))
     assert d["fill"] == 1
@@ -212,7 +216,7 @@ def test_partial_overlap_parses_only_new_bytes(brc, port):
     c.send(a[:10])
     with Delta(brc) as d:
         brc.ingress(c.c2s("PA", a + b, seq=c.cseq - 10))
-    assert d["req_get"] == 2 and brc.flow(c).pending == 2
+    assert d["req_get"] == 2 and pending(brc.flow(c)) == 2
 
 
 def test_non_redis_port_ignored(brc, port):

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from brc_testlib import REPO, Brc
+from brc_testlib import REPO, Brc, marks, pending
 
 SRV_IP, CLI_IP = "10.66.0.1", "10.66.0.2"
 CHECKER = os.path.join(REPO, "tests", "tools", "checker.py")
@@ -116,8 +116,8 @@ def _idle_flows_clean(brc, port):
     for k, f in brc.flows():
         if k.srv_port != port:
             continue
-        if f.pending or f.nmarks or (f.flags & 2):
-            bad.append((k.cli_port, f.pending, f.nmarks, f.flags, f.dirty))
+        if pending(f) or marks(f):
+            bad.append((k.cli_port, pending(f), marks(f), f.flags, f.dirty))
     return bad
 
 
