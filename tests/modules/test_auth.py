@@ -12,13 +12,14 @@ import tempfile
 import pytest
 import redis
 
-from ansible.module_utils import brc_auth
+import brc_auth as brc_auth_module
+from ansible.module_utils import brc_auth, brc_common
 from ansible.module_utils.brc_common import BrcError
 from ansible.module_utils.brc_contract import load_contract
 
 from fixtures.paths import BPF_DIR, REPO
 from fixtures.redis import RedisServer, free_port
-from modules.conftest import _can_run_kernel_tests
+from modules.conftest import _can_run_kernel_tests, run_module
 
 PASSWORD = "s3cret-pw"
 
@@ -476,3 +477,135 @@ def test_maps_of_another_layout_are_refused(build, contract):
     with pytest.raises(BrcError) as e:
         brc_auth.BccAuthMaps(build.bpf, other)
     assert "brc_users" in e.value.text and "redeploy" in e.value.text
+
+
+# --- the module --------------------------------------------------------------------------------
+
+def test_module_without_pins_says_so_unchanged(tmp_path, acl_server):
+    r = run_module(brc_auth_module, {"pin_root": str(tmp_path), "src_dir": BPF_DIR,
+                                     "redis_port": acl_server.port})
+    assert not r.get("failed") and not r["changed"]
+    assert "no BRC pins under %s" % tmp_path in r["msg"]
+
+
+def test_module_without_redis_py(tmp_path, monkeypatch):
+    """redis-py is installed here: its absence is simulated."""
+    monkeypatch.setattr(brc_common, "import_redis", lambda: (None, "ImportError: No module named 'redis'"))
+    r = run_module(brc_auth_module, {"pin_root": str(tmp_path), "src_dir": BPF_DIR})
+    assert r["failed"] and "python3-redis" in r["msg"]
+
+
+MODULE_E2E = r"""
+import contextlib, io, tempfile
+sys.path.insert(0, REPO + "/library")
+from ansible.module_utils.testing import patch_module_args
+from ansible.module_utils import brc_auth as ba, brc_bpffs, brc_build, brc_pins
+from ansible.module_utils.brc_contract import load_contract
+import brc_auth
+
+def run(check=False, **args):
+    args.setdefault("redis_password", "s3cret-pw")
+    args.setdefault("src_dir", BPF_DIR)
+    if check:
+        args["_ansible_check_mode"] = True
+    args["_ansible_diff"] = True
+    out = io.StringIO()
+    with patch_module_args(args), contextlib.redirect_stdout(out):
+        try:
+            brc_auth.main()
+        except SystemExit:
+            pass
+    return json.loads(out.getvalue())
+
+def rcli(*args):
+    return subprocess.run(["redis-cli", "-a", "s3cret-pw", "--no-auth-warning"] + list(args),
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+sh("ip link set lo up")
+d = tempfile.mkdtemp(prefix="brcmt-redis-")
+redis = subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", "6379", "--save", "",
+                          "--appendonly", "no", "--dir", d, "--requirepass", "s3cret-pw"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+for _ in range(100):
+    try:
+        socket.create_connection(("127.0.0.1", 6379), timeout=0.2).close()
+        break
+    except OSError:
+        time.sleep(0.05)
+brc_bpffs.ensure_bpffs(Runner(), "/sys/fs/bpf", "mounted", state_path=STATE + "/state")
+ROOT, IF = "/sys/fs/bpf/brc", "brcmt0"
+c = load_contract(BPF_DIR)
+out = {}
+out["no_pins"] = run()
+out["check_no_maps"] = run(check=True, interface=IF)
+brc_build.install(IF, BPF_DIR, ROOT, state_dir=STATE)
+PD = brc_pins.pin_dir(ROOT, IF)
+
+def maps_now():
+    with ba.PinnedAuthMaps(PD, c) as m:
+        return {"users": ba.read_users(m, c), "server": ba.read_server(m, c)}
+
+def bump_epoch(e):
+    with brc_pins.PinnedMap(PD + "/" + c.map_name("global")) as g:
+        st = c.structs["brc_global"].from_buffer_copy(g.lookup(0))
+        st.auth_epoch = e
+        g.update(0, bytes(st))
+
+out["maps_fresh"] = maps_now()
+out["first"] = run()
+out["maps_first"] = maps_now()
+out["second"] = run(interface=IF)
+rcli("ACL", "SETUSER", "reader", "on", ">r", "%R~*", "+@read")
+out["maps_before_check"] = maps_now()
+out["check"] = run(check=True)
+out["maps_after_check"] = maps_now()
+out["third"] = run()
+bump_epoch(7)
+out["after_bump"] = run()
+out["maps_bumped"] = maps_now()
+out["again"] = run()
+out["wrong_pw"] = run(redis_password="nope")
+out["maps_after_wrong_pw"] = maps_now()
+rcli("CONFIG", "SET", "timeout", "30")
+out["timeout"] = run()
+out["maps_timeout"] = maps_now()
+redis.kill(); redis.wait()
+out["down"] = run()
+emit(out)
+"""
+
+
+def test_module_in_netns_with_pinned_maps(in_netns, contract):
+    r = in_netns(MODULE_E2E)
+    none = contract.constants["BRC_EPOCH_NONE"]
+    read_all = flags_of(contract, True)
+    assert not r["no_pins"]["changed"] and "no BRC pins" in r["no_pins"]["msg"]
+    assert r["check_no_maps"]["changed"] and not r["check_no_maps"].get("failed")
+    # fresh maps: nothing in brc_users (nothing answered)
+    assert r["maps_fresh"]["users"] == {}
+    first = r["first"]
+    assert first["changed"] and first["answering"] and first["auth_epoch"] == {"brcmt0": 0}
+    assert first["users"] == [{"name": "default", "read_all": True, "open": False,
+                               "why": "root: every key readable, GET allowed (+@all)"}]
+    assert first["diff"]["before"]["brcmt0"]["users"] == {}
+    assert first["diff"]["after"]["brcmt0"]["users"] == {"default": {"read_all": True, "open": False}}
+    assert r["maps_first"]["users"] == {"default": read_all}
+    assert not r["second"]["changed"]
+    # check mode reports the new user and writes nothing
+    check = r["check"]
+    assert check["changed"] and check["interfaces"]["brcmt0"]["users_added"] == ["reader"]
+    assert r["maps_after_check"] == r["maps_before_check"]
+    assert r["third"]["changed"] and {u["name"] for u in r["third"]["users"]} == {"default", "reader"}
+    # a completed auth change (the programs' epoch bump) is loaded as the new epoch
+    assert r["after_bump"]["changed"] and r["after_bump"]["auth_epoch"] == {"brcmt0": 7}
+    assert r["maps_bumped"]["server"]["auth_epoch"] == 7
+    assert not r["again"]["changed"]
+    # a wrong password fails clearly and stops nothing that was answering
+    wrong = r["wrong_pw"]
+    assert wrong["failed"] and "set brc_redis_password" in wrong["msg"]
+    assert "s3cret-pw" not in json.dumps(wrong)
+    assert r["maps_after_wrong_pw"]["server"]["auth_epoch"] == 7 != none
+    assert r["timeout"]["changed"] and r["maps_timeout"]["server"]["idle_pass_ns"] == 15 * 10 ** 9
+    assert r["timeout"]["interfaces"]["brcmt0"]["idle_pass_ns"] == 15 * 10 ** 9
+    down = r["down"]
+    assert down["failed"] and "cannot reach Redis at 127.0.0.1:6379" in down["msg"]
