@@ -136,6 +136,7 @@ from ansible.module_utils import brc_auth, brc_maps, brc_pins
 
 
 def _printable(name):
+    """A user name for the result: Redis names are bytes; non-UTF-8 ones show as \\xNN."""
     return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
@@ -222,8 +223,10 @@ def main():
         auth_epoch=dict((i, r["auth_epoch"]) for i, r in results.items()),
         timeout=last["timeout"],
         answering=all(r["answering"] for r in results.values()),
-        interfaces=dict((i, {"users_added": r["users_added"], "users_changed": r["users_changed"],
-                             "users_removed": r["users_removed"], "epoch_changed": r["epoch_changed"],
+        interfaces=dict((i, {"users_added": [_printable(n) for n in r["users_added"]],
+                             "users_changed": [_printable(n) for n in r["users_changed"]],
+                             "users_removed": [_printable(n) for n in r["users_removed"]],
+                             "epoch_changed": r["epoch_changed"],
                              "auth_epoch": r["auth_epoch"],
                              "idle_pass_ns": r["after"].get("server", {}).get("idle_pass_ns"),
                              "answering": r["answering"], "attempts": r["attempts"]})

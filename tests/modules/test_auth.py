@@ -488,6 +488,19 @@ def test_module_without_pins_says_so_unchanged(tmp_path, acl_server):
     assert "no BRC pins under %s" % tmp_path in r["msg"]
 
 
+def test_module_check_mode_before_the_first_deploy(tmp_path, acl_server, admin):
+    """No maps yet (brc_program would create them): reads Redis, predicts the load, and
+    shows a user name that is not UTF-8 (Redis names are bytes) the way Ansible can carry."""
+    admin.execute_command("ACL", "SETUSER", b"bin\xffuser", "on", "nopass", "~*", "+get")
+    r = run_module(brc_auth_module, {"interface": "eth0", "pin_root": str(tmp_path), "src_dir": BPF_DIR,
+                                     "redis_port": acl_server.port}, check_mode=True)
+    assert not r.get("failed") and r["changed"] and not os.listdir(str(tmp_path))
+    assert {"name": "bin\\xffuser", "read_all": True, "open": False,
+            "why": "root: every key readable, GET allowed (+get)"} in r["users"]
+    assert "bin\\xffuser" in r["interfaces"]["eth0"]["users_added"]
+    assert "\\udc" not in json.dumps(r)
+
+
 def test_module_without_redis_py(tmp_path, monkeypatch):
     """redis-py is installed here: its absence is simulated."""
     monkeypatch.setattr(brc_common, "import_redis", lambda: (None, "ImportError: No module named 'redis'"))
