@@ -203,7 +203,9 @@ def main():
                 last = results[iface]
         except BrcError as e:
             done = dict((i, r["auth_epoch"]) for i, r in results.items())
-            fail(module, e, interface=iface, loaded=done, changed=any(r["changed"] for r in results.values()))
+            # A load that failed after stopping answers (serve_stopped) did change the maps.
+            fail(module, e, interface=iface, loaded=done,
+                 changed=bool(e.details.get("serve_stopped")) or any(r["changed"] for r in results.values()))
         r = results[iface]
         before[iface] = _users_view(r["before"]["users"], contract)
         after[iface] = _users_view(r["after"]["users"], contract)

@@ -607,8 +607,9 @@ def load(maps, contract, state, check_mode=False, attempts=LOAD_ATTEMPTS, inflig
         server = dict(before_server, auth_epoch=g["auth_epoch"], idle_pass_ns=idle_pass_ns(current["timeout"]))
         return result(current["users"], server, g["auth_inflight"] == 0, 0)
 
-    why = "no attempt made"
+    why, tried = "no attempt made", 0
     for attempt in range(1, attempts + 1):
+        tried = attempt
         # 1. stop answering, note the epoch, let in-flight auth commands complete
         _write_server(maps, contract, dict(read_server(maps, contract), auth_epoch=none))
         e0 = read_global(maps, contract)["auth_epoch"]
@@ -622,12 +623,15 @@ def load(maps, contract, state, check_mode=False, attempts=LOAD_ATTEMPTS, inflig
                    "never read the reply?)" % (inflight, inflight_wait_s))
             continue
         # 2. read Redis now, and make brc_users hold exactly what it says
-        current = state()
-        if len(current["users"]) > capacity:
-            why = "Redis now has %d users, %s holds %d" % (len(current["users"]),
-                                                           contract.map_name("users"), capacity)
-            break
-        _apply_users(maps, contract, current["users"])
+        try:
+            current = state()
+            if len(current["users"]) > capacity:
+                raise BrcError("Redis now has %d users, %s holds %d" % (
+                    len(current["users"]), contract.map_name("users"), capacity))
+            _apply_users(maps, contract, current["users"])
+        except BrcError as e:
+            raise BrcError("%s. Serve answers stay stopped (brc_server.auth_epoch is BRC_EPOCH_NONE) "
+                           "until a load succeeds" % e.msg, e.fix, serve_stopped=True)
         # 3. valid only if nothing that changes who can read what completed meanwhile
         g = read_global(maps, contract)
         if g["auth_epoch"] == e0 and g["auth_inflight"] == 0:
@@ -642,7 +646,7 @@ def load(maps, contract, state, check_mode=False, attempts=LOAD_ATTEMPTS, inflig
         sleep(poll_s)
     raise BrcError("could not load Redis's users into BRC after %d attempts: %s. Serve answers stay "
                    "stopped (brc_server.auth_epoch is BRC_EPOCH_NONE) until a load succeeds"
-                   % (attempts, why),
+                   % (tried, why),
                    "retry brc_auth once ACL changes and AUTH traffic settle (re-run the play)",
                    serve_stopped=True)
 

@@ -469,6 +469,17 @@ def test_a_failed_read_changes_nothing(maps, contract, acl_server, pw_server):
     assert (brc_auth.read_users(maps, contract), brc_auth.read_server(maps, contract)) == before
 
 
+def test_redis_failing_during_the_load_leaves_serve_stopped(maps, contract, acl_server, pw_server):
+    """The read before anything is written passes; the one inside the protocol (after
+    answers were stopped) fails, as when the password changes in between."""
+    reads = [reader(contract, acl_server), reader(contract, pw_server, password="wrong")]
+    with pytest.raises(BrcError) as e:
+        brc_auth.load(maps, contract, lambda: reads.pop(0)())
+    assert "refused the toolkit's credentials" in e.value.text and "Serve answers stay stopped" in e.value.text
+    assert e.value.details["serve_stopped"]
+    assert brc_auth.read_server(maps, contract)["auth_epoch"] == contract.constants["BRC_EPOCH_NONE"]
+
+
 def test_maps_of_another_layout_are_refused(build, contract):
     text = open(os.path.join(BPF_DIR, "brc_contract.h")).read()
     from ansible.module_utils.brc_contract import Contract
