@@ -265,10 +265,13 @@ def _client(redis, host, port, unix_socket, user, password, timeout):
     else:
         kw.update(host=host, port=port)
     try:
-        # redis-py >= 5: RESP2 (8.x would send HELLO 3). Its CLIENT SETINFO at connect
-        # may be refused (7.0 does not know it; the toolkit user lacks it): redis-py
-        # ignores that.
-        client = redis.Redis(protocol=2, **kw)
+        # redis-py >= 5: RESP2 (8.x would send HELLO 3), and no retries (6.x+ retry a
+        # refused AUTH three times with backoff: seconds to learn the password is wrong).
+        # Its CLIENT SETINFO at connect may be refused (7.0 does not know it; the
+        # toolkit user lacks it): redis-py ignores that.
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+        client = redis.Redis(protocol=2, retry=Retry(NoBackoff(), 0), **kw)
     except TypeError:
         client = redis.Redis(**kw)   # redis-py 4.x (Debian 12's python3-redis)
     # COMMAND has a reply callback in every redis-py version; keep its raw reply.

@@ -319,14 +319,24 @@ a = types.ModuleType("ansible"); a.__path__ = []
 m = types.ModuleType("ansible.module_utils"); m.__path__ = [mu]
 sys.modules["ansible"], sys.modules["ansible.module_utils"], a.module_utils = a, m, m
 from ansible.module_utils import brc_auth
+from ansible.module_utils.brc_common import BrcError
 from ansible.module_utils.brc_contract import load_contract
 import redis
-st = brc_auth.read_state(load_contract(sys.argv[2]), port=int(sys.argv[3]))
-print(json.dumps({"version": redis.__version__, "users": st["users"], "timeout": st["timeout"]}))
+c = load_contract(sys.argv[2])
+st = brc_auth.read_state(c, port=int(sys.argv[3]))
+errors = []
+for port, password in json.loads(sys.argv[4]):
+    try:
+        brc_auth.read_state(c, port=port, password=password)
+        errors.append(None)
+    except BrcError as e:
+        errors.append(e.text)
+print(json.dumps({"version": redis.__version__, "users": st["users"], "timeout": st["timeout"],
+                  "errors": errors}))
 """
 
 
-def test_hosts_redis_py_reads_the_same(acl_server, admin, contract):
+def test_hosts_redis_py_reads_the_same(acl_server, pw_server, admin, contract):
     """The hosts run the module with Debian's python3-redis (4.3), the controller has 8.x."""
     probe = subprocess.run(["/usr/bin/python3", "-c", "import redis; print(redis.__version__)"],
                            capture_output=True, text=True)
@@ -334,12 +344,18 @@ def test_hosts_redis_py_reads_the_same(acl_server, admin, contract):
         pytest.skip("/usr/bin/python3 has no redis-py (apt-get install python3-redis)")
     for user, rules, _want in CASES:
         admin.execute_command("ACL", "SETUSER", user, "reset", *rules)
+    failing = [[pw_server.port, "wrong"], [pw_server.port, None], [acl_server.port, "unneeded"], [free_port(), None]]
     p = subprocess.run(["/usr/bin/python3", "-c", SHIM, os.path.join(REPO, "module_utils"), BPF_DIR,
-                        str(acl_server.port)], capture_output=True, text=True, check=True)
+                        str(acl_server.port), json.dumps(failing)], capture_output=True, text=True, check=True)
     host = json.loads(p.stdout)
     here = brc_auth.read_state(contract, port=acl_server.port)
     assert host["users"] == here["users"] and host["timeout"] == here["timeout"]
     assert host["version"] != redis.__version__
+    # redis-py 4.3 raises refused credentials as plain ResponseErrors: same messages
+    wrong, missing, unneeded, unreachable = host["errors"]
+    for text in (wrong, missing, unneeded):
+        assert "refused the toolkit's credentials" in text and "set brc_redis_password" in text
+    assert "cannot reach Redis" in unreachable
 
 
 # --- the loader against a real build's maps (bcc, no pins) ----------------------------------
