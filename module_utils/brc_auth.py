@@ -402,10 +402,10 @@ class PinnedAuthMaps:
                 m = brc_pins.PinnedMap(os.path.join(pdir, contract.map_name(what)))
                 self.maps.append(m)
                 setattr(self, attr, m)
+            _check_sizes(self, contract, pdir)
         except BrcError:
             self.close()
             raise
-        _check_sizes(self, contract, pdir)
 
     def __enter__(self):
         return self
