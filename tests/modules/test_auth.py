@@ -536,7 +536,7 @@ def test_module_without_redis_py(tmp_path, monkeypatch):
 
 
 MODULE_E2E = r"""
-import contextlib, io, tempfile
+import contextlib, io, shutil, tempfile
 sys.path.insert(0, REPO + "/library")
 from ansible.module_utils.testing import patch_module_args
 from ansible.module_utils import brc_auth as ba, brc_bpffs, brc_build, brc_pins
@@ -611,6 +611,7 @@ out["timeout"] = run()
 out["maps_timeout"] = maps_now()
 redis.kill(); redis.wait()
 out["down"] = run()
+shutil.rmtree(d, ignore_errors=True)
 emit(out)
 """
 
