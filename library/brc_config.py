@@ -43,9 +43,10 @@ options:
   verify_sample:
     description: In serve mode, 1 in N would-be hits still goes to Redis to verify the cached value; 0 disables.
     type: int
-  require_auth:
-    description: Redis requires AUTH; flows that have not authenticated are never served from the cache.
-    type: bool
+notes:
+  - Who serve mode may answer is not a setting here; M(brc_auth) loads it from Redis's ACL users.
+  - Fields of the contract's C(brc_config) that this module has no option for are kept as they are
+    and returned as integers.
 attributes:
   check_mode:
     support: full
@@ -54,6 +55,7 @@ attributes:
 seealso:
   - module: brc_program
   - module: brc_stats
+  - module: brc_auth
 """
 
 EXAMPLES = r"""
@@ -78,7 +80,7 @@ config:
   returned: success
   type: dict
   sample: {"mode": "observe", "port": 6379, "max_key_len": 64, "max_value_len": 512, "max_age": 30,
-           "verify_sample": 100, "require_auth": false}
+           "verify_sample": 100}
 previous:
   description: Live configuration before the task.
   returned: success
@@ -99,7 +101,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.brc_common import BrcError, common_spec, fail
 from ansible.module_utils import brc_maps, brc_pins
 
-SETTINGS = ("mode", "port", "max_key_len", "max_value_len", "max_age", "verify_sample", "require_auth")
+SETTINGS = ("mode", "port", "max_key_len", "max_value_len", "max_age", "verify_sample")
 
 
 def main():
@@ -112,13 +114,12 @@ def main():
             max_value_len=dict(type="int"),
             max_age=dict(type="int"),
             verify_sample=dict(type="int"),
-            require_auth=dict(type="bool"),
         ),
         supports_check_mode=True,
     )
     p = module.params
     for k in SETTINGS:
-        if k not in ("mode", "require_auth") and p[k] is not None and p[k] < 0:
+        if k != "mode" and p[k] is not None and p[k] < 0:
             module.fail_json(msg="%s must be >= 0, got %d" % (k, p[k]))
     if p["port"] is not None and not 0 < p["port"] < 65536:
         module.fail_json(msg="port must be 1-65535, got %d" % p["port"])

@@ -25,6 +25,7 @@ DEBIAN_PACKAGES = {
     "bcc": "python3-bpfcc",
     "pyroute2": "python3-pyroute2",
     "libbpf": "libbpf1",
+    "redis": "python3-redis",
 }
 
 
@@ -78,9 +79,19 @@ def import_pyroute2():
         return None, traceback.format_exc()
 
 
+def import_redis():
+    """(redis-py module, None) or (None, traceback text)."""
+    try:
+        import redis  # noqa: F401  pylint: disable=import-error
+        return redis, None
+    except Exception:
+        import traceback
+        return None, traceback.format_exc()
+
+
 def require(module, name, reason):
-    """Fail the module with missing_required_lib when name ('bcc'|'pyroute2') is absent."""
-    importer = {"bcc": import_bcc, "pyroute2": import_pyroute2}[name]
+    """Fail the module with missing_required_lib when name ('bcc'|'pyroute2'|'redis') is absent."""
+    importer = {"bcc": import_bcc, "pyroute2": import_pyroute2, "redis": import_redis}[name]
     mod, err = importer()
     if mod is None:
         module.fail_json(msg=missing_lib_msg(name, reason), exception=err)

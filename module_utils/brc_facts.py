@@ -110,6 +110,7 @@ def installed_packages(status="/var/lib/dpkg/status"):
 # --- Redis listeners and interface detection -------------------------------------
 
 def _parse_proc_net(path, v6):
+    """[(address, port, socket inode)] of the listening sockets in /proc/net/tcp or tcp6."""
     out = []
     try:
         with open(path) as f:
@@ -118,7 +119,7 @@ def _parse_proc_net(path, v6):
         return out
     for line in lines:
         parts = line.split()
-        if len(parts) < 4 or parts[3] != "0A":  # TCP_LISTEN
+        if len(parts) < 10 or parts[3] != "0A":  # TCP_LISTEN
             continue
         addr_hex, port_hex = parts[1].split(":")
         raw = bytes.fromhex(addr_hex)
@@ -127,14 +128,19 @@ def _parse_proc_net(path, v6):
             addr = socket.inet_ntop(socket.AF_INET6, raw)
         else:
             addr = socket.inet_ntoa(struct.pack("<I", int(addr_hex, 16)))
-        out.append((addr, int(port_hex, 16)))
+        out.append((addr, int(port_hex, 16), int(parts[9])))
     return out
+
+
+def listening_sockets(port, proc="/proc/net"):
+    """[(address, socket inode)] of the TCP sockets listening on port (IPv4 and IPv6)."""
+    found = _parse_proc_net(os.path.join(proc, "tcp"), False) + _parse_proc_net(os.path.join(proc, "tcp6"), True)
+    return sorted((a, inode) for a, p, inode in found if p == port)
 
 
 def listeners(port, proc="/proc/net"):
     """Addresses with a TCP socket listening on port (IPv4 and IPv6)."""
-    found = _parse_proc_net(os.path.join(proc, "tcp"), False) + _parse_proc_net(os.path.join(proc, "tcp6"), True)
-    return sorted(set(a for a, p in found if p == port))
+    return sorted(set(a for a, _inode in listening_sockets(port, proc)))
 
 
 def interface_addresses():

@@ -49,7 +49,7 @@ def _config_struct(contract):
 
 
 def decode_config(contract, raw):
-    """Config map value -> user-facing dict (mode by name, max_age in seconds, require_auth bool)."""
+    """Config map value -> user-facing dict (mode by name, max_age in seconds, other fields as ints)."""
     st = _config_struct(contract).from_buffer_copy(raw[:ctypes.sizeof(_config_struct(contract))])
     names = dict((v, k) for k, v in contract.modes.items())
     out = {}
@@ -59,8 +59,6 @@ def decode_config(contract, raw):
             out["mode"] = names.get(val, str(val))
         elif field == "max_age_ns":
             out["max_age"] = val // NS_PER_S
-        elif field == "require_auth":
-            out["require_auth"] = bool(val)
         elif isinstance(val, int):
             out[field] = val
     return out
@@ -78,8 +76,6 @@ def encode_config(contract, values):
             setattr(st, field, contract.modes[mode])
         elif field == "max_age_ns":
             setattr(st, field, int(values.get("max_age", 0)) * NS_PER_S)
-        elif field == "require_auth":
-            setattr(st, field, 1 if values.get("require_auth") else 0)
         elif field in values:
             setattr(st, field, int(values[field]))
     return ctypes.string_at(ctypes.addressof(st), ctypes.sizeof(st))

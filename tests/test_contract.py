@@ -20,7 +20,7 @@ def test_layout_digest_ignores_counter_docs_but_not_struct_changes():
     from ansible.module_utils.brc_contract import Contract
     base = Contract(text).layout_digest
     assert Contract(text.replace("TCP segments", "Segments")).layout_digest == base
-    assert Contract(text.replace("__u32 require_auth;", "__u64 require_auth;")).layout_digest != base
+    assert Contract(text.replace("__u32 verify_sample;", "__u64 verify_sample;")).layout_digest != base
 
 
 def test_every_contract_map_is_pinned_and_reused():

@@ -25,12 +25,27 @@ def contract():
 
 def test_config_roundtrip_uses_contract_layout(contract):
     values = {"mode": "serve", "port": 6380, "max_key_len": 100, "max_value_len": 2000, "max_age": 7,
-              "verify_sample": 10, "require_auth": True}
+              "verify_sample": 10}
     raw = brc_maps.encode_config(contract, values)
     assert len(raw) == ctypes.sizeof(contract.structs["brc_config"])
     st = contract.structs["brc_config"].from_buffer_copy(raw)
     assert st.mode == contract.modes["serve"] and st.max_age_ns == 7 * 10 ** 9
-    assert brc_maps.decode_config(contract, raw) == values
+    decoded = brc_maps.decode_config(contract, raw)
+    assert dict((k, decoded[k]) for k in values) == values
+    assert all(v == 0 for k, v in decoded.items() if k not in values)   # fields without an option
+
+
+def test_config_fields_without_an_option_are_carried_as_ints(contract):
+    """Whatever else the contract's brc_config holds (today a require_auth the programs
+    are dropping, tomorrow something new) is read and written back as an int."""
+    from ansible.module_utils.brc_contract import Contract
+    text = open(os.path.join(BPF_DIR, "brc_contract.h")).read()
+    old = [line for line in text.splitlines() if "__u32 verify_sample;" in line][0]
+    variant = Contract(text.replace(old, old + "\n\t__u32 future_knob;\n\t__u32 future_pad;"))
+    raw = bytearray(brc_maps.encode_config(variant, {"mode": "observe", "future_knob": 5}))
+    decoded = brc_maps.decode_config(variant, bytes(raw))
+    assert decoded["future_knob"] == 5 and decoded["mode"] == "observe"
+    assert brc_maps.decode_config(variant, brc_maps.encode_config(variant, decoded)) == decoded
 
 
 def test_unknown_mode_is_refused(contract):
