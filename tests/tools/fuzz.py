@@ -415,7 +415,7 @@ class Model:
         h = self.hist.get((db, key))
         if not h:
             return None, None, False
-        _ts, v, exp, unc = h[-1]
+        _ts, v, exp, unc, _line = h[-1]
         return v, exp, unc
 
     def live(self, db, key, ts):
@@ -428,8 +428,8 @@ class Model:
                 return None, False
         return v, not unc
 
-    def put(self, db, key, ts, value, expire, uncertain, origin=None):
-        self.hist[(db, key)].append((ts, value, expire, uncertain))
+    def put(self, db, key, ts, value, expire, uncertain, origin=None, line=None):
+        self.hist[(db, key)].append((ts, value, expire, uncertain, line))
         if origin and value is not None and value not in self.origin:
             self.origin[value] = (db, key.decode("latin-1"), ts, origin)
 
@@ -446,9 +446,9 @@ class Model:
         h = self.hist.get((db, key), [])
         i = bisect.bisect_right(h, a, key=lambda e: e[0]) - 1
         vals, certain = set(), True
-        seq = ([h[i]] if i >= 0 else [(-INF, None, None, False)]) + \
+        seq = ([h[i]] if i >= 0 else [(-INF, None, None, False, None)]) + \
             [e for e in h[i + 1:] if e[0] <= b]
-        for j, (ts, v, exp, unc) in enumerate(seq):
+        for j, (ts, v, exp, unc, _line) in enumerate(seq):
             start = max(ts, a)
             end = seq[j + 1][0] if j + 1 < len(seq) else b
             if unc:
@@ -461,6 +461,35 @@ class Model:
             if exp is not None and exp - EXPIRY_SLOP <= end:
                 vals.add(None)
         return vals, certain
+
+    def superseded(self, db, key, value, t):
+        """How a value stopped being the key's before t: the writes (with the way they
+        were sent) and expiry, as text for a report."""
+        h = self.hist.get((db, key), [])
+        idx = [i for i, e in enumerate(h) if e[1] == value and e[0] <= t]
+        if not idx:
+            return ""
+        i = idx[-1]
+        out = []
+        if h[i][2] is not None and h[i][2] < t:
+            out.append("expired at %.6f" % h[i][2])
+        for e in h[i + 1:]:
+            if e[0] > t:
+                break
+            line = e[4]
+            how = ""
+            if line is not None:
+                if line.src == "lua":
+                    how = " (inside EVAL)"
+                elif line.cmd is not None:
+                    how = " (%s%s)" % (line.cmd.how, ", in MULTI" if line.cmd.queued else "")
+                desc = " ".join(short(a, 24) for a in line.argv[:4])
+            else:
+                desc = "?"
+            out.append("%s%s at %.6f" % (desc, how, e[0]))
+            if len(out) >= 3:
+                break
+        return "; superseded by " + ", ".join(out) if out else ""
 
     # -- applying one executed command
     def apply(self, line):
@@ -490,7 +519,8 @@ class Model:
     def _set(self, line, db, key, value, expire):
         unc = not line.certain
         self.put(db, key, line.ts, value, expire, unc, origin=(
-            " ".join(a.decode("latin-1") for a in line.argv[:3]) if value is not None else None))
+            " ".join(a.decode("latin-1") for a in line.argv[:3]) if value is not None else None),
+            line=line)
 
     def _keep_exp(self, db, key):
         return self.state(db, key)[1]
@@ -735,6 +765,9 @@ class Board:
         self.sinks = {}                         # client id -> worker id (subscribed to invalidations)
         self.violations = []
         self.vcount = Counter()
+        self.suspects = Counter()
+        self.behind_unsub = defaultdict(list)    # key -> times of GETs sent behind
+        #                                          UNSUBSCRIBE a b + a blocking command
         self.notes = Counter()
         self.incarnations = []
         self.last_auth_change = 0.0
@@ -743,11 +776,14 @@ class Board:
         self.running = 0
         self.cond = threading.Condition()
 
-    def violation(self, kind, inc, detail, cmd=None):
+    def violation(self, kind, inc, detail, cmd=None, suspect=None):
+        if suspect is None and inc is not None and cmd is not None:
+            suspect = guess_finding(kind, inc, cmd, detail, self)
         with self.lock:
             self.vcount[kind] += 1
+            self.suspects[suspect or "?"] += 1
             if len(self.violations) < MAX_REPORTED:
-                v = {"kind": kind, "conn": inc.worker.wid if inc else None,
+                v = {"kind": kind, "suspect": suspect, "conn": inc.worker.wid if inc else None,
                      "incarnation": inc.id if inc else None,
                      "addr": inc.addr if inc else None, "detail": detail}
                 if cmd is not None:
@@ -1384,9 +1420,12 @@ class Worker(threading.Thread):
         gets = []
         if r.random() < 0.7:
             for _ in range(r.randint(1, 2)):
-                g = self.cmd(b"GET", self.get_key())
+                g = self.cmd(b"GET", self.get_key(), how="behind-blocking")
                 self.send([g])
                 gets.append(g)
+                if with_unsub:
+                    with self.board.lock:
+                        self.board.behind_unsub[g.argv[1]].append(g.t_send)
                 time.sleep(0.002)
         self.read(blk, extra=float(timeout))
         for g in gets:
@@ -1937,10 +1976,11 @@ class Oracle:
             s["gets_unchecked"] += 1
             return
         self.board.violation("wrong_value", inc, "answered in the kernel with %s; %s in db %d "
-                             "held only %s between send and reply%s" % (
+                             "held only %s between send and reply%s%s" % (
                                  short(c.reply), short(key), c.db,
                                  "/".join(short(v) for v in list(vals)[:4]),
-                                 self.origin(c.reply)), c)
+                                 self.origin(c.reply),
+                                 m.superseded(c.db, key, c.reply, c.t_send)), c)
 
     def origin(self, value):
         o = self.model.origin.get(value)
@@ -1962,6 +2002,35 @@ class Oracle:
                     allowed.add(True)
                 allowed.add(ok)
         return allowed == {False}
+
+
+def guess_finding(kind, inc, c, detail, board):
+    """Which finding of the BRC serve review (D1..D19) a violation most likely is: a
+    hint for the report, never part of the verdict."""
+    hist = inc.cmds[:inc.cmds.index(c) + 1] if c in inc.cmds else inc.cmds
+    if kind == "acl":
+        return "D3"
+    unsub = any(h.name == b"UNSUBSCRIBE" and len(h.argv) > 2 and not h.subscribed
+                for h in hist)
+    if kind == "protocol":
+        return "D1" if unsub else None
+    if kind != "wrong_value":
+        return None
+    if "LPUSH (a list)" in detail:
+        return "D1"
+    if "inline-cr" in detail:
+        return "D4"
+    m = re.search(r"written to db (\d+) key (\S+) ", detail)
+    if m and int(m.group(1)) != c.db:
+        return "D5"
+    if m and m.group(2) != c.argv[1].decode("latin-1"):
+        return "D1"
+    if "expired at" in detail:
+        return "D6"
+    with board.lock:
+        if any(t < c.t_send for t in board.behind_unsub.get(c.argv[1], ())):
+            return "D1"
+    return None
 
 
 def same_reply(pred, got):
@@ -2166,8 +2235,10 @@ def run(lab, seconds, seed, connections=8, verify_sample=0, mode="serve", floor=
         "gets_executed_by_redis": st["gets_executed"], "gets_unseen_by_redis": st["gets_unseen"],
         "gets_refused": st["gets_refused"], "gets_unchecked": st["gets_unchecked"],
         "kernel_hits": hit, "kernel_hit_share": round(hit / gets, 3) if gets else 0.0,
+        "would_hit_share": round(delta.get("would_hit", 0) / gets, 3) if gets else 0.0,
         "counters": dict((k, delta.get(k, 0)) for k in KEY_COUNTERS),
         "violations": sum(b.vcount.values()), "violation_kinds": dict(b.vcount),
+        "suspected_findings": dict(b.suspects),
         "first_violations": b.violations, "notes": dict(b.notes),
         "unmodeled": dict(fz.model.unmodeled), "ops_by_kind": dict(ops.most_common()),
         "late_lines": st["late_lines"], "elapsed": round(elapsed, 1),
@@ -2284,8 +2355,7 @@ def main(argv=None):
     out = {"seed": seed, "ok": ok, "runs": [dict((k, v) for k, v in s.items()
                                                  if k not in ("first_violations",))
                                             for s in summaries]}
-    if args.json:
-        out["first_violations"] = [v for s in summaries for v in s["first_violations"]][:10]
+    out["first_violations"] = [v for s in summaries for v in s["first_violations"]][:10]
     print(json.dumps(out, sort_keys=True))
     return 0 if ok else 1
 
@@ -2296,12 +2366,15 @@ def report(s, f):
               s["run"], s["ops"], s["ops_per_s"], s["gets"], 100 * s["get_share"],
               s["kernel_hits"], 100 * s["kernel_hit_share"], s["violations"],
               s["violation_kinds"], s["problems"] or "none"), file=f)
+    print("  suspected findings: %s" % s.get("suspected_findings"), file=f)
     for v in s["first_violations"][:10]:
-        print("  VIOLATION %s conn %s: %s" % (v["kind"], v["conn"], v["detail"]), file=f)
+        print("  VIOLATION %s (%s) conn %s: %s" % (v["kind"], v.get("suspect") or "?",
+                                                 v["conn"], v["detail"]), file=f)
         if "cmd" in v:
             print("    command: %s" % json.dumps(v["cmd"]), file=f)
-        for h in v.get("history", [])[-6:]:
-            print("    | %s -> %s" % (h["argv"], h["reply"]), file=f)
+        for h in v.get("history", [])[-8:]:
+            print("    | %s%s -> %s" % (h["argv"], "" if h["how"] == "resp" else
+                                       " [%s]" % h["how"], h["reply"]), file=f)
 
 
 if __name__ == "__main__":
