@@ -766,11 +766,14 @@ class Board:
         self.violations = []
         self.vcount = Counter()
         self.suspects = Counter()
+        self.first_at = {}           # suspected finding -> seconds into the run it was first seen
+        self.t0 = None
         self.behind_unsub = defaultdict(list)    # key -> times of GETs sent behind
         #                                          UNSUBSCRIBE a b + a blocking command
         self.notes = Counter()
         self.incarnations = []
         self.last_auth_change = 0.0
+        self.auth_changed = False        # the coordinator loads the users again soon
         self.pause = False
         self.paused = 0
         self.running = 0
@@ -782,7 +785,12 @@ class Board:
         with self.lock:
             self.vcount[kind] += 1
             self.suspects[suspect or "?"] += 1
-            if len(self.violations) < MAX_REPORTED:
+            if cmd is not None and cmd.t_send and self.t0:
+                at = round(cmd.t_send - self.t0, 2)
+                k = suspect or "?"
+                self.first_at[k] = min(self.first_at.get(k, at), at)
+            # the first ones, and the first two of every suspected finding
+            if len(self.violations) < MAX_REPORTED or self.suspects[suspect or "?"] <= 2:
                 v = {"kind": kind, "suspect": suspect, "conn": inc.worker.wid if inc else None,
                      "incarnation": inc.id if inc else None,
                      "addr": inc.addr if inc else None, "detail": detail}
@@ -799,6 +807,7 @@ class Board:
             if now - self.last_auth_change < AUTH_CHANGE_GAP:
                 return False
             self.last_auth_change = now
+            self.auth_changed = True
             return True
 
     def note(self, what, n=1):
@@ -2151,6 +2160,7 @@ class Fuzz:
             lines = self.sync()
             self.oracle.epoch(lines, t_start)
             self.deadline = time.time() + self.seconds
+            b.t0 = time.time()
             for i in range(self.connections):
                 rng = random.Random("%d/%s/%d" % (self.seed, self.label, i))
                 w = Worker(self, i, rng)
@@ -2161,7 +2171,9 @@ class Fuzz:
             while time.time() < self.deadline:
                 time.sleep(0.05)
                 now = time.time()
-                if now >= next_refresh:
+                if now >= next_refresh or (b.auth_changed and
+                                           now - b.last_auth_change > 0.2):
+                    b.auth_changed = False
                     self.refresh()
                     next_refresh = now + 1.0
                 if now >= next_epoch and self.deadline - now > 2.0:
@@ -2238,7 +2250,7 @@ def run(lab, seconds, seed, connections=8, verify_sample=0, mode="serve", floor=
         "would_hit_share": round(delta.get("would_hit", 0) / gets, 3) if gets else 0.0,
         "counters": dict((k, delta.get(k, 0)) for k in KEY_COUNTERS),
         "violations": sum(b.vcount.values()), "violation_kinds": dict(b.vcount),
-        "suspected_findings": dict(b.suspects),
+        "suspected_findings": dict(b.suspects), "first_seen_s": dict(b.first_at),
         "first_violations": b.violations, "notes": dict(b.notes),
         "unmodeled": dict(fz.model.unmodeled), "ops_by_kind": dict(ops.most_common()),
         "late_lines": st["late_lines"], "elapsed": round(elapsed, 1),
@@ -2355,9 +2367,24 @@ def main(argv=None):
     out = {"seed": seed, "ok": ok, "runs": [dict((k, v) for k, v in s.items()
                                                  if k not in ("first_violations",))
                                             for s in summaries]}
-    out["first_violations"] = [v for s in summaries for v in s["first_violations"]][:10]
+    out["first_violations"] = [v for s in summaries for v in examples(s["first_violations"])]
     print(json.dumps(out, sort_keys=True))
     return 0 if ok else 1
+
+
+def examples(violations):
+    """The first violation of each suspected finding, then the first ones, 10 at most."""
+    out, seen = [], set()
+    for v in violations:
+        if v.get("suspect") not in seen:
+            seen.add(v.get("suspect"))
+            out.append(v)
+    for v in violations:
+        if len(out) >= 10:
+            break
+        if v not in out:
+            out.append(v)
+    return out
 
 
 def report(s, f):
@@ -2367,7 +2394,7 @@ def report(s, f):
               s["kernel_hits"], 100 * s["kernel_hit_share"], s["violations"],
               s["violation_kinds"], s["problems"] or "none"), file=f)
     print("  suspected findings: %s" % s.get("suspected_findings"), file=f)
-    for v in s["first_violations"][:10]:
+    for v in examples(s["first_violations"]):
         print("  VIOLATION %s (%s) conn %s: %s" % (v["kind"], v.get("suspect") or "?",
                                                  v["conn"], v["detail"]), file=f)
         if "cmd" in v:
