@@ -2197,6 +2197,7 @@ class Fuzz:
             self.stopping = True
             try:
                 self.teardown()
+                self.refresh()      # the teardown's ACL/CONFIG changed the users again
             finally:
                 self.monitor.close()
         if self.monitor.error:
@@ -2322,7 +2323,7 @@ def _imports():
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()),
                                 epilog=__doc__[__doc__.index("Usage"):__doc__.index("Library")],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=float, default=600,
@@ -2336,7 +2337,8 @@ def main(argv=None):
     p.add_argument("--floor", type=float, default=0.2,
                    help="minimum share of GETs answered in the kernel in run B")
     p.add_argument("--epoch", type=float, default=10.0, help="seconds between oracle checks")
-    p.add_argument("--json", action="store_true", help="only the JSON summary on stdout")
+    p.add_argument("--json", action="store_true",
+                   help="no human-readable report on stderr (stdout: always one JSON line)")
     args = p.parse_args(argv)
     if os.geteuid() != 0:
         print("fuzz.py needs root (namespaces, BPF)", file=sys.stderr)
