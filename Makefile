@@ -5,7 +5,7 @@ VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: setup demo test lab-up lab-status lab-down bench bench-faults lint
+.PHONY: setup demo test lab-up lab-status lab-down bench bench-faults lint fuzz
 
 setup:
 	@bash scripts/setup
@@ -34,3 +34,12 @@ bench: setup
 # Checker through plain/observe/serve x clean/2% loss/reordering x offloads on/off.
 bench-faults: setup
 	@$(VENV)/bin/python bench/faults.py $(BENCH_ARGS)
+
+# The differential fuzzer for serve mode, long run: run A (verify_sample=1) then run B
+# (serving), FUZZ_SECONDS split between them; FUZZ_SEED random unless given, printed.
+FUZZ_SECONDS ?= 600
+FUZZ_SEED ?=
+fuzz: setup
+	@seed="$(FUZZ_SEED)"; [ -n "$$seed" ] || seed=$$(od -An -N4 -tu4 /dev/urandom | tr -d ' '); \
+	echo "fuzz: FUZZ_SEED=$$seed FUZZ_SECONDS=$(FUZZ_SECONDS)"; \
+	$(VENV)/bin/python tests/tools/fuzz.py --seconds $(FUZZ_SECONDS) --seed $$seed $(FUZZ_ARGS)

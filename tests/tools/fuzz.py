@@ -1,0 +1,2410 @@
+#!/usr/bin/env python3
+"""Differential fuzzer for BRC serve mode: random Redis traffic through BRC, checked
+against what Redis itself executed.
+
+BRC may answer a GET only while its model of the connection and of the server is
+provably Redis's ("fail closed"). This fuzzer drives several client connections with
+seeded random command streams through the BRC-attached interface and proves every
+reply against an oracle that BRC cannot influence:
+
+  history   a connection over loopback inside the server namespace (BRC is attached
+            only on the veth, so it never sees it) runs MONITOR for the whole run:
+            every command Redis executed, in Redis's order, with Redis's timestamps
+            (the same clock as time.time() here).
+  model     from that history (plus the TTLs the commands carry) the fuzzer rebuilds,
+            per (db, key), the values Redis held and when. Every write stores a value
+            never written before ("<run><conn>.<n>"), so a value names its write.
+  checks    - a GET that Redis executed (it is in MONITOR) must have got exactly the
+              value the model holds at that point of the history;
+            - a GET that Redis never saw (answered in the kernel) must have got a value
+              the key held, in the connection's db, at some instant between the GET's
+              send and its reply, and only if the connection's user may read the key
+              (else Redis's NOPERM/NOAUTH is the only right answer);
+            - every command gets exactly the replies Redis gives: no stall, no missing,
+              extra or foreign reply; writes' replies equal the model's prediction;
+            - Redis executes nothing the clients did not send;
+            - in verify mode (verify_sample=1) BRC's `mismatch` counter stays 0.
+
+Each connection keeps its own protocol state (db, user, subscribed channels, CLIENT
+REPLY, MULTI, blocking commands) so it knows how many replies to read and what they
+mean; every read has a timeout and a missing reply is a violation ("stall").
+The run is cut into epochs: workers pause between operations, the MONITOR stream is
+synchronised with a marker and checked, then traffic resumes (bounded memory).
+
+Known blind spots: see tests/tools/FUZZ.md.
+
+Usage (root; builds its own namespace pair brcfz<pid>-client/-server, 10.74.0.0/24):
+  fuzz.py --seconds 600 --seed 7                 # run A (verify) then run B (serve), 300 s each
+  fuzz.py --seconds 60 --seed 7 --verify-sample 0 --json
+  fuzz.py --mode off --seconds 20                # oracle self-check: BRC attached, mode off
+Exit status 0 when clean (and the kernel answered enough GETs in run B), 1 otherwise.
+
+Library: run(lab, seconds, seed, connections, verify_sample) with a tests/serve ServeLab.
+"""
+
+import argparse
+import bisect
+import json
+import os
+import random
+import re
+import select
+import socket
+import struct
+import sys
+import threading
+import time
+from collections import Counter, defaultdict
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+PORT = 6379
+
+INF = float("inf")
+REPLY_TIMEOUT = 5.0          # seconds without an expected reply: a stall
+EXPIRY_SLOP = 0.005          # Redis's expiry clock vs MONITOR's timestamps
+WINDOW_SLOP = 0.0005         # widening of a GET's [send, reply] window
+MAX_REPORTED = 25            # violations reported in full per run
+HISTORY = 12                 # commands of the connection shown with a violation
+USERS = {"fzadmin": b"fz-admin-pw", "fzguest": b"fz-guest-pw", "fzro": b"fz-ro-pw"}
+DEFAULT_PW = b"fz-default-pw"
+
+# ------------------------------------------------------------------------ RESP
+
+
+class Simple(str):
+    """A +status reply."""
+
+
+class Err(str):
+    """A -error reply."""
+
+
+NOREPLY = object()           # the command's reply was suppressed (CLIENT REPLY)
+UNKNOWN = object()           # the model cannot predict this reply
+
+
+class Stall(Exception):
+    pass
+
+
+class Closed(Exception):
+    pass
+
+
+class Incomplete(Exception):
+    pass
+
+
+def encode(*args):
+    out = [b"*%d\r\n" % len(args)]
+    for a in args:
+        a = a if isinstance(a, bytes) else str(a).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+    return b"".join(out)
+
+
+def parse(buf, pos):
+    """One RESP2 reply from buf[pos:]; returns (value, new pos) or raises Incomplete."""
+    end = buf.find(b"\r\n", pos)
+    if end < 0:
+        raise Incomplete()
+    kind, line = buf[pos:pos + 1], bytes(buf[pos + 1:end])
+    pos = end + 2
+    if kind == b"+":
+        return Simple(line.decode("latin-1")), pos
+    if kind == b"-":
+        return Err(line.decode("latin-1")), pos
+    if kind == b":":
+        return int(line), pos
+    if kind == b"$":
+        n = int(line)
+        if n < 0:
+            return None, pos
+        if len(buf) < pos + n + 2:
+            raise Incomplete()
+        if buf[pos + n:pos + n + 2] != b"\r\n":
+            raise ValueError("bulk string not terminated by CRLF")
+        return bytes(buf[pos:pos + n]), pos + n + 2
+    if kind == b"*":
+        n = int(line)
+        if n < 0:
+            return None, pos
+        out = []
+        for _ in range(n):
+            v, pos = parse(buf, pos)
+            out.append(v)
+        return out, pos
+    raise ValueError("not a RESP2 reply: %r" % bytes(buf[pos - len(line) - 3:pos + 20]))
+
+
+def short(v, n=60):
+    if isinstance(v, (bytes, bytearray)):
+        v = bytes(v)
+        return repr(v if len(v) <= n else v[:n] + b"...")
+    if isinstance(v, list):
+        return "[" + ", ".join(short(x, 24) for x in v[:6]) + (", ...]" if len(v) > 6 else "]")
+    if v is NOREPLY:
+        return "(no reply)"
+    return repr(v)
+
+
+def is_push(v):
+    """A pub/sub message (RESP2): never the reply to a command."""
+    return (isinstance(v, list) and len(v) in (3, 4) and isinstance(v[0], bytes)
+            and v[0] in (b"message", b"pmessage", b"smessage"))
+
+
+# ------------------------------------------------------------------------ records
+
+
+class Cmd:
+    """One command as sent: argv (as Redis parses it), times, reply, connection state."""
+    __slots__ = ("inc", "argv", "name", "wire", "t_send", "t_reply", "reply", "db", "user",
+                 "cauth", "subscribed", "queued", "noreply", "tracking", "how", "line",
+                 "expect_err", "expect", "answered")
+
+    def __init__(self, inc, argv, wire=None, how="resp"):
+        self.inc = inc
+        self.argv = [a if isinstance(a, bytes) else str(a).encode() for a in argv]
+        self.name = self.argv[0].upper() if self.argv else b""
+        self.wire = wire if wire is not None else encode(*self.argv)
+        self.t_send = self.t_reply = None
+        self.reply = None
+        self.db, self.user, self.cauth = inc.db, inc.user, inc.cauth
+        self.subscribed = bool(inc.channels or inc.patterns)
+        self.queued = False          # sent inside MULTI: its reply is EXEC's element
+        self.noreply = False         # CLIENT REPLY OFF/SKIP: no reply expected
+        self.tracking = inc.tracking
+        self.how = how               # resp, inline, split, pipelined, ...
+        self.line = None             # the MONITOR line it was matched to
+        self.expect_err = False      # Redis refuses it before executing (known here)
+        self.expect = None           # the exact reply(s) Redis gives, when known here
+        self.answered = False        # a reply (or EXEC's element) was received
+
+    def brief(self):
+        return {"argv": " ".join(short(a, 40) for a in self.argv[:6]) + (
+            " ..." if len(self.argv) > 6 else ""), "how": self.how, "db": self.db,
+            "user": self.user, "t_send": self.t_send, "t_reply": self.t_reply,
+            "reply": short(self.reply) if not self.noreply else "(suppressed)",
+            "redis_executed": None if self.line is None else True}
+
+
+class Incarnation:
+    """One TCP connection's life: its address as Redis prints it, its commands."""
+    _ids = iter(range(1, 1 << 40))
+
+    def __init__(self, worker):
+        self.id = next(Incarnation._ids)
+        self.worker = worker
+        self.addr = None
+        self.t_open = time.time()
+        self.t_close = None
+        self.close_kind = None
+        self.cmds = []
+        self.done = 0                # cmds already checked by an epoch
+        self.db, self.user, self.cauth = 0, "default", None
+        self.channels, self.patterns = set(), set()
+        self.tracking = False
+        self.late = set()            # argv of commands sent but never answered (RST...)
+
+
+# ------------------------------------------------------------------------ timelines
+
+
+class Timeline:
+    """A state changed only by this fuzzer, one change at a time (under a lock):
+    each change is in force from its send at the latest, the old state until its reply
+    at the latest. possible(a, b): the states that may have held at some instant."""
+
+    def __init__(self, initial):
+        self.changes = [(-INF, -INF, initial)]
+        self.lock = threading.Lock()
+
+    def begin(self, t0, state):
+        """A change is on the wire from t0: until it is answered, both states hold."""
+        with self.lock:
+            self.changes.append((t0, INF, state))
+            return len(self.changes) - 1
+
+    def finish(self, i, t1, done):
+        """Answered at t1; done False (refused) makes it no change at all."""
+        with self.lock:
+            t0, _t1, st = self.changes[i]
+            self.changes[i] = (t0, t1, st if done else self.changes[i - 1][2])
+
+    def current(self):
+        return self.changes[-1][2]
+
+    def possible(self, a, b):
+        with self.lock:
+            ch = list(self.changes)
+        out = set()
+        for i, (t0, _t1, st) in enumerate(ch):
+            end = ch[i + 1][1] if i + 1 < len(ch) else INF
+            if t0 <= b and end >= a:
+                out.add(st)
+        return out
+
+
+# ------------------------------------------------------------------------ keys, users
+
+
+class Keys:
+    def __init__(self, tag, connections):
+        t = tag.encode()
+        self.tag = t
+        self.secret = [b"%s:k:%d" % (t, i) for i in range(6)]
+        self.public = [b"public:%s:%d" % (t, i) for i in range(3)]
+        self.strings = self.secret + self.public
+        self.counters = [b"%s:n:%d" % (t, i) for i in range(connections)]
+        self.lists = [b"%s:l:%d" % (t, i) for i in range(3)]
+        self.channels = [b"%s:ch:%d" % (t, i) for i in range(4)]
+        self.widened = self.secret[0]     # fzguest may read this one while widened
+        # keys given TTLs (BRC never caches those): a subset, the rest stays cacheable
+        self.ttl = [self.secret[4], self.secret[5], self.public[2]]
+        self.cacheable_secret = [k for k in self.secret if k not in self.ttl]
+        self.cacheable_public = [k for k in self.public if k not in self.ttl]
+        self.all = self.strings + self.counters + self.lists
+
+    def kind(self, key):
+        if key in self.lists:
+            return "list"
+        return "string"
+
+
+def user_can_get(user, rights, keys, key):
+    """rights: the fuzzer-controlled part of the user's ACL (see Board.rights)."""
+    if user in ("default", "fzadmin"):
+        return True
+    if user == "fzro":
+        return bool(rights)                       # +get / -get
+    if user == "fzguest":
+        return key.startswith(b"public:") or (bool(rights) and key == keys.widened)
+    return False
+
+
+# ------------------------------------------------------------------------ monitor
+
+
+class Line:
+    __slots__ = ("ts", "db", "src", "argv", "pred", "certain", "cmd")
+
+    def __init__(self, ts, db, src, argv):
+        self.ts, self.db, self.src, self.argv = ts, db, src, argv
+        self.pred = None
+        self.certain = False
+        self.cmd = None
+
+
+_LINE = re.compile(rb'^\+(\d+\.\d+) \[(\d+) ([^\]]+)\] (.*)$')
+_ARG = re.compile(rb'"((?:[^"\\]|\\.)*)"')
+_ESC = re.compile(rb'\\(x[0-9a-fA-F]{2}|.)')
+_ESCAPES = {b"n": b"\n", b"r": b"\r", b"t": b"\t", b"a": b"\a", b"b": b"\b",
+            b"\\": b"\\", b'"': b'"'}
+
+
+def _unescape(m):
+    s = m.group(1)
+    if s[:1] == b"x":
+        return bytes([int(s[1:], 16)])
+    return _ESCAPES.get(s, s)
+
+
+def parse_monitor_line(raw):
+    m = _LINE.match(raw)
+    if not m:
+        return None
+    argv = [_ESC.sub(_unescape, a) for a in _ARG.findall(m.group(4))]
+    return Line(float(m.group(1)), int(m.group(2)), m.group(3).decode("latin-1"), argv)
+
+
+class Monitor(threading.Thread):
+    """MONITOR over loopback in the server namespace, for the whole run."""
+
+    def __init__(self, netns, host, port):
+        super().__init__(daemon=True)
+        import brc_attach
+        with brc_attach.in_netns(netns):
+            self.sock = socket.create_connection((host, port), timeout=5)
+        self.sock.sendall(encode("MONITOR"))
+        self.lock = threading.Lock()
+        self.lines = []
+        self.stop = False
+        self.error = None
+        self.raw = bytearray()
+        buf = b""
+        deadline = time.time() + 5
+        while b"\r\n" not in buf and time.time() < deadline:
+            buf += self.sock.recv(4096)
+        if not buf.startswith(b"+OK\r\n"):
+            raise RuntimeError("MONITOR refused: %r" % buf[:200])
+        self.raw += buf[5:]
+
+    def run(self):
+        self.sock.settimeout(0.2)
+        try:
+            while not self.stop:
+                try:
+                    chunk = self.sock.recv(1 << 20)
+                except socket.timeout:
+                    continue
+                if not chunk:
+                    self.error = "MONITOR connection closed"
+                    return
+                self.raw += chunk
+                cut = self.raw.rfind(b"\r\n")
+                if cut < 0:
+                    continue
+                block, self.raw = bytes(self.raw[:cut]), self.raw[cut + 2:]
+                parsed = []
+                for raw in block.split(b"\r\n"):
+                    line = parse_monitor_line(raw)
+                    if line is None:
+                        self.error = "unparsable MONITOR line %r" % raw[:200]
+                        continue
+                    parsed.append(line)
+                with self.lock:
+                    self.lines.extend(parsed)
+        except OSError as e:
+            self.error = "MONITOR: %s" % e
+
+    def take_until(self, marker, timeout=30.0):
+        """All lines before the one that is `ECHO marker`; the marker is dropped."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            with self.lock:
+                for i, line in enumerate(self.lines):
+                    if line.argv == [b"ECHO", marker] or line.argv == [b"echo", marker]:
+                        out, self.lines = self.lines[:i], self.lines[i + 1:]
+                        return out
+            if self.error or not self.is_alive():
+                break
+            time.sleep(0.02)
+        raise RuntimeError("MONITOR did not show marker %r (%s)" % (marker, self.error))
+
+    def close(self):
+        self.stop = True
+        self.join(2)
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+# ------------------------------------------------------------------------ model
+
+
+class Model:
+    """Per (db, key): the values Redis held and when, rebuilt from MONITOR lines.
+
+    hist[(db, key)] = [(ts, value, expire_at, uncertain)], one entry per change; value
+    None = absent, b"<list>" = a list. Expiry is logical: a value with expire_at is
+    absent after it (EXPIRY_SLOP either way is ambiguous)."""
+
+    LIST = b"<list>"
+
+    def __init__(self, keys):
+        self.keys = keys
+        self.hist = defaultdict(list)
+        self.origin = {}            # value -> (db, key, ts, command) that wrote it
+        self.unmodeled = Counter()
+
+    # -- state
+    def state(self, db, key):
+        h = self.hist.get((db, key))
+        if not h:
+            return None, None, False
+        _ts, v, exp, unc, _line = h[-1]
+        return v, exp, unc
+
+    def live(self, db, key, ts):
+        """(value, certain) at ts."""
+        v, exp, unc = self.state(db, key)
+        if v is not None and exp is not None:
+            if ts > exp + EXPIRY_SLOP:
+                return None, not unc
+            if ts >= exp - EXPIRY_SLOP:
+                return None, False
+        return v, not unc
+
+    def put(self, db, key, ts, value, expire, uncertain, origin=None, line=None):
+        self.hist[(db, key)].append((ts, value, expire, uncertain, line))
+        if origin and value is not None and value not in self.origin:
+            self.origin[value] = (db, key.decode("latin-1"), ts, origin)
+
+    def prune(self, before):
+        for k, h in self.hist.items():
+            i = bisect.bisect_left(h, before, key=lambda e: e[0]) - 1
+            if i > 0:
+                del h[:i]
+
+    # -- window queries
+    def window(self, db, key, a, b):
+        """(set of values held at some instant in [a, b], certain)."""
+        a, b = a - WINDOW_SLOP, b + WINDOW_SLOP
+        h = self.hist.get((db, key), [])
+        i = bisect.bisect_right(h, a, key=lambda e: e[0]) - 1
+        vals, certain = set(), True
+        seq = ([h[i]] if i >= 0 else [(-INF, None, None, False, None)]) + \
+            [e for e in h[i + 1:] if e[0] <= b]
+        for j, (ts, v, exp, unc, _line) in enumerate(seq):
+            start = max(ts, a)
+            end = seq[j + 1][0] if j + 1 < len(seq) else b
+            if unc:
+                certain = False
+            if v is None:
+                vals.add(None)
+                continue
+            if exp is None or start < exp + EXPIRY_SLOP:
+                vals.add(v)
+            if exp is not None and exp - EXPIRY_SLOP <= end:
+                vals.add(None)
+        return vals, certain
+
+    def superseded(self, db, key, value, t):
+        """How a value stopped being the key's before t: the writes (with the way they
+        were sent) and expiry, as text for a report."""
+        h = self.hist.get((db, key), [])
+        idx = [i for i, e in enumerate(h) if e[1] == value and e[0] <= t]
+        if not idx:
+            return ""
+        i = idx[-1]
+        out = []
+        if h[i][2] is not None and h[i][2] < t:
+            out.append("expired at %.6f" % h[i][2])
+        for e in h[i + 1:]:
+            if e[0] > t:
+                break
+            line = e[4]
+            how = ""
+            if line is not None:
+                if line.src == "lua":
+                    how = " (inside EVAL)"
+                elif line.cmd is not None:
+                    how = " (%s%s)" % (line.cmd.how, ", in MULTI" if line.cmd.queued else "")
+                desc = " ".join(short(a, 24) for a in line.argv[:4])
+            else:
+                desc = "?"
+            out.append("%s%s at %.6f" % (desc, how, e[0]))
+            if len(out) >= 3:
+                break
+        return "; superseded by " + ", ".join(out) if out else ""
+
+    # -- applying one executed command
+    def apply(self, line):
+        """Apply an executed command; sets line.pred (the reply Redis must have given)
+        and line.certain."""
+        argv, db, ts = line.argv, line.db, line.ts
+        name = argv[0].upper() if argv else b""
+        line.pred = UNKNOWN
+        f = getattr(self, "_c_" + name.decode("latin-1").lower(), None)
+        if f is None:
+            if name not in IGNORED and any(a.startswith(self.keys.tag) or a.startswith(
+                    b"public:" + self.keys.tag) for a in argv[1:]):
+                self.unmodeled[name.decode("latin-1")] += 1
+            return
+        line.certain = True
+        try:
+            line.pred = f(line, db, ts, argv)
+        except (IndexError, ValueError):
+            line.pred, line.certain = UNKNOWN, False
+
+    def _get(self, line, db, key):
+        v, certain = self.live(db, key, line.ts)
+        if not certain:
+            line.certain = False
+        return v
+
+    def _set(self, line, db, key, value, expire):
+        unc = not line.certain
+        self.put(db, key, line.ts, value, expire, unc, origin=(
+            " ".join(a.decode("latin-1") for a in line.argv[:3]) if value is not None else None),
+            line=line)
+
+    def _keep_exp(self, db, key):
+        return self.state(db, key)[1]
+
+    @staticmethod
+    def _num(b):
+        if not re.match(rb"^-?[1-9][0-9]*$|^0$", b):
+            raise ValueError(b)
+        return int(b)
+
+    def _c_get(self, line, db, ts, argv):
+        v = self._get(line, db, argv[1])
+        return Err("WRONGTYPE") if v == self.LIST else v
+
+    def _c_set(self, line, db, ts, argv):
+        key, val = argv[1], argv[2]
+        opts = [a.upper() for a in argv[3:]]
+        cur = self._get(line, db, key)
+        nx, xx, get = b"NX" in opts, b"XX" in opts, b"GET" in opts
+        exp, keep = None, False
+        for i, o in enumerate(opts):
+            if o == b"EX":
+                exp = ts + int(argv[3 + i + 1])
+            elif o == b"PX":
+                exp = ts + int(argv[3 + i + 1]) / 1000.0
+            elif o == b"KEEPTTL":
+                keep = True
+        if get and cur == self.LIST:
+            return Err("WRONGTYPE")
+        ok = not (nx and cur is not None) and not (xx and cur is None)
+        if ok:
+            if keep and cur is not None:
+                exp = self._keep_exp(db, key)
+            self._set(line, db, key, val, exp)
+        if get:
+            return cur
+        return Simple("OK") if ok else None
+
+    def _c_setex(self, line, db, ts, argv):
+        self._set(line, db, argv[1], argv[3], ts + int(argv[2]))
+        return Simple("OK")
+
+    def _c_psetex(self, line, db, ts, argv):
+        self._set(line, db, argv[1], argv[3], ts + int(argv[2]) / 1000.0)
+        return Simple("OK")
+
+    def _c_del(self, line, db, ts, argv):
+        n = 0
+        for key in argv[1:]:
+            if self._get(line, db, key) is not None:
+                n += 1
+            if self.state(db, key)[0] is not None:
+                self._set(line, db, key, None, None)
+        return n
+
+    _c_unlink = _c_del
+
+    def _c_incr(self, line, db, ts, argv):
+        key = argv[1]
+        cur = self._get(line, db, key)
+        if cur == self.LIST:
+            return Err("WRONGTYPE")
+        try:
+            n = 0 if cur is None else self._num(cur)
+        except ValueError:
+            return Err("ERR value is not an integer or out of range")
+        self._set(line, db, key, b"%d" % (n + 1), self._keep_exp(db, key) if cur else None)
+        return n + 1
+
+    def _c_append(self, line, db, ts, argv):
+        key = argv[1]
+        cur = self._get(line, db, key)
+        if cur == self.LIST:
+            return Err("WRONGTYPE")
+        new = (cur or b"") + argv[2]
+        self._set(line, db, key, new, self._keep_exp(db, key) if cur is not None else None)
+        return len(new)
+
+    def _c_getset(self, line, db, ts, argv):
+        cur = self._get(line, db, argv[1])
+        if cur == self.LIST:
+            return Err("WRONGTYPE")
+        self._set(line, db, argv[1], argv[2], None)
+        return cur
+
+    def _c_getdel(self, line, db, ts, argv):
+        cur = self._get(line, db, argv[1])
+        if cur == self.LIST:
+            return Err("WRONGTYPE")
+        if cur is not None or self.state(db, argv[1])[0] is not None:
+            self._set(line, db, argv[1], None, None)
+        return cur
+
+    def _c_getex(self, line, db, ts, argv):
+        key = argv[1]
+        cur = self._get(line, db, key)
+        if cur == self.LIST:
+            return Err("WRONGTYPE")
+        opts = [a.upper() for a in argv[2:]]
+        if cur is not None and opts:
+            if opts[0] == b"EX":
+                self._set(line, db, key, cur, ts + int(argv[3]))
+            elif opts[0] == b"PX":
+                self._set(line, db, key, cur, ts + int(argv[3]) / 1000.0)
+            elif opts[0] == b"PERSIST":
+                self._set(line, db, key, cur, None)
+        return cur
+
+    def _c_mset(self, line, db, ts, argv):
+        for i in range(1, len(argv) - 1, 2):
+            self._set(line, db, argv[i], argv[i + 1], None)
+        return Simple("OK")
+
+    def _c_expire(self, line, db, ts, argv, scale=1.0):
+        key = argv[1]
+        cur = self._get(line, db, key)
+        if cur is None:
+            return 0
+        self._set(line, db, key, cur, ts + int(argv[2]) * scale)
+        return 1
+
+    def _c_pexpire(self, line, db, ts, argv):
+        return self._c_expire(line, db, ts, argv, 0.001)
+
+    def _c_persist(self, line, db, ts, argv):
+        key = argv[1]
+        cur = self._get(line, db, key)
+        if cur is None or self._keep_exp(db, key) is None:
+            return 0
+        self._set(line, db, key, cur, None)
+        return 1
+
+    def _move(self, line, db, src, dstdb, dst, delete_src):
+        cur = self._get(line, db, src)
+        exp = self._keep_exp(db, src)
+        self._set(line, dstdb, dst, cur, exp)
+        if delete_src:
+            self._set(line, db, src, None, None)
+
+    def _c_rename(self, line, db, ts, argv, nx=False):
+        src, dst = argv[1], argv[2]
+        if self._get(line, db, src) is None:
+            return Err("ERR no such key")
+        if src == dst:
+            return 0 if nx else Simple("OK")
+        if nx and self._get(line, db, dst) is not None:
+            return 0
+        self._move(line, db, src, db, dst, True)
+        return 1 if nx else Simple("OK")
+
+    def _c_renamenx(self, line, db, ts, argv):
+        return self._c_rename(line, db, ts, argv, nx=True)
+
+    def _c_copy(self, line, db, ts, argv):
+        src, dst = argv[1], argv[2]
+        opts = [a.upper() for a in argv[3:]]
+        dstdb = int(argv[3 + opts.index(b"DB") + 1]) if b"DB" in opts else db
+        if src == dst and dstdb == db:
+            return Err("ERR source and destination objects are the same")
+        if self._get(line, db, src) is None:
+            return 0
+        if self._get(line, dstdb, dst) is not None and b"REPLACE" not in opts:
+            return 0
+        self._move(line, db, src, dstdb, dst, False)
+        return 1
+
+    def _list_touch(self, line, db, ts, argv, keys):
+        for key in keys:
+            self._set(line, db, key, self.LIST, None)
+        line.certain = False
+
+    def _c_lpush(self, line, db, ts, argv):
+        self._list_touch(line, db, ts, argv, [argv[1]])
+        for v in argv[2:]:
+            self.origin.setdefault(v, (db, argv[1].decode("latin-1"), ts, "LPUSH (a list)"))
+        return UNKNOWN
+
+    _c_rpush = _c_lpush
+
+    def _c_flushall(self, line, db, ts, argv):
+        for (d, key), h in list(self.hist.items()):
+            if h and h[-1][1] is not None:
+                self._set(line, d, key, None, None)
+        return Simple("OK")
+
+    def _c_flushdb(self, line, db, ts, argv):
+        for (d, key), h in list(self.hist.items()):
+            if d == db and h and h[-1][1] is not None:
+                self._set(line, d, key, None, None)
+        return Simple("OK")
+
+
+# Commands the model knows do not change string keys (lists are not modelled: their
+# values are never read by GET here).
+IGNORED = {b"GET", b"PING", b"ECHO", b"SELECT", b"MULTI", b"EXEC", b"DISCARD", b"EVAL",
+           b"AUTH", b"HELLO", b"RESET", b"QUIT", b"CLIENT", b"SUBSCRIBE", b"UNSUBSCRIBE",
+           b"PSUBSCRIBE", b"PUNSUBSCRIBE", b"PUBLISH", b"BLPOP", b"BLMOVE", b"LPOP",
+           b"MONITOR", b"TTL", b"PTTL", b"EXISTS"}
+
+# Commands whose execution MONITOR always shows (so: not in MONITOR = not executed).
+SHOWN = {b"GET", b"SET", b"SETEX", b"PSETEX", b"DEL", b"UNLINK", b"INCR", b"APPEND",
+         b"GETSET", b"GETDEL", b"GETEX", b"MSET", b"EXPIRE", b"PEXPIRE", b"PERSIST",
+         b"RENAME", b"RENAMENX", b"COPY", b"SELECT", b"PING", b"ECHO", b"MULTI", b"EXEC",
+         b"DISCARD", b"EVAL", b"LPUSH", b"RPUSH", b"BLPOP", b"BLMOVE", b"PUBLISH",
+         b"SUBSCRIBE", b"UNSUBSCRIBE", b"PSUBSCRIBE", b"PUNSUBSCRIBE", b"RESET", b"QUIT"}
+# Administrative commands MONITOR never shows.
+HIDDEN = {b"ACL", b"CONFIG"}
+
+
+def monitor_form(argv):
+    """argv as MONITOR prints it (credentials redacted), or None if never shown."""
+    name = argv[0].upper() if argv else b""
+    if name in HIDDEN:
+        return None
+    if name == b"AUTH":
+        return [argv[0]] + [b"(redacted)"] * (len(argv) - 1)
+    if name == b"HELLO":
+        out = list(argv)
+        for i, a in enumerate(argv):
+            if a.upper() == b"AUTH" and i + 2 < len(argv):
+                out[i + 1] = out[i + 2] = b"(redacted)"
+        return out
+    return argv
+
+
+# ------------------------------------------------------------------------ board
+
+
+class Board:
+    """What the workers share: locks, the fuzzer-controlled server state, requests
+    between connections, results."""
+
+    def __init__(self, keys, rng_seed):
+        self.keys = keys
+        self.lock = threading.Lock()
+        self.auth_lock = threading.Lock()       # requirepass windows vs the auth loader
+        self.acl_lock = threading.Lock()
+        self.config_lock = threading.Lock()
+        self.rights = {"fzguest": Timeline(False), "fzro": Timeline(True)}
+        self.requirepass = Timeline(False)
+        self.push_wanted = []                   # list keys a blocked connection waits on
+        self.sinks = {}                         # client id -> worker id (subscribed to invalidations)
+        self.violations = []
+        self.vcount = Counter()
+        self.suspects = Counter()
+        self.first_at = {}           # suspected finding -> seconds into the run it was first seen
+        self.t0 = None
+        self.behind_unsub = defaultdict(list)    # key -> times of GETs sent behind
+        #                                          UNSUBSCRIBE a b + a blocking command
+        self.notes = Counter()
+        self.incarnations = []
+        self.last_auth_change = 0.0
+        self.auth_changed = False        # the coordinator loads the users again soon
+        self.pause = False
+        self.paused = 0
+        self.running = 0
+        self.cond = threading.Condition()
+
+    def violation(self, kind, inc, detail, cmd=None, suspect=None):
+        if suspect is None and inc is not None and cmd is not None:
+            suspect = guess_finding(kind, inc, cmd, detail, self)
+        with self.lock:
+            self.vcount[kind] += 1
+            self.suspects[suspect or "?"] += 1
+            if cmd is not None and cmd.t_send and self.t0:
+                at = round(cmd.t_send - self.t0, 2)
+                k = suspect or "?"
+                self.first_at[k] = min(self.first_at.get(k, at), at)
+            # the first ones, and the first two of every suspected finding
+            if len(self.violations) < MAX_REPORTED or self.suspects[suspect or "?"] <= 2:
+                v = {"kind": kind, "suspect": suspect, "conn": inc.worker.wid if inc else None,
+                     "incarnation": inc.id if inc else None,
+                     "addr": inc.addr if inc else None, "detail": detail}
+                if cmd is not None:
+                    v["cmd"] = cmd.brief()
+                if inc is not None:
+                    upto = inc.cmds.index(cmd) + 1 if cmd in inc.cmds else len(inc.cmds)
+                    v["history"] = [c.brief() for c in inc.cmds[max(0, upto - HISTORY):upto]]
+                self.violations.append(v)
+
+    def may_change_auth(self):
+        with self.lock:
+            now = time.time()
+            if now - self.last_auth_change < AUTH_CHANGE_GAP:
+                return False
+            self.last_auth_change = now
+            self.auth_changed = True
+            return True
+
+    def note(self, what, n=1):
+        with self.lock:
+            self.notes[what] += n
+
+    # -- epochs: workers stop between operations
+    def checkpoint(self):
+        with self.cond:
+            if not self.pause:
+                return
+            self.paused += 1
+            self.cond.notify_all()
+            while self.pause:
+                self.cond.wait(0.5)
+            self.paused -= 1
+
+    def hold(self, timeout):
+        with self.cond:
+            self.pause = True
+            deadline = time.time() + timeout
+            while self.paused < self.running and time.time() < deadline:
+                self.cond.wait(0.1)
+            return self.paused >= self.running
+
+    def release(self):
+        with self.cond:
+            self.pause = False
+            self.cond.notify_all()
+
+
+# ------------------------------------------------------------------------ workers
+
+OPS = {  # name: weight (normal mode); tuned so that GETs dominate on a small key set
+    "get": 55, "set": 5, "set_opts": 2.5, "setex": 1, "del": 1, "unlink": 0.6, "incr": 2,
+    "append": 0.8, "getset": 0.8, "getdel": 0.6, "getex": 0.8, "mset": 0.8, "expire": 1,
+    "rename": 0.8, "select": 1.5, "multi": 0.5, "eval": 0.25, "pipeline": 2.5, "split": 2.5,
+    "inline": 3, "subscribe": 0.8, "publish": 1, "unsub_block": 1.2, "block": 0.8,
+    "push": 1, "client_reply": 1, "tracking": 0.6, "reset": 0.8, "auth": 2, "acl": 0.5,
+    "config_timeout": 0.3, "requirepass": 0.3, "quit": 0.5, "rst": 0.5, "hello": 0.3,
+}
+# ACL SETUSER and CONFIG SET change who may read what (or Redis's timeout): a fail-closed
+# BRC stops answering until the toolkit loads the users again (refresh_auth, ~1/s), so
+# these ops run at most once per AUTH_CHANGE_GAP seconds over all connections.
+AUTH_CHANGE_GAP = 4.0
+SUB_OPS = {"ping": 3, "subscribe": 2, "unsubscribe": 2, "psubscribe": 1, "punsubscribe": 1,
+           "get": 2, "wait": 3, "leave": 3, "reset": 1, "quit": 0.5}
+
+WHITESPACE = [b" ", b"  ", b"\t", b" \t "]
+
+
+class Worker(threading.Thread):
+    """One client connection slot: a seeded random command stream, reconnecting as the
+    stream closes, resets or kills its connection."""
+
+    def __init__(self, fz, wid, rng):
+        super().__init__(daemon=True)
+        self.fz, self.board, self.keys = fz, fz.board, fz.board.keys
+        self.wid, self.rng = wid, rng
+        self.inc = None
+        self.sock = None
+        self.buf = bytearray()
+        self.n = 0
+        self.reply_off = False
+        self.skip_next = False
+        self.dirty_hint = 0.0
+        self.ops = Counter()
+        self.crashed = None
+
+    # -- values
+    def uval(self):
+        self.n += 1
+        return b"%s%d.%d" % (self.keys.tag[-3:], self.wid, self.n)
+
+    # -- connection
+    def connect(self, auto_auth=True):
+        import brc_attach
+        inc = Incarnation(self)
+        with brc_attach.in_netns(self.fz.client_ns):
+            sock = socket.create_connection((self.fz.host, self.fz.port), timeout=5)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        inc.addr = "%s:%d" % sock.getsockname()
+        self.sock, self.inc, self.buf = sock, inc, bytearray()
+        self.reply_off = self.skip_next = False
+        self.dirty_hint = 0.0
+        with self.board.lock:
+            self.board.incarnations.append(inc)
+        # Redis decides "authenticated" when it accepts: nopass then, or not
+        ping = self.cmd(b"PING")
+        self.send([ping])
+        self.read(ping)
+        rp = self.board.requirepass.possible(inc.t_open, ping.t_reply)
+        inc.cauth = (rp == {False}) if len(rp) == 1 else None
+        if isinstance(ping.reply, Err) and inc.cauth:
+            self.board.note("oracle: PING refused on a connection accepted without a password")
+        if isinstance(ping.reply, Err):
+            inc.cauth = False
+        if auto_auth and inc.cauth is not True and self.board.requirepass.current() and \
+                self.rng.random() < 0.7:
+            self.auth_as("default", DEFAULT_PW, hello=False)
+
+    def close(self, kind="fin"):
+        if self.sock is None:
+            return
+        inc = self.inc
+        if kind == "rst":
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        inc.t_close, inc.close_kind = time.time(), kind
+        for c in inc.cmds:
+            if c.t_reply is None and not c.noreply:
+                inc.late.add(tuple(c.argv))
+        self.sock = None
+
+    def cmd(self, *argv, wire=None, how="resp"):
+        c = Cmd(self.inc, argv, wire, how)
+        self.inc.cmds.append(c)
+        return c
+
+    def send(self, cmds, how="one"):
+        """Write the commands: one write, or pieces at random byte boundaries."""
+        data = b"".join(c.wire for c in cmds)
+        t = time.time()
+        for c in cmds:
+            c.t_send = t
+            if c.name == b"CLIENT" and len(c.argv) > 2 and c.argv[1].upper() == b"REPLY":
+                mode = c.argv[2].upper()
+                if mode == b"ON":
+                    self.reply_off = self.skip_next = False
+                    continue
+                c.noreply = True
+                self.skip_next = False
+                if mode == b"OFF":
+                    self.reply_off = True
+                elif mode == b"SKIP" and not self.reply_off:
+                    self.skip_next = True
+                continue
+            if self.reply_off or self.skip_next:
+                c.noreply = True
+                self.skip_next = False
+        try:
+            if how == "split" and len(data) > 2:
+                cuts = sorted(self.rng.sample(range(1, len(data)), min(len(data) - 1,
+                                                                       self.rng.randint(1, 3))))
+                prev = 0
+                for cut in cuts + [len(data)]:
+                    self.sock.sendall(data[prev:cut])
+                    prev = cut
+                    if cut < len(data):
+                        time.sleep(self.rng.choice([0, 0.0005, 0.002]))
+            else:
+                self.sock.sendall(data)
+        except OSError as e:
+            raise Closed("send failed: %s" % e)
+
+    def _reply(self, deadline):
+        while True:
+            try:
+                v, pos = parse(self.buf, 0)
+                del self.buf[:pos]
+                return v
+            except Incomplete:
+                pass
+            left = deadline - time.time()
+            if left <= 0:
+                raise Stall("no reply within %.1fs" % self.fz.reply_timeout)
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(65536)
+            except socket.timeout:
+                raise Stall("no reply within %.1fs" % self.fz.reply_timeout)
+            except OSError as e:
+                raise Closed(str(e))
+            if not chunk:
+                raise Closed("connection closed by the server")
+            self.buf += chunk
+
+    def read(self, c, n=1, extra=0.0):
+        """Read command c's n replies (pub/sub messages are set aside); checks the
+        reply's shape against what this connection's state says Redis gives."""
+        if c.noreply:
+            c.reply = NOREPLY
+            return c.reply
+        deadline = time.time() + self.fz.reply_timeout + extra
+        got = []
+        while len(got) < n:
+            v = self._reply(deadline)
+            if is_push(v) and (self.inc.channels or self.inc.patterns or c.name in SUBS):
+                self.board.note("pubsub messages")
+                continue
+            got.append(v)
+            if n > 1 and len(got) == 1 and isinstance(v, Err):
+                break           # refused (NOPERM, NOAUTH...): one error, not n replies
+        c.t_reply = time.time()
+        c.reply = got[0] if n == 1 or isinstance(got[0], Err) else got
+        c.answered = True
+        why = expect_error(c) if c.expect is not None else shape_error(c, self.inc)
+        if why:
+            raise Desync(c, why)
+        return c.reply
+
+    def quiet(self):
+        """Nothing outstanding: nothing but pub/sub messages may be waiting."""
+        if self.sock is None:
+            return
+        while True:
+            r, _w, _x = select.select([self.sock], [], [], 0)
+            if not r and not self.buf:
+                return
+            if r:
+                try:
+                    chunk = self.sock.recv(65536)
+                except OSError:
+                    return
+                if not chunk:
+                    raise Closed("connection closed by the server while idle")
+                self.buf += chunk
+            try:
+                v, pos = parse(self.buf, 0)
+            except Incomplete:
+                if not r:
+                    return
+                continue
+            del self.buf[:pos]
+            if is_push(v) and (self.inc.channels or self.inc.patterns):
+                continue
+            raise Desync(self.inc.cmds[-1] if self.inc.cmds else None,
+                         "extra reply with nothing outstanding: %s" % short(v))
+
+    # -- the loop
+    def run(self):
+        fz = self.fz
+        with self.board.cond:
+            self.board.running += 1
+        try:
+            while time.time() < fz.deadline and not fz.stopping:
+                self.board.checkpoint()
+                if time.time() >= fz.deadline or fz.stopping:
+                    break
+                try:
+                    if self.sock is None:
+                        self.connect()
+                    subscribed = self.inc.channels or self.inc.patterns
+                    table = SUB_OPS if subscribed else fz.weights
+                    name = self.rng.choices(list(table), weights=list(table.values()))[0]
+                    self.ops[("sub_" if subscribed else "") + name] += 1
+                    getattr(self, ("sub_" if subscribed else "op_") + name)()
+                    if self.sock is not None:
+                        self.quiet()
+                    if self.sock is not None and not subscribed:
+                        self.maybe_back_to_default()
+                    if self.sock is not None and self.rng.random() < self.dirty_hint:
+                        self.op_quit() if self.rng.random() < 0.5 else self.close("fin")
+                except Stall as e:
+                    last = self.inc.cmds[-1] if self.inc and self.inc.cmds else None
+                    self.board.violation("stall", self.inc, str(e), last)
+                    self.close("rst")
+                except Desync as e:
+                    self.board.violation("protocol", self.inc, e.why, e.cmd)
+                    self.close("rst")
+                except Closed as e:
+                    if self.inc is not None and self.inc.close_kind is None:
+                        self.board.violation("closed", self.inc, str(e),
+                                             self.inc.cmds[-1] if self.inc.cmds else None)
+                    self.close("rst")
+                except (ConnectionError, socket.timeout) as e:
+                    self.board.violation("connect", self.inc, str(e))
+                    self.close("rst")
+                    time.sleep(0.1)
+        except Exception as e:  # a bug of the fuzzer itself: reported, never hidden
+            import traceback
+            self.crashed = traceback.format_exc()
+            self.board.violation("fuzzer_error", self.inc, "%s: %s" % (type(e).__name__, e))
+        finally:
+            try:
+                if self.sock is not None:
+                    if self.inc.channels or self.inc.patterns or self.reply_off:
+                        self.close("fin")
+                    else:
+                        self.op_quit()
+            except Exception:
+                self.close("fin")
+            with self.board.cond:
+                self.board.running -= 1
+                self.board.cond.notify_all()
+
+    # -- helpers for ops
+    def simple(self):
+        """(argv) of a random one-reply data command for pipelines, MULTI, splits."""
+        r, k = self.rng, self.rng.choice(self.keys.strings)
+        pick = r.random()
+        if pick < 0.4:
+            return [b"GET", k]
+        if pick < 0.6:
+            return [b"SET", k, self.uval()]
+        if pick < 0.68:
+            return [b"INCR", self.keys.counters[self.wid]]
+        if pick < 0.76:
+            return [b"APPEND", k, b"+" + self.uval()]
+        if pick < 0.84:
+            return [b"DEL", k]
+        if pick < 0.9:
+            return [b"GETSET", k, self.uval()]
+        if pick < 0.95:
+            return [b"PEXPIRE", r.choice(self.keys.ttl), b"%d" % r.randint(100, 1500)]
+        return [b"MSET", k, self.uval(), r.choice(self.keys.strings), self.uval()]
+
+    def get_key(self):
+        r = self.rng.random()
+        if r < 0.55:
+            return self.rng.choice(self.keys.cacheable_secret)
+        if r < 0.8:
+            return self.rng.choice(self.keys.cacheable_public)
+        if r < 0.9:
+            return self.rng.choice(self.keys.ttl)
+        return self.rng.choice(self.keys.counters)
+
+    def one(self, *argv, extra=0.0, how="one"):
+        c = self.cmd(*argv)
+        self.send([c], how)
+        self.read(c, extra=extra)
+        return c
+
+    # -- normal-mode ops
+    def op_get(self):
+        self.one(b"GET", self.get_key())
+
+    def op_set(self):
+        self.one(b"SET", self.rng.choice(self.keys.strings), self.uval())
+
+    def op_set_opts(self):
+        r = self.rng
+        ttl = r.choice([None, None, b"EX", b"PX", b"KEEPTTL"])
+        argv = [b"SET", r.choice(self.keys.ttl if ttl else self.keys.strings), self.uval()]
+        cond = r.choice([None, b"NX", b"XX"])
+        if cond:
+            argv.append(cond)
+        if r.random() < 0.35:
+            argv.append(b"GET")
+        if ttl == b"EX":
+            argv += [b"EX", b"%d" % r.randint(1, 3)]
+        elif ttl == b"PX":
+            argv += [b"PX", b"%d" % r.randint(50, 1500)]
+        elif ttl:
+            argv.append(ttl)
+        head, tail = argv[:3], argv[3:]
+        r.shuffle(tail)   # options in any order (EX n stays a pair)
+        tail = [t for t in tail if not t.isdigit()]
+        out = []
+        for t in tail:
+            out.append(r.choice([t, t.lower()]))
+            if t in (b"EX", b"PX"):
+                out.append(argv[argv.index(t) + 1])
+        self.one(*(head + out))
+
+    def op_setex(self):
+        r = self.rng
+        if r.random() < 0.5:
+            self.one(b"SETEX", r.choice(self.keys.ttl), b"%d" % r.randint(1, 2), self.uval())
+        else:
+            self.one(b"PSETEX", r.choice(self.keys.ttl), b"%d" % r.randint(50, 1500),
+                     self.uval())
+
+    def op_del(self):
+        ks = self.rng.sample(self.keys.strings, self.rng.choice([1, 1, 2]))
+        self.one(b"DEL", *ks)
+
+    def op_unlink(self):
+        self.one(b"UNLINK", self.rng.choice(self.keys.strings))
+
+    def op_incr(self):
+        key = self.keys.counters[self.wid] if self.rng.random() < 0.9 else \
+            self.rng.choice(self.keys.strings)
+        self.one(b"INCR", key)
+
+    def op_append(self):
+        self.one(b"APPEND", self.rng.choice(self.keys.strings), b"+" + self.uval())
+
+    def op_getset(self):
+        self.one(b"GETSET", self.rng.choice(self.keys.strings), self.uval())
+
+    def op_getdel(self):
+        self.one(b"GETDEL", self.rng.choice(self.keys.strings))
+
+    def op_getex(self):
+        r = self.rng
+        opt = r.choice([[], [b"EX", b"%d" % r.randint(1, 3)], [b"PX", b"%d" % r.randint(50, 1500)],
+                        [b"PERSIST"]])
+        self.one(b"GETEX", r.choice(self.keys.ttl if opt else self.keys.strings), *opt)
+
+    def op_mset(self):
+        ks = self.rng.sample(self.keys.strings, self.rng.randint(1, 3))
+        argv = [b"MSET"]
+        for k in ks:
+            argv += [k, self.uval()]
+        self.one(*argv)
+
+    def op_expire(self):
+        r, k = self.rng, self.rng.choice(self.keys.ttl)
+        p = r.random()
+        if p < 0.35:
+            self.one(b"EXPIRE", k, b"%d" % r.randint(1, 2))
+        elif p < 0.7:
+            self.one(b"PEXPIRE", k, b"%d" % r.randint(50, 1500))
+        else:
+            self.one(b"PERSIST", k)
+
+    def op_rename(self):
+        r = self.rng
+        a, b = r.choice(self.keys.strings), r.choice(self.keys.strings)
+        p = r.random()
+        if p < 0.35:
+            self.one(b"RENAME", a, b)
+        elif p < 0.6:
+            self.one(b"RENAMENX", a, b)
+        else:
+            argv = [b"COPY", a, b]
+            if r.random() < 0.4:
+                argv += [b"DB", r.choice([b"0", b"1"])]
+            if r.random() < 0.5:
+                argv.append(b"REPLACE")
+            self.one(*argv)
+
+    def select(self, target):
+        r = self.rng
+        if r.random() < 0.25 and target in (b"0", b"1"):
+            # inline, with a trailing blank (Redis: SELECT <n>)
+            wire = b"SELECT " + target + r.choice([b" ", b"  ", b"\t", b""]) + b"\r\n"
+            c = self.cmd(b"SELECT", target, wire=wire, how="inline")
+            self.send([c])
+        else:
+            c = self.cmd(b"SELECT", target)
+            self.send([c], r.choice(["one", "one", "split"]))
+        self.read(c)
+        if c.reply == "OK":
+            self.inc.db = int(target)
+        return c
+
+    def op_select(self):
+        """An excursion to db 1 (same key names, other values) and back; the way back
+        is sometimes a SELECT Redis refuses (00, 01, -0): the connection stays in db 1."""
+        r = self.rng
+        if self.inc.db == 0:
+            self.select(r.choice([b"1", b"1", b"1", b"00", b"+1"]))
+        if self.inc.db != 1:
+            return
+        for _ in range(r.randint(1, 5)):
+            r.choice([self.op_get, self.op_get, self.op_get, self.op_set, self.op_set,
+                      self.op_del, self.op_mset, self.op_append])()
+        self.select(r.choice([b"0", b"0", b"0", b"00", b"01", b"-0"]))
+
+    def op_multi(self):
+        r = self.rng
+        multi = self.cmd(b"MULTI")
+        inner = [self.cmd(*self.simple()) for _ in range(r.randint(1, 4))]
+        end = self.cmd(b"EXEC" if r.random() < 0.8 else b"DISCARD")
+        for c in inner:
+            c.queued = True
+        allc = [multi] + inner + [end]
+        if r.random() < 0.5:
+            self.send(allc)
+        else:
+            for c in allc:
+                self.send([c])
+        self.read(multi)
+        if multi.reply != "OK":
+            for c in inner:
+                c.queued = False
+        ok_inner = []
+        for c in inner:
+            rep = self.read_queued(c)
+            if c.queued and rep == "QUEUED":
+                ok_inner.append(c)
+            elif c.queued:
+                c.queued = False      # refused at queueing time (NOPERM, NOAUTH...)
+        self.read(end)
+        if end.name == b"EXEC" and isinstance(end.reply, list):
+            if len(end.reply) != len(ok_inner):
+                raise Desync(end, "EXEC returned %d replies for %d queued commands" % (
+                    len(end.reply), len(ok_inner)))
+            for c, rep in zip(ok_inner, end.reply):
+                c.reply, c.t_reply, c.answered = rep, end.t_reply, True
+        self.dirty_hint = max(self.dirty_hint, 0.5)
+
+    def read_queued(self, c):
+        if not c.queued:
+            return self.read(c)
+        deadline = time.time() + self.fz.reply_timeout
+        v = self._reply(deadline)
+        c.t_reply = time.time()
+        if v == "QUEUED":
+            c.reply = None
+            return v
+        if not isinstance(v, Err):
+            raise Desync(c, "queued command answered %s, not +QUEUED" % short(v))
+        c.reply, c.answered = v, True
+        return v
+
+    SCRIPTS = [
+        (b"redis.call('SET', KEYS[1], ARGV[1]) return redis.call('GET', KEYS[1])", 1, 1),
+        (b"return redis.call('INCR', KEYS[1])", 1, 0),
+        (b"redis.call('DEL', KEYS[1]) redis.call('SET', KEYS[2], ARGV[1]) return 1", 2, 1),
+        (b"redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1", 1, 2),
+    ]
+
+    def op_eval(self):
+        r = self.rng
+        i = r.randrange(len(self.SCRIPTS))
+        src, nkeys, nargs = self.SCRIPTS[i]
+        if i == 1:
+            ks = [self.keys.counters[self.wid]]
+        elif i == 3:
+            ks = [r.choice(self.keys.ttl)]
+        else:
+            ks = r.sample(self.keys.strings, nkeys)
+        args = [self.uval()] + ([b"%d" % r.randint(100, 1500)] if nargs == 2 else [])
+        self.one(b"EVAL", src, b"%d" % nkeys, *(ks + args[:nargs]))
+
+    def op_pipeline(self):
+        cs = [self.cmd(*self.simple(), how="pipelined") for _ in range(self.rng.randint(2, 6))]
+        self.send(cs, self.rng.choice(["one", "one", "split"]))
+        for c in cs:
+            self.read(c)
+
+    def op_split(self):
+        c = self.cmd(*self.simple(), how="split")
+        self.send([c], "split")
+        self.read(c)
+
+    def op_inline(self):
+        r = self.rng
+        k = r.choice(self.keys.strings)
+        p = r.random()
+        if p < 0.4:
+            argv = [b"SET", k, self.uval()]
+        elif p < 0.75:
+            argv = [b"GET", self.get_key()]
+        elif p < 0.85:
+            argv = [b"DEL", k]
+        else:
+            argv = [b"APPEND", k, b"+" + self.uval()]
+        variant = r.random()
+        if variant < 0.15 and argv[0] != b"GET":
+            # a CR inside the line: Redis splits there (BRC review D4)
+            wire = argv[0] + b" " + argv[1] + b"\r" + b" ".join(argv[2:]) + b"\r\n"
+            how = "inline-cr"
+        elif variant < 0.2:
+            # a leading space before '*': Redis reads every line as an inline command
+            lines = encode(*argv).split(b"\r\n")[:-1]
+            wire = b" " + encode(*argv)
+            cs = []
+            for ln in lines:
+                words = ln.split()
+                if words:
+                    cs.append(self.cmd(*words, wire=b"", how="space-star"))
+            cs[0].wire = wire
+            for c in cs:
+                c.expect_err = True
+            self.send(cs)
+            for c in cs:
+                self.read(c)
+            self.dirty_hint = max(self.dirty_hint, 0.5)
+            return
+        else:
+            lead = r.choice([b"", b"", b" ", b"\x0b", b"\x0c", b"\t"])
+            sep = r.choice(WHITESPACE)
+            trail = r.choice([b"", b"", b" ", b"\t"])
+            wire = lead + sep.join(argv) + trail + r.choice([b"\r\n", b"\r\n", b"\n"])
+            how = "inline"
+        c = self.cmd(*wire.split(), wire=wire, how=how)
+        self.send([c], r.choice(["one", "one", "split"]))
+        self.read(c)
+
+    def op_subscribe(self):
+        r = self.rng
+        chans = r.sample(self.keys.channels, r.randint(1, 3))
+        sink = r.random() < 0.4
+        if sink:
+            cid = self.one(b"CLIENT", b"ID").reply
+            chans.append(b"__redis__:invalidate")
+        c = self.pubsub(b"SUBSCRIBE", chans)
+        if sink and isinstance(cid, int) and not isinstance(c.reply, Err):
+            with self.board.lock:
+                self.board.sinks[cid] = self.wid
+            self.sink_id = cid
+        self.dirty_hint = 0.0
+
+    def op_publish(self):
+        self.one(b"PUBLISH", self.rng.choice(self.keys.channels), self.uval())
+
+    def blocking(self, with_unsub):
+        """A blocking command with a short timeout, maybe behind an UNSUBSCRIBE of
+        channels this connection never subscribed (one reply per channel), maybe with
+        GETs sent while it blocks, maybe released by another connection's push."""
+        r = self.rng
+        src = r.choice(self.keys.lists)
+        timeout = r.choice([b"0.1", b"0.2", b"0.3"])
+        if r.random() < 0.6:
+            blk = self.cmd(b"BLMOVE", src, r.choice(self.keys.lists), r.choice([b"LEFT", b"RIGHT"]),
+                           r.choice([b"LEFT", b"RIGHT"]), timeout)
+        else:
+            blk = self.cmd(b"BLPOP", src, timeout)
+        cs = [blk]
+        if with_unsub:
+            chans = r.sample(self.keys.channels, r.randint(2, 3))
+            un = self.pubsub(b"UNSUBSCRIBE", chans, send=False)
+            cs = [un, blk]
+            self.inc.cmds.remove(blk)
+            self.inc.cmds.append(blk)
+        self.send(cs)
+        if with_unsub:
+            self.pubsub_read(un)
+        if r.random() < 0.6:
+            with self.board.lock:
+                self.board.push_wanted.append(src)
+        gets = []
+        if r.random() < 0.7:
+            for _ in range(r.randint(1, 2)):
+                g = self.cmd(b"GET", self.get_key(), how="behind-blocking")
+                self.send([g])
+                gets.append(g)
+                if with_unsub:
+                    with self.board.lock:
+                        self.board.behind_unsub[g.argv[1]].append(g.t_send)
+                time.sleep(0.002)
+        self.read(blk, extra=float(timeout))
+        for g in gets:
+            self.read(g)
+        if with_unsub:
+            self.dirty_hint = max(self.dirty_hint, 0.5)
+
+    def op_unsub_block(self):
+        self.blocking(True)
+
+    def op_block(self):
+        self.blocking(False)
+
+    def op_push(self):
+        with self.board.lock:
+            want = self.board.push_wanted.pop(0) if self.board.push_wanted else None
+        key = want or self.rng.choice(self.keys.lists)
+        self.one(self.rng.choice([b"LPUSH", b"RPUSH"]), key, self.uval())
+
+    def op_client_reply(self):
+        r = self.rng
+        if self.inc.cauth is not True:
+            return          # a refused CLIENT REPLY OFF is answered: count unknowable
+        if r.random() < 0.5:
+            cs = [self.cmd(b"CLIENT", b"REPLY", b"OFF")]
+            cs += [self.cmd(*self.simple()) for _ in range(r.randint(1, 3))]
+            cs.append(self.cmd(b"CLIENT", b"REPLY", b"ON"))
+        else:
+            cs = [self.cmd(b"CLIENT", b"REPLY", b"SKIP"), self.cmd(*self.simple()),
+                  self.cmd(b"PING")]
+        if r.random() < 0.5:
+            self.send(cs)
+        else:
+            for c in cs:
+                self.send([c])
+                time.sleep(0.001)
+        for c in cs:
+            self.read(c)
+        self.dirty_hint = max(self.dirty_hint, 0.5)
+
+    def op_tracking(self):
+        r = self.rng
+        if self.inc.tracking and r.random() < 0.5:
+            c = self.one(b"CLIENT", b"TRACKING", b"OFF")
+            if c.reply == "OK":
+                self.inc.tracking = False
+            return
+        with self.board.lock:
+            sinks = list(self.board.sinks)
+        if not sinks:
+            return
+        c = self.one(b"CLIENT", b"TRACKING", b"ON", b"REDIRECT", b"%d" % r.choice(sinks))
+        if c.reply == "OK":
+            self.inc.tracking = True
+
+    def op_reset(self):
+        c = self.one(b"RESET")
+        self.after_reset(c)
+
+    def after_reset(self, c):
+        inc = self.inc
+        inc.db, inc.user, inc.tracking = 0, "default", False
+        inc.channels.clear()
+        inc.patterns.clear()
+        rp = self.board.requirepass.possible(c.t_send, c.t_reply)
+        inc.cauth = (rp == {False}) if len(rp) == 1 else None
+        self.dirty_hint = 0.0
+
+    def auth_as(self, user, pw, hello):
+        if pw is None:
+            pw = DEFAULT_PW if user == "default" else USERS[user]
+        if hello:
+            c = self.one(b"HELLO", b"2", b"AUTH", user.encode(), pw)
+            ok = isinstance(c.reply, list)
+        elif user == "default" and self.rng.random() < 0.5:
+            c = self.one(b"AUTH", pw)
+            ok = c.reply == "OK"
+        else:
+            c = self.one(b"AUTH", user.encode(), pw)
+            ok = c.reply == "OK"
+        if ok:
+            self.inc.user, self.inc.cauth = user, True
+        return c
+
+    def maybe_back_to_default(self):
+        """Restricted users' GETs are never answered by a fail-closed BRC: keep them to
+        excursions so that the cache stays reachable."""
+        if self.inc.user in ("fzguest", "fzro") and self.rng.random() < 0.12:
+            if self.rng.random() < 0.3:
+                self.op_reset()
+            else:
+                self.auth_as(self.rng.choice(["default", "fzadmin"]),
+                             None, hello=self.rng.random() < 0.3)
+
+    def op_auth(self):
+        r = self.rng
+        user = r.choice(["default", "fzadmin", "fzguest", "fzguest", "fzro"])
+        pw = DEFAULT_PW if user == "default" else USERS[user]
+        if r.random() < 0.2:
+            pw = b"wrong-" + pw
+        self.auth_as(user, pw, hello=r.random() < 0.3)
+
+    def op_hello(self):
+        self.one(b"HELLO", b"2")
+
+    def op_acl(self):
+        r = self.rng
+        if not self.board.may_change_auth():
+            return
+        with self.board.acl_lock:
+            if r.random() < 0.5:
+                user, new = "fzguest", not self.board.rights["fzguest"].current()
+                rule = [b"resetkeys", b"~public:*"] + ([b"~" + self.keys.widened] if new else [])
+            else:
+                user, new = "fzro", not self.board.rights["fzro"].current()
+                rule = [b"+get" if new else b"-get"]
+            c = self.cmd(b"ACL", b"SETUSER", user.encode(), *rule)
+            tl = self.board.rights[user]
+            i = tl.begin(time.time(), new)
+            self.send([c])
+            self.read(c)            # no reply: the change stays possible for good
+            tl.finish(i, c.t_reply, c.reply == "OK")
+
+    def op_config_timeout(self):
+        if not self.board.may_change_auth():
+            return
+        if not self.board.config_lock.acquire(False):
+            return
+        try:
+            c = self.one(b"CONFIG", b"SET", b"timeout", b"%d" % self.rng.randint(2, 4))
+            if c.reply != "OK":
+                return
+            try:
+                for _ in range(self.rng.randint(5, 30)):
+                    self.op_get() if self.rng.random() < 0.7 else self.op_set()
+            finally:
+                if self.sock is not None:
+                    self.one(b"CONFIG", b"SET", b"timeout", b"0")
+        finally:
+            self.board.config_lock.release()
+
+    def op_requirepass(self):
+        """A short window with a password on the default user: new connections must get
+        NOAUTH (never a cached value) until they authenticate."""
+        if self.inc.user not in ("default", "fzadmin") or not self.inc.cauth:
+            return
+        if not self.board.may_change_auth():
+            return
+        if not self.board.auth_lock.acquire(timeout=0.5):
+            return
+        try:
+            c = self.cmd(b"CONFIG", b"SET", b"requirepass", DEFAULT_PW)
+            tl = self.board.requirepass
+            i = tl.begin(time.time(), True)
+            self.send([c])
+            self.read(c)
+            tl.finish(i, c.t_reply, c.reply == "OK")
+            if c.reply != "OK":
+                return
+            try:
+                main = (self.sock, self.inc, self.buf, self.reply_off, self.skip_next)
+                try:
+                    self.connect(auto_auth=False)   # a fresh connection: NOAUTH until AUTH
+                    for _ in range(self.rng.randint(2, 8)):
+                        self.op_get()
+                    if self.rng.random() < 0.5:
+                        self.auth_as("default", DEFAULT_PW, hello=False)
+                        self.op_get()
+                    self.close("fin")
+                finally:
+                    if self.sock is not None:
+                        self.close("rst")
+                    self.sock, self.inc, self.buf, self.reply_off, self.skip_next = main
+            finally:
+                c = self.cmd(b"CONFIG", b"SET", b"requirepass", b"")
+                i = tl.begin(time.time(), False)
+                self.send([c])
+                self.read(c)
+                tl.finish(i, c.t_reply, c.reply == "OK")
+        finally:
+            self.board.auth_lock.release()
+
+    def op_quit(self):
+        c = self.cmd(b"QUIT")
+        self.send([c])
+        self.read(c)
+        self.inc.close_kind = "quit"
+        deadline = time.time() + self.fz.reply_timeout
+        try:
+            self._reply(deadline)
+            raise Desync(c, "bytes after QUIT's +OK")
+        except Closed:
+            pass
+        except Stall:
+            raise Stall("connection not closed after QUIT")
+        self.close("quit")
+
+    def op_rst(self):
+        if self.rng.random() < 0.5:
+            c = self.cmd(*self.simple())
+            self.send([c])
+            if self.rng.random() < 0.5:
+                time.sleep(0.001)
+        self.inc.close_kind = "rst"
+        self.close("rst")
+
+    # -- subscribed-mode ops
+    def sub_count(self):
+        return len(self.inc.channels) + len(self.inc.patterns)
+
+    def sub_ping(self):
+        self.one(b"PING")
+
+    def sub_get(self):
+        self.one(b"GET", self.get_key())
+
+    def sub_subscribe(self):
+        self.pubsub(b"SUBSCRIBE", self.rng.sample(self.keys.channels, self.rng.randint(1, 2)))
+
+    def sub_psubscribe(self):
+        self.pubsub(b"PSUBSCRIBE", [self.keys.tag + b":ch:*"])
+
+    def sub_unsubscribe(self, everything=False):
+        if everything or self.rng.random() < 0.3:
+            chans = []
+        else:
+            chans = self.rng.sample(self.keys.channels, self.rng.randint(1, 2))
+        self.pubsub(b"UNSUBSCRIBE", chans)
+        if b"__redis__:invalidate" not in self.inc.channels:
+            self.drop_sink()
+
+    def sub_punsubscribe(self, everything=False):
+        self.pubsub(b"PUNSUBSCRIBE", [])
+
+    def pubsub(self, verb, args, send=True):
+        """A (P)(UN)SUBSCRIBE whose every reply is known here exactly."""
+        c = self.cmd(verb, *args)
+        c.expect = subs_expect(verb, args, self.inc.channels, self.inc.patterns)
+        if send:
+            self.send([c])
+            self.pubsub_read(c)
+        return c
+
+    def pubsub_read(self, c):
+        exp, _unordered, chans, pats = c.expect
+        self.read(c, n=len(exp))
+        if not isinstance(c.reply, Err):
+            self.inc.channels, self.inc.patterns = chans, pats
+
+    def drop_sink(self):
+        sid = getattr(self, "sink_id", None)
+        if sid is not None:
+            with self.board.lock:
+                self.board.sinks.pop(sid, None)
+            self.sink_id = None
+
+    def sub_wait(self):
+        time.sleep(self.rng.choice([0.001, 0.005, 0.02]))
+        self.quiet()
+
+    def sub_leave(self):
+        if self.inc.patterns:
+            self.sub_punsubscribe(True)
+        if self.inc.channels or not self.inc.patterns:
+            self.sub_unsubscribe(True)
+        self.dirty_hint = max(self.dirty_hint, 0.6)
+
+    def sub_reset(self):
+        self.drop_sink()
+        self.op_reset()
+        self.dirty_hint = 0.5
+
+    def sub_quit(self):
+        self.drop_sink()
+        self.op_quit()
+
+
+class Desync(Exception):
+    def __init__(self, cmd, why):
+        super().__init__(why)
+        self.cmd, self.why = cmd, why
+
+
+SUBS = {b"SUBSCRIBE", b"UNSUBSCRIBE", b"PSUBSCRIBE", b"PUNSUBSCRIBE"}
+AUTH_ERRORS = ("NOPERM", "NOAUTH")
+
+
+REFUSALS = ("NOPERM", "NOAUTH Authentication required", "ERR unknown command", "ERR wrong number of arguments",
+            "ERR Can't execute", "ERR Command not allowed inside a transaction")
+
+
+def refused(reply):
+    """Errors Redis gives before executing a command (MONITOR does not show it)."""
+    return isinstance(reply, Err) and reply.startswith(REFUSALS)
+
+
+def shape_error(c, inc):
+    """Why reply is not what Redis gives to c in this connection's state, or None."""
+    v, name = c.reply, c.name
+    subscribed = c.subscribed
+    if isinstance(v, Err):
+        if c.expect_err or v.startswith(AUTH_ERRORS):
+            return None
+        if subscribed and name not in SUBS | {b"PING", b"RESET", b"QUIT"}:
+            return None if "only (P|S)SUBSCRIBE" in v else "unexpected error %s" % short(v)
+        if name == b"SELECT" and c.argv[1:] not in ([b"0"], [b"1"]):
+            return None
+        return None if name not in (b"PING", b"ECHO", b"RESET", b"QUIT", b"CLIENT") or \
+            v.startswith("ERR") else "unexpected error %s" % short(v)
+    if c.expect_err:
+        return "an error expected, got %s" % short(v)
+    if subscribed and name not in SUBS | {b"PING", b"RESET", b"QUIT"}:
+        return "a command other than (UN)SUBSCRIBE/PING/RESET/QUIT in subscribed mode " \
+            "must be refused, got %s" % short(v)
+    kinds = {
+        b"GET": (bytes, type(None)), b"GETSET": (bytes, type(None)),
+        b"GETDEL": (bytes, type(None)), b"GETEX": (bytes, type(None)),
+        b"DEL": int, b"UNLINK": int, b"INCR": int, b"APPEND": int, b"EXPIRE": int,
+        b"PEXPIRE": int, b"PERSIST": int, b"RENAMENX": int, b"COPY": int, b"LPUSH": int,
+        b"RPUSH": int, b"PUBLISH": int, b"SETEX": Simple, b"PSETEX": Simple, b"MSET": Simple,
+        b"RENAME": Simple, b"MULTI": Simple, b"DISCARD": Simple, b"AUTH": Simple,
+        b"ACL": Simple, b"CONFIG": Simple, b"QUIT": Simple, b"RESET": Simple,
+        b"SELECT": Simple, b"EXEC": (list, type(None)), b"HELLO": list,
+        b"BLPOP": (list, type(None)), b"BLMOVE": (bytes, type(None)),
+        b"SET": (Simple, bytes, type(None)),
+    }
+    if name in SUBS:
+        return None               # pubsub() knows them exactly
+    if name == b"PING":
+        if subscribed:
+            return None if v == [b"pong", b""] else "PING in subscribed mode: %s" % short(v)
+        return None if v == "PONG" else "PING answered %s" % short(v)
+    if name == b"ECHO":
+        return None if v == c.argv[1] else "ECHO answered %s" % short(v)
+    if name == b"RESET":
+        return None if v == "RESET" else "RESET answered %s" % short(v)
+    if name == b"CLIENT":
+        sub = c.argv[1].upper() if len(c.argv) > 1 else b""
+        if sub == b"ID":
+            return None if isinstance(v, int) else "CLIENT ID answered %s" % short(v)
+        return None if v == "OK" else "CLIENT %s answered %s" % (sub.decode(), short(v))
+    if name == b"SET" and isinstance(v, bytes) and b"GET" not in [a.upper() for a in c.argv[3:]]:
+        return "SET without GET answered a bulk string %s" % short(v)
+    if name == b"SET" and isinstance(v, Simple) and v != "OK":
+        return "SET answered %s" % short(v)
+    want = kinds.get(name)
+    if want is not None and not isinstance(v, want):
+        return "%s answered %s" % (name.decode(), short(v))
+    if want is Simple and v not in ("OK",) and name not in (b"QUIT",):
+        return "%s answered %s" % (name.decode(), short(v))
+    return None
+
+
+def subs_expect(verb, args, channels, patterns):
+    """Redis's replies to a (P)(UN)SUBSCRIBE: (replies, unordered, channels after,
+    patterns after). UNSUBSCRIBE without arguments answers in Redis's dict order."""
+    ch, pa = set(channels), set(patterns)
+    kind = verb.lower()
+    target = ch if verb in (b"SUBSCRIBE", b"UNSUBSCRIBE") else pa
+    out, unordered = [], False
+    if verb in (b"SUBSCRIBE", b"PSUBSCRIBE"):
+        for a in args:
+            target.add(a)
+            out.append([kind, a, len(ch) + len(pa)])
+    elif args:
+        for a in args:
+            target.discard(a)
+            out.append([kind, a, len(ch) + len(pa)])
+    elif not target:
+        out.append([kind, None, len(ch) + len(pa)])
+    else:
+        unordered = True
+        for a in sorted(target):
+            target.discard(a)
+            out.append([kind, a, len(ch) + len(pa)])
+    return out, unordered, ch, pa
+
+
+def expect_error(c):
+    """Why c's reply is not exactly c.expect, or None."""
+    v = c.reply
+    exp, unordered = c.expect[0], c.expect[1]
+    if isinstance(v, Err):
+        return None if v.startswith(AUTH_ERRORS) else "unexpected error %s" % short(v)
+    got = v if len(exp) > 1 else [v]
+    if unordered and isinstance(got, list) and len(got) == len(exp) and \
+            all(isinstance(g, list) and len(g) == 3 for g in got):
+        same = [g[2] for g in got] == [e[2] for e in exp] and \
+            [g[0] for g in got] == [e[0] for e in exp] and \
+            sorted(g[1] for g in got) == sorted(e[1] for e in exp)
+    else:
+        same = got == exp
+    if same:
+        return None
+    return "Redis answers %s, got %s" % (short(exp), short(v))
+
+
+# ------------------------------------------------------------------------ oracle
+
+
+class Oracle:
+    """Consumes epochs: MONITOR lines (Redis's order) and the commands sent meanwhile."""
+
+    def __init__(self, board, model, kernel_may_answer=True):
+        self.board, self.model = board, model
+        self.kernel_may_answer = kernel_may_answer
+        self.stats = Counter()
+
+    def epoch(self, lines, t_start):
+        b, m = self.board, self.model
+        for line in lines:
+            m.apply(line)
+        by_addr = defaultdict(list)
+        for line in lines:
+            if line.src != "lua":
+                by_addr[line.src].append(line)
+        with b.lock:
+            incs = list(b.incarnations)
+        # a local port can be reused by a later connection: a line belongs to the
+        # newest connection of that address opened before it
+        owner = defaultdict(list)
+        same = defaultdict(list)
+        for inc in incs:
+            if inc.addr:
+                same[inc.addr].append(inc)
+        for addr, group in same.items():
+            group.sort(key=lambda i: i.t_open)
+            starts = [i.t_open - 0.001 for i in group]
+            for line in by_addr.pop(addr, []):
+                k = bisect.bisect_right(starts, line.ts) - 1
+                if k >= 0:
+                    owner[group[k].id].append(line)
+                else:
+                    by_addr[addr].append(line)
+        for inc in incs:
+            cmds = inc.cmds[inc.done:]
+            self.align(inc, cmds, owner.get(inc.id, []))
+            for c in cmds:
+                self.check(inc, c)
+            inc.done += len(cmds)
+        # lines of connections that are not workers': set-up, markers, the auth loader
+        self.stats["lines_of_other_clients"] += sum(len(ls) for ls in by_addr.values())
+        m.prune(t_start - 10.0)
+        with b.lock:
+            b.incarnations = [i for i in b.incarnations if i.t_close is None or i.done < len(i.cmds)]
+            for inc in b.incarnations:      # workers are paused: keep a little history
+                cut = max(0, inc.done - HISTORY)
+                if cut:
+                    del inc.cmds[:cut]
+                    inc.done -= cut
+
+    def align(self, inc, cmds, lines):
+        j, n = 0, len(lines)
+        for idx, c in enumerate(cmds):
+            if c.t_send is None:
+                continue
+            form = monitor_form(c.argv)
+            while j < n and lines[j].ts < c.t_send - 0.001:
+                self.unexpected(inc, lines[j])
+                j += 1
+            if form is None or j >= n or (c.answered and refused(c.reply)):
+                continue
+            upper = c.t_reply
+            if upper is None:
+                later = [x.t_reply for x in cmds[idx + 1:] if x.t_reply is not None]
+                upper = later[0] if later else (inc.t_close or time.time()) + 2.0
+            line = lines[j]
+            if line.ts <= upper + 0.001 and [a.upper() for a in line.argv[:1]] == [c.name] and \
+                    line.argv[1:] == form[1:]:
+                c.line, line.cmd = line, c
+                j += 1
+        for line in lines[j:]:
+            self.unexpected(inc, line)
+
+    def unexpected(self, inc, line):
+        if tuple(line.argv) in inc.late:
+            self.stats["late_lines"] += 1
+            return
+        self.board.violation("unexpected_command", inc,
+                             "Redis executed %s (db %d, %.6f) that this connection did not "
+                             "send at that point" % (" ".join(short(a, 30) for a in line.argv),
+                                                     line.db, line.ts))
+
+    def check(self, inc, c):
+        s = self.stats
+        s["cmds"] += 1
+        if not c.answered or c.reply is NOREPLY:
+            return                      # never answered (RST, suppressed, discarded)
+        if c.name == b"GET" and not c.subscribed and not c.expect_err:
+            return self.check_get(inc, c)
+        line = c.line
+        if line is None:
+            # Not executed by Redis: only a refusal (an error) may have answered it.
+            if c.name in SHOWN and not isinstance(c.reply, Err):
+                self.board.violation("answer_without_execution", inc,
+                                     "a reply %s to a command Redis never executed" %
+                                     short(c.reply), c)
+            return
+        if line.certain and line.pred is not UNKNOWN and not same_reply(line.pred, c.reply):
+            self.board.violation("wrong_reply", inc,
+                                 "Redis's reply must have been %s" % short(line.pred), c)
+
+    def check_get(self, inc, c):
+        s, m = self.stats, self.model
+        s["gets"] += 1
+        key = c.argv[1]
+        if isinstance(c.reply, Err):
+            s["gets_refused"] += 1
+            return
+        line = c.line
+        if line is None and c.queued:
+            self.board.violation("answer_without_execution", inc, "EXEC answered this queued "
+                                 "GET but Redis never executed it", c)
+            return
+        if line is not None:
+            s["gets_executed"] += 1
+            if line.db != c.db:
+                self.board.violation("oracle", inc, "MONITOR db %d, connection believed %d" %
+                                     (line.db, c.db), c)
+                return
+            if not line.certain or line.pred is UNKNOWN:
+                s["gets_unchecked"] += 1
+                return
+            if not same_reply(line.pred, c.reply):
+                self.board.violation("wrong_value", inc, "Redis held %s for %s in db %d when it "
+                                     "executed this GET%s" % (short(line.pred), short(key), c.db,
+                                                              self.origin(c.reply)), c)
+            return
+        s["gets_unseen"] += 1
+        if not self.kernel_may_answer:
+            self.board.violation("answer_without_execution", inc, "GET answered %s but Redis "
+                                 "never executed it (BRC does not answer in this mode)" %
+                                 short(c.reply), c)
+            return
+        # Never reached Redis: answered by BRC. Redis would have answered it only if
+        # this connection's user could read the key at some instant of the window.
+        if self.forbidden(c, key):
+            self.board.violation("acl", inc, "answered %s although user %s%s may not read %s "
+                                 "(Redis answers NOPERM/NOAUTH)" % (
+                                     short(c.reply), c.user,
+                                     "" if c.cauth is not False else " (not authenticated)",
+                                     short(key)), c)
+            return
+        vals, certain = m.window(c.db, key, c.t_send, c.t_reply)
+        if c.reply in vals:
+            return
+        if not certain:
+            s["gets_unchecked"] += 1
+            return
+        self.board.violation("wrong_value", inc, "answered in the kernel with %s; %s in db %d "
+                             "held only %s between send and reply%s%s" % (
+                                 short(c.reply), short(key), c.db,
+                                 "/".join(short(v) for v in list(vals)[:4]),
+                                 self.origin(c.reply),
+                                 m.superseded(c.db, key, c.reply, c.t_send)), c)
+
+    def origin(self, value):
+        o = self.model.origin.get(value)
+        if not o:
+            return ""
+        return "; that value was written to db %d key %s at %.6f by %s" % o
+
+    def forbidden(self, c, key):
+        b = self.board
+        rp = b.requirepass.possible(c.t_send, c.t_reply)
+        rights = b.rights[c.user].possible(c.t_send, c.t_reply) if c.user in b.rights else {True}
+        allowed = set()
+        for on in rp:
+            for rt in rights:
+                ok = user_can_get(c.user, rt, b.keys, key)
+                if on and c.cauth is False:
+                    ok = False
+                if on and c.cauth is None:
+                    allowed.add(True)
+                allowed.add(ok)
+        return allowed == {False}
+
+
+def guess_finding(kind, inc, c, detail, board):
+    """Which finding of the BRC serve review (D1..D19) a violation most likely is: a
+    hint for the report, never part of the verdict."""
+    hist = inc.cmds[:inc.cmds.index(c) + 1] if c in inc.cmds else inc.cmds
+    if kind == "acl":
+        return "D3"
+    unsub = any(h.name == b"UNSUBSCRIBE" and len(h.argv) > 2 and not h.subscribed
+                for h in hist)
+    if kind == "protocol":
+        return "D1" if unsub else None
+    if kind != "wrong_value":
+        return None
+    if "LPUSH (a list)" in detail:
+        return "D1"
+    if "inline-cr" in detail:
+        return "D4"
+    m = re.search(r"written to db (\d+) key (\S+) ", detail)
+    if m and int(m.group(1)) != c.db:
+        return "D5"
+    if m and m.group(2) != c.argv[1].decode("latin-1"):
+        return "D1"
+    if "expired at" in detail:
+        return "D6"
+    with board.lock:
+        if any(t < c.t_send for t in board.behind_unsub.get(c.argv[1], ())):
+            return "D1"
+    return None
+
+
+def same_reply(pred, got):
+    if isinstance(pred, Err):
+        return isinstance(got, Err) and got.split(" ")[0] == pred.split(" ")[0]
+    if isinstance(pred, Simple):
+        return isinstance(got, Simple) and str(got) == str(pred)
+    return pred == got and type(pred) is type(got) or (pred is None and got is None)
+
+
+# ------------------------------------------------------------------------ the run
+
+
+class Fuzz:
+    def __init__(self, lab, seconds, seed, connections, label, weights=None,
+                 reply_timeout=REPLY_TIMEOUT, kernel_may_answer=True):
+        self.lab = lab
+        self.pair = lab.pair
+        self.client_ns, self.server_ns = lab.pair.client, lab.pair.server
+        self.host, self.port = lab.pair.server_ip, getattr(lab, "port", PORT)
+        self.seconds, self.seed, self.connections = seconds, seed, connections
+        self.label = label
+        self.weights = dict(weights or OPS)
+        self.reply_timeout = reply_timeout
+        self.stopping = False
+        self.deadline = INF
+        tag = "fz%s%d" % (label, seed % 10000)
+        self.board = Board(Keys(tag, connections), seed)
+        self.model = Model(self.board.keys)
+        self.oracle = Oracle(self.board, self.model, kernel_may_answer)
+        self.marker = 0
+
+    def control(self, *cmds):
+        """Commands from the client namespace (through BRC) on a fresh connection."""
+        import brc_attach
+        with brc_attach.in_netns(self.client_ns):
+            s = socket.create_connection((self.host, self.port), timeout=10)
+        try:
+            buf = bytearray()
+            out = []
+            for argv in cmds:
+                s.sendall(encode(*argv))
+                while True:
+                    try:
+                        v, pos = parse(buf, 0)
+                        del buf[:pos]
+                        break
+                    except Incomplete:
+                        chunk = s.recv(65536)
+                        if not chunk:
+                            raise Closed("control connection closed")
+                        buf += chunk
+                out.append(v)
+            return out
+        finally:
+            s.close()
+
+    def sync(self):
+        """Everything Redis executed so far, in its order."""
+        self.marker += 1
+        m = b"fzmark:%s:%d" % (self.board.keys.tag, self.marker)
+        import brc_attach
+        with brc_attach.in_netns(self.server_ns):
+            s = socket.create_connection((self.host, self.port), timeout=10)
+        try:
+            if self.board.requirepass.current():
+                s.sendall(encode("AUTH", DEFAULT_PW))
+                s.recv(1024)
+            s.sendall(encode("ECHO", m))
+            s.recv(1024)
+        finally:
+            s.close()
+        return self.monitor.take_until(m)
+
+    def refresh(self):
+        hook = getattr(self.lab, "refresh_auth", None)
+        if hook is None:
+            return
+        with self.board.auth_lock:
+            hook()
+
+    def setup(self):
+        k = self.board.keys
+        users = [[b"ACL", b"SETUSER", b"fzadmin", b"reset", b"on", b">" + USERS["fzadmin"],
+                  b"~*", b"&*", b"+@all"],
+                 [b"ACL", b"SETUSER", b"fzguest", b"reset", b"on", b">" + USERS["fzguest"],
+                  b"~public:*", b"&*", b"-@all", b"+get", b"+ping", b"+echo", b"+select",
+                  b"+client", b"+hello", b"+auth", b"+reset", b"+quit"],
+                 [b"ACL", b"SETUSER", b"fzro", b"reset", b"on", b">" + USERS["fzro"], b"~*",
+                  b"&*", b"-@all", b"+@read", b"+@connection", b"+select", b"+client",
+                  b"+reset"]]
+        dels = [[b"SELECT", b"1"], [b"DEL"] + k.all, [b"SELECT", b"0"], [b"DEL"] + k.all]
+        out = self.control([b"CONFIG", b"SET", b"requirepass", b""],
+                           [b"CONFIG", b"SET", b"timeout", b"0"], *(users + dels))
+        bad = [o for o in out if isinstance(o, Err)]
+        if bad:
+            raise RuntimeError("set-up refused: %s" % bad)
+
+    def teardown(self):
+        cmds = []
+        if self.board.requirepass.current():
+            cmds.append([b"AUTH", DEFAULT_PW])
+        cmds += [[b"CONFIG", b"SET", b"requirepass", b""], [b"CONFIG", b"SET", b"timeout", b"0"],
+                 [b"ACL", b"DELUSER", b"fzadmin", b"fzguest", b"fzro"],
+                 [b"SELECT", b"1"], [b"DEL"] + self.board.keys.all, [b"SELECT", b"0"],
+                 [b"DEL"] + self.board.keys.all]
+        self.control(*cmds)
+
+    def run(self, epoch_seconds=10.0, log=None):
+        b = self.board
+        self.monitor = Monitor(self.server_ns, self.host, self.port)
+        self.monitor.start()
+        workers = []
+        t_start = time.time()
+        try:
+            self.setup()
+            self.refresh()
+            lines = self.sync()
+            self.oracle.epoch(lines, t_start)
+            self.deadline = time.time() + self.seconds
+            b.t0 = time.time()
+            for i in range(self.connections):
+                rng = random.Random("%d/%s/%d" % (self.seed, self.label, i))
+                w = Worker(self, i, rng)
+                workers.append(w)
+                w.start()
+            next_epoch = time.time() + epoch_seconds
+            next_refresh = time.time() + 1.0
+            while time.time() < self.deadline:
+                time.sleep(0.05)
+                now = time.time()
+                if now >= next_refresh or (b.auth_changed and
+                                           now - b.last_auth_change > 0.2):
+                    b.auth_changed = False
+                    self.refresh()
+                    next_refresh = now + 1.0
+                if now >= next_epoch and self.deadline - now > 2.0:
+                    t0 = time.time()
+                    if not b.hold(self.reply_timeout * 3 + 5):
+                        b.note("epoch: some worker did not pause")
+                    try:
+                        self.oracle.epoch(self.sync(), t0)
+                    finally:
+                        b.release()
+                    self.deadline += time.time() - t0     # the pause is not traffic time
+                    next_epoch = time.time() + epoch_seconds
+            self.stopping = True
+            for w in workers:
+                w.join(self.reply_timeout * 3 + 10)
+            hung = [w.wid for w in workers if w.is_alive()]
+            for wid in hung:
+                b.violation("stall", None, "worker %d did not finish" % wid)
+            self.oracle.epoch(self.sync(), time.time())
+        finally:
+            self.stopping = True
+            try:
+                self.teardown()
+                self.refresh()      # the teardown's ACL/CONFIG changed the users again
+            finally:
+                self.monitor.close()
+        if self.monitor.error:
+            b.note("monitor: %s" % self.monitor.error)
+        crashed = [w.crashed for w in workers if w.crashed]
+        ops = Counter()
+        for w in workers:
+            ops.update(w.ops)
+        return ops, crashed
+
+
+KEY_COUNTERS = ("hit", "would_hit", "mismatch", "verify_raced", "fill", "miss", "req_get",
+                "serve_refused_tcp", "serve_verify_sampled", "resent", "reset",
+                "serve_err_build", "replies_unmatched", "dirty_unmatched", "dirty_pubsub",
+                "dirty_multi", "dirty_client_reply", "dirty_resp3", "dirty_parser",
+                "invalidate_global", "get_uncacheable_pending", "get_uncacheable_dirty",
+                "get_uncacheable_db", "fill_refused_ttl", "flows_tracked", "tailcall_failed")
+
+
+def run(lab, seconds, seed, connections=8, verify_sample=0, mode="serve", floor=0.2,
+        label=None, epoch_seconds=10.0, weights=None):
+    """One fuzzer run against a ServeLab-like `lab` (pair, brc, counters(), serve()).
+    Returns the summary dict; summary["ok"] says whether it was clean."""
+    if label is None:
+        label = mode if mode != "serve" else ("A" if verify_sample else "B")
+    print("fuzz: run %s mode %s verify_sample %s seed %d, %d connections, %gs" % (
+        label, mode, verify_sample, seed, connections, seconds), file=sys.stderr)
+    if mode == "serve":
+        lab.serve(verify_sample=verify_sample)
+    elif getattr(lab, "brc", None) is not None:
+        lab.brc.configure(mode, max_key_len=64, max_value_len=512)
+    before = lab.counters() if getattr(lab, "brc", None) is not None else {}
+    fz = Fuzz(lab, seconds, seed, connections, label, weights,
+              kernel_may_answer=(mode == "serve" and not verify_sample))
+    t0 = time.time()
+    ops, crashed = fz.run(epoch_seconds)
+    elapsed = time.time() - t0
+    after = lab.counters() if getattr(lab, "brc", None) is not None else {}
+    delta = dict((k, after[k] - before.get(k, 0)) for k in after if after[k] != before.get(k, 0))
+    st, b = fz.oracle.stats, fz.board
+    gets, cmds = st["gets"], st["cmds"]
+    hit = delta.get("hit", 0)
+    summary = {
+        "run": label, "mode": mode, "verify_sample": verify_sample, "seed": seed,
+        "seconds": seconds, "connections": connections, "ops": cmds,
+        "ops_per_s": round(cmds / max(seconds, 1e-9), 1), "gets": gets,
+        "get_share": round(gets / cmds, 3) if cmds else 0.0,
+        "gets_executed_by_redis": st["gets_executed"], "gets_unseen_by_redis": st["gets_unseen"],
+        "gets_refused": st["gets_refused"], "gets_unchecked": st["gets_unchecked"],
+        "kernel_hits": hit, "kernel_hit_share": round(hit / gets, 3) if gets else 0.0,
+        "would_hit_share": round(delta.get("would_hit", 0) / gets, 3) if gets else 0.0,
+        "counters": dict((k, delta.get(k, 0)) for k in KEY_COUNTERS),
+        "violations": sum(b.vcount.values()), "violation_kinds": dict(b.vcount),
+        "suspected_findings": dict(b.suspects), "first_seen_s": dict(b.first_at),
+        "first_violations": b.violations, "notes": dict(b.notes),
+        "unmodeled": dict(fz.model.unmodeled), "ops_by_kind": dict(ops.most_common()),
+        "late_lines": st["late_lines"], "elapsed": round(elapsed, 1),
+    }
+    problems = []
+    if b.vcount:
+        problems.append("violations")
+    if crashed:
+        summary["fuzzer_crashes"] = crashed[:3]
+        problems.append("fuzzer crashed")
+    if fz.model.unmodeled:
+        problems.append("commands the model does not know touched fuzz keys")
+    if mode == "serve" and delta.get("mismatch", 0):
+        problems.append("BRC counted mismatch %d" % delta["mismatch"])
+    if mode == "serve" and verify_sample == 0 and summary["kernel_hit_share"] < floor:
+        problems.append("kernel answered %.1f%% of GETs, below the floor %.0f%%" % (
+            100.0 * summary["kernel_hit_share"], 100.0 * floor))
+    if mode != "serve" and st["gets_unseen"]:
+        problems.append("GETs Redis never executed while BRC was %s" % mode)
+    if gets == 0:
+        problems.append("no GET checked")
+    summary["floor"] = floor
+    summary["problems"] = problems
+    summary["ok"] = not problems
+    return summary
+
+
+# ------------------------------------------------------------------------ CLI
+
+
+class CliLab:
+    """The CLI's own served Redis (as tests/serve/conftest.py builds it)."""
+
+    def __init__(self, pair, mode):
+        self.pair = pair
+        self.redis = pair.start_redis(PORT)
+        self.brc = None
+        if mode != "none":
+            import brc_attach
+            self.brc = brc_attach.Brc(os.path.join(REPO, "bpf"), pair.server, pair.server_dev,
+                                      PORT)
+            self.brc.attach()
+
+    def serve(self, **values):
+        values.setdefault("max_key_len", 64)
+        values.setdefault("max_value_len", 512)
+        return self.brc.configure("serve", **values)
+
+    def counters(self):
+        if self.brc is None:
+            return {}
+        return dict((k, v) for k, v in self.brc.counters().items() if not k.startswith("lat."))
+
+    def close(self):
+        if self.brc is not None:
+            self.brc.close()
+
+
+def _imports():
+    """module_utils the way Ansible sees it (tests/serve/conftest.py does the same)."""
+    import ansible.module_utils
+    ansible.module_utils.__path__.append(os.path.join(REPO, "module_utils"))
+    from ansible.module_utils import brc_bpf, brc_contract
+    sys.modules.setdefault("brc_bpf", brc_bpf)
+    sys.modules.setdefault("brc_contract", brc_contract)
+    for p in (HERE, os.path.join(REPO, "bench")):
+        if p not in sys.path:
+            sys.path.append(p)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()),
+                                epilog=__doc__[__doc__.index("Usage"):__doc__.index("Library")],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seconds", type=float, default=600,
+                   help="traffic time; without --verify-sample split between run A and B")
+    p.add_argument("--seed", type=int, default=None, help="default: random (printed)")
+    p.add_argument("--connections", type=int, default=8)
+    p.add_argument("--verify-sample", type=int, choices=(0, 1), default=None,
+                   help="run only A (1: every would-be answer goes to Redis) or B (0)")
+    p.add_argument("--mode", choices=("serve", "off", "none"), default="serve",
+                   help="off: BRC attached in mode off (oracle self-check); none: not attached")
+    p.add_argument("--floor", type=float, default=0.2,
+                   help="minimum share of GETs answered in the kernel in run B")
+    p.add_argument("--epoch", type=float, default=10.0, help="seconds between oracle checks")
+    p.add_argument("--json", action="store_true",
+                   help="no human-readable report on stderr (stdout: always one JSON line)")
+    args = p.parse_args(argv)
+    if os.geteuid() != 0:
+        print("fuzz.py needs root (namespaces, BPF)", file=sys.stderr)
+        return 2
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 31)
+    print("fuzz: seed %d" % seed, file=sys.stderr, flush=True)
+    _imports()
+    import netfault
+    if args.mode != "serve":
+        plan = [(args.mode, 0, args.seconds)]
+    elif args.verify_sample is not None:
+        plan = [("serve", args.verify_sample, args.seconds)]
+    else:
+        plan = [("serve", 1, args.seconds / 2.0), ("serve", 0, args.seconds / 2.0)]
+    summaries = []
+    with netfault.NetnsPair(prefix="brcfz", subnet="10.74.0") as pair:
+        lab = CliLab(pair, args.mode)
+        try:
+            for mode, vs, secs in plan:
+                s = run(lab, secs, seed, args.connections, vs, mode, args.floor,
+                        epoch_seconds=args.epoch)
+                summaries.append(s)
+                if not args.json:
+                    report(s, sys.stderr)
+        finally:
+            lab.close()
+    ok = all(s["ok"] for s in summaries)
+    out = {"seed": seed, "ok": ok, "runs": [dict((k, v) for k, v in s.items()
+                                                 if k not in ("first_violations",))
+                                            for s in summaries]}
+    out["first_violations"] = [v for s in summaries for v in examples(s["first_violations"])]
+    print(json.dumps(out, sort_keys=True))
+    return 0 if ok else 1
+
+
+def examples(violations):
+    """The first violation of each suspected finding, then the first ones, 10 at most."""
+    out, seen = [], set()
+    for v in violations:
+        if v.get("suspect") not in seen:
+            seen.add(v.get("suspect"))
+            out.append(v)
+    for v in violations:
+        if len(out) >= 10:
+            break
+        if v not in out:
+            out.append(v)
+    return out
+
+
+def report(s, f):
+    print("fuzz run %s: %d ops (%.0f/s), %d GETs (%.0f%%), %d answered in the kernel (%.1f%%),"
+          " %d violations %s, problems: %s" % (
+              s["run"], s["ops"], s["ops_per_s"], s["gets"], 100 * s["get_share"],
+              s["kernel_hits"], 100 * s["kernel_hit_share"], s["violations"],
+              s["violation_kinds"], s["problems"] or "none"), file=f)
+    print("  suspected findings: %s" % s.get("suspected_findings"), file=f)
+    for v in examples(s["first_violations"]):
+        print("  VIOLATION %s (%s) conn %s: %s" % (v["kind"], v.get("suspect") or "?",
+                                                 v["conn"], v["detail"]), file=f)
+        if "cmd" in v:
+            print("    command: %s" % json.dumps(v["cmd"]), file=f)
+        for h in v.get("history", [])[-8:]:
+            print("    | %s%s -> %s" % (h["argv"], "" if h["how"] == "resp" else
+                                       " [%s]" % h["how"], h["reply"]), file=f)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
