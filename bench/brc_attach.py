@@ -10,6 +10,14 @@ import ctypes.util
 import os
 from contextlib import contextmanager
 
+import ansible.module_utils
+
+# module_utils/ the way Ansible modules see it (ansible.module_utils.<name>); a
+# caller that wants another revision's module_utils puts it first beforehand.
+_MODULE_UTILS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "module_utils")
+if _MODULE_UTILS not in ansible.module_utils.__path__:
+    ansible.module_utils.__path__.append(_MODULE_UTILS)
+
 CLONE_NEWNET = 0x40000000
 PARENTS = {"ingress": 0xfffffff2, "egress": 0xfffffff3}
 HANDLE = 0xbc0
@@ -40,8 +48,8 @@ def in_netns(name):
 
 class Brc:
     def __init__(self, src_dir, netns, device, port):
-        import brc_bpf
-        from brc_contract import load_contract
+        from ansible.module_utils import brc_bpf
+        from ansible.module_utils.brc_contract import load_contract
         self.netns, self.device, self.port = netns, device, port
         self.contract = load_contract(src_dir)
         self.build = brc_bpf.compile_programs(src_dir)
@@ -93,6 +101,19 @@ class Brc:
         ctypes.memmove(ctypes.addressof(leaf), ctypes.addressof(cfg), size)
         table[table.Key(0)] = leaf
         return dict((n, getattr(cfg, n)) for n in names)
+
+    def refresh_auth(self, host, unix_socket=None, user=None, password=None):
+        """Load the Redis's users and rights into the programs, as the toolkit's brc_auth
+        module does on a host (same loader, module_utils/brc_auth.py), reading Redis
+        from inside its namespace. Returns the loader's result."""
+        if "BRC_MAP_USERS" not in self.contract.strings:
+            return None         # an older build (--bpf-rev) answers without users
+        from ansible.module_utils import brc_auth
+        maps = brc_auth.BccAuthMaps(self.build.bpf, self.contract)
+        with in_netns(self.netns):
+            return brc_auth.load(maps, self.contract, lambda: brc_auth.read_state(
+                self.contract, host=host, port=self.port, unix_socket=unix_socket, user=user,
+                password=password))
 
     def counters(self):
         """Named counters, plus the latency histogram buckets as 'lat.<class>.<slot>'

@@ -26,7 +26,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(REPO, "tests", "tools"))
-sys.path.insert(0, os.path.join(REPO, "module_utils"))
 
 import netfault  # noqa: E402
 import run as bench_run  # noqa: E402  (before --bpf-rev puts its module_utils first)
@@ -140,7 +139,8 @@ def main(argv=None):
                                   "module_utils"], stdout=subprocess.PIPE, check=True).stdout
         subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
         src = os.path.join(tmp, "bpf")
-        sys.path.insert(0, os.path.join(tmp, "module_utils"))
+        import ansible.module_utils      # the loader of that revision, before ours
+        ansible.module_utils.__path__.insert(0, os.path.join(tmp, "module_utils"))
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     meta = {"timestamp": stamp, "seconds": args.seconds, "connections": args.connections,
             "loss": args.loss, "reorder_fraction": args.reorder_fraction,
@@ -173,6 +173,7 @@ def main(argv=None):
                             continue
                         brc.attach()
                         brc.configure(mode)
+                        brc.refresh_auth(pair.server_ip)
                     for offloads in args.offloads.split(","):
                         for name in args.cells.split(","):
                             r = cell(pair, brc if mode != "plain" else None, name, offloads, args)

@@ -35,7 +35,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(REPO, "tests", "tools"))
-sys.path.insert(0, os.path.join(REPO, "module_utils"))
 
 import measure  # noqa: E402
 import netfault  # noqa: E402
@@ -120,6 +119,7 @@ class Bench:
         try:
             self.brc.attach()
             self.brc.configure("observe")
+            self.brc.refresh_auth(self.pair.server_ip)
             moved = warm(self.pair, self.redis.pid, self.args, self.brc.counters)["counters"]
         except Exception as e:
             reason = "observe mode failed its probe: %s" % _last_line(e)
@@ -451,7 +451,8 @@ def main(argv=None):
                                   "module_utils"], stdout=subprocess.PIPE, check=True).stdout
         subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
         args.bpf_src = os.path.join(tmp, "bpf")
-        sys.path.insert(0, os.path.join(tmp, "module_utils"))   # the loader of that revision
+        import ansible.module_utils      # the loader of that revision, before ours
+        ansible.module_utils.__path__.insert(0, os.path.join(tmp, "module_utils"))
     try:
         return bench_main(args, configs)
     finally:

@@ -169,6 +169,18 @@ class Brc:
                     out.setdefault(cls, {})[s] = n
         return out
 
+    def refresh_auth(self, netns, host, port):
+        """Load the users and rights of the Redis at host:port in @netns with the
+        toolkit's own loader (module_utils/brc_auth.py), as brc_auth does on a host."""
+        from ansible.module_utils import brc_auth
+        from pyroute2.netns import popns, pushns
+        maps = brc_auth.BccAuthMaps(self.bpf, CONTRACT)
+        pushns(netns)
+        try:
+            return brc_auth.load(maps, CONTRACT, lambda: brc_auth.read_state(CONTRACT, host=host, port=port))
+        finally:
+            popns()
+
     def clear_untracked_lease(self):
         """Forget holds (untracked traffic's 1 s lease, a client RST's hold) that
         would refuse later fills."""

@@ -96,6 +96,7 @@ def lab(brc_build):
             time.sleep(0.1)
         brc = Brc(brc_build)
         brc.configure(port=port)
+        brc.refresh_auth(pair.srv, SRV_IP, port)
         _attach(pair.srv, pair.srv_if, brc_build)
         yield pair, port, brc
     finally:

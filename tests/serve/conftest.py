@@ -10,11 +10,7 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 # module_utils is imported the way Ansible sees it (tests/conftest.py), never put on
-# sys.path (it would shadow library/ modules); bench/brc_attach.py imports the bare
-# names, so they are aliased. The other helper directories go last on sys.path.
-from ansible.module_utils import brc_bpf, brc_contract  # noqa: E402
-sys.modules.setdefault("brc_bpf", brc_bpf)
-sys.modules.setdefault("brc_contract", brc_contract)
+# sys.path (it would shadow library/ modules). The helper directories go last on sys.path.
 for p in (os.path.join(REPO, "tests", "tools"), os.path.join(REPO, "bench"),
           os.path.join(REPO, "tests", "bpf")):
     if p not in sys.path:

@@ -22,11 +22,17 @@ class ServeLab:
         self.brc = brc_attach.Brc(bpf_dir, pair.server, pair.server_dev, PORT)
         self.brc.attach()
         self.serve()
+        self.refresh_auth()
 
     def serve(self, **values):
         values.setdefault("max_key_len", 64)
         values.setdefault("max_value_len", 512)
         return self.brc.configure("serve", **values)
+
+    def refresh_auth(self, **credentials):
+        """What the toolkit's brc_auth does: read Redis's users and rights into BRC
+        (serve answers nobody until then, and again after ACL/CONFIG changes)."""
+        return self.brc.refresh_auth(self.pair.server_ip, **credentials)
 
     def close(self):
         self.brc.close()

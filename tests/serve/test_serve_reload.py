@@ -8,7 +8,7 @@ import shutil
 import subprocess
 from types import SimpleNamespace
 
-from ansible.module_utils import brc_maps
+from ansible.module_utils import brc_auth, brc_maps
 from brc_testlib import BPF_DIR, CONTRACT, brc_bpf, bulk, resp
 from test_serve_packets import TC_ACT_REDIRECT, _conn, miss_and_fill
 
@@ -21,6 +21,10 @@ def test_resend_after_a_reload_gets_identical_bytes():
         old = brc_bpf.compile_programs(BPF_DIR, pin_dir=pin)
         brc_maps.configure(pin, CONTRACT, {"mode": "serve", "port": 6379, "max_key_len": 64,
                                            "max_value_len": 512, "max_age": 60})
+        # what brc_auth loads from a Redis whose default user is open (no Redis here)
+        everyone = CONTRACT.constants["BRC_USER_READ_ALL"] | CONTRACT.constants["BRC_USER_OPEN"]
+        with brc_auth.PinnedAuthMaps(pin, CONTRACT) as maps:
+            brc_auth.load(maps, CONTRACT, lambda: {"users": {"default": everyone}, "timeout": 0})
         p = _conn(SimpleNamespace(brc=SimpleNamespace(build=old)), 41300, 0xFFFFFFF0, 0x1000)
         get, val = resp("GET", "brcsr:key"), bulk("answered-before-the-reload")
         miss_and_fill(p, get, val)

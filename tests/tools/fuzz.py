@@ -2305,18 +2305,17 @@ class CliLab:
             return {}
         return dict((k, v) for k, v in self.brc.counters().items() if not k.startswith("lat."))
 
+    def refresh_auth(self):
+        if self.brc is not None:
+            self.brc.refresh_auth(self.pair.server_ip)
+
     def close(self):
         if self.brc is not None:
             self.brc.close()
 
 
 def _imports():
-    """module_utils the way Ansible sees it (tests/serve/conftest.py does the same)."""
-    import ansible.module_utils
-    ansible.module_utils.__path__.append(os.path.join(REPO, "module_utils"))
-    from ansible.module_utils import brc_bpf, brc_contract
-    sys.modules.setdefault("brc_bpf", brc_bpf)
-    sys.modules.setdefault("brc_contract", brc_contract)
+    """bench/brc_attach.py imports module_utils the way Ansible sees it."""
     for p in (HERE, os.path.join(REPO, "bench")):
         if p not in sys.path:
             sys.path.append(p)
