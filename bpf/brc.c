@@ -295,6 +295,17 @@ static __always_inline int brc_ingress_observe(struct __sk_buff *skb, struct brc
 			brc_count(RST_IGNORED);
 			goto out;
 		}
+		if ((f->flags & BRC_FF_SERVE) && f->sent != f->replied &&
+		    !(f->dirty & BRC_DIRTY_GIVEUP) && brc_flow_holds_marks(f)) {
+			/* Redis may still run writes this client sent (queued in the
+			 * socket, or the client paused): the RST waits until Redis's
+			 * replies prove they ran; the client's kernel answers them
+			 * with a RST of its own, which closes the connection then */
+			brc_flag_set(f, BRC_FF_CLI_RST);
+			brc_count(RST_HELD);
+			brc_in_release(f);
+			return TC_ACT_SHOT;
+		}
 		brc_flow_close(sc, f, 0);
 		return TC_ACT_OK;
 	}

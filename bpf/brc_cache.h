@@ -53,7 +53,8 @@ static __always_inline int brc_server_current(const struct brc_global *g)
 {
 	struct brc_server *sv = brc_get_server();
 
-	return sv && g->auth_inflight == 0 && sv->auth_epoch == g->auth_epoch;
+	return sv && g->auth_inflight == 0 && sv->auth_epoch == g->auth_epoch &&
+	       (__s64)(sv->loaded_ns - g->auth_hold_until_ns) >= 0;
 }
 
 /* Would Redis let @f's user GET any key? Its user must be authenticated (or
@@ -128,7 +129,7 @@ static __always_inline __u64 brc_get_passed(struct brc_scratch *sc, struct brc_f
 	f->track_gver = g->ver;
 	f->track = BRC_TRACK_NONE;
 
-	if (b->inflight || g->inflight || brc_held(g, sc->now)) {
+	if (b->inflight || g->inflight || brc_held(g, sc->now) || brc_bucket_held(b, sc->now)) {
 		brc_count(MISS);
 		brc_count(FILL_REFUSED_INFLIGHT);
 		return 0;
@@ -238,7 +239,7 @@ static __always_inline void brc_track_done(struct brc_scratch *sc, struct brc_fl
 		return;
 	}
 	if (b->ver != f->track_ver || g->ver != f->track_gver || b->inflight || g->inflight ||
-	    brc_held(g, sc->now)) {
+	    brc_held(g, sc->now) || brc_bucket_held(b, sc->now)) {
 		brc_count(FILL_REFUSED_VERSION);
 		return;
 	}

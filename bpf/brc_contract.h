@@ -46,6 +46,8 @@
 #define BRC_RESP_DEPTH 8        /* nested reply arrays followed; deeper = parser lost */
 #define BRC_TOK_LEN 16          /* leading bytes of each argument kept (command names, options) */
 #define BRC_USER_MAX 64         /* longest ACL user name BRC can answer for, bytes */
+#define BRC_CHG_RING 4          /* connection-state changes in flight per flow (a power of 2) */
+#define BRC_CHG_BUF 256         /* BRC_CHG_RING * BRC_KEY_MAX */
 
 /* brc_config: ARRAY, one entry at key 0. Written by the toolkit only (the
  * operator's settings; what Redis itself reports goes to brc_server). */
@@ -83,15 +85,16 @@ struct brc_flow_key {
 #define BRC_FF_SERVE 32         /* serve mode at the SYN: seqadj state in serve_reserved is live */
 #define BRC_FF_SERVED 64        /* answered at least once: translation for the rest of its life */
 #define BRC_FF_CLOSED 128       /* closed, kept (in brc_closing) only to translate its last FIN/ACKs */
+#define BRC_FF_CLI_RST 256      /* a client RST held back until Redis answered what it sent */
 
 /* brc_flow.track: what the flow does with the reply to its tracked GET. */
 #define BRC_TRACK_NONE 0
 #define BRC_TRACK_FILL 1        /* miss: the reply may fill the cache */
 #define BRC_TRACK_VERIFY 2      /* would-hit: the reply is compared with the entry */
 
-/* brc_flow.chg_kind: the connection-state change in flight (one at a time),
- * taken from the request at ingress, applied at egress only when Redis's reply
- * says it happened. */
+/* brc_flow.chg_kind: a connection-state change in flight, taken from the
+ * request at ingress, applied at egress only when Redis's reply says it
+ * happened (never on a flow already dirty: it is never cached from). */
 #define BRC_CHG_NONE 0
 #define BRC_CHG_SELECT 1        /* +OK: db = chg_db */
 #define BRC_CHG_AUTH 2          /* +OK: user = chg_buf, authenticated */
@@ -133,13 +136,14 @@ struct brc_flow {
 	 * at the SYN, changed at egress only by Redis's success reply */
 	__u32 user_len;
 	__u8 user[BRC_USER_MAX];
-	/* the state change in flight (written at ingress, applied at egress) */
-	__u32 chg_kind;         /* BRC_CHG_* */
-	__u32 chg_db;
+	/* state changes in flight, a ring in command order: written at ingress
+	 * (slot chg_sent % BRC_CHG_RING), applied at egress (slot chg_done % ...) */
 	__u32 chg_sent;         /* state changes issued (ingress) */
 	__u32 chg_done;         /* state changes answered (egress) */
-	__u32 chg_len;
-	__u8 chg_buf[BRC_KEY_MAX]; /* the user name of an AUTH, or the key a SET clears the TTL of */
+	__u32 chg_kind[BRC_CHG_RING]; /* BRC_CHG_* */
+	__u32 chg_db[BRC_CHG_RING];
+	__u32 chg_len[BRC_CHG_RING];
+	__u8 chg_buf[BRC_CHG_BUF]; /* per slot BRC_KEY_MAX bytes: an AUTH's user name, or the key a SET clears the TTL of */
 	/* the GET this flow tracks (passed with nothing pending: its reply is next) */
 	__u32 track;            /* BRC_TRACK_* */
 	__u32 track_key_len;
@@ -317,6 +321,8 @@ struct brc_bucket {
 	__u32 inflight;         /* flows holding a write-in-flight mark on this bucket */
 	__u32 ttl;              /* 1 = brc_ttlkeys was full when a key here got a TTL:
 				 * nothing in this bucket is cached any more */
+	__u64 hold_until_ns;    /* a write here may still run until then (its client
+				 * reset the connection before Redis answered it) */
 };
 
 /* brc_ttlkeys: HASH keyed by struct brc_cache_key, value __u64 (ns the TTL
@@ -347,6 +353,9 @@ struct brc_global {
 				 * what, or the server's role, completes (or its
 				 * connection closes before the reply is seen) */
 	__u64 auth_inflight;    /* such commands passed and not complete */
+	__u64 auth_hold_until_ns; /* such a command may still run until then (its client
+				   * reset the connection first): a load of brc_server
+				   * from before then is stale */
 };
 
 /* brc_users: HASH keyed by struct brc_user_key (the ACL user name, zero-padded),
@@ -375,15 +384,15 @@ struct brc_user {
  *   2. read Redis's users and rights, fill brc_users;
  *   3. if brc_global.auth_epoch is still e0 and nothing is in flight, write
  *      auth_epoch = e0 (else start again).
- * The programs answer only while auth_epoch == brc_global.auth_epoch and
- * brc_global.auth_inflight == 0: a command that may change who can read what
- * completes with an epoch bump, so a change made after the read stops answers
- * until the next load. */
+ * The programs answer only while auth_epoch == brc_global.auth_epoch,
+ * brc_global.auth_inflight == 0 and loaded_ns >= brc_global.auth_hold_until_ns:
+ * a command that may change who can read what completes with an epoch bump,
+ * so a change made after the read stops answers until the next load. */
 struct brc_server {
 	__u64 auth_epoch;       /* brc_global.auth_epoch brc_users was read at */
 	__u64 idle_pass_ns;     /* Redis's `timeout` / 2: a served connection sends
 				 * Redis a request at least this often (0 = no timeout) */
-	__u64 loaded_ns;        /* CLOCK_MONOTONIC of the load (for reports) */
+	__u64 loaded_ns;        /* CLOCK_MONOTONIC of the load (the programs' clock) */
 };
 
 #define BRC_EPOCH_NONE 0xffffffffffffffffULL
@@ -468,11 +477,12 @@ struct brc_replybuf {
 	X(SERVE_PASSED_IDLE, "would-be hits passed to Redis so that its `timeout` sees the connection active") \
 	X(SERVE_KEY_RECHECK, "would-be hits passed: the entry copied was recycled for another fill meanwhile") \
 	X(RST_IGNORED, "RSTs not exactly at the next sequence number: ignored, as the kernel does") \
-	X(RST_PENDING, "client RSTs with commands pending: everything is held as in flight for a while") \
+	X(RST_PENDING, "client RSTs with writes unanswered: everything is held as in flight for a while") \
 	X(SERVER_CHANGES, "commands that may change users, rights or the server's role (answers stop until reloaded)") \
 	X(INVALIDATE_UNPARSED, "global invalidations by IPv6, IPv4-with-options or fragments to the Redis port") \
 	X(TTL_CLEARED, "TTL records removed by a plain SET that Redis applied") \
-	X(MISMATCH_EVICTED, "entries removed because a verified answer differed from Redis's reply")
+	X(MISMATCH_EVICTED, "entries removed because a verified answer differed from Redis's reply") \
+	X(RST_HELD, "client RSTs kept from Redis until its replies showed the writes sent before them ran")
 
 #define BRC_COUNTER_ENUM(name, doc) BRC_C_##name,
 enum brc_counter { BRC_COUNTERS(BRC_COUNTER_ENUM) BRC_C__MAX };

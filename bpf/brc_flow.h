@@ -60,20 +60,32 @@ static __always_inline int brc_held(const struct brc_global *g, __u64 now)
 	return (__s64)(g->hold_until_ns - now) > 0;
 }
 
-/* Everything counts as in flight until @until (the later of two holds wins). */
-static __always_inline void brc_hold_until(struct brc_global *g, __u64 until)
+/* Raise the hold at *@slot to @until (the later of two holds wins). */
+static __always_inline void brc_hold_slot(__u64 *slot, __u64 until)
 {
 	__u64 cur;
 	int i;
 
 #pragma clang loop unroll(full)
 	for (i = 0; i < 4; i++) {
-		cur = g->hold_until_ns;
+		cur = *slot;
 		if ((__s64)(cur - until) >= 0)
 			return;
-		if (__sync_val_compare_and_swap(&g->hold_until_ns, cur, until) == cur)
+		if (__sync_val_compare_and_swap(slot, cur, until) == cur)
 			return;
 	}
+}
+
+/* Everything counts as in flight until @until. */
+static __always_inline void brc_hold_until(struct brc_global *g, __u64 until)
+{
+	brc_hold_slot(&g->hold_until_ns, until);
+}
+
+/* Is a write to bucket @b possibly still running (its client reset first)? */
+static __always_inline int brc_bucket_held(const struct brc_bucket *b, __u64 now)
+{
+	return (__s64)(b->hold_until_ns - now) > 0;
 }
 
 /* Invalidate everything now (a global version bump). */
@@ -298,27 +310,66 @@ static __always_inline int brc_flow_syn(struct brc_scratch *sc, __u32 isn)
 	return 1;
 }
 
+/* Does @f hold a write (or auth change) in flight? */
+static __always_inline int brc_flow_holds_marks(const struct brc_flow *f)
+{
+	__u32 i, any = f->gmark || f->smark;
+
+#pragma clang loop unroll(full)
+	for (i = 0; i < BRC_FLOW_MARKS; i++)
+		any |= f->marks[i] != 0;
+	return any;
+}
+
+/* A client reset @f before Redis answered writes it sent (or before BRC could
+ * tell): Redis may still run them (they sit in the socket, or the client is
+ * paused). Whatever they could change is held as in flight for a while: the
+ * buckets of its key marks, everything for a global mark (invisible writes),
+ * and the auth state for a server-state command (a load before then is stale). */
+static __always_inline void brc_flow_hold_unanswered(struct brc_scratch *sc, struct brc_flow *f,
+						     struct brc_global *g)
+{
+	const struct brc_config *cfg;
+	struct brc_bucket *b;
+	__u32 zero = 0, i, idx;
+	__u64 until, v;
+
+	cfg = brc_config.lookup(&zero);
+	until = sc->now + ((cfg && cfg->max_age_ns) ? cfg->max_age_ns : BRC_RST_HOLD_NS);
+#pragma clang loop unroll(full)
+	for (i = 0; i < BRC_FLOW_MARKS; i++) {
+		v = f->marks[i];
+		if (v) {
+			idx = ((__u32)(v >> 32) - 1) & (BRC_KEYVER_BUCKETS - 1);
+			b = brc_keyver.lookup(&idx);
+			if (b)
+				brc_hold_slot(&b->hold_until_ns, until);
+		}
+	}
+	if (f->gmark) {
+		brc_hold_until(g, until);
+		brc_bump_global(g);
+	}
+	if (f->smark)
+		brc_hold_slot(&g->auth_hold_until_ns, until);
+	brc_count(RST_PENDING);
+}
+
 /* Release @f: its marks go, its entry goes (a served one moves to brc_closing
  * for its last FIN/ACKs). @redis_done: the server closed or reset, so Redis
  * runs nothing more of it. Otherwise (a client RST) Redis may still run what
- * the connection sent before: with commands pending, or replies that could
- * not be paired, everything is held as in flight for a while first. */
+ * the connection sent before: with commands unanswered (or replies no longer
+ * paired), what its marks cover is held first (brc_ingress keeps such a RST
+ * from a served connection's server instead, until the replies come). */
 static __always_inline void brc_flow_close(struct brc_scratch *sc, struct brc_flow *f, int redis_done)
 {
 	struct brc_global *g = brc_get_global();
-	const struct brc_config *cfg;
-	__u32 zero = 0;
-	__u64 hold;
 
 	if (f->flags & BRC_FF_CLOSED)
 		return;
-	if (!redis_done && g && (f->sent != f->replied || (f->dirty & BRC_DIRTY_GIVEUP))) {
-		cfg = brc_config.lookup(&zero);
-		hold = (cfg && cfg->max_age_ns) ? cfg->max_age_ns : BRC_RST_HOLD_NS;
-		brc_hold_until(g, sc->now + hold);
-		brc_bump_global(g);
-		brc_count(RST_PENDING);
-	}
+	if (!redis_done && g && (f->sent != f->replied || (f->dirty & BRC_DIRTY_GIVEUP)) &&
+	    brc_flow_holds_marks(f))
+		brc_flow_hold_unanswered(sc, f, g);
 	brc_release_marks(f, 0, 1);
 	brc_replybuf.delete(&sc->fk);
 	brc_count(FLOWS_CLOSED);

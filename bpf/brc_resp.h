@@ -88,7 +88,8 @@ enum brc_ev {
 /* The first bytes of a reply as rp_head holds them (little-endian). */
 #define BRC_HEAD_OK 0x0a0d4b4f2bULL             /* "+OK\r\n" */
 
-_Static_assert(BRC_USER_MAX == BRC_KEY_MAX, "chg_buf holds a key or a user name");
+_Static_assert(BRC_USER_MAX == BRC_KEY_MAX, "a chg_buf slot holds a key or a user name");
+_Static_assert(BRC_CHG_BUF == BRC_CHG_RING * BRC_KEY_MAX, "one chg_buf slot per ring entry");
 
 /* ---- request side ------------------------------------------------------ */
 
@@ -439,10 +440,16 @@ static __always_inline void brc_rq_cmd_begin(struct brc_scratch *sc, struct brc_
 	f->rq_class = cmd->cls;
 	f->rq_keyarg = cmd->special == BRC_SP_CARRY_TTL ? 2 : 1;
 	if (f->rq_inline && !(cmd->flags & BRC_CMDF_INLINE)) {
-		/* inline AUTH, SELECT, CONFIG ...: their argument count is not known in
-		 * advance (secrets must not be read) and people type them, not programs */
-		brc_rq_lost(f, BRC_DIRTY_BIT_STATE);
-		return;
+		/* inline AUTH, SELECT, CONFIG ...: people type them, not programs, and
+		 * their arity (which argument is a secret) is not known in advance.
+		 * Where an argument may be a secret, nothing more is read. */
+		if (cmd->special == BRC_SP_AUTH || cmd->special == BRC_SP_HELLO ||
+		    cmd->special == BRC_SP_CONFIG || cmd->special == BRC_SP_ACL ||
+		    cmd->special == BRC_SP_SECRET) {
+			brc_rq_lost(f, BRC_DIRTY_BIT_STATE);
+			return;
+		}
+		brc_giveup(f, BRC_DIRTY_BIT_STATE);
 	}
 	if (f->rq_kind == BRC_K_GLOBAL)
 		brc_mark_global(f, f->sent, 1);
@@ -594,27 +601,29 @@ static __always_inline void brc_rq_arg_done(struct brc_scratch *sc, struct brc_f
  * Returns the FIFO flag to set, 0 when there is nothing to apply. */
 static __always_inline __u64 brc_rq_chg(struct brc_flow *f, __u32 seq, __u32 kind, __u32 db, int user)
 {
-	if (f->chg_sent != f->chg_done || (__u32)(seq - f->replied) >= BRC_FIFO_LEN ||
-	    (f->dirty & BRC_DIRTY_GIVEUP)) {
-		/* one change in flight at a time, and only while replies pair */
+	__u32 slot = f->chg_sent & (BRC_CHG_RING - 1);
+	__u8 *buf = f->chg_buf + slot * BRC_KEY_MAX;
+
+	if (f->dirty)
+		return 0;       /* never cached from again: its state no longer matters */
+	if (f->chg_sent - f->chg_done >= BRC_CHG_RING || (__u32)(seq - f->replied) >= BRC_FIFO_LEN) {
+		/* more changes in flight than BRC keeps: it cannot follow them */
 		if (kind != BRC_CHG_SET_CLEARS_TTL)
 			brc_giveup(f, BRC_DIRTY_BIT_STATE);
 		return 0;
 	}
-	f->chg_kind = kind;
-	f->chg_db = db;
-	if (user) {
-		/* AUTH pass = the default user; a name BRC cannot hold matches nobody */
-		if (f->rq_argc == 2 && f->rq_special == BRC_SP_AUTH) {
-			brc_user_default(&f->chg_len, f->chg_buf);
-		} else {
-			f->chg_len = f->rq_key_len <= BRC_USER_MAX ? f->rq_key_len : BRC_USER_MAX + 1;
-			__builtin_memcpy(f->chg_buf, f->rq_key, BRC_KEY_MAX);
-		}
-	} else if (kind == BRC_CHG_SET_CLEARS_TTL) {
-		f->chg_len = f->rq_key_len;
-		__builtin_memcpy(f->chg_buf, f->rq_key, BRC_KEY_MAX);
+	f->chg_kind[slot] = kind;
+	f->chg_db[slot] = db;
+	if (user && f->rq_argc == 2 && f->rq_special == BRC_SP_AUTH) {
+		/* AUTH pass = the default user */
+		brc_user_default(&f->chg_len[slot], buf);
+	} else {
+		/* a user name BRC cannot hold (longer than BRC_USER_MAX) matches nobody */
+		f->chg_len[slot] = (user && f->rq_key_len > BRC_USER_MAX) ? BRC_USER_MAX + 1 : f->rq_key_len;
+		__builtin_memcpy(buf, f->rq_key, BRC_KEY_MAX);
 	}
+	/* publish the slot before the count egress reads */
+	asm volatile("" ::: "memory");
 	f->chg_sent += 1;
 	return BRC_FIFO_F_STATE;
 }
@@ -672,7 +681,7 @@ static __always_inline void brc_rq_cmd_done(struct brc_scratch *sc, struct brc_f
 					b->ttl = 1;
 			}
 		} else if (f->rq_special == BRC_SP_SET && argc == 3 && f->db == 0 &&
-			   f->chg_sent == f->chg_done) {
+			   f->chg_sent == f->chg_done) {   /* no SELECT in flight: db 0 it is */
 			/* SET k v: the TTL is gone once Redis says it applied it */
 			flags = brc_rq_chg(f, seq, BRC_CHG_SET_CLEARS_TTL, 0, 0);
 		}
@@ -875,18 +884,20 @@ static __always_inline int brc_rp_is_reset(const struct brc_flow *f)
 	return f->rp_hlen == 8 && f->rp_head == reset;
 }
 
-/* Apply the state change in flight now that Redis answered it. */
+/* Apply the oldest state change in flight now that Redis answered it. */
 static __always_inline void brc_rp_chg_apply(struct brc_scratch *sc, struct brc_flow *f)
 {
-	__u32 kind = f->chg_kind, err = f->rp_type == '-';
+	__u32 slot = f->chg_done & (BRC_CHG_RING - 1);
+	__u32 kind = f->chg_kind[slot], err = f->rp_type == '-';
+	__u8 *buf = f->chg_buf + slot * BRC_KEY_MAX;
 
 	switch (kind) {
 	case BRC_CHG_SELECT:
 		if (brc_rp_is_ok(f)) {
-			if (f->chg_db == BRC_DB_INVALID)
+			if (f->chg_db[slot] == BRC_DB_INVALID)
 				brc_giveup(f, BRC_DIRTY_BIT_STATE);     /* Redis read it, BRC could not */
 			else
-				f->db = f->chg_db;
+				f->db = f->chg_db[slot];
 		} else if (!err) {
 			brc_giveup(f, BRC_DIRTY_BIT_REPLY_SHAPE);
 		}
@@ -894,8 +905,8 @@ static __always_inline void brc_rp_chg_apply(struct brc_scratch *sc, struct brc_
 	case BRC_CHG_AUTH:
 	case BRC_CHG_HELLO_AUTH:
 		if (kind == BRC_CHG_AUTH ? brc_rp_is_ok(f) : f->rp_type == '*') {
-			f->user_len = f->chg_len;
-			__builtin_memcpy(f->user, f->chg_buf, BRC_USER_MAX);
+			f->user_len = f->chg_len[slot];
+			__builtin_memcpy(f->user, buf, BRC_USER_MAX);
 			brc_flag_set(f, BRC_FF_AUTHED);
 		} else if (!err) {
 			brc_giveup(f, BRC_DIRTY_BIT_REPLY_SHAPE);
@@ -913,8 +924,8 @@ static __always_inline void brc_rp_chg_apply(struct brc_scratch *sc, struct brc_
 	case BRC_CHG_SET_CLEARS_TTL:
 		if (brc_rp_is_ok(f)) {
 			sc->ckey.srv_addr = sc->fk.srv_addr;
-			sc->ckey.len = f->chg_len;
-			__builtin_memcpy(sc->ckey.key, f->chg_buf, BRC_KEY_MAX);
+			sc->ckey.len = f->chg_len[slot];
+			__builtin_memcpy(sc->ckey.key, buf, BRC_KEY_MAX);
 			if (brc_ttlkeys.delete(&sc->ckey) == 0)
 				brc_count(TTL_CLEARED);
 		}

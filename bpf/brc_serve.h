@@ -226,7 +226,8 @@ static __always_inline __u32 brc_serve_lookup(struct __sk_buff *skb, const struc
 	idx = brc_bucket_of(h);
 	b = brc_keyver.lookup(&idx);
 	g = brc_get_global();
-	if (!b || !g || b->inflight || g->inflight || b->ttl || brc_held(g, sc->now))
+	if (!b || !g || b->inflight || g->inflight || b->ttl || brc_held(g, sc->now) ||
+	    brc_bucket_held(b, sc->now))
 		return 0;
 	if (brc_ttlkeys.lookup(&ss->ckey))
 		return 0;

@@ -642,7 +642,8 @@ def load(maps, contract, state, check_mode=False, attempts=LOAD_ATTEMPTS, inflig
                       "loaded_ns": time.monotonic_ns()}
             _write_server(maps, contract, server)
             g = read_global(maps, contract)
-            answering = g["auth_epoch"] == e0 and g["auth_inflight"] == 0
+            answering = g["auth_epoch"] == e0 and g["auth_inflight"] == 0 and \
+                server["loaded_ns"] >= g.get("auth_hold_until_ns", 0)
             return result(read_users(maps, contract), server, answering, attempt)
         why = ("an auth change completed during the read (brc_global.auth_epoch %d -> %d, %d in flight)"
                % (e0, g["auth_epoch"], g["auth_inflight"]))

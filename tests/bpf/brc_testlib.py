@@ -181,13 +181,21 @@ class Brc:
         finally:
             popns()
 
-    def clear_untracked_lease(self):
-        """Forget holds (untracked traffic's 1 s lease, a client RST's hold) that
-        would refuse later fills."""
+    def clear_holds(self, *keys):
+        """End the holds that refuse fills for a while (untracked traffic's lease, a
+        client RST with writes unanswered): host-wide, the auth state's, and the
+        version buckets of @keys."""
         t = self.bpf[b"brc_global"]
         g = t[ctypes.c_uint32(0)]
         g.hold_until_ns = 0
+        g.auth_hold_until_ns = 0
         t[ctypes.c_uint32(0)] = g
+        kv = self.bpf[b"brc_keyver"]
+        for key in keys:
+            idx = ctypes.c_uint32(bucket_of(key))
+            b = kv[idx]
+            b.hold_until_ns = 0
+            kv[idx] = b
 
     def global_state(self):
         g = self.bpf[b"brc_global"][ctypes.c_uint32(0)]
@@ -217,6 +225,16 @@ class Brc:
         except KeyError:
             return None
         return bytes(e.reply[:e.len])
+
+
+def bucket_of(key):
+    """The version bucket of @key: FNV-1a-64 of its first BRC_KEY_MAX bytes, folded
+    (brc_bucket_of() in bpf/brc_flow.h)."""
+    key = key if isinstance(key, bytes) else key.encode()
+    h = 0xcbf29ce484222325
+    for ch in key[:CONTRACT.constants["BRC_KEY_MAX"]]:
+        h = ((h ^ ch) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+    return (h ^ (h >> 32)) & 0xFFFF
 
 
 def pending(flow):

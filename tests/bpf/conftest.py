@@ -34,11 +34,11 @@ def brc(brc_build):
     b = brc_testlib.Brc(brc_build)
     b.configure()
     b.load_users()
-    b.clear_untracked_lease()
+    b.clear_holds()
     yield b
     b.configure()
     b.close_all()
-    b.clear_untracked_lease()
+    b.clear_holds()
     # every mark a test took must be gone once its connections are
     assert b.global_state()["inflight"] == 0
 

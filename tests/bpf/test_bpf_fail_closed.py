@@ -166,10 +166,29 @@ def test_select_applies_at_its_reply_not_its_request(brc, port):
     assert brc.flow(c).db == 1
 
 
-def test_state_changes_pipelined_behind_each_other_give_up(brc, port):
+def test_pipelined_state_changes_apply_in_order(brc, port):
     c = Conn(brc, port).handshake()
-    c.send(resp("SELECT", "1") + resp("SELECT", "0"))
+    c.send(resp("SELECT", "1") + resp("SELECT", "2") + resp("AUTH", "u", "p") + resp("SELECT", "0"))
+    assert brc.flow(c).dirty == 0 and brc.flow(c).db == 0
+    c.reply(b"+OK\r\n+OK\r\n")
+    assert brc.flow(c).db == 2
+    c.reply(b"-WRONGPASS invalid\r\n+OK\r\n")
+    assert brc.flow(c).db == 0 and user(brc.flow(c)) == (b"default", False)
+
+
+def test_more_state_changes_in_flight_than_brc_keeps_give_up(brc, port):
+    c = Conn(brc, port).handshake()
+    c.send(b"".join(resp("SELECT", str(i % 2)) for i in range(5)))
     assert "state" in dirty_reasons(brc.flow(c))
+
+
+def test_state_changes_inside_multi_are_not_followed(brc, port):
+    """A MULTI connection is never cached from: SELECT's +QUEUED is not a disagreement."""
+    c = Conn(brc, port).handshake()
+    c.roundtrip(resp("MULTI"), b"+OK\r\n")
+    c.roundtrip(resp("SELECT", "1"), b"+QUEUED\r\n")
+    c.roundtrip(resp("EXEC"), b"*1\r\n+OK\r\n")
+    assert dirty_reasons(brc.flow(c)) == ["multi"] and marks(brc.flow(c)) == 0
 
 
 def test_inline_auth_and_select_give_up(brc, port):
@@ -251,7 +270,7 @@ def test_a_server_change_on_a_connection_given_up_holds_until_it_closes(brc, por
     assert brc.global_state()["auth_inflight"] == 1
     c.reset()
     assert brc.global_state()["auth_inflight"] == 0 and brc.global_state()["auth_epoch"] == epoch + 1
-    brc.clear_untracked_lease()
+    brc.clear_holds()
 
 
 @pytest.mark.parametrize("cmd,reply,cleared", [

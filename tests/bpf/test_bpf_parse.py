@@ -184,7 +184,7 @@ def test_malformed_requests_make_the_flow_dirty_and_hold_a_global_mark(brc, port
     with Delta(brc) as d:
         c.reset()
     assert d["rst_pending"] == 1      # what it sent may still run: held a while
-    brc.clear_untracked_lease()
+    brc.clear_holds()
     with Delta(brc) as d:
         other.roundtrip(resp("GET", key), bulk("v"))
     assert d["fill"] == 1
