@@ -2256,7 +2256,7 @@ KEY_COUNTERS = ("hit", "would_hit", "mismatch", "verify_raced", "fill", "miss", 
                 "get_uncacheable_db", "fill_refused_ttl", "flows_tracked", "tailcall_failed")
 
 
-def run(lab, seconds, seed, connections=8, verify_sample=0, mode="serve", floor=0.15,
+def run(lab, seconds, seed, connections=8, verify_sample=0, mode="serve", floor=0.03,
         label=None, epoch_seconds=10.0, weights=None):
     """One fuzzer run against a ServeLab-like `lab` (pair, brc, counters(), serve()).
     Returns the summary dict; summary["ok"] says whether it was clean."""
@@ -2376,7 +2376,7 @@ def main(argv=None):
                    help="run only A (1: every would-be answer goes to Redis) or B (0)")
     p.add_argument("--mode", choices=("serve", "off", "none"), default="serve",
                    help="off: BRC attached in mode off (oracle self-check); none: not attached")
-    p.add_argument("--floor", type=float, default=0.15,
+    p.add_argument("--floor", type=float, default=0.03,
                    help="minimum share of GETs answered in the kernel in run B")
     p.add_argument("--epoch", type=float, default=10.0, help="seconds between oracle checks")
     p.add_argument("--json", action="store_true",
