@@ -295,17 +295,6 @@ static __always_inline int brc_ingress_observe(struct __sk_buff *skb, struct brc
 			brc_count(RST_IGNORED);
 			goto out;
 		}
-		if ((f->flags & BRC_FF_SERVE) && f->sent != f->replied &&
-		    !(f->dirty & BRC_DIRTY_GIVEUP) && brc_flow_holds_marks(f)) {
-			/* Redis may still run writes this client sent (queued in the
-			 * socket, or the client paused): the RST waits until Redis's
-			 * replies prove they ran; the client's kernel answers them
-			 * with a RST of its own, which closes the connection then */
-			brc_flag_set(f, BRC_FF_CLI_RST);
-			brc_count(RST_HELD);
-			brc_in_release(f);
-			return TC_ACT_SHOT;
-		}
 		brc_flow_close(sc, f, 0);
 		return TC_ACT_OK;
 	}
@@ -319,7 +308,7 @@ static __always_inline int brc_ingress_observe(struct __sk_buff *skb, struct brc
 	f->last_pass_ns = sc->now;
 	if (f->state != BRC_FS_EST) {
 		if (f->rq_state != BRC_RQ_LOST)
-			brc_rq_lost(f, BRC_DIRTY_BIT_GAP);      /* data before the SYN-ACK */
+			brc_flow_unparsed_data(sc, f, BRC_DIRTY_BIT_GAP);  /* data before the SYN-ACK */
 		goto out;
 	}
 	d = (__s32)(pkt->seq - f->cli_next);
@@ -355,7 +344,7 @@ int brc_ingress(struct __sk_buff *skb)
 	struct brc_serve_scratch *ss;
 	struct brc_pkt pkt = {};
 	struct brc_flow *f;
-	int kind, started;
+	int kind;
 
 	if (!cfg || !sc)
 		return TC_ACT_OK;
@@ -381,11 +370,10 @@ int brc_ingress(struct __sk_buff *skb)
 	brc_count(PKT_INGRESS);
 	sc->now = bpf_ktime_get_ns();
 	if ((pkt.tcp_flags & (BRC_TCP_SYN | BRC_TCP_ACK | BRC_TCP_RST)) == BRC_TCP_SYN) {
-		started = cfg->mode != BRC_MODE_OFF && brc_flow_syn(sc, pkt.seq);
-		f = started ? brc_flows.lookup(&sc->fk) : 0;
+		f = cfg->mode != BRC_MODE_OFF ? brc_flow_syn(sc, pkt.seq) : 0;
 		if (f && pkt.payload_len) {
 			/* TCP Fast Open: data BRC does not parse reaches Redis */
-			brc_rq_lost(f, BRC_DIRTY_BIT_TFO);
+			brc_flow_unparsed_data(sc, f, BRC_DIRTY_BIT_TFO);
 			return TC_ACT_OK;
 		}
 		if (!f || cfg->mode != BRC_MODE_SERVE)
@@ -601,16 +589,22 @@ int brc_egress(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	}
 	if ((pkt.tcp_flags & (BRC_TCP_SYN | BRC_TCP_ACK)) == (BRC_TCP_SYN | BRC_TCP_ACK)) {
-		if (f->state == BRC_FS_SYN && pkt.ack_seq == f->cli_next) {
+		/* it acks the SYN, or past the SYN's data when the server took it (TFO) */
+		if (f->state == BRC_FS_SYN && (pkt.ack_seq == f->cli_next ||
+		    ((f->dirty & BRC_DIRTY(TFO)) && brc_seq_after(pkt.ack_seq, f->cli_next)))) {
 			f->state = BRC_FS_EST;
 			f->srv_next = pkt.seq + 1;
 			f->srv_ack = pkt.ack_seq;
 			f->cli_ack = pkt.seq + 1;
+			brc_flow_established(sc, f);
 		}
 		return TC_ACT_OK;
 	}
-	if (f->state != BRC_FS_EST)
+	if (f->state != BRC_FS_EST) {
+		if (pkt.tcp_flags & BRC_TCP_FIN)
+			brc_flow_close(sc, f, 1);
 		return TC_ACT_OK;
+	}
 	if ((pkt.tcp_flags & BRC_TCP_ACK) && brc_seq_after(pkt.ack_seq, f->srv_ack))
 		f->srv_ack = pkt.ack_seq;
 	if (pkt.payload_len) {

@@ -68,16 +68,20 @@ static __always_inline int brc_user_may_read(const struct brc_flow *f)
 	return (f->flags & BRC_FF_AUTHED) || (u->flags & BRC_USER_OPEN);
 }
 
-/* The Redis-level conditions of an answer on @f besides the entry: counts why
- * not. */
-static __always_inline int brc_may_answer(const struct brc_flow *f, const struct brc_global *g)
+/* The Redis-level conditions of an answer on @f besides the entry; with
+ * @count, counts why not (the serve stage does not: a GET it passes is counted
+ * by the request parser right after). */
+static __always_inline int brc_may_answer(const struct brc_flow *f, const struct brc_global *g,
+					  int count)
 {
 	if (!brc_server_current(g)) {
-		brc_count(GET_UNCACHEABLE_SERVER);
+		if (count)
+			brc_count(GET_UNCACHEABLE_SERVER);
 		return 0;
 	}
 	if (!brc_user_may_read(f)) {
-		brc_count(GET_UNCACHEABLE_AUTH);
+		if (count)
+			brc_count(GET_UNCACHEABLE_AUTH);
 		return 0;
 	}
 	return 1;
@@ -143,7 +147,7 @@ static __always_inline __u64 brc_get_passed(struct brc_scratch *sc, struct brc_f
 	if (e && e->ver == f->track_ver && e->gver == f->track_gver) {
 		if (cfg->max_age_ns && sc->now - e->fill_ns > cfg->max_age_ns)
 			brc_count(CACHE_EXPIRED);
-		else if (brc_may_answer(f, g))
+		else if (brc_may_answer(f, g, 1))
 			/* Serve phase: answer here. Observe: prove it at the reply. */
 			f->track = BRC_TRACK_VERIFY;
 	}

@@ -31,7 +31,7 @@
 #define BRC_MAP_KEYVER "brc_keyver"
 #define BRC_MAP_GLOBAL "brc_global"
 #define BRC_MAP_REPLYBUF "brc_replybuf"
-#define BRC_MAP_CLOSING "brc_closing"
+#define BRC_MAP_TRANSIENT "brc_transient"
 #define BRC_MAP_TTLKEYS "brc_ttlkeys"
 #define BRC_MAP_SERVED "brc_served"
 #define BRC_MAP_USERS "brc_users"
@@ -64,8 +64,11 @@ struct brc_config {
 /* brc_flows: HASH (never evicts a live connection: when full, new connections
  * are simply not tracked), key struct brc_flow_key, value struct brc_flow.
  * One entry per TCP connection to Redis seen from its SYN; released on an
- * acceptable RST or the server's FIN. A served connection's entry moves to
- * brc_closing at its close (its last FIN/ACKs still need translating).
+ * acceptable RST or the server's FIN. Between the SYN and the SYN-ACK a flow
+ * lives in brc_transient (an LRU: half-open connections that never complete
+ * must not fill brc_flows, and they hold no marks to lose); a served
+ * connection's entry moves there again at its close (its last FIN/ACKs still
+ * need translating).
  * Addresses in network order, ports in host order. */
 struct brc_flow_key {
 	__u32 cli_addr;
@@ -84,8 +87,7 @@ struct brc_flow_key {
 #define BRC_FF_SRV_FIN 8
 #define BRC_FF_SERVE 32         /* serve mode at the SYN: seqadj state in serve_reserved is live */
 #define BRC_FF_SERVED 64        /* answered at least once: translation for the rest of its life */
-#define BRC_FF_CLOSED 128       /* closed, kept (in brc_closing) only to translate its last FIN/ACKs */
-#define BRC_FF_CLI_RST 256      /* a client RST held back until Redis answered what it sent */
+#define BRC_FF_CLOSED 128       /* closed, kept (in brc_transient) only to translate its last FIN/ACKs */
 
 /* brc_flow.track: what the flow does with the reply to its tracked GET. */
 #define BRC_TRACK_NONE 0
@@ -481,8 +483,7 @@ struct brc_replybuf {
 	X(SERVER_CHANGES, "commands that may change users, rights or the server's role (answers stop until reloaded)") \
 	X(INVALIDATE_UNPARSED, "global invalidations by IPv6, IPv4-with-options or fragments to the Redis port") \
 	X(TTL_CLEARED, "TTL records removed by a plain SET that Redis applied") \
-	X(MISMATCH_EVICTED, "entries removed because a verified answer differed from Redis's reply") \
-	X(RST_HELD, "client RSTs kept from Redis until its replies showed the writes sent before them ran")
+	X(MISMATCH_EVICTED, "entries removed because a verified answer differed from Redis's reply")
 
 #define BRC_COUNTER_ENUM(name, doc) BRC_C_##name,
 enum brc_counter { BRC_COUNTERS(BRC_COUNTER_ENUM) BRC_C__MAX };

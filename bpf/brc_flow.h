@@ -269,33 +269,23 @@ static __always_inline void brc_user_default(__u32 *len, __u8 *name)
 	*len = 7;
 }
 
-/* Client SYN: (re)start tracking this connection. A SYN on a connection whose
- * handshake completed is ignored, as the kernel answers it with a challenge
- * ACK (RFC 5961) and keeps the connection. Returns 1 when the flow was
- * (re)started. */
-static __always_inline int brc_flow_syn(struct brc_scratch *sc, __u32 isn)
+/* Client SYN: (re)start tracking this connection, in brc_transient until the
+ * server's SYN-ACK. A SYN on a connection whose handshake completed is
+ * ignored, as the kernel answers it with a challenge ACK (RFC 5961) and keeps
+ * the connection. Returns the half-open flow, or NULL. */
+static __always_inline struct brc_flow *brc_flow_syn(struct brc_scratch *sc, __u32 isn)
 {
-	struct brc_global *g = brc_get_global();
-	struct brc_flow *old = brc_flows.lookup(&sc->fk);
 	struct brc_flow *zero, *f;
 	__u32 z = 0;
 
-	if (!g)
-		return 0;
-	if (old && old->state == BRC_FS_EST) {
+	if (brc_flows.lookup(&sc->fk)) {
 		brc_count(SYN_IGNORED);
 		return 0;
 	}
-	if (old)
-		brc_release_marks(old, 0, 1);   /* a SYN-state flow may hold marks (TFO) */
-	/* a new connection on the tuple of a closed served one */
-	brc_closing.delete(&sc->fk);
-	zero = brc_flow_zero.lookup(&z);
-	if (!zero || brc_flows.update(&sc->fk, zero) != 0) {
-		brc_count(FLOWS_TABLE_FULL);
+	zero = brc_flow_zero.lookup(&z);     /* replaces a closed served flow on the tuple */
+	if (!zero || brc_transient.update(&sc->fk, zero) != 0)
 		return 0;
-	}
-	f = brc_flows.lookup(&sc->fk);
+	f = brc_transient.lookup(&sc->fk);
 	if (!f)
 		return 0;
 	f->state = BRC_FS_SYN;
@@ -304,10 +294,7 @@ static __always_inline int brc_flow_syn(struct brc_scratch *sc, __u32 isn)
 	f->last_ns = sc->now;
 	f->last_pass_ns = sc->now;
 	brc_user_default(&f->user_len, f->user);
-	if (!old)
-		__sync_fetch_and_add(&g->flows_live, 1);
-	brc_count(FLOWS_TRACKED);
-	return 1;
+	return f;
 }
 
 /* Does @f hold a write (or auth change) in flight? */
@@ -355,18 +342,23 @@ static __always_inline void brc_flow_hold_unanswered(struct brc_scratch *sc, str
 	brc_count(RST_PENDING);
 }
 
-/* Release @f: its marks go, its entry goes (a served one moves to brc_closing
+/* Release @f: its marks go, its entry goes (a served one moves to brc_transient
  * for its last FIN/ACKs). @redis_done: the server closed or reset, so Redis
  * runs nothing more of it. Otherwise (a client RST) Redis may still run what
- * the connection sent before: with commands unanswered (or replies no longer
- * paired), what its marks cover is held first (brc_ingress keeps such a RST
- * from a served connection's server instead, until the replies come). */
+ * the connection sent before (a busy Redis has not read it yet): with commands
+ * unanswered (or replies no longer paired), what its marks cover is held
+ * first. The RST itself always passes: holding it back would make Redis run
+ * a write it drops when its client resets first (a paused client). */
 static __always_inline void brc_flow_close(struct brc_scratch *sc, struct brc_flow *f, int redis_done)
 {
 	struct brc_global *g = brc_get_global();
 
 	if (f->flags & BRC_FF_CLOSED)
 		return;
+	if (f->state != BRC_FS_EST) {
+		brc_transient.delete(&sc->fk);       /* half-open: no marks, not counted live */
+		return;
+	}
 	if (!redis_done && g && (f->sent != f->replied || (f->dirty & BRC_DIRTY_GIVEUP)) &&
 	    brc_flow_holds_marks(f))
 		brc_flow_hold_unanswered(sc, f, g);
@@ -378,19 +370,21 @@ static __always_inline void brc_flow_close(struct brc_scratch *sc, struct brc_fl
 	if (f->flags & BRC_FF_SERVED) {
 		/* its seqadj offsets must translate the last FIN/ACKs */
 		brc_flag_set(f, BRC_FF_CLOSED);
-		brc_closing.update(&sc->fk, f);
+		brc_transient.update(&sc->fk, f);
 		brc_count(SERVE_FLOWS_KEPT);
 	}
 	brc_flows.delete(&sc->fk);
 }
 
-/* The flow of sc->fk: live, or a closed served one still translated. */
+/* The flow of sc->fk: live (brc_flows), or half-open or closed-but-translated
+ * (brc_transient). Two maps at most: each map a pointer may come from multiplies
+ * what the verifier walks after it. */
 static __always_inline struct brc_flow *brc_flow_find(struct brc_scratch *sc)
 {
 	struct brc_flow *f = brc_flows.lookup(&sc->fk);
 
 	if (!f)
-		f = brc_closing.lookup(&sc->fk);
+		f = brc_transient.lookup(&sc->fk);
 	return f;
 }
 

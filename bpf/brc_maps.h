@@ -38,8 +38,8 @@ BRC_PERSISTENT("percpu_array", __u32, __u64, brc_latency, BRC_LAT__MAX * BRC_LAT
 #ifndef BRC_FLOWS_MAX
 #define BRC_FLOWS_MAX 16384         /* tracked connections (Redis maxclients is 10000) */
 #endif
-#ifndef BRC_CLOSING_MAX
-#define BRC_CLOSING_MAX 4096        /* closed served connections still translated */
+#ifndef BRC_TRANSIENT_MAX
+#define BRC_TRANSIENT_MAX 8192      /* half-open connections and closed served ones */
 #endif
 #ifndef BRC_CACHE_MAX
 #define BRC_CACHE_MAX 32768         /* cache entries (LRU) */
@@ -67,14 +67,17 @@ BRC_PERSISTENT("percpu_array", __u32, __u64, brc_latency, BRC_LAT__MAX * BRC_LAT
  * and its write marks; when full, a new connection is just not tracked. */
 BRC_PERSISTENT("hash", struct brc_flow_key, struct brc_flow, brc_flows, BRC_FLOWS_MAX);
 
-/* brc_closing: served connections after their close, kept only to translate
- * their last FIN/ACKs; the LRU takes the oldest, never a live connection. */
-BRC_PERSISTENT("lru_hash", struct brc_flow_key, struct brc_flow, brc_closing, BRC_CLOSING_MAX);
+/* brc_transient: connections that are not live in brc_flows: half-open ones
+ * (SYN seen, no SYN-ACK yet: a SYN never answered, a flood or a filtered port,
+ * must not take a slot of brc_flows for good) and closed served ones, kept only
+ * to translate their last FIN/ACKs. An LRU: neither holds a mark, so losing
+ * the oldest costs a late translation at most, never a live connection. */
+BRC_PERSISTENT("lru_hash", struct brc_flow_key, struct brc_flow, brc_transient, BRC_TRANSIENT_MAX);
 
 /* brc_cache: the shadow cache, key bytes -> exact reply bytes + versions. */
 BRC_PERSISTENT(BRC_CACHE_MAP_TYPE, struct brc_cache_key, struct brc_cache_entry, brc_cache, BRC_CACHE_MAX);
 
-/* brc_keyver: per-bucket write versions, in-flight marks and TTL flags. */
+/* brc_keyver: per-bucket write versions, in-flight marks, holds and TTL flags. */
 BRC_PERSISTENT("array", __u32, struct brc_bucket, brc_keyver, BRC_KEYVER_BUCKETS);
 
 /* brc_global: the version and in-flight count every entry also depends on. */

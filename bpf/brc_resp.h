@@ -109,6 +109,47 @@ static __always_inline void brc_rq_lost(struct brc_flow *f, __u32 bit)
 	brc_mark_global(f, f->sent, 1);
 }
 
+/* The server's SYN-ACK answered half-open flow @syn: it becomes a tracked
+ * connection in brc_flows (not tracked when that is full). Returns it, or NULL. */
+static __always_inline struct brc_flow *brc_flow_established(struct brc_scratch *sc, struct brc_flow *syn)
+{
+	struct brc_global *g = brc_get_global();
+	struct brc_flow *f;
+
+	if (!g)
+		return 0;
+	if (brc_flows.insert(&sc->fk, syn) != 0) {
+		brc_count(FLOWS_TABLE_FULL);
+		brc_transient.delete(&sc->fk);
+		return 0;
+	}
+	brc_transient.delete(&sc->fk);
+	f = brc_flows.lookup(&sc->fk);
+	if (!f)
+		return 0;
+	__sync_fetch_and_add(&g->flows_live, 1);
+	brc_count(FLOWS_TRACKED);
+	if (f->rq_state == BRC_RQ_LOST)
+		brc_mark_global(f, f->sent, 0);         /* TFO data: its later writes are unparsed too */
+	return f;
+}
+
+/* Data of half-open @f (on the SYN: TCP Fast Open; before the SYN-ACK): bytes
+ * BRC did not parse may carry writes. A half-open flow holds no marks
+ * (brc_transient may lose it), so everything is invalidated and held for a while,
+ * and the connection is given up (@bit) with its parser stopped. */
+static __always_inline void brc_flow_unparsed_data(struct brc_scratch *sc, struct brc_flow *f, __u32 bit)
+{
+	struct brc_global *g = brc_get_global();
+
+	f->rq_state = BRC_RQ_LOST;
+	brc_dirty(f, bit);
+	if (!g)
+		return;
+	brc_hold_until(g, sc->now + BRC_UNTRACKED_LEASE_NS);
+	brc_bump_global(g);
+}
+
 /* Is argument @i a key position of the current command? */
 static __always_inline int brc_rq_is_key(const struct brc_flow *f, __u32 i)
 {

@@ -38,7 +38,7 @@ PERSISTENT_MAPS = (
     "brc_keyver",
     "brc_global",
     "brc_replybuf",
-    "brc_closing",
+    "brc_transient",
     "brc_ttlkeys",
     "brc_served",
     "brc_users",

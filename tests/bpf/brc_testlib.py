@@ -203,11 +203,15 @@ class Brc:
                 "auth_inflight": g.auth_inflight, "hold_until_ns": g.hold_until_ns}
 
     def flow(self, conn):
-        t = self.bpf[b"brc_flows"]
-        try:
-            return t[conn.flow_key(t)]
-        except KeyError:
-            return None
+        """The connection's flow: live (brc_flows), else half-open or closed served
+        (brc_transient), else None."""
+        for name in (b"brc_flows", b"brc_transient"):
+            t = self.bpf[name]
+            try:
+                return t[conn.flow_key(t)]
+            except KeyError:
+                pass
+        return None
 
     def flows(self):
         return list(self.bpf[b"brc_flows"].items())

@@ -350,18 +350,29 @@ def test_a_key_whose_hash_is_zero_is_invalidated_where_it_is_looked_up(brc, port
     assert d["would_hit"] == 0 and d["fill"] == 1
 
 
-def test_data_on_a_syn_gives_the_connection_up(brc, port):
-    """D19: TCP Fast Open data reaches Redis unparsed."""
+@pytest.mark.parametrize("server_takes_it", [False, True])
+def test_data_on_a_syn_gives_the_connection_up(brc, port, server_takes_it):
+    """D19: TCP Fast Open data reaches Redis unparsed: everything is invalidated and
+    held a while, the connection is given up; whether the server acks the data or
+    not, the connection is then tracked as established (and released at its close)."""
+    key = "tfo:%d" % port
+    other = Conn(brc, port + 30000).handshake()
+    _filled(brc, other, key)
     c = Conn(brc, port)
+    data = resp("SET", key, "x")
     with Delta(brc) as d:
-        brc.ingress(ipv4_tcp(c.client, c.server, port, 6379, 1000, 0, "S", resp("SET", "tfo", "x"),
-                             tcp_options(mss=True)))
+        brc.ingress(ipv4_tcp(c.client, c.server, port, 6379, 1000, 0, "S", data, tcp_options(mss=True)))
     f = brc.flow(c)
     assert "tfo" in dirty_reasons(f) and d["invalidate_global"] == 1
-    assert brc.global_state()["inflight"] >= 1
-    c.cseq = 1001 + len(resp("SET", "tfo", "x"))
+    assert brc.global_state()["hold_until_ns"] > 0 and not _answerable(brc, other, key)
+    c.cseq = 1001 + len(data) if server_takes_it else 1001
     brc.egress(ipv4_tcp(c.server, c.client, 6379, port, 5000, c.cseq, "SA", b"", tcp_options(mss=True)))
     c.sseq = 5001
+    f = brc.flow(c)
+    assert f.state == 2 and "tfo" in dirty_reasons(f) and f.gmark   # its later writes: unparsed too
+    c.close()
+    assert brc.flow(c) is None and brc.global_state()["inflight"] == 0
+    brc.clear_holds()
 
 
 @pytest.mark.parametrize("frame_of", [

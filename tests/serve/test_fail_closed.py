@@ -384,9 +384,10 @@ def test_d7_writes_brc_cannot_parse_invalidate(lab):
 def test_d8_a_reset_writer_never_leaves_a_stale_value(lab):
     """D8: CLIENT PAUSE 3000 WRITE (over loopback); W (through BRC) sends SET k v2 and
     resets its connection (SO_LINGER 0) at once; R (through BRC, k hot in the
-    kernel) GETs k during and after the pause. Once Redis ran the SET (read over
-    loopback before R's GET), R never gets v1 again. BRC holds the RST until Redis's
-    reply (`rst_held`) or holds k's bucket (`rst_pending`)."""
+    kernel) GETs k during and after the pause. Whatever Redis does with the SET (7.0
+    drops a paused client's write when the client resets), R gets what Redis holds:
+    BRC passes the RST and holds k's bucket (`rst_pending`) for max_age, in case a
+    busy Redis runs the write after all."""
     key = "bb:d8:k"
     paused = False
     try:
@@ -418,7 +419,7 @@ def test_d8_a_reset_writer_never_leaves_a_stale_value(lab):
             print("D8: Redis ran the SET %s; R's GETs (t, before, R, after): first %s, last %s"
                   % ("at %.3f s" % seen[applied_at][0] if applied_at is not None else "never",
                      seen[0], seen[-1]))
-            assert d["rst_held"] + d["rst_pending"] >= 1, d
+            assert d["rst_pending"] >= 1, d
             final = t.call("GET", key)
             got, _ = gets_answered(lab, r, key, 5)
             assert got == [final] * 5
@@ -792,7 +793,6 @@ def test_item9_data_on_a_syn_is_never_followed(lab, server_takes_it):
     (`dirty_tfo`); after it closed, the kernel answers k again."""
     key = "bb:d19:tfo"
     pair = lab.pair
-    tfo_port = None
     try:
         with client(lab) as c:
             ok(c.call("SET", key, "v1"))
@@ -802,7 +802,6 @@ def test_item9_data_on_a_syn_is_never_followed(lab, server_takes_it):
                     redis_bind(lab, "127.0.0.1"), Delta(lab) as d:
                 passive = tcp_ext(pair.server).get("TCPFastOpenPassive", 0)
                 with client(lab, tfo_data=c.encode("SET", key, "v2")) as f:
-                    tfo_port = f.local_port()
                     ok(f.read_reply(), "SET in the SYN")
                     taken = tcp_ext(pair.server).get("TCPFastOpenPassive", 0) - passive
                     assert taken == (1 if server_takes_it else 0), "TCPFastOpenPassive +%d" % taken
@@ -815,30 +814,13 @@ def test_item9_data_on_a_syn_is_never_followed(lab, server_takes_it):
             assert d["dirty_tfo"] == 1, d
             with truth(lab) as t:
                 assert t.call("GET", key) == b"v2"
-            time.sleep(0.2)                     # the TFO connection's FINs have passed
+            time.sleep(1.2)                     # its FINs passed, and the hold on its SYN's data
             warm(lab, c, key, "v2")             # its marks went with it
     finally:
         if server_takes_it:
             with redis_bind(lab, "127.0.0.1"):  # re-listen once more with the sysctls restored
                 pass
-            if tfo_port:
-                _restart_tuple(lab, tfo_port)
         _del(lab, key)
-
-
-def _restart_tuple(lab, cport):
-    """A SYN then a RST on the client tuple cport -> Redis (raw, from the client
-    namespace): BRC restarts any flow still kept for that tuple and closes it, so a
-    flow left behind by a failed test does not hold its marks for the rest of the
-    session."""
-    pair = lab.pair
-    isn = random.getrandbits(32)
-    raw_send(pair.client, ipv4_tcp(pair.client_ip, pair.server_ip, cport, PORT, isn, 0, "S", b"",
-                                   tcp_options(mss=True))[14:], pair.server_ip)
-    time.sleep(0.1)
-    raw_send(pair.client, ipv4_tcp(pair.client_ip, pair.server_ip, cport, PORT, isn + 1, 0, "R")[14:],
-             pair.server_ip)
-    time.sleep(0.1)
 
 
 @pytest.mark.parametrize("in_frame", [True, False], ids=["tag-in-frame", "tag-in-skb"])
