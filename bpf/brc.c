@@ -270,8 +270,8 @@ static __always_inline void brc_unparsed(struct __sk_buff *skb, int kind, const 
 		brc_count(PKT_IP_OPTIONS);
 	else if (kind == BRC_PKT_FRAGMENT)
 		brc_count(PKT_FRAGMENT);
-	if (!brc_pkt_may_carry_command(skb, kind, pkt, cfg->port))
-		return;
+	if (!brc_pkt_may_carry_command(skb, kind, pkt, cfg->port) || brc_agent_on())
+		return;         /* with an agent in charge, Redis reports what it writes */
 	g = brc_get_global();
 	if (!g)
 		return;
@@ -492,6 +492,11 @@ syn_done:
 			f->cli_next = seg.seq + seg.payload_len;
 			brc_flag_set(f, BRC_FF_SERVED);
 			brc_count(HIT);
+			if (brc_agent_on() && bpf_get_prandom_u32() % BRC_TOUCH_SAMPLE == 0) {
+				/* Redis no longer sees this read: the agent TOUCHes it */
+				brc_touched.update(&ss->ckey, &sc->now);
+				brc_count(TOUCH_SAMPLED);
+			}
 			/* what the client waits for at this host: ingress to the
 			 * reply's redirect (a resend is not a new request) */
 			brc_latency_add(BRC_LAT_GET, bpf_ktime_get_ns() - sc->now);
@@ -637,5 +642,40 @@ int brc_egress(struct __sk_buff *skb)
 		brc_flow_close(sc, f, 1);
 	}
 	return TC_ACT_OK;
+}
+/* The host agent's entry (never attached): bump the versions of the key buckets
+ * Redis reported changed, as a write seen on the wire does. Run with
+ * BPF_PROG_TEST_RUN on a 14-byte Ethernet header and a struct brc_feed_batch;
+ * returns the number of buckets bumped. Reads the batch one word at a time: a
+ * per-CPU scratch could be in use by a tc program the run interrupted. */
+int brc_feed(struct __sk_buff *skb)
+{
+	struct brc_global *g = brc_get_global();
+	struct brc_bucket *b;
+	__u32 i, n = 0, flags = 0, idx, done = 0;
+
+	if (!g)
+		return 0;
+	if (bpf_skb_load_bytes(skb, ETH_HLEN, &n, sizeof(n)) < 0 ||
+	    bpf_skb_load_bytes(skb, ETH_HLEN + 4, &flags, sizeof(flags)) < 0)
+		return 0;
+	if (flags & BRC_FEED_F_FLUSH) {
+		brc_bump_global(g);
+		brc_count(FEED_FLUSHES);
+	}
+	for (i = 0; i < BRC_FEED_BATCH; i++) {
+		if (i >= n)
+			break;
+		if (bpf_skb_load_bytes(skb, ETH_HLEN + 8 + i * 4, &idx, sizeof(idx)) < 0)
+			break;
+		idx &= BRC_KEYVER_BUCKETS - 1;
+		b = brc_keyver.lookup(&idx);
+		if (!b)
+			continue;
+		__sync_fetch_and_add(&b->ver, 1);
+		done++;
+	}
+	brc_count_n(BRC_C_FEED_KEYS, done);
+	return done;
 }
 #endif /* BRC_LAYOUT_PROBE */

@@ -72,8 +72,13 @@ static __always_inline int brc_user_may_read(const struct brc_flow *f)
  * @count, counts why not (the serve stage does not: a GET it passes is counted
  * by the request parser right after). */
 static __always_inline int brc_may_answer(const struct brc_flow *f, const struct brc_global *g,
-					  int count)
+					  __u64 now, int count)
 {
+	if (!brc_agent_fresh(now)) {
+		if (count)
+			brc_count(GET_UNCACHEABLE_AGENT);
+		return 0;
+	}
 	if (!brc_server_current(g)) {
 		if (count)
 			brc_count(GET_UNCACHEABLE_SERVER);
@@ -147,7 +152,7 @@ static __always_inline __u64 brc_get_passed(struct brc_scratch *sc, struct brc_f
 	if (e && e->ver == f->track_ver && e->gver == f->track_gver) {
 		if (cfg->max_age_ns && sc->now - e->fill_ns > cfg->max_age_ns)
 			brc_count(CACHE_EXPIRED);
-		else if (brc_may_answer(f, g, 1))
+		else if (brc_may_answer(f, g, sc->now, 1))
 			/* Serve phase: answer here. Observe: prove it at the reply. */
 			f->track = BRC_TRACK_VERIFY;
 	}

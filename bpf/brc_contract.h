@@ -32,6 +32,8 @@
 #define BRC_MAP_GLOBAL "brc_global"
 #define BRC_MAP_REPLYBUF "brc_replybuf"
 #define BRC_MAP_TRANSIENT "brc_transient"
+#define BRC_MAP_AGENT "brc_agent"
+#define BRC_MAP_TOUCHED "brc_touched"
 #define BRC_MAP_TTLKEYS "brc_ttlkeys"
 #define BRC_MAP_SERVED "brc_served"
 #define BRC_MAP_USERS "brc_users"
@@ -399,6 +401,54 @@ struct brc_server {
 
 #define BRC_EPOCH_NONE 0xffffffffffffffffULL
 
+/* brc_agent: ARRAY, one entry, written only by the host agent (brc-agent, in
+ * module_utils/brc_agent.py). While BRC_AGENT_F_ON is set the agent is in charge
+ * of this interface: Redis's own invalidation feed (CLIENT TRACKING BCAST) reports
+ * every key that changes, so writes the wire does not show (loopback, a Unix
+ * socket, expiry, eviction, scripts, a replica's stream) and writes that run
+ * after their client reset are invalidated within the feed's lag, and no lease or
+ * hold is needed for them. Nothing is answered unless beat_ns is younger than
+ * BRC_AGENT_STALE_NS: the agent beats only while it is connected to Redis, its
+ * feed is live, and Redis's run id, role and loading state are the ones it last
+ * flushed at (a change flushes everything first). Without BRC_AGENT_F_ON the
+ * programs stand alone (leases and holds, answers bounded by max_age). */
+struct brc_agent {
+	__u64 beat_ns;          /* CLOCK_MONOTONIC of the last heartbeat */
+	__u64 flags;            /* BRC_AGENT_F_* */
+	__u64 pid;              /* the agent's process id (reports) */
+	__u64 started_ns;       /* CLOCK_MONOTONIC when it took charge (reports) */
+	__u64 feed_keys;        /* keys invalidated from the feed (reports) */
+	__u64 feed_flushes;     /* everything invalidated: restart, role, lost feed, FLUSH* (reports) */
+	__u64 feed_lag_ns;      /* the last batch's lag, Redis's report to the bump (reports) */
+	__u64 touched_keys;     /* TOUCHes sent for keys answered in the kernel (reports) */
+};
+
+#define BRC_AGENT_F_ON 1        /* an agent is in charge: its heartbeat is required */
+#define BRC_AGENT_STALE_NS 500000000ULL /* a heartbeat older than this stops answers */
+
+/* The feed program (brc_feed, pinned as prog_feed next to prog_ingress and
+ * prog_egress, never attached): the agent runs it with BPF_PROG_TEST_RUN on a
+ * 14-byte Ethernet header followed by a struct brc_feed_batch, and it bumps the
+ * listed key buckets' versions in the kernel, atomically, as a write seen on
+ * the wire does (bucket = FNV-1a-64 of the key's first BRC_KEY_MAX bytes, folded
+ * to 32 bits, modulo brc_keyver's max_entries). Its return value is the number
+ * of buckets bumped. */
+#define BRC_FEED_BATCH 64
+#define BRC_FEED_F_FLUSH 1      /* also invalidate everything (a global version bump) */
+
+struct brc_feed_batch {
+	__u32 count;            /* buckets[] entries used (<= BRC_FEED_BATCH) */
+	__u32 flags;            /* BRC_FEED_F_* */
+	__u32 buckets[BRC_FEED_BATCH];
+};
+
+/* brc_touched: LRU_HASH keyed by struct brc_cache_key, value __u64 (CLOCK_MONOTONIC
+ * ns): keys answered in the kernel, 1 in BRC_TOUCH_SAMPLE answers while an agent
+ * is in charge. The agent TOUCHes them in batches and deletes them, so Redis's
+ * LRU/LFU clocks see the reads it no longer serves (maxmemory eviction would
+ * otherwise take the hottest keys first). */
+#define BRC_TOUCH_SAMPLE 8
+
 /* brc_replybuf: LRU_HASH keyed by struct brc_flow_key: the tracked GET's reply
  * bytes as they stream out (a reply can span segments). */
 struct brc_replybuf {
@@ -479,11 +529,15 @@ struct brc_replybuf {
 	X(SERVE_PASSED_IDLE, "would-be hits passed to Redis so that its `timeout` sees the connection active") \
 	X(SERVE_KEY_RECHECK, "would-be hits passed: the entry copied was recycled for another fill meanwhile") \
 	X(RST_IGNORED, "RSTs not exactly at the next sequence number: ignored, as the kernel does") \
-	X(RST_PENDING, "client RSTs with writes unanswered: everything is held as in flight for a while") \
+	X(RST_PENDING, "client RSTs with writes unanswered: what they could change is held for a while (no agent)") \
 	X(SERVER_CHANGES, "commands that may change users, rights or the server's role (answers stop until reloaded)") \
 	X(INVALIDATE_UNPARSED, "global invalidations by IPv6, IPv4-with-options or fragments to the Redis port") \
 	X(TTL_CLEARED, "TTL records removed by a plain SET that Redis applied") \
-	X(MISMATCH_EVICTED, "entries removed because a verified answer differed from Redis's reply")
+	X(MISMATCH_EVICTED, "entries removed because a verified answer differed from Redis's reply") \
+	X(GET_UNCACHEABLE_AGENT, "GETs not answerable: the host agent in charge has not beaten recently (down, Redis down, feed lost)") \
+	X(FEED_KEYS, "key buckets invalidated by the host agent's feed (writes Redis reported)") \
+	X(FEED_FLUSHES, "global invalidations by the host agent (Redis restarted, changed role, lost its feed)") \
+	X(TOUCH_SAMPLED, "answered keys recorded for the agent to TOUCH in Redis")
 
 #define BRC_COUNTER_ENUM(name, doc) BRC_C_##name,
 enum brc_counter { BRC_COUNTERS(BRC_COUNTER_ENUM) BRC_C__MAX };

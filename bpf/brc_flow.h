@@ -54,6 +54,32 @@ static __always_inline struct brc_server *brc_get_server(void)
 	return brc_server.lookup(&zero);
 }
 
+static __always_inline struct brc_agent *brc_get_agent(void)
+{
+	__u32 zero = 0;
+
+	return brc_agent.lookup(&zero);
+}
+
+/* Is a host agent in charge (brc_agent)? Then Redis's own feed reports every key
+ * that changes, and writes BRC cannot see or see finish need no lease or hold. */
+static __always_inline int brc_agent_on(void)
+{
+	struct brc_agent *a = brc_get_agent();
+
+	return a && (a->flags & BRC_AGENT_F_ON);
+}
+
+/* May answers go on as far as the agent goes: none in charge, or it beat recently. */
+static __always_inline int brc_agent_fresh(__u64 now)
+{
+	struct brc_agent *a = brc_get_agent();
+
+	if (!a || !(a->flags & BRC_AGENT_F_ON))
+		return 1;
+	return (__s64)(now - a->beat_ns) < (__s64)BRC_AGENT_STALE_NS;
+}
+
 /* Is a write BRC could not see (or see finish) possibly still in flight? */
 static __always_inline int brc_held(const struct brc_global *g, __u64 now)
 {
@@ -76,10 +102,12 @@ static __always_inline void brc_hold_slot(__u64 *slot, __u64 until)
 	}
 }
 
-/* Everything counts as in flight until @until. */
+/* Everything counts as in flight until @until (no agent in charge: with one, the
+ * feed reports the writes the hold was for). */
 static __always_inline void brc_hold_until(struct brc_global *g, __u64 until)
 {
-	brc_hold_slot(&g->hold_until_ns, until);
+	if (!brc_agent_on())
+		brc_hold_slot(&g->hold_until_ns, until);
 }
 
 /* Is a write to bucket @b possibly still running (its client reset first)? */
@@ -360,7 +388,7 @@ static __always_inline void brc_flow_close(struct brc_scratch *sc, struct brc_fl
 		return;
 	}
 	if (!redis_done && g && (f->sent != f->replied || (f->dirty & BRC_DIRTY_GIVEUP)) &&
-	    brc_flow_holds_marks(f))
+	    brc_flow_holds_marks(f) && !brc_agent_on())
 		brc_flow_hold_unanswered(sc, f, g);
 	brc_release_marks(f, 0, 1);
 	brc_replybuf.delete(&sc->fk);
@@ -402,14 +430,15 @@ static __always_inline int brc_rst_acceptable(const struct brc_flow *f, __u32 se
 
 /* A payload segment found no flow: the connection existed before attach, or
  * its SYN was not seen. Its commands cannot be followed, so any of them may be
- * a write: invalidate everything and hold everything in flight for a lease. */
+ * a write: invalidate everything and hold everything in flight for a lease
+ * (without an agent in charge; with one, Redis reports its writes). */
 static __always_inline void brc_flow_missing(struct brc_scratch *sc)
 {
 	struct brc_global *g = brc_get_global();
 
 	brc_count(SEGMENTS_UNTRACKED);
-	if (!g)
-		return;
+	if (!g || brc_agent_on())
+		return;         /* the agent's feed reports what it writes */
 	brc_hold_until(g, sc->now + BRC_UNTRACKED_LEASE_NS);
 	__sync_fetch_and_add(&g->ver, 1);
 	brc_count(INVALIDATE_UNTRACKED);

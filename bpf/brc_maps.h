@@ -105,6 +105,16 @@ BRC_PERSISTENT("hash", struct brc_user_key, struct brc_user, brc_users, BRC_USER
 /* brc_server: what the toolkit last read from Redis (auth epoch, timeout). */
 BRC_PERSISTENT("array", __u32, struct brc_server, brc_server, 1);
 
+/* brc_agent: the host agent's heartbeat and reports (written only by it). */
+BRC_PERSISTENT("array", __u32, struct brc_agent, brc_agent, 1);
+
+#ifndef BRC_TOUCHED_MAX
+#define BRC_TOUCHED_MAX 4096        /* answered keys waiting for the agent's TOUCH */
+#endif
+
+/* brc_touched: keys answered in the kernel, for the agent to TOUCH in Redis. */
+BRC_PERSISTENT("lru_hash", struct brc_cache_key, __u64, brc_touched, BRC_TOUCHED_MAX);
+
 /* brc_cmds: the Redis command table (build-owned, filled by the loader). */
 BPF_TABLE("hash", struct brc_cmd_name, struct brc_cmd, brc_cmds, 512);
 

@@ -239,7 +239,7 @@ static __always_inline __u32 brc_serve_lookup(struct __sk_buff *skb, const struc
 	len = e->len;
 	if (len == 0 || len > BRC_VAL_MAX || e->reply[0] != '$')
 		return 0;
-	if (!brc_may_answer(f, g, 0))
+	if (!brc_may_answer(f, g, sc->now, 0))
 		return 0;
 	sv = brc_get_server();
 	if (sv && sv->idle_pass_ns && sc->now - f->last_pass_ns >= sv->idle_pass_ns) {

@@ -39,6 +39,8 @@ PERSISTENT_MAPS = (
     "brc_global",
     "brc_replybuf",
     "brc_transient",
+    "brc_agent",
+    "brc_touched",
     "brc_ttlkeys",
     "brc_served",
     "brc_users",
@@ -47,6 +49,10 @@ PERSISTENT_MAPS = (
 
 # Entry programs, by hook.
 ENTRY_PROGRAMS = {"ingress": "brc_ingress", "egress": "brc_egress"}
+
+# Programs that are never attached, by name: the host agent runs brc_feed with
+# BPF_PROG_TEST_RUN (pinned as prog_feed next to prog_ingress and prog_egress).
+HELPER_PROGRAMS = {"feed": "brc_feed"}
 
 # Tail-call arrays: {array name: [(slot, function name), ...]}.
 PROG_ARRAYS = {"brc_jmp": [(0, "brc_parse_req"), (1, "brc_parse_rep"), (2, "brc_serve_in")]}
@@ -204,10 +210,11 @@ class BrcBuild:
                  user reference goes, so the caller pins them with the programs
     """
 
-    def __init__(self, bpf, programs, prog_arrays):
+    def __init__(self, bpf, programs, prog_arrays, helpers=None):
         self.bpf = bpf
         self.programs = programs
         self.prog_arrays = prog_arrays
+        self.helpers = helpers or {}
 
     def declared_layout(self):
         """{map_name: {"type", "key_size", "value_size", "max_entries"}} for every
@@ -271,7 +278,9 @@ def compile_programs(src_dir, pin_dir=None, extra_cflags=(), load=True):
     programs = {}
     for hook, func_name in ENTRY_PROGRAMS.items():
         programs[hook] = bpf.load_func(func_name.encode(), BPF.SCHED_CLS).fd
-    return BrcBuild(bpf, programs, prog_arrays)
+    helpers = dict((name, bpf.load_func(func_name.encode(), BPF.SCHED_CLS).fd)
+                   for name, func_name in HELPER_PROGRAMS.items())
+    return BrcBuild(bpf, programs, prog_arrays, helpers)
 
 
 _INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"')

@@ -181,6 +181,13 @@ def install(interface, src_dir, pin_root, cflags=(), reset_maps=False, check_mod
             info = brc_pins.prog_info(build.programs[d])
             programs[d] = {"id": info["id"], "tag": info["tag"], "pin": path}
             keep.add(os.path.basename(path))
+        helpers = {}
+        for name, fd in sorted((getattr(build, "helpers", None) or {}).items()):
+            path = brc_pins.prog_pin(pdir, name)
+            brc_pins.pin_replace(fd, path)
+            info = brc_pins.prog_info(fd)
+            helpers[name] = {"id": info["id"], "tag": info["tag"], "pin": path}
+            keep.add(os.path.basename(path))
         maps = {}
         for name, fd in sorted((getattr(build, "prog_arrays", None) or {}).items()):
             path = os.path.join(pdir, name)
@@ -212,7 +219,7 @@ def install(interface, src_dir, pin_root, cflags=(), reset_maps=False, check_mod
                     and maps.get(n, {}).get("id") == pinned_persistent[n]["id"])
     record = {"interface": interface, "pin_dir": pdir, "source_hash": shash, "cflags": cflags,
               "src_dir": src_dir, "layout_digest": contract.layout_digest, "programs": programs,
-              "maps": maps, "headers": headers, "built_at": int(time.time()),
+              "helpers": helpers, "maps": maps, "headers": headers, "built_at": int(time.time()),
               "maps_reused": reused, "maps_reset": dropped}
     write_json(build_record_path(interface, state_dir), record)
     res = _result_from_record(record, True)

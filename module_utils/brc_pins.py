@@ -127,7 +127,8 @@ def libbpf():
             ("bpf_map_delete_elem", c_int, [c_int, vp]),
             ("bpf_map_get_next_key", c_int, [c_int, vp, vp]),
             ("bpf_prog_get_fd_by_id", c_int, [c_uint32]),
-            ("bpf_map_get_fd_by_id", c_int, [c_uint32])):
+            ("bpf_map_get_fd_by_id", c_int, [c_uint32]),
+            ("bpf_prog_test_run_opts", c_int, [c_int, vp])):
         fn = getattr(lib, fname)
         fn.restype, fn.argtypes = res, args
     _LIB.append(lib)
@@ -182,6 +183,32 @@ def map_info(fd):
     return {"id": i.id, "type": BPF_MAP_TYPES.get(i.type, str(i.type)), "key_size": i.key_size,
             "value_size": i.value_size, "max_entries": i.max_entries, "flags": i.map_flags,
             "name": i.name.decode(errors="replace")}
+
+
+class _TestRunOpts(ctypes.Structure):
+    """libbpf's struct bpf_test_run_opts."""
+    _fields_ = [("sz", ctypes.c_size_t), ("data_in", ctypes.c_void_p), ("data_out", ctypes.c_void_p),
+                ("data_size_in", ctypes.c_uint32), ("data_size_out", ctypes.c_uint32),
+                ("ctx_in", ctypes.c_void_p), ("ctx_out", ctypes.c_void_p),
+                ("ctx_size_in", ctypes.c_uint32), ("ctx_size_out", ctypes.c_uint32),
+                ("retval", ctypes.c_uint32), ("repeat", ctypes.c_int), ("duration", ctypes.c_uint32),
+                ("flags", ctypes.c_uint32), ("cpu", ctypes.c_uint32), ("batch_size", ctypes.c_uint32)]
+
+
+def prog_test_run(fd, data, out_size=None):
+    """Run program @fd once on @data (BPF_PROG_TEST_RUN): (return value, output data,
+    ns). The output buffer leaves room for a program that grows its packet."""
+    out_size = out_size or len(data) + 4096
+    inbuf = ctypes.create_string_buffer(bytes(data), len(data))
+    outbuf = ctypes.create_string_buffer(out_size)
+    opts = _TestRunOpts(sz=ctypes.sizeof(_TestRunOpts), data_in=ctypes.addressof(inbuf),
+                        data_out=ctypes.addressof(outbuf), data_size_in=len(data),
+                        data_size_out=out_size, repeat=1)
+    ret = libbpf().bpf_prog_test_run_opts(fd, ctypes.byref(opts))
+    if ret != 0:
+        e = _err(ret)
+        raise BrcError("BPF_PROG_TEST_RUN failed: %s" % os.strerror(e))
+    return opts.retval, outbuf.raw[:opts.data_size_out], opts.duration
 
 
 def prog_info(fd):

@@ -181,6 +181,26 @@ class Brc:
         finally:
             popns()
 
+    def set_agent(self, on=True, beat_ns=None):
+        """What the host agent writes in brc_agent: in charge (@on) with a heartbeat at
+        @beat_ns (CLOCK_MONOTONIC, now when None); off = no agent (the programs alone)."""
+        import time
+        t = self.bpf[b"brc_agent"]
+        v = t.Leaf()
+        v.flags = CONTRACT.constants["BRC_AGENT_F_ON"] if on else 0
+        v.beat_ns = time.monotonic_ns() if beat_ns is None else beat_ns
+        t[ctypes.c_uint32(0)] = v
+
+    def feed(self, keys=(), flush=False):
+        """What the host agent does with Redis's invalidations: run brc_feed on the key
+        buckets (and a flush). Returns the program's value (buckets bumped)."""
+        n = len(keys)
+        assert n <= CONTRACT.constants["BRC_FEED_BATCH"]
+        batch = struct.pack("<II", n, CONTRACT.constants["BRC_FEED_F_FLUSH"] if flush else 0)
+        batch += b"".join(struct.pack("<I", bucket_of(k)) for k in keys)
+        rv, _out, _ns = prog_test_run(self.build.helpers["feed"], b"\0" * 14 + batch)
+        return rv
+
     def clear_holds(self, *keys):
         """End the holds that refuse fills for a while (untracked traffic's lease, a
         client RST with writes unanswered): host-wide, the auth state's, and the
