@@ -62,7 +62,12 @@ PORT = 6379
 
 INF = float("inf")
 REPLY_TIMEOUT = 5.0          # seconds without an expected reply: a stall
-EXPIRY_SLOP = 0.005          # Redis's expiry clock vs MONITOR's timestamps
+# Redis 7.0 checks expiry inside a command against its cached clock (server.mstime,
+# refreshed once per event loop iteration), so a key outlives its deadline by up to
+# an iteration: 5.7 ms seen under the fuzzer's load. Values this close to a deadline
+# are taken as ambiguous either way (BRC never caches a key with a TTL, so a stale
+# answer it gave would be far outside this).
+EXPIRY_SLOP = 0.1
 WINDOW_SLOP = 0.0005         # widening of a GET's [send, reply] window
 MAX_REPORTED = 25            # violations reported in full per run
 HISTORY = 12                 # commands of the connection shown with a violation
