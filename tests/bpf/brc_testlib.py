@@ -261,6 +261,19 @@ def bucket_of(key):
     return (h ^ (h >> 32)) & 0xFFFF
 
 
+def filled(brc, c, key, val="v"):
+    """GET @key on connection @c with Redis answering @val: the cache holds it after."""
+    c.roundtrip(resp("GET", key), bulk(val))
+    assert brc.cache_get(key) == bulk(val), key
+
+
+def answerable(brc, c, key, val="v"):
+    """Would serve answer @c's GET of @key now (a verified would-hit)?"""
+    with Delta(brc) as d:
+        c.roundtrip(resp("GET", key), bulk(val))
+    return d["would_hit"] == 1
+
+
 def pending(flow):
     """Commands passed to Redis and not answered yet."""
     return (flow.sent - flow.replied) & 0xFFFFFFFF

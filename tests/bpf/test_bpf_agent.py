@@ -2,38 +2,28 @@
 agent in charge, answers need its fresh heartbeat, Redis's reports reach the key
 versions through the feed program, and writes BRC cannot see (or see finish) need
 no lease or hold, since the feed reports them. Crafted segments through the loaded
-programs; the agent itself is tested against a real Redis in tests/agent/."""
+programs: the agent daemon that will drive them is issue 10's, not built yet."""
 import time
 
-from brc_testlib import CONTRACT, Conn, Delta, bulk, dirty_reasons, ipv6_tcp, marks, resp
+from brc_testlib import (CONTRACT, Conn, Delta, answerable, bulk, dirty_reasons, filled, ipv6_tcp,
+                        marks, resp)
 
 STALE_NS = CONTRACT.constants["BRC_AGENT_STALE_NS"]
-
-
-def _filled(brc, c, key, val="v"):
-    c.roundtrip(resp("GET", key), bulk(val))
-    assert brc.cache_get(key) == bulk(val), key
-
-
-def _answerable(brc, c, key, val="v"):
-    with Delta(brc) as d:
-        c.roundtrip(resp("GET", key), bulk(val))
-    return d["would_hit"] == 1
 
 
 def test_answers_need_a_fresh_heartbeat_when_an_agent_is_in_charge(brc, port):
     key = "agent:beat:%d" % port
     c = Conn(brc, port).handshake()
-    _filled(brc, c, key)
+    filled(brc, c, key)
     try:
         brc.set_agent(on=True)
-        assert _answerable(brc, c, key)
+        assert answerable(brc, c, key)
         brc.set_agent(on=True, beat_ns=time.monotonic_ns() - STALE_NS - 1)
         with Delta(brc) as d:
             c.roundtrip(resp("GET", key), bulk("v"))
         assert d["would_hit"] == 0 and d["get_uncacheable_agent"] == 1
         brc.set_agent(on=False, beat_ns=0)        # no agent: the programs alone
-        assert _answerable(brc, c, key)
+        assert answerable(brc, c, key)
     finally:
         brc.set_agent(on=False, beat_ns=0)
 
@@ -41,17 +31,17 @@ def test_answers_need_a_fresh_heartbeat_when_an_agent_is_in_charge(brc, port):
 def test_the_feed_bumps_the_keys_redis_reported_and_flushes(brc, port):
     key, other = "agent:feed:%d" % port, "agent:other:%d" % port
     c = Conn(brc, port).handshake()
-    _filled(brc, c, key)
-    _filled(brc, c, other)
+    filled(brc, c, key)
+    filled(brc, c, other)
     with Delta(brc) as d:
         assert brc.feed([key]) == 1
     assert d["feed_keys"] == 1
-    assert not _answerable(brc, c, key) and _answerable(brc, c, other)
-    _filled(brc, c, key)
+    assert not answerable(brc, c, key) and answerable(brc, c, other)
+    filled(brc, c, key)
     with Delta(brc) as d:
         assert brc.feed([], flush=True) == 0
     assert d["feed_flushes"] == 1 and d["invalidate_global"] == 1
-    assert not _answerable(brc, c, key) and not _answerable(brc, c, other)
+    assert not answerable(brc, c, key) and not answerable(brc, c, other)
 
 
 def test_with_an_agent_untracked_and_unparsed_traffic_needs_no_lease(brc, port):
@@ -59,7 +49,7 @@ def test_with_an_agent_untracked_and_unparsed_traffic_needs_no_lease(brc, port):
     parse) no longer invalidate everything and hold it for a lease."""
     key = "agent:lease:%d" % port
     c = Conn(brc, port).handshake()
-    _filled(brc, c, key)
+    filled(brc, c, key)
     u = Conn(brc, port + 30000)                  # opened before the attach
     try:
         brc.set_agent(on=True)
@@ -68,7 +58,7 @@ def test_with_an_agent_untracked_and_unparsed_traffic_needs_no_lease(brc, port):
             brc.ingress(ipv6_tcp(port, 6379, resp("SET", "agent:v6", "x")))
         assert d["segments_untracked"] == 1 and d["invalidate_untracked"] == 0
         assert d["invalidate_unparsed"] == 0 and brc.global_state()["hold_until_ns"] == 0
-        assert _answerable(brc, c, key)
+        assert answerable(brc, c, key)
     finally:
         brc.set_agent(on=False, beat_ns=0)
 
@@ -76,7 +66,7 @@ def test_with_an_agent_untracked_and_unparsed_traffic_needs_no_lease(brc, port):
 def test_with_an_agent_a_lost_parser_or_a_reset_writer_holds_nothing(brc, port):
     key = "agent:lost:%d" % port
     c = Conn(brc, port).handshake()
-    _filled(brc, c, key)
+    filled(brc, c, key)
     try:
         brc.set_agent(on=True)
         j = Conn(brc, port + 30000).handshake()
@@ -88,7 +78,7 @@ def test_with_an_agent_a_lost_parser_or_a_reset_writer_holds_nothing(brc, port):
             w.reset()                             # a write unanswered
         assert d["rst_pending"] == 0
         assert brc.global_state()["inflight"] == 0 and brc.global_state()["hold_until_ns"] == 0
-        assert _answerable(brc, c, key)
+        assert answerable(brc, c, key)
         j.reset()
     finally:
         brc.set_agent(on=False, beat_ns=0)

@@ -9,12 +9,8 @@ import socket
 import struct
 
 import brc_testlib
-from brc_testlib import Conn, Delta, bulk, ipv4_tcp, marks, pending, resp, tcp_options, user
-
-
-def _filled(brc, c, key, val="v"):
-    c.roundtrip(resp("GET", key), bulk(val))
-    assert brc.cache_get(key) == bulk(val)
+from brc_testlib import (Conn, Delta, bulk, filled, ipv4_tcp, marks, pending, resp,
+                        tcp_options, user)
 
 
 def test_write_in_flight_refuses_the_fill(brc, port):
@@ -71,7 +67,7 @@ def test_invalidation_by_key_position(brc, port, cmd, keys):
     cmd = [a.replace("{k}", tag) for a in cmd]
     c = Conn(brc, port).handshake()
     for k in keys:
-        _filled(brc, c, k)
+        filled(brc, c, k)
     with Delta(brc) as d:
         c.roundtrip(resp(*cmd), b":1\r\n")
     assert d["invalidate_key"] == len(keys), d.nonzero()
@@ -84,7 +80,7 @@ def test_invalidation_by_key_position(brc, port, cmd, keys):
 def test_mset_values_are_not_keys(brc, port):
     c = Conn(brc, port).handshake()
     key = "msetval:%d" % port
-    _filled(brc, c, key)
+    filled(brc, c, key)
     with Delta(brc) as d:
         c.roundtrip(resp("MSET", "other:%d" % port, key), b"+OK\r\n")
     assert d["invalidate_key"] == 1
@@ -99,7 +95,7 @@ def test_mset_values_are_not_keys(brc, port):
 def test_global_invalidation(brc, port, cmd):
     c, o = Conn(brc, port).handshake(), Conn(brc, port + 30000).handshake()
     key = "glob:%d" % port
-    _filled(brc, o, key)
+    filled(brc, o, key)
     g0 = brc.global_state()["ver"]
     with Delta(brc) as d:
         c.roundtrip(resp(*cmd), b"+OK\r\n")
@@ -176,7 +172,7 @@ def test_answers_only_for_users_redis_authenticated_and_lets_read_every_key(brc,
     app = Conn(brc, port + 30000).handshake()
     app.roundtrip(resp("AUTH", "app", "pw"), b"+OK\r\n")
     assert user(brc.flow(app)) == (b"app", True)
-    _filled(brc, app, key)
+    filled(brc, app, key)
     with Delta(brc) as d:
         app.roundtrip(resp("GET", key), bulk("v"))
     assert d["would_hit"] == 1
@@ -217,7 +213,7 @@ def test_max_age(brc, port):
     key = "age:%d" % port
     brc.configure(max_age_ns=50_000_000)
     c = Conn(brc, port).handshake()
-    _filled(brc, c, key)
+    filled(brc, c, key)
     time.sleep(0.1)
     with Delta(brc) as d:
         c.roundtrip(resp("GET", key), bulk("v"))
@@ -236,7 +232,7 @@ def test_oversize_key_and_value(brc, port):
 def test_long_key_invalidates_its_prefix_conservatively(brc, port):
     c = Conn(brc, port).handshake()
     key = ("L%d" % port).ljust(64, "x")
-    _filled(brc, c, key)
+    filled(brc, c, key)
     with Delta(brc) as d:
         c.roundtrip(resp("SET", key + "tail", "v"), b"+OK\r\n")
         c.roundtrip(resp("GET", key), bulk("v"))

@@ -9,22 +9,10 @@ import pytest
 
 import brc_testlib
 from brc_testlib import (CONTRACT, Conn, Delta, bulk, dirty_reasons, ipv4_tcp, ipv6_tcp, marks,
-                         pending, resp, tcp_options, user)
+                         pending, resp, tcp_options, user, answerable, filled)
 
 READ_ALL = CONTRACT.constants["BRC_USER_READ_ALL"]
 OPEN = CONTRACT.constants["BRC_USER_OPEN"]
-
-
-def _filled(brc, c, key, val="v"):
-    c.roundtrip(resp("GET", key), bulk(val))
-    assert brc.cache_get(key) == bulk(val), key
-
-
-def _answerable(brc, c, key, val="v"):
-    """Would serve answer c's GET of key now (a verified would-hit)?"""
-    with Delta(brc) as d:
-        c.roundtrip(resp("GET", key), bulk(val))
-    return d["would_hit"] == 1
 
 
 @pytest.mark.parametrize("cmd,reason", [
@@ -46,7 +34,7 @@ def test_commands_whose_replies_do_not_pair_give_the_connection_up(brc, port, cm
     see the connection's reads) gives the connection up for good."""
     key = "giveup:%d" % port
     c = Conn(brc, port).handshake()
-    _filled(brc, c, key)
+    filled(brc, c, key)
     with Delta(brc) as d:
         c.send(cmd)
     assert reason in dirty_reasons(brc.flow(c)) and d["dirty_" + reason] == 1
@@ -57,7 +45,7 @@ def test_commands_whose_replies_do_not_pair_give_the_connection_up(brc, port, cm
         assert d["get_uncacheable_dirty"] == 1
 
 
-def test_d1_a_shifted_reply_is_never_filled(brc, port):
+def test_d1_a_shifted_reply_is_neverfilled(brc, port):
     """D1's repro: UNSUBSCRIBE a b (two replies) + BLMOVE in one write, two replies
     read, then GET victim: the blocking command's reply must never fill victim."""
     victim = "victim:%d" % port
@@ -76,7 +64,7 @@ def test_d1_a_shifted_reply_is_never_filled(brc, port):
 def test_a_reply_with_nothing_pending_gives_up(brc, port):
     key = "unm:%d" % port
     c = Conn(brc, port).handshake()
-    _filled(brc, c, key)
+    filled(brc, c, key)
     with Delta(brc) as d:
         c.reply(b"+OK\r\n")
     assert d["replies_unmatched"] == 1 and "unmatched" in dirty_reasons(brc.flow(c))
@@ -214,7 +202,7 @@ def test_a_user_name_brc_cannot_hold_is_never_answered(brc, port):
     name = "u" * 65
     brc.load_users({"default": READ_ALL | OPEN, name[:64]: READ_ALL})
     c = Conn(brc, port).handshake()
-    _filled(brc, c, key)
+    filled(brc, c, key)
     c.roundtrip(resp("AUTH", name, "pw"), b"+OK\r\n")
     with Delta(brc) as d:
         c.roundtrip(resp("GET", key), bulk("v"))
@@ -230,12 +218,12 @@ def test_commands_that_may_change_who_reads_what_stop_answers_until_reloaded(brc
     toolkit has read them again (brc_server.auth_epoch)."""
     key = "srv:%d" % port
     c, a = Conn(brc, port).handshake(), Conn(brc, port + 30000).handshake()
-    _filled(brc, c, key)
-    assert _answerable(brc, c, key)
+    filled(brc, c, key)
+    assert answerable(brc, c, key)
     with Delta(brc) as d:
         a.send(resp(*cmd))
     assert d["server_changes"] == 1 and brc.global_state()["auth_inflight"] == 1
-    assert not _answerable(brc, c, key)
+    assert not answerable(brc, c, key)
     epoch = brc.global_state()["auth_epoch"]
     a.reply(b"+OK\r\n")
     assert brc.global_state()["auth_inflight"] == 0 and brc.global_state()["auth_epoch"] == epoch + 1
@@ -245,8 +233,8 @@ def test_commands_that_may_change_who_reads_what_stop_answers_until_reloaded(brc
     if cmd[0] in ("CONFIG", "ACL"):     # the others also invalidate everything
         assert d["get_uncacheable_server"] == 1
     brc.load_users()                    # the toolkit reads Redis again
-    _filled(brc, c, key)
-    assert _answerable(brc, c, key)
+    filled(brc, c, key)
+    assert answerable(brc, c, key)
 
 
 @pytest.mark.parametrize("cmd", [("CONFIG", "GET", "timeout"), ("ACL", "WHOAMI"), ("acl", "getuser", "x"),
@@ -254,11 +242,11 @@ def test_commands_that_may_change_who_reads_what_stop_answers_until_reloaded(brc
 def test_read_only_subcommands_change_nothing(brc, port, cmd):
     key = "ro:%d" % port
     c = Conn(brc, port).handshake()
-    _filled(brc, c, key)
+    filled(brc, c, key)
     with Delta(brc) as d:
         c.roundtrip(resp(*cmd), b"+OK\r\n")
     assert d["server_changes"] == 0 and brc.flow(c).dirty == 0
-    assert _answerable(brc, c, key)
+    assert answerable(brc, c, key)
 
 
 def test_a_server_change_on_a_connection_given_up_holds_until_it_closes(brc, port):
@@ -328,7 +316,7 @@ def test_entries_are_per_server_address(brc, port):
     key = "srvaddr:%d" % port
     a = Conn(brc, port).handshake()
     b = Conn(brc, port + 30000, server="10.66.1.3").handshake()
-    _filled(brc, a, key, "from-a")
+    filled(brc, a, key, "from-a")
     with Delta(brc) as d:
         b.roundtrip(resp("GET", key), bulk("from-b"))
     assert d["would_hit"] == 0 and d["fill"] == 1
@@ -343,7 +331,7 @@ def test_a_key_whose_hash_is_zero_is_invalidated_where_it_is_looked_up(brc, port
         h = ((h ^ ch) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
     assert h == 0
     c, w = Conn(brc, port).handshake(), Conn(brc, port + 30000).handshake()
-    _filled(brc, c, key)
+    filled(brc, c, key)
     w.roundtrip(resp("SET", key, "w"), b"+OK\r\n")
     with Delta(brc) as d:
         c.roundtrip(resp("GET", key), bulk("w"))
@@ -357,14 +345,14 @@ def test_data_on_a_syn_gives_the_connection_up(brc, port, server_takes_it):
     not, the connection is then tracked as established (and released at its close)."""
     key = "tfo:%d" % port
     other = Conn(brc, port + 30000).handshake()
-    _filled(brc, other, key)
+    filled(brc, other, key)
     c = Conn(brc, port)
     data = resp("SET", key, "x")
     with Delta(brc) as d:
         brc.ingress(ipv4_tcp(c.client, c.server, port, 6379, 1000, 0, "S", data, tcp_options(mss=True)))
     f = brc.flow(c)
     assert "tfo" in dirty_reasons(f) and d["invalidate_global"] == 1
-    assert brc.global_state()["hold_until_ns"] > 0 and not _answerable(brc, other, key)
+    assert brc.global_state()["hold_until_ns"] > 0 and not answerable(brc, other, key)
     c.cseq = 1001 + len(data) if server_takes_it else 1001
     brc.egress(ipv4_tcp(c.server, c.client, 6379, port, 5000, c.cseq, "SA", b"", tcp_options(mss=True)))
     c.sseq = 5001
@@ -389,7 +377,7 @@ def test_packets_brc_does_not_parse_invalidate_what_they_could_write(brc, port, 
     everything is invalidated and held in flight for a while."""
     key = "unparsed:%d" % port
     c = Conn(brc, port).handshake()
-    _filled(brc, c, key)
+    filled(brc, c, key)
     with Delta(brc) as d:
         brc.ingress(frame_of(c))
     assert d["invalidate_unparsed"] == 1
@@ -401,10 +389,10 @@ def test_packets_brc_does_not_parse_invalidate_what_they_could_write(brc, port, 
 def test_ipv6_traffic_to_other_ports_changes_nothing(brc, port):
     key = "v6other:%d" % port
     c = Conn(brc, port).handshake()
-    _filled(brc, c, key)
+    filled(brc, c, key)
     with Delta(brc) as d:
         brc.ingress(ipv6_tcp(c.cport, 22, b"ssh"))
-    assert d["invalidate_unparsed"] == 0 and _answerable(brc, c, key)
+    assert d["invalidate_unparsed"] == 0 and answerable(brc, c, key)
 
 
 def test_a_verify_mismatch_evicts_invalidates_and_gives_up(brc, port):
@@ -412,7 +400,7 @@ def test_a_verify_mismatch_evicts_invalidates_and_gives_up(brc, port):
     wrong: the entry goes, everything is invalidated, the connection is given up."""
     key = "mm:%d" % port
     c, o = Conn(brc, port).handshake(), Conn(brc, port + 30000).handshake()
-    _filled(brc, c, key)
+    filled(brc, c, key)
     ver = brc.global_state()["ver"]
     with Delta(brc) as d:
         c.roundtrip(resp("GET", key), bulk("other"))
