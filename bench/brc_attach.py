@@ -102,7 +102,7 @@ class Brc:
         table[table.Key(0)] = leaf
         return dict((n, getattr(cfg, n)) for n in names)
 
-    def refresh_auth(self, host, unix_socket=None, user=None, password=None):
+    def refresh_auth(self, host, unix_socket=None, user=None, password=None, **load_args):
         """Load the Redis's users and rights into the programs, as the toolkit's brc_auth
         module does on a host (same loader, module_utils/brc_auth.py), reading Redis
         from inside its namespace. Returns the loader's result."""
@@ -113,7 +113,7 @@ class Brc:
         with in_netns(self.netns):
             return brc_auth.load(maps, self.contract, lambda: brc_auth.read_state(
                 self.contract, host=host, port=self.port, unix_socket=unix_socket, user=user,
-                password=password))
+                password=password), **load_args)
 
     def counters(self):
         """Named counters, plus the latency histogram buckets as 'lat.<class>.<slot>'

@@ -43,6 +43,11 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9_.:\-]*$")
 # or a stuck auth command) and waits at most this long for auth_inflight == 0.
 LOAD_ATTEMPTS = 5
 INFLIGHT_WAIT_S = 2.0
+# An auth command whose client reset the connection may still run until
+# brc_global.auth_hold_until_ns (brc_max_age after the reset, 30 s without one):
+# a load read before then cannot make the programs answer, so the loader waits
+# that out, up to this long, and reads after it.
+HOLD_WAIT_S = 35.0
 POLL_S = 0.01
 
 
@@ -567,7 +572,7 @@ def user_changes(before, after):
 # --- the loader ---------------------------------------------------------------------------
 
 def load(maps, contract, state, check_mode=False, attempts=LOAD_ATTEMPTS, inflight_wait_s=INFLIGHT_WAIT_S,
-         poll_s=POLL_S, sleep=time.sleep, clock=time.monotonic):
+         poll_s=POLL_S, sleep=time.sleep, clock=time.monotonic, hold_wait_s=HOLD_WAIT_S):
     """Load Redis's users into the programs' maps with the protocol of struct brc_server.
 
     maps: an accessor with .users, .server, .global_ (PinnedAuthMaps, BccAuthMaps).
@@ -582,6 +587,8 @@ def load(maps, contract, state, check_mode=False, attempts=LOAD_ATTEMPTS, inflig
     "auth_epoch", "answering", "attempts"}. changed is True only when brc_users or
     brc_server's auth_epoch/idle_pass_ns end up different from before (loaded_ns
     and the temporary BRC_EPOCH_NONE do not count). check_mode reads and writes nothing.
+    A hold (brc_global.auth_hold_until_ns) is waited out up to hold_wait_s before
+    Redis is read; a longer one leaves answering False.
     """
     none = contract.constants["BRC_EPOCH_NONE"]
     before_users = read_users(maps, contract)
@@ -625,6 +632,9 @@ def load(maps, contract, state, check_mode=False, attempts=LOAD_ATTEMPTS, inflig
             why = ("%d auth-changing commands stayed in flight for %.1f s (a client that sent one and "
                    "never read the reply?)" % (inflight, inflight_wait_s))
             continue
+        hold_s = read_global(maps, contract).get("auth_hold_until_ns", 0) / 1e9 - clock()
+        if hold_s > 0:
+            sleep(min(hold_s, hold_wait_s))
         # 2. read Redis now, and make brc_users hold exactly what it says
         try:
             current = state()

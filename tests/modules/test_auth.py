@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 
 import pytest
 import redis
@@ -650,3 +651,20 @@ def test_module_in_netns_with_pinned_maps(in_netns, contract):
     assert r["timeout"]["interfaces"]["brcmt0"]["idle_pass_ns"] == 15 * 10 ** 9
     down = r["down"]
     assert down["failed"] and "cannot reach Redis at 127.0.0.1:6379" in down["msg"]
+
+
+def test_a_hold_is_waited_out_before_redis_is_read(maps, contract, acl_server):
+    # A client reset its connection with an auth command unanswered: Redis may run
+    # it until the hold. A read made before then could miss it, so the loader reads
+    # after the hold, and the programs answer.
+    hold = time.monotonic_ns() + 300_000_000
+    set_global(maps, contract, auth_hold_until_ns=hold)
+    r = brc_auth.load(maps, contract, reader(contract, acl_server))
+    assert r["answering"] and r["after"]["server"]["loaded_ns"] >= hold
+
+
+def test_a_hold_longer_than_the_wait_leaves_answers_stopped(maps, contract, acl_server):
+    set_global(maps, contract, auth_hold_until_ns=time.monotonic_ns() + 60_000_000_000)
+    r = brc_auth.load(maps, contract, reader(contract, acl_server), hold_wait_s=0)
+    assert not r["answering"]
+    set_global(maps, contract, auth_hold_until_ns=0)
