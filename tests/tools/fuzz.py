@@ -525,6 +525,25 @@ class Model:
             line.pred = f(line, db, ts, argv)
         except (IndexError, ValueError):
             line.pred, line.certain = UNKNOWN, False
+        if not line.certain and name != b"GET":
+            self.taint(line, db, argv)
+
+    def taint(self, line, db, argv):
+        """The model took one branch of a write whose outcome it could not tell (a key
+        read at its expiry, say RENAME of a key Redis still held): whatever the write
+        names may hold anything now, until a write that does not depend on it."""
+        dbs = {db}
+        opts = [a.upper() for a in argv]
+        if b"DB" in opts[3:]:
+            dbs.add(int(argv[opts.index(b"DB", 3) + 1]))
+        for key in argv[1:]:
+            if key.startswith(self.keys.tag) or key.startswith(b"public:" + self.keys.tag):
+                for d in dbs:
+                    h = self.hist.get((d, key))
+                    if h and h[-1][4] is line and not h[-1][3]:
+                        continue        # written blind by this very command (DEL)
+                    v, exp, _unc = self.state(d, key)
+                    self.put(d, key, line.ts, v, exp, True, line=line)
 
     def _get(self, line, db, key):
         v, certain = self.live(db, key, line.ts)
@@ -532,8 +551,9 @@ class Model:
             line.certain = False
         return v
 
-    def _set(self, line, db, key, value, expire):
-        unc = not line.certain
+    def _set(self, line, db, key, value, expire, blind=False):
+        """@blind: the value written does not depend on what the model could not tell."""
+        unc = not line.certain and not blind
         self.put(db, key, line.ts, value, expire, unc, origin=(
             " ".join(a.decode("latin-1") for a in line.argv[:3]) if value is not None else None),
             line=line)
@@ -554,8 +574,9 @@ class Model:
     def _c_set(self, line, db, ts, argv):
         key, val = argv[1], argv[2]
         opts = [a.upper() for a in argv[3:]]
-        cur = self._get(line, db, key)
         nx, xx, get = b"NX" in opts, b"XX" in opts, b"GET" in opts
+        blind = not (nx or xx or get or b"KEEPTTL" in opts)
+        cur = self.state(db, key)[0] if blind else self._get(line, db, key)
         exp, keep = None, False
         for i, o in enumerate(opts):
             if o == b"EX":
@@ -570,7 +591,7 @@ class Model:
         if ok:
             if keep and cur is not None:
                 exp = self._keep_exp(db, key)
-            self._set(line, db, key, val, exp)
+            self._set(line, db, key, val, exp, blind)
         if get:
             return cur
         return Simple("OK") if ok else None
@@ -589,7 +610,7 @@ class Model:
             if self._get(line, db, key) is not None:
                 n += 1
             if self.state(db, key)[0] is not None:
-                self._set(line, db, key, None, None)
+                self._set(line, db, key, None, None, blind=True)
         return n
 
     _c_unlink = _c_del
@@ -2177,12 +2198,15 @@ class Fuzz:
             s.close()
         return self.monitor.take_until(m)
 
-    def refresh(self):
+    def refresh(self, wait_out_holds=False):
+        """Load Redis's users into BRC, as the toolkit does about once a second while
+        the run goes on (a hold left by a reset is not waited for then: the next one
+        loads), and waiting out holds at the end, so the lab serves again after."""
         hook = getattr(self.lab, "refresh_auth", None)
         if hook is None:
             return
         with self.board.auth_lock:
-            hook()
+            hook(**({} if wait_out_holds else {"hold_wait_s": 0}))
 
     def setup(self):
         k = self.board.keys
@@ -2260,7 +2284,7 @@ class Fuzz:
             self.stopping = True
             try:
                 self.teardown()
-                self.refresh()      # the teardown's ACL/CONFIG changed the users again
+                self.refresh(wait_out_holds=True)   # the teardown changed the users again
             finally:
                 self.monitor.close()
         if self.monitor.error:
@@ -2372,9 +2396,9 @@ class CliLab:
             return {}
         return dict((k, v) for k, v in self.brc.counters().items() if not k.startswith("lat."))
 
-    def refresh_auth(self):
+    def refresh_auth(self, **load_args):
         if self.brc is not None:
-            self.brc.refresh_auth(self.pair.server_ip)
+            self.brc.refresh_auth(self.pair.server_ip, **load_args)
 
     def close(self):
         if self.brc is not None:
