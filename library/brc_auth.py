@@ -25,7 +25,9 @@ description:
     The programs stop answering, the module waits for auth commands in flight, reads Redis, fills
     C(brc_users), and lets the programs answer again only if no command that may change who can read
     what completed meanwhile (else it starts again, a bounded number of times). Any such command that
-    completes later stops answers until the next load.
+    completes later stops answers until the next load. When a client reset its connection with such a
+    command unanswered, Redis may still run it for a while (brc_max_age, 30 s without one), so the module
+    waits that out (up to 35 s) before reading Redis.
   - Fails closed, with the fix in the message, on anything unexpected, such as an unreachable Redis,
     refused credentials, a Redis without C(ACL DRYRUN) (before 7.0), a toolkit user without the rights,
     or more than one Redis process listening on O(redis_port).
