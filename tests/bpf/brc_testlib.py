@@ -17,6 +17,7 @@ BPF_DIR = os.path.join(REPO, "bpf")
 # putting module_utils/ itself on sys.path would shadow library/ modules of the same name.
 from ansible.module_utils import brc_bpf, brc_contract  # noqa: E402
 from tools.bpf_run import prog_test_run  # noqa: E402,F401  (re-exported for tests/serve)
+from tools.checker import encode as resp  # noqa: E402  (a RESP array of bulk strings)
 
 CONTRACT = brc_contract.load_contract(BPF_DIR)
 TC_ACT_OK = 0
@@ -70,15 +71,6 @@ def ipv6_tcp(sport, dport, payload=b""):
     tcp = struct.pack("!HHIIBBHHH", sport, dport, 1, 0, 5 << 4, 0x18, 65535, 0, 0)
     ip6 = struct.pack("!IHBB", 6 << 28, len(tcp) + len(payload), 6, 64) + b"\0" * 15 + b"\1" + b"\0" * 15 + b"\2"
     return b"\x02\0\0\0\0\x02\x02\0\0\0\0\x01\x86\xdd" + ip6 + tcp + payload
-
-
-def resp(*args):
-    """A RESP array of bulk strings."""
-    out = b"*%d\r\n" % len(args)
-    for a in args:
-        a = a if isinstance(a, bytes) else str(a).encode()
-        out += b"$%d\r\n%s\r\n" % (len(a), a)
-    return out
 
 
 def bulk(v):

@@ -40,6 +40,15 @@ class Stall(Exception):
     pass
 
 
+def encode(*args):
+    """One command as a RESP array of bulk strings."""
+    out = [b"*%d\r\n" % len(args)]
+    for a in args:
+        a = a if isinstance(a, bytes) else str(a).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+    return b"".join(out)
+
+
 class RespConnection:
     """A minimal RESP2 client: encode commands, read exactly one reply each."""
 
@@ -53,14 +62,6 @@ class RespConnection:
             self.sock.close()
         except OSError:
             pass
-
-    @staticmethod
-    def encode(*args):
-        out = [b"*%d\r\n" % len(args)]
-        for a in args:
-            a = a if isinstance(a, bytes) else str(a).encode()
-            out.append(b"$%d\r\n%s\r\n" % (len(a), a))
-        return b"".join(out)
 
     def _fill(self):
         try:
@@ -102,11 +103,11 @@ class RespConnection:
         raise ProtocolError("unexpected reply type byte %r" % kind)
 
     def call(self, *args):
-        self.sock.sendall(self.encode(*args))
+        self.sock.sendall(encode(*args))
         return self.read_reply()
 
     def pipeline(self, commands):
-        self.sock.sendall(b"".join(self.encode(*c) for c in commands))
+        self.sock.sendall(b"".join(encode(*c) for c in commands))
         return [self.read_reply() for _ in commands]
 
 

@@ -56,6 +56,8 @@ import threading
 import time
 from collections import Counter, defaultdict
 
+from checker import encode
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 PORT = 6379
@@ -99,14 +101,6 @@ class Closed(Exception):
 
 class Incomplete(Exception):
     pass
-
-
-def encode(*args):
-    out = [b"*%d\r\n" % len(args)]
-    for a in args:
-        a = a if isinstance(a, bytes) else str(a).encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(a), a))
-    return b"".join(out)
 
 
 def parse(buf, pos):
