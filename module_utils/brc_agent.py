@@ -86,6 +86,7 @@ BACKOFF_MIN_S = 0.05
 BACKOFF_MAX_S = 2.0
 IO_TIMEOUT_S = 2.0
 TOUCH_BATCH = 128
+NOT_READY = ("loading", "replica_link_down")
 DRAIN_MAX = 1000           # messages read before the beat's checks get a turn
 
 log = logging.getLogger("brc-agent")
@@ -203,6 +204,17 @@ def server_state(info):
     return {"run_id": info.get("run_id"), "role": role, "master": master}
 
 
+def not_ready(info):
+    """Why Redis's data set is not one to answer from yet (None: it is): loading an
+    RDB/AOF, or a replica whose link to its master is not up (before and during a
+    full sync it holds its old data, which the new master may not have)."""
+    if info.get("loading") == "1":
+        return "loading"
+    if info.get("role") == "slave" and info.get("master_link_status") != "up":
+        return "replica_link_down"
+    return None
+
+
 def change_reason(before, after):
     if before is None:
         return "resync"
@@ -300,9 +312,6 @@ class RedisLink:
         acl = hashlib.sha256(b"\n".join(self.cmd.read_response())).hexdigest()
         return tracking_live(tracking, self.sub_id), info, acl
 
-    def info(self):
-        return parse_info(self.call(self.cmd, "INFO", "server", "replication", "persistence"))
-
     def touch(self, keys):
         n = 0
         for i in range(0, len(keys), TOUCH_BATCH):
@@ -359,20 +368,23 @@ class Agent:
     # -- Redis
     def establish(self):
         """Connect, track, read Redis's state, flush, load users: then beating may start."""
+        ex = self.link.redis.exceptions
         try:
             self.link.open()
-            info = self.link.info()
+            _live, info, acl = self.link.checks()
         except Lost:
             raise
-        except self.link.redis.exceptions.ConnectionError as e:   # includes timeouts in 4.x
+        except (ex.ConnectionError, ex.TimeoutError) as e:   # AuthenticationError included
             raise Lost("redis_down", str(e))
-        except self.link.redis.exceptions.RedisError as e:
+        except ex.RedisError as e:
             raise Lost("redis_error", str(e))
-        if info.get("loading") == "1":
-            raise Lost("loading")
+        why = not_ready(info)
+        if why:
+            raise Lost(why)
         state = server_state(info)
         self.flush(change_reason(self.flushed_at, state) or "reconnect")
         self.flushed_at = state
+        self.acl_digest = acl          # read before the load: a change after it reloads again
         self.reload_auth("connected")
         self.check_and_beat()
 
@@ -397,12 +409,13 @@ class Agent:
             raise Lost("redis_error", str(e))
         if not live:
             raise Lost("feed", "CLIENT TRACKINGINFO: tracking off or redirect broken")
-        if info.get("loading") == "1":
-            raise Lost("loading")
+        why = not_ready(info)
+        if why:
+            raise Lost(why)
         reason = change_reason(self.flushed_at, server_state(info))
         if reason:
             raise Lost(reason, "%s -> %s" % (self.flushed_at, server_state(info)))
-        if self.acl_digest is not None and acl != self.acl_digest:
+        if acl != self.acl_digest:
             self.reload_auth("ACL LIST changed")
         self.acl_digest = acl
         if not self.beating:
@@ -473,23 +486,29 @@ class Agent:
 
     def run(self, should_stop, sleep=time.sleep):
         self.take_charge()
-        backoff = BACKOFF_MIN_S
+        backoff, last = BACKOFF_MIN_S, None
         self.next_auth = time.monotonic()
         try:
             while not should_stop():
                 try:
                     self.establish()
-                    backoff = BACKOFF_MIN_S
+                    backoff, last = BACKOFF_MIN_S, None
                     self.serve(should_stop)
                 except Lost as e:
                     if self.beating:
                         self.stop_answers(e.reason)
-                    log.warning("not answering: %s (retry in %.2f s)", e, backoff)
+                    # Redis up but not ready is polled at the beat's pace (answers
+                    # resume soon after it is); a failure backs off
+                    wait = self.beat_s if e.reason in NOT_READY else backoff
+                    if str(e) != last:         # once per distinct cause, not per retry
+                        log.warning("not answering: %s (retrying every %.2f s or less)", e, wait)
+                    last = str(e)
                     self.link.close()
-                    end = time.monotonic() + backoff
+                    end = time.monotonic() + wait
                     while not should_stop() and time.monotonic() < end:
-                        sleep(min(0.05, backoff))
-                    backoff = min(backoff * 2, BACKOFF_MAX_S)
+                        sleep(min(0.05, wait))
+                    if e.reason not in NOT_READY:
+                        backoff = min(backoff * 2, BACKOFF_MAX_S)
         finally:
             self.stop_answers("agent_stop")
             self.link.close()

@@ -1,0 +1,106 @@
+"""brc-agent against the real thing (issue 10): what a client through BRC gets,
+compared with what Redis holds (read over loopback in the server namespace, a path
+BRC does not see). No timed waits: every wait is a bounded poll for an agent
+report (a marker write's bucket bumped by the feed, a heartbeat, a counter)."""
+import subprocess
+import time
+
+from agent_lab import PORT, wait_for
+
+
+def served(lab, key, marker_port=PORT):
+    """GET @key through BRC twice (fill, then answer): was the second one answered in
+    the kernel? Returns (value, answered). The feed reports the test's own writes
+    too, so a marker first: a late report of them would invalidate the fill."""
+    lab.marker(port=marker_port)
+    lab.get(key)
+    before = lab.counters()
+    value = lab.get(key)
+    return value, lab.delta(lab.counters(), before).get("hit", 0) > 0
+
+
+def test_a_loopback_write_is_not_served_stale_once_fed(agent_lab):
+    lab, key = agent_lab, "agent:a:%d" % time.monotonic_ns()
+    lab.cli("SET", key, "v1")
+    assert served(lab, key) == ("v1", True)
+    lab.local("SET", key, "v2")          # BRC does not see loopback
+    lab.marker()
+    assert lab.get(key) == "v2"
+    assert lab.get(key) == lab.local("GET", key) == "v2"
+    assert lab.agent_state()["feed_keys"] > 0
+
+
+def test_b_a_killed_agent_stops_answers(agent_lab):
+    lab, key = agent_lab, "agent:b:%d" % time.monotonic_ns()
+    lab.cli("SET", key, "v1")
+    assert served(lab, key) == ("v1", True)
+    lab.kill_agent()
+    wait_for(lambda: not lab.beat_fresh(), "the heartbeat to go stale")
+    before = lab.counters()
+    assert lab.get(key) == "v1" and lab.get(key) == "v1"
+    d = lab.delta(lab.counters(), before)
+    assert d.get("hit", 0) == 0 and d.get("get_uncacheable_agent", 0) >= 1, d
+    lab.start_agent()                    # back in charge: answers resume
+    assert served(lab, key) == ("v1", True)
+
+
+def test_c_a_redis_restart_flushes_and_serving_resumes(agent_lab):
+    lab, key = agent_lab, "agent:c:%d" % time.monotonic_ns()
+    lab.cli("SET", key, "old")
+    assert served(lab, key) == ("old", True)
+    flushes = lab.agent_state()["feed_flushes"]
+    lab.restart_redis()                  # no persistence: the key is gone
+    wait_for(lambda: lab.agent_state()["feed_flushes"] > flushes, "a flush after the restart")
+    assert lab.get(key) == "" and lab.local("EXISTS", key) == "0"
+    lab.wait_answering()
+    assert "flush reason=restart" in lab.agent_log()
+    lab.cli("SET", key, "new")
+    assert served(lab, key) == ("new", True)
+
+
+def test_d_replicaof_flushes_and_serves_the_masters_data(agent_lab):
+    lab, key = agent_lab, "agent:d:%d" % time.monotonic_ns()
+    other = lab.pair.start_redis(PORT + 1, extra=("--bind", lab.pair.server_ip, "127.0.0.1"))
+    try:
+        lab.local("SET", key, "from-master", port=PORT + 1)
+        lab.cli("SET", key, "local")
+        assert served(lab, key) == ("local", True)
+        flushes = lab.agent_state()["feed_flushes"]
+        lab.local("REPLICAOF", lab.pair.server_ip, PORT + 1)
+        wait_for(lambda: lab.agent_state()["feed_flushes"] > flushes, "a flush on the role change")
+        wait_for(lambda: "master_link_status:up" in lab.local("INFO", "replication"), "the replica in sync")
+        lab.wait_answering()
+        assert "flush reason=role" in lab.agent_log()
+        assert lab.get(key) == lab.local("GET", key) == "from-master"
+        lab.local("SET", key, "newer", port=PORT + 1)   # reaches the replica by its stream,
+        # and served() waits for a marker written after it to come through the feed
+        assert served(lab, key, marker_port=PORT + 1) == ("newer", True)
+        assert lab.local("GET", key) == "newer"
+        flushes = lab.agent_state()["feed_flushes"]
+    finally:
+        lab.local("REPLICAOF", "NO", "ONE")
+        lab.pair._kill(other.pid)
+        other.wait(10)
+    wait_for(lambda: lab.agent_state()["feed_flushes"] > flushes, "a flush back to master")
+    lab.wait_answering()
+
+
+def test_e_served_reads_are_touched_in_redis(agent_lab):
+    lab, key = agent_lab, "agent:e:%d" % time.monotonic_ns()
+    lab.cli("SET", key, "v")
+    assert served(lab, key) == ("v", True)
+    monitor = subprocess.Popen(["ip", "netns", "exec", lab.pair.server, "redis-cli", "-h", "127.0.0.1",
+                                "-p", str(PORT), "monitor"], stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL)
+    try:
+        touched = lab.agent_state()["touched_keys"]
+        for _attempt in range(10):       # 1 in BRC_TOUCH_SAMPLE answers is recorded
+            before = lab.counters()
+            lab.cli("-r", "40", "GET", key)
+            if lab.delta(lab.counters(), before).get("touch_sampled", 0):
+                break
+        wait_for(lambda: lab.agent_state()["touched_keys"] > touched, "the agent's TOUCH")
+    finally:
+        monitor.send_signal(15)
+        out, _err = monitor.communicate(timeout=10)
+    assert ('"TOUCH" "%s"' % key).encode() in out
