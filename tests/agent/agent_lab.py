@@ -115,13 +115,25 @@ class AgentLab(ServeLab):
         return out
 
     # -- the agent
+    def agent_command(self, *extra):
+        args = ["--pin-dir", self.pin_dir, "--src-dir", self.bpf_dir, "--redis-host", "127.0.0.1",
+                "--redis-port", str(PORT), "--user", AGENT_USER, "--password-file", self.password_file]
+        for i in range(0, len(extra) - 1):
+            if extra[i] in args:         # an option given again replaces the lab's
+                j = args.index(extra[i])
+                del args[j:j + 2]
+        return [HOST_PYTHON, AGENT_SCRIPT, "--lib", MODULE_UTILS] + args + list(extra)
+
     def start_agent(self):
-        self.agent = self.pair.popen(self.pair.server, [
-            HOST_PYTHON, AGENT_SCRIPT, "--lib", MODULE_UTILS, "--pin-dir", self.pin_dir,
-            "--src-dir", self.bpf_dir, "--redis-host", "127.0.0.1", "--redis-port", str(PORT),
-            "--user", AGENT_USER, "--password-file", self.password_file, "--log", self.log_path])
+        self.agent = self.pair.popen(self.pair.server, self.agent_command("--log", self.log_path))
         self.wait_answering()
         return self.agent
+
+    def run_agent(self, *extra, timeout=30):
+        """brc-agent run to its end in the server namespace (--release, bad input)."""
+        return subprocess.run(["ip", "netns", "exec", self.pair.server] + self.agent_command(*extra),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout,
+                              universal_newlines=True)
 
     def kill_agent(self, sig=signal.SIGKILL):
         os.kill(self.agent.pid, sig)

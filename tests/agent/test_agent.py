@@ -2,17 +2,21 @@
 compared with what Redis holds (read over loopback in the server namespace, a path
 BRC does not see). No timed waits: every wait is a bounded poll for an agent
 report (a marker write's bucket bumped by the feed, a heartbeat, a counter)."""
+import os
+import signal
 import subprocess
 import time
 
 from agent_lab import PORT, wait_for
 
 
-def served(lab, key, marker_port=PORT):
+def served(lab, key, marker_port=PORT, marker=True):
     """GET @key through BRC twice (fill, then answer): was the second one answered in
     the kernel? Returns (value, answered). The feed reports the test's own writes
-    too, so a marker first: a late report of them would invalidate the fill."""
-    lab.marker(port=marker_port)
+    too, so a marker first (unless no agent feeds): a late report of them would
+    invalidate the fill."""
+    if marker:
+        lab.marker(port=marker_port)
     lab.get(key)
     before = lab.counters()
     value = lab.get(key)
@@ -104,3 +108,49 @@ def test_e_served_reads_are_touched_in_redis(agent_lab):
         monitor.send_signal(15)
         out, _err = monitor.communicate(timeout=10)
     assert ('"TOUCH" "%s"' % key).encode() in out
+
+
+def test_sigterm_stops_answers_and_release_hands_back_to_the_programs(agent_lab):
+    lab, key = agent_lab, "agent:stop:%d" % time.monotonic_ns()
+    lab.cli("SET", key, "v")
+    assert served(lab, key) == ("v", True)
+    on = lab.brc.contract.constants["BRC_AGENT_F_ON"]
+    lab.kill_agent(signal.SIGTERM)
+    assert lab.agent.returncode == 0
+    st = lab.agent_state()
+    assert st["flags"] & on and st["beat_ns"] == 0      # still in charge: nothing answered
+    assert served(lab, key, marker=False) == ("v", False)
+    release = lab.run_agent("--release")
+    assert release.returncode == 0, release.stderr
+    assert not lab.agent_state()["flags"] & on           # the programs alone again
+    assert served(lab, key, marker=False) == ("v", True)
+
+
+def test_a_refused_password_is_a_clear_error(agent_lab):
+    lab = agent_lab
+    bad = os.path.join(lab.tmp, "wrong.password")
+    with open(bad, "w") as f:
+        f.write("not-the-password")
+    r = lab.run_agent("--password-file", bad)
+    assert r.returncode == 2
+    assert "refused the agent's credentials" in r.stderr and "create the agent user" in r.stderr
+    lab.wait_answering()                 # the running agent is not disturbed
+
+
+def test_an_acl_change_over_loopback_reaches_brc(agent_lab):
+    """Users changed where BRC cannot see (loopback) are reloaded from ACL LIST's digest."""
+    lab, key = agent_lab, "agent:acl:%d" % time.monotonic_ns()
+    lab.cli("SET", key, "v")
+    assert served(lab, key) == ("v", True)
+    try:
+        lab.local("ACL", "SETUSER", "default", "resetkeys", "~agent:other:*")
+        wait_for(lambda: "ACL LIST changed" in lab.agent_log(), "the agent's reload")
+        lab.wait_answering()
+        before = lab.counters()
+        out = lab.cli("GET", key)
+        assert "NOPERM" in out or "permission" in out, out
+        assert lab.delta(lab.counters(), before).get("hit", 0) == 0
+    finally:
+        lab.local("ACL", "SETUSER", "default", "allkeys")
+    wait_for(lambda: lab.agent_log().count("ACL LIST changed") >= 2, "the reload after the revert")
+    assert served(lab, key) == ("v", True)
