@@ -130,6 +130,24 @@ class AgentMaps:
             self.close()
             raise BrcError("the pinned brc_agent in %s does not have this contract's layout" % pdir,
                            "install the agent from the same toolkit version as the programs")
+        self.opened = self._pinned_ids()
+
+    def _pinned_ids(self):
+        """Ids of the objects pinned now at brc_agent and prog_feed (None: no pin)."""
+        out = []
+        for path, kind in ((os.path.join(self.pdir, self.contract.map_name("agent")), "map"),
+                           (brc_pins.prog_pin(self.pdir, "feed"), "prog")):
+            try:
+                info = brc_pins.pinned_info(path, kind)
+            except BrcError:
+                info = None
+            out.append(info and info["id"])
+        return out
+
+    def replaced(self):
+        """Were the pins replaced or removed since they were opened (a redeploy that
+        reset the maps, an undeploy)? The agent would be feeding maps nobody reads."""
+        return self._pinned_ids() != self.opened
 
     def _map(self, what):
         m = brc_pins.PinnedMap(os.path.join(self.pdir, self.contract.map_name(what)))
@@ -407,6 +425,8 @@ class Agent:
             raise Lost("redis_down", str(e))
         except ex.RedisError as e:
             raise Lost("redis_error", str(e))
+        if self.maps.replaced():
+            raise Lost("pins_replaced", "BRC was redeployed or removed on %s" % self.maps.pdir)
         if not live:
             raise Lost("feed", "CLIENT TRACKINGINFO: tracking off or redirect broken")
         why = not_ready(info)
@@ -483,6 +503,15 @@ class Agent:
             if now >= self.next_auth:
                 self.reload_auth("periodic")
 
+    def reopen_maps(self):
+        """Take charge of the pins there are now; none (an undeploy) ends the agent."""
+        pdir, contract = self.maps.pdir, self.maps.contract
+        self.maps.close()
+        self.maps = None
+        self.maps = AgentMaps(pdir, contract)
+        log.info("pins in %s replaced: reopened", pdir)
+        self.take_charge()
+
     def run(self, should_stop, sleep=time.sleep):
         self.take_charge()
         backoff, last = BACKOFF_MIN_S, None
@@ -496,6 +525,8 @@ class Agent:
                 except Lost as e:
                     if self.beating:
                         self.stop_answers(e.reason)
+                    if e.reason == "pins_replaced":
+                        self.reopen_maps()
                     # Redis up but not ready is polled at the beat's pace (answers
                     # resume soon after it is); a failure backs off
                     wait = self.beat_s if e.reason in NOT_READY else backoff
@@ -509,7 +540,8 @@ class Agent:
                     if e.reason not in NOT_READY:
                         backoff = min(backoff * 2, BACKOFF_MAX_S)
         finally:
-            self.stop_answers("agent_stop")
+            if self.maps is not None:
+                self.stop_answers("agent_stop")
             self.link.close()
             log.info("stopped; flushes by reason: %s", self.flushes)
 
@@ -616,7 +648,10 @@ def main(argv=None):
         agent = Agent(maps, link, auth_load, beat_s=args.beat_ms / 1000.0, touch_s=args.touch_ms / 1000.0,
                       auth_every_s=args.auth_every)
         log.info("started on %s for Redis at %s", args.pin_dir, link.where)
-        agent.run(lambda: bool(stop))
+        try:
+            agent.run(lambda: bool(stop))
+        finally:
+            maps = agent.maps          # reopened ones, if the pins were replaced
         return 0
     except (BrcError, brc_contract.ContractError) as e:
         log.error("%s", getattr(e, "text", str(e)))

@@ -154,3 +154,18 @@ def test_an_acl_change_over_loopback_reaches_brc(agent_lab):
         lab.local("ACL", "SETUSER", "default", "allkeys")
     wait_for(lambda: lab.agent_log().count("ACL LIST changed") >= 2, "the reload after the revert")
     assert served(lab, key) == ("v", True)
+
+
+def test_removed_pins_end_the_agent_with_the_fix(agent_lab):
+    """An undeploy (or a redeploy that reset the maps) while the agent runs: it does not
+    go on feeding maps nobody reads."""
+    lab = agent_lab
+    pin = os.path.join(lab.pin_dir, "brc_agent")
+    os.rename(pin, pin + "_away")
+    try:
+        lab.agent.wait(15)
+        assert lab.agent.returncode == 2
+        assert "deploy BRC first" in lab.agent_log()
+    finally:
+        os.rename(pin + "_away", pin)
+    lab.start_agent()
