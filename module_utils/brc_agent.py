@@ -60,6 +60,7 @@ __metaclass__ = type
 import argparse
 import ctypes
 import hashlib
+import inspect
 import logging
 import os
 import signal
@@ -285,14 +286,20 @@ class RedisLink:
         else:
             cls = conn_mod.Connection
             kw.update(host=self.host, port=self.port)
+        # RESP2 (redis-py 5+ may default to 3), and no silent reconnect-and-retry: a new
+        # connection would carry neither the tracking nor the subscription. Options this
+        # redis-py does not know are left out (4.x: no protocol; its Unix socket
+        # connection has no connect timeout; RESP2 and no retries are its defaults).
         try:
-            # RESP2 (redis-py 5+ may default to 3), and no silent reconnect-and-retry:
-            # a new connection would carry neither the tracking nor the subscription.
             from redis.backoff import NoBackoff
             from redis.retry import Retry
-            conn = cls(protocol=2, retry=Retry(NoBackoff(), 0), **kw)
-        except (ImportError, TypeError):
-            conn = cls(**kw)     # redis-py 4.x: RESP2, no retries by default
+            kw.update(protocol=2, retry=Retry(NoBackoff(), 0))
+        except ImportError:
+            pass
+        params = inspect.signature(cls.__init__).parameters
+        if not any(p.kind == p.VAR_KEYWORD for p in params.values()):
+            kw = dict((k, v) for k, v in kw.items() if k in params)
+        conn = cls(**kw)
         conn.connect()
         return conn
 

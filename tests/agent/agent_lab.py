@@ -80,6 +80,8 @@ class AgentLab(ServeLab):
         os.chmod(self.password_file, 0o600)
         self.grants = brc_agent.AGENT_GRANTS
         self.log_path = os.path.join(self.tmp, "agent.log")
+        self.socket = os.path.join(self.tmp, "redis.sock")
+        self.stderr_path = os.path.join(self.tmp, "agent.stderr")
         self.agent = None
         self.redis = self.start_redis()
         self.brc = PinnedBrc(bpf_dir, pair.server, pair.server_dev, PORT, self.pin_dir)
@@ -91,7 +93,8 @@ class AgentLab(ServeLab):
     def start_redis(self):
         """A Redis on the veth address and loopback, with the agent's user (ACLs are not
         persisted: a restarted Redis needs it again, as the role would re-apply it)."""
-        proc = self.pair.start_redis(PORT, extra=("--bind", self.pair.server_ip, "127.0.0.1"))
+        proc = self.pair.start_redis(PORT, extra=("--bind", self.pair.server_ip, "127.0.0.1",
+                                                  "--unixsocket", self.socket, "--unixsocketperm", "700"))
         with open(self.password_file) as f:
             password = f.read().strip()
         self.local("ACL", "SETUSER", AGENT_USER, "reset", "on", ">" + password, *self.grants.split())
@@ -103,11 +106,12 @@ class AgentLab(ServeLab):
         self.redis.wait(10)
         self.redis = self.start_redis()
 
-    def local(self, *args, port=PORT):
-        """redis-cli over loopback in the server namespace: what Redis holds, by a path
-        BRC does not see."""
-        r = subprocess.run(["ip", "netns", "exec", self.pair.server, "redis-cli", "-h", "127.0.0.1",
-                            "-p", str(port)] + [str(a) for a in args],
+    def local(self, *args, port=PORT, unix_socket=False):
+        """redis-cli over loopback (or the Unix socket) in the server namespace: what
+        Redis holds, by a path BRC does not see."""
+        where = ["-s", self.socket] if unix_socket else ["-h", "127.0.0.1", "-p", str(port)]
+        r = subprocess.run(["ip", "netns", "exec", self.pair.server, "redis-cli"] + where
+                           + [str(a) for a in args],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
         assert r.returncode == 0, r.stderr
         out = r.stdout.decode().strip()
@@ -124,8 +128,10 @@ class AgentLab(ServeLab):
                 del args[j:j + 2]
         return [HOST_PYTHON, AGENT_SCRIPT, "--lib", MODULE_UTILS] + args + list(extra)
 
-    def start_agent(self):
-        self.agent = self.pair.popen(self.pair.server, self.agent_command("--log", self.log_path))
+    def start_agent(self, *extra):
+        with open(self.stderr_path, "ab") as err:   # tracebacks, should one escape the log
+            self.agent = self.pair.popen(self.pair.server, self.agent_command("--log", self.log_path, *extra),
+                                         stderr=err)
         self.wait_answering()
         return self.agent
 
@@ -140,11 +146,14 @@ class AgentLab(ServeLab):
         self.agent.wait(10)
 
     def agent_log(self):
-        try:
-            with open(self.log_path) as f:
-                return f.read()
-        except IOError:
-            return ""
+        out = ""
+        for path in (self.log_path, self.stderr_path):
+            try:
+                with open(path) as f:
+                    out += f.read()
+            except IOError:
+                pass
+        return out
 
     def agent_state(self):
         t = self.brc.build.bpf.get_table(b"brc_agent")

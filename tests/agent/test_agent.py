@@ -5,6 +5,7 @@ report (a marker write's bucket bumped by the feed, a heartbeat, a counter)."""
 import os
 import signal
 import subprocess
+import threading
 import time
 
 from agent_lab import PORT, wait_for
@@ -96,19 +97,22 @@ def test_e_served_reads_are_touched_in_redis(agent_lab):
     monitor = subprocess.Popen(["ip", "netns", "exec", lab.pair.server, "redis-cli", "-h", "127.0.0.1",
                                 "-p", str(PORT), "monitor"], stdout=subprocess.PIPE,
                                stderr=subprocess.DEVNULL)
+    lines = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(monitor.stdout.readline, b"")), daemon=True)
+    reader.start()
+    want = ('"TOUCH" "%s"' % key).encode()
     try:
-        touched = lab.agent_state()["touched_keys"]
         for _attempt in range(10):       # 1 in BRC_TOUCH_SAMPLE answers is recorded
             before = lab.counters()
             lab.cli("-r", "40", "GET", key)
             if lab.delta(lab.counters(), before).get("touch_sampled", 0):
                 break
-        wait_for(lambda: lab.agent_state()["touched_keys"] > touched, "the agent's TOUCH")
+        wait_for(lambda: any(want in line for line in list(lines)), "the agent's TOUCH of %s" % key)
     finally:
-        monitor.send_signal(15)
-        out, _err = monitor.communicate(timeout=10)
-    assert ('"TOUCH" "%s"' % key).encode() in out
-
+        monitor.send_signal(signal.SIGTERM)
+        monitor.wait(10)
+        reader.join(10)
+    assert lab.agent_state()["touched_keys"] > 0
 
 def test_sigterm_stops_answers_and_release_hands_back_to_the_programs(agent_lab):
     lab, key = agent_lab, "agent:stop:%d" % time.monotonic_ns()
@@ -169,3 +173,22 @@ def test_removed_pins_end_the_agent_with_the_fix(agent_lab):
     finally:
         os.rename(pin + "_away", pin)
     lab.start_agent()
+
+
+def test_unix_socket_writes_are_fed_and_the_agent_can_use_the_socket(agent_lab):
+    lab, key = agent_lab, "agent:sock:%d" % time.monotonic_ns()
+    lab.cli("SET", key, "v1")
+    assert served(lab, key) == ("v1", True)
+    lab.local("SET", key, "v2", unix_socket=True)
+    lab.marker()
+    assert lab.get(key) == "v2"
+    lab.kill_agent(signal.SIGTERM)
+    lab.start_agent("--redis-socket", lab.socket)   # the agent itself over the socket
+    try:
+        assert served(lab, key) == ("v2", True)
+        lab.local("SET", key, "v3", unix_socket=True)
+        lab.marker()
+        assert lab.get(key) == "v3"
+    finally:
+        lab.kill_agent(signal.SIGTERM)
+        lab.start_agent()
