@@ -40,6 +40,14 @@ def percentile(sorted_values, p):
     return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * p / 100.0))]
 
 
+def start_load(lab, clients, requests):
+    """redis-benchmark SETs on random keys over loopback in the server namespace (what
+    the feed must keep up with), bounded by @requests; returns the Popen."""
+    return lab.pair.popen(lab.pair.server, [
+        "redis-benchmark", "-h", "127.0.0.1", "-p", str(PORT), "-c", str(clients), "-n", str(requests),
+        "-r", "100000", "-t", "set", "-q"])
+
+
 def measure(lab, writes):
     import redis
     with brc_attach.in_netns(lab.pair.server):
@@ -80,14 +88,27 @@ def measure(lab, writes):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--writes", type=int, default=300)
+    ap.add_argument("--load-clients", type=int, default=0,
+                    help="also run redis-benchmark SETs over loopback with this many clients")
+    ap.add_argument("--load-requests", type=int, default=2000000, help="its bound")
     args = ap.parse_args(argv)
     if not 0 < args.writes <= 100000:
         ap.error("--writes between 1 and 100000")
     with netfault.NetnsPair(prefix="brcab", subnet="10.72.0") as pair:
         lab = AgentLab(pair, os.path.join(REPO, "bpf"))
+        load = start_load(lab, args.load_clients, args.load_requests) if args.load_clients else None
         try:
+            before = lab.counters()
             result = measure(lab, args.writes)
+            d = lab.delta(lab.counters(), before)
+            result["get_uncacheable_agent"] = d.get("get_uncacheable_agent", 0)
+            result["load_clients"] = args.load_clients
+            result["load_still_running"] = load is not None and load.poll() is None
+            result["agent_answering_at_end"] = lab.beat_fresh()
         finally:
+            if load is not None and load.poll() is None:
+                os.kill(load.pid, 9)
+                load.wait(10)
             lab.close()
     print(json.dumps(result))
     return 0
