@@ -22,9 +22,10 @@ batches of BRC_FEED_BATCH.
 Liveness fails closed. The agent beats (every --beat-ms, 100 ms by default) only
 while both connections are up, CLIENT TRACKINGINFO shows tracking on in bcast mode
 redirected to the live subscriber, the subscriber answers a PING in its
-subscribed form (so every invalidation sent before it has been fed), and Redis's
-run_id, role, master and link state and `loading` are the ones it last flushed
-at. On any change it feeds a FLUSH, writes beat_ns = 0 (answers stop at once, not
+subscribed form (so every invalidation sent before it has been fed), Redis is not
+`loading`, a replica's link to its master is up (before and during a full sync it
+holds its own old data), and Redis's run_id, role and master are the ones it last
+flushed at. On any change it feeds a FLUSH, writes beat_ns = 0 (answers stop at once, not
 after BRC_AGENT_STALE_NS), reconnects with backoff and, once consistent again,
 flushes and beats. Flushes are counted by reason in the log and in
 brc_agent.feed_flushes.
