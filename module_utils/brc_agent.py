@@ -456,9 +456,9 @@ class Agent:
         """Read the subscriber's messages and feed them; with @until_pong, up to the PING's reply."""
         start = time.monotonic_ns()
         buckets, keys, flush = set(), 0, False
-        for _i in range(limit if not until_pong else 1 << 30):
-            if not until_pong and not self.link.sub.can_read(timeout=0):
-                break
+        read = 0
+        while until_pong or (read < limit and self.link.sub.can_read(timeout=0)):
+            read += 1
             msg = self.link.sub.read_response()
             if not isinstance(msg, list) or not msg:
                 raise Lost("feed", "unexpected reply on the subscriber: %r" % (msg,))
@@ -568,31 +568,28 @@ def read_password(path=None, env="BRC_AGENT_PASSWORD"):
 
 
 def check_credentials(link):
-    """Connect once at start so a wrong password or missing right is a clear error, not a retry loop."""
+    """Connect once at start so a wrong password or a missing right is a clear error
+    naming the fix, not a retry loop; Redis merely down is retried (not answering)."""
     ex = link.redis.exceptions
+    who = link.user or "default"
     try:
         link.open()
         link.checks()
-    except ex.ConnectionError as e:
+    except (ex.ConnectionError, ex.ResponseError) as e:
         msg = str(e)
+        # redis-py 4.x reports a refused AUTH as a plain ResponseError, later ones as
+        # AuthenticationError (a ConnectionError)
         if isinstance(e, ex.AuthenticationError) or msg.startswith(brc_auth._AUTH_ERRORS):
-            raise BrcError("Redis at %s refused the agent's credentials (user %s): %s"
-                           % (link.where, link.user or "default", msg),
+            raise BrcError("Redis at %s refused the agent's credentials (user %s): %s" % (link.where, who, msg),
                            "create the agent user (ACL SETUSER <user> reset on ><password> %s) and "
                            "pass --user and --password-file" % AGENT_GRANTS)
-        log.warning("Redis at %s is not reachable yet (%s): the agent keeps trying, BRC does not "
-                    "answer meanwhile", link.where, msg)
-    except ex.ResponseError as e:
-        msg = str(e)
-        if msg.startswith(brc_auth._AUTH_ERRORS):
-            raise BrcError("Redis at %s refused the agent's credentials (user %s): %s"
-                           % (link.where, link.user or "default", msg),
-                           "create the agent user (ACL SETUSER <user> reset on ><password> %s) and "
-                           "pass --user and --password-file" % AGENT_GRANTS)
+        if isinstance(e, ex.ConnectionError):
+            log.warning("Redis at %s is not reachable yet (%s): the agent keeps trying, BRC does not "
+                        "answer meanwhile", link.where, msg)
+            return
         if "NOPERM" in msg or "no permissions" in msg:
-            raise BrcError("Redis at %s refused a command to the agent's user %s: %s"
-                           % (link.where, link.user or "default", msg),
-                           "grant it ACL SETUSER %s %s" % (link.user or "default", AGENT_GRANTS))
+            raise BrcError("Redis at %s refused a command to the agent's user %s: %s" % (link.where, who, msg),
+                           "grant it: ACL SETUSER %s %s" % (who, AGENT_GRANTS))
         if "unknown" in msg.lower():
             raise BrcError("Redis at %s lacks a command the agent needs: %s" % (link.where, msg),
                            "upgrade Redis to 7.0 or later")
