@@ -94,20 +94,26 @@ def test_e_served_reads_are_touched_in_redis(agent_lab):
     lab, key = agent_lab, "agent:e:%d" % time.monotonic_ns()
     lab.cli("SET", key, "v")
     assert served(lab, key) == ("v", True)
-    monitor = subprocess.Popen(["ip", "netns", "exec", lab.pair.server, "redis-cli", "-h", "127.0.0.1",
-                                "-p", str(PORT), "monitor"], stdout=subprocess.PIPE,
+    # line-buffered: through a pipe redis-cli's stdout would hold MONITOR lines back
+    monitor = subprocess.Popen(["ip", "netns", "exec", lab.pair.server, "stdbuf", "-oL", "redis-cli", "-h",
+                                "127.0.0.1", "-p", str(PORT), "monitor"], stdout=subprocess.PIPE,
                                stderr=subprocess.DEVNULL)
     lines = []
     reader = threading.Thread(target=lambda: lines.extend(iter(monitor.stdout.readline, b"")), daemon=True)
     reader.start()
-    want = ('"TOUCH" "%s"' % key).encode()
+    want = (' "%s"' % key).encode()       # batched: among other keys in one TOUCH
     try:
+        wait_for(lambda: lines, "MONITOR to start")   # its +OK: commands from now on are shown
+        sampled = 0
         for _attempt in range(10):       # 1 in BRC_TOUCH_SAMPLE answers is recorded
             before = lab.counters()
             lab.cli("-r", "40", "GET", key)
-            if lab.delta(lab.counters(), before).get("touch_sampled", 0):
+            sampled = lab.delta(lab.counters(), before).get("touch_sampled", 0)
+            if sampled:
                 break
-        wait_for(lambda: any(want in line for line in list(lines)), "the agent's TOUCH of %s" % key)
+        assert sampled, "no answer of %s was sampled for TOUCH" % key
+        wait_for(lambda: any(b'"TOUCH" ' in line and want in line for line in list(lines)),
+                 "the agent's TOUCH of %s" % key)
     finally:
         monitor.send_signal(signal.SIGTERM)
         monitor.wait(10)
