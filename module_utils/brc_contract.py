@@ -112,6 +112,16 @@ class Contract:
         """map_name('config') -> 'brc_config' (from BRC_MAP_CONFIG)."""
         return self.strings["BRC_MAP_" + what.upper()]
 
+    def bucket_of(self, key, buckets):
+        """The version bucket of @key in a brc_keyver of @buckets entries (a power of 2),
+        as the programs compute it (brc_bucket_of() in bpf/brc_flow.h): FNV-1a-64 of
+        the key's first BRC_KEY_MAX bytes, folded to 32 bits."""
+        key = key if isinstance(key, bytes) else key.encode("utf-8", "surrogateescape")
+        h = 0xcbf29ce484222325
+        for ch in bytearray(key[:self.constants["BRC_KEY_MAX"]]):
+            h = ((h ^ ch) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+        return (h ^ (h >> 32)) & 0xFFFFFFFF & (buckets - 1)
+
     @property
     def layout_digest(self):
         """Short digest of every layout-bearing definition (structs, constants).

@@ -21,6 +21,7 @@ from tools.checker import encode as resp  # noqa: E402  (a RESP array of bulk st
 
 CONTRACT = brc_contract.load_contract(BPF_DIR)
 TC_ACT_OK = 0
+KEYVER_BUCKETS = 65536   # brc_maps.h's default; tests build without overriding it
 REDIS_PORT = 6379
 
 
@@ -244,13 +245,9 @@ class Brc:
 
 
 def bucket_of(key):
-    """The version bucket of @key: FNV-1a-64 of its first BRC_KEY_MAX bytes, folded
-    (brc_bucket_of() in bpf/brc_flow.h)."""
-    key = key if isinstance(key, bytes) else key.encode()
-    h = 0xcbf29ce484222325
-    for ch in key[:CONTRACT.constants["BRC_KEY_MAX"]]:
-        h = ((h ^ ch) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
-    return (h ^ (h >> 32)) & 0xFFFF
+    """The version bucket of @key in this build's brc_keyver (the default
+    BRC_KEYVER_BUCKETS of bpf/brc_maps.h): the contract's hash, defined once."""
+    return CONTRACT.bucket_of(key, KEYVER_BUCKETS)
 
 
 def filled(brc, c, key, val="v"):

@@ -1,0 +1,200 @@
+"""brc-agent against the real thing (issue 10): what a client through BRC gets,
+compared with what Redis holds (read over loopback in the server namespace, a path
+BRC does not see). No timed waits: every wait is a bounded poll for an agent
+report (a marker write's bucket bumped by the feed, a heartbeat, a counter)."""
+import os
+import signal
+import subprocess
+import threading
+import time
+
+from agent_lab import PORT, wait_for
+
+
+def served(lab, key, marker_port=PORT, marker=True):
+    """GET @key through BRC twice (fill, then answer): was the second one answered in
+    the kernel? Returns (value, answered). The feed reports the test's own writes
+    too, so a marker first (unless no agent feeds): a late report of them would
+    invalidate the fill."""
+    if marker:
+        lab.marker(port=marker_port)
+    lab.get(key)
+    before = lab.counters()
+    value = lab.get(key)
+    return value, lab.delta(lab.counters(), before).get("hit", 0) > 0
+
+
+def test_a_loopback_write_is_not_served_stale_once_fed(agent_lab):
+    lab, key = agent_lab, "agent:a:%d" % time.monotonic_ns()
+    lab.cli("SET", key, "v1")
+    assert served(lab, key) == ("v1", True)
+    lab.local("SET", key, "v2")          # BRC does not see loopback
+    lab.marker()
+    assert lab.get(key) == "v2"
+    assert lab.get(key) == lab.local("GET", key) == "v2"
+    assert lab.agent_state()["feed_keys"] > 0
+
+
+def test_b_a_killed_agent_stops_answers(agent_lab):
+    lab, key = agent_lab, "agent:b:%d" % time.monotonic_ns()
+    lab.cli("SET", key, "v1")
+    assert served(lab, key) == ("v1", True)
+    lab.kill_agent()
+    wait_for(lambda: not lab.beat_fresh(), "the heartbeat to go stale")
+    before = lab.counters()
+    assert lab.get(key) == "v1" and lab.get(key) == "v1"
+    d = lab.delta(lab.counters(), before)
+    assert d.get("hit", 0) == 0 and d.get("get_uncacheable_agent", 0) >= 1, d
+    lab.start_agent()                    # back in charge: answers resume
+    assert served(lab, key) == ("v1", True)
+
+
+def test_c_a_redis_restart_flushes_and_serving_resumes(agent_lab):
+    lab, key = agent_lab, "agent:c:%d" % time.monotonic_ns()
+    lab.cli("SET", key, "old")
+    assert served(lab, key) == ("old", True)
+    flushes = lab.agent_state()["feed_flushes"]
+    lab.restart_redis()                  # no persistence: the key is gone
+    wait_for(lambda: lab.agent_state()["feed_flushes"] > flushes, "a flush after the restart")
+    assert lab.get(key) == "" and lab.local("EXISTS", key) == "0"
+    lab.wait_answering()
+    assert "flush reason=restart" in lab.agent_log()
+    lab.cli("SET", key, "new")
+    assert served(lab, key) == ("new", True)
+
+
+def test_d_replicaof_flushes_and_serves_the_masters_data(agent_lab):
+    lab, key = agent_lab, "agent:d:%d" % time.monotonic_ns()
+    other = lab.pair.start_redis(PORT + 1, extra=("--bind", lab.pair.server_ip, "127.0.0.1"))
+    try:
+        lab.local("SET", key, "from-master", port=PORT + 1)
+        lab.cli("SET", key, "local")
+        assert served(lab, key) == ("local", True)
+        flushes = lab.agent_state()["feed_flushes"]
+        lab.local("REPLICAOF", lab.pair.server_ip, PORT + 1)
+        wait_for(lambda: lab.agent_state()["feed_flushes"] > flushes, "a flush on the role change")
+        wait_for(lambda: "master_link_status:up" in lab.local("INFO", "replication"), "the replica in sync")
+        lab.wait_answering()
+        assert "flush reason=role" in lab.agent_log()
+        assert lab.get(key) == lab.local("GET", key) == "from-master"
+        lab.local("SET", key, "newer", port=PORT + 1)   # reaches the replica by its stream,
+        # and served() waits for a marker written after it to come through the feed
+        assert served(lab, key, marker_port=PORT + 1) == ("newer", True)
+        assert lab.local("GET", key) == "newer"
+        flushes = lab.agent_state()["feed_flushes"]
+    finally:
+        lab.local("REPLICAOF", "NO", "ONE")
+        lab.pair._kill(other.pid)
+        other.wait(10)
+    wait_for(lambda: lab.agent_state()["feed_flushes"] > flushes, "a flush back to master")
+    lab.wait_answering()
+
+
+def test_e_served_reads_are_touched_in_redis(agent_lab):
+    lab, key = agent_lab, "agent:e:%d" % time.monotonic_ns()
+    lab.cli("SET", key, "v")
+    assert served(lab, key) == ("v", True)
+    # line-buffered: through a pipe redis-cli's stdout would hold MONITOR lines back
+    monitor = subprocess.Popen(["ip", "netns", "exec", lab.pair.server, "stdbuf", "-oL", "redis-cli", "-h",
+                                "127.0.0.1", "-p", str(PORT), "monitor"], stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL)
+    lines = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(monitor.stdout.readline, b"")), daemon=True)
+    reader.start()
+    want = (' "%s"' % key).encode()       # batched: among other keys in one TOUCH
+    try:
+        wait_for(lambda: lines, "MONITOR to start")   # its +OK: commands from now on are shown
+        sampled = 0
+        for _attempt in range(10):       # 1 in BRC_TOUCH_SAMPLE answers is recorded
+            before = lab.counters()
+            lab.cli("-r", "40", "GET", key)
+            sampled = lab.delta(lab.counters(), before).get("touch_sampled", 0)
+            if sampled:
+                break
+        assert sampled, "no answer of %s was sampled for TOUCH" % key
+        wait_for(lambda: any(b'"TOUCH" ' in line and want in line for line in list(lines)),
+                 "the agent's TOUCH of %s" % key)
+    finally:
+        monitor.send_signal(signal.SIGTERM)
+        monitor.wait(10)
+        reader.join(10)
+    assert lab.agent_state()["touched_keys"] > 0
+
+def test_sigterm_stops_answers_and_release_hands_back_to_the_programs(agent_lab):
+    lab, key = agent_lab, "agent:stop:%d" % time.monotonic_ns()
+    lab.cli("SET", key, "v")
+    assert served(lab, key) == ("v", True)
+    on = lab.brc.contract.constants["BRC_AGENT_F_ON"]
+    lab.kill_agent(signal.SIGTERM)
+    assert lab.agent.returncode == 0
+    st = lab.agent_state()
+    assert st["flags"] & on and st["beat_ns"] == 0      # still in charge: nothing answered
+    assert served(lab, key, marker=False) == ("v", False)
+    release = lab.run_agent("--release")
+    assert release.returncode == 0, release.stderr
+    assert not lab.agent_state()["flags"] & on           # the programs alone again
+    assert served(lab, key, marker=False) == ("v", True)
+
+
+def test_a_refused_password_is_a_clear_error(agent_lab):
+    lab = agent_lab
+    bad = os.path.join(lab.tmp, "wrong.password")
+    with open(bad, "w") as f:
+        f.write("not-the-password")
+    r = lab.run_agent("--password-file", bad)
+    assert r.returncode == 2
+    assert "refused the agent's credentials" in r.stderr and "create the agent user" in r.stderr
+    lab.wait_answering()                 # the running agent is not disturbed
+
+
+def test_an_acl_change_over_loopback_reaches_brc(agent_lab):
+    """Users changed where BRC cannot see (loopback) are reloaded from ACL LIST's digest."""
+    lab, key = agent_lab, "agent:acl:%d" % time.monotonic_ns()
+    lab.cli("SET", key, "v")
+    assert served(lab, key) == ("v", True)
+    try:
+        lab.local("ACL", "SETUSER", "default", "resetkeys", "~agent:other:*")
+        wait_for(lambda: "ACL LIST changed" in lab.agent_log(), "the agent's reload")
+        lab.wait_answering()
+        before = lab.counters()
+        out = lab.cli("GET", key)
+        assert "NOPERM" in out or "permission" in out, out
+        assert lab.delta(lab.counters(), before).get("hit", 0) == 0
+    finally:
+        lab.local("ACL", "SETUSER", "default", "allkeys")
+    wait_for(lambda: lab.agent_log().count("ACL LIST changed") >= 2, "the reload after the revert")
+    assert served(lab, key) == ("v", True)
+
+
+def test_removed_pins_end_the_agent_with_the_fix(agent_lab):
+    """An undeploy (or a redeploy that reset the maps) while the agent runs: it does not
+    go on feeding maps nobody reads."""
+    lab = agent_lab
+    pin = os.path.join(lab.pin_dir, "brc_agent")
+    os.rename(pin, pin + "_away")
+    try:
+        lab.agent.wait(15)
+        assert lab.agent.returncode == 2
+        assert "deploy BRC first" in lab.agent_log()
+    finally:
+        os.rename(pin + "_away", pin)
+    lab.start_agent()
+
+
+def test_unix_socket_writes_are_fed_and_the_agent_can_use_the_socket(agent_lab):
+    lab, key = agent_lab, "agent:sock:%d" % time.monotonic_ns()
+    lab.cli("SET", key, "v1")
+    assert served(lab, key) == ("v1", True)
+    lab.local("SET", key, "v2", unix_socket=True)
+    lab.marker()
+    assert lab.get(key) == "v2"
+    lab.kill_agent(signal.SIGTERM)
+    lab.start_agent("--redis-socket", lab.socket)   # the agent itself over the socket
+    try:
+        assert served(lab, key) == ("v2", True)
+        lab.local("SET", key, "v3", unix_socket=True)
+        lab.marker()
+        assert lab.get(key) == "v3"
+    finally:
+        lab.kill_agent(signal.SIGTERM)
+        lab.start_agent()
