@@ -579,7 +579,7 @@ def check_credentials(link):
         msg = str(e)
         # redis-py 4.x reports a refused AUTH as a plain ResponseError, later ones as
         # AuthenticationError (a ConnectionError)
-        if isinstance(e, ex.AuthenticationError) or msg.startswith(brc_auth._AUTH_ERRORS):
+        if isinstance(e, ex.AuthenticationError) or msg.startswith(brc_auth.AUTH_ERRORS):
             raise BrcError("Redis at %s refused the agent's credentials (user %s): %s" % (link.where, who, msg),
                            "create the agent user (ACL SETUSER <user> reset on ><password> %s) and "
                            "pass --user and --password-file" % AGENT_GRANTS)

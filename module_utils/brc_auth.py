@@ -285,7 +285,7 @@ def _client(redis, host, port, unix_socket, user, password, timeout):
 
 
 # Replies that mean "not these credentials" (AUTH at connect time, or a command before it).
-_AUTH_ERRORS = ("WRONGPASS", "NOAUTH", "invalid password", "invalid username-password",
+AUTH_ERRORS = ("WRONGPASS", "NOAUTH", "invalid password", "invalid username-password",
                 "AUTH <password> called without", "Authentication required")
 
 
@@ -312,7 +312,7 @@ class _Redis:
                            "redis_unix_socket point at it")
         except ex.ResponseError as e:
             msg = str(e).rstrip(".")
-            if msg.startswith(_AUTH_ERRORS):   # redis-py 4.x raises these as plain ResponseError
+            if msg.startswith(AUTH_ERRORS):   # redis-py 4.x raises these as plain ResponseError
                 raise BrcError("Redis at %s refused the toolkit's credentials (user %s): %s"
                                % (self.where, self.user, msg), self.CREDENTIALS_FIX)
             if isinstance(e, getattr(ex, "NoPermissionError", ())) or msg.startswith("NOPERM") \
