@@ -286,7 +286,7 @@ def _client(redis, host, port, unix_socket, user, password, timeout):
 
 # Replies that mean "not these credentials" (AUTH at connect time, or a command before it).
 AUTH_ERRORS = ("WRONGPASS", "NOAUTH", "invalid password", "invalid username-password",
-                "AUTH <password> called without", "Authentication required")
+               "AUTH <password> called without", "Authentication required")
 
 
 class _Redis:
