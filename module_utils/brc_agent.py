@@ -44,6 +44,16 @@ not show). Polling one digest is simpler than ACL LOG (which records failures,
 not changes) and catches local changes within a beat. A failed load leaves
 brc_server's epoch at BRC_EPOCH_NONE (no answers) and is retried every second.
 
+TTLs: a key given a TTL where the wire does not show it (PEXPIRE over loopback, a
+script) would be cached again after the feed's bump and answered past its expiry
+(served GETs never make Redis expire it lazily). So before bumping a batch, the
+agent asks Redis the PTTL of its keys (db 0, the only one cached) and records
+those with one in brc_ttlkeys, for every IPv4 address of the host (the cache key
+carries the address the client reached Redis at), as the programs do for a TTL
+they see: never cached until a plain SET on the wire. Records are only added:
+dropping one on a PTTL of -1 could race a TTL the wire is setting. A full
+brc_ttlkeys is a Lost (answers stop) rather than a key left unrecorded.
+
 TOUCH: every --touch-ms (1 s) the keys the kernel answered (brc_touched, sampled
 1 in BRC_TOUCH_SAMPLE) are read, deleted and TOUCHed in Redis in batches, so
 maxmemory's LRU/LFU clocks see the reads Redis no longer serves. Only db 0 is
@@ -65,6 +75,8 @@ import inspect
 import logging
 import os
 import signal
+import socket
+import struct
 import sys
 import time
 
@@ -77,7 +89,7 @@ INVALIDATE_CHANNEL = b"__redis__:invalidate"
 # (ACL SETUSER <user> reset on ><password> <AGENT_GRANTS>); brc_auth's reader
 # needs TOOLKIT_GRANTS on top.
 AGENT_GRANTS = ("+client|id +client|tracking +client|trackinginfo +subscribe +ping +info "
-                "+touch +acl|list resetchannels &__redis__:invalidate resetkeys %R~* "
+                "+touch +pttl +acl|list resetchannels &__redis__:invalidate resetkeys %R~* "
                 + brc_auth.TOOLKIT_GRANTS)
 
 BEAT_S = 0.1
@@ -113,6 +125,7 @@ class AgentMaps:
         self.batch_struct = contract.structs["brc_feed_batch"]
         self.key_struct = contract.structs["brc_cache_key"]
         self.batch_max = contract.constants["BRC_FEED_BATCH"]
+        self.key_max = contract.constants["BRC_KEY_MAX"]
         self.flush_flag = contract.constants["BRC_FEED_F_FLUSH"]
         self._open = []
         try:
@@ -120,6 +133,7 @@ class AgentMaps:
             keyver = self._map("keyver")
             self.buckets = keyver.info["max_entries"]
             self.touched = self._map("touched")
+            self.ttlkeys = self._map("ttlkeys")
             self.feed_fd = brc_pins.obj_get(brc_pins.prog_pin(pdir, "feed"))
         except BrcError as e:
             self.close()
@@ -192,6 +206,20 @@ class AgentMaps:
             if not buckets:
                 return done
 
+    def record_ttls(self, keys, addrs):
+        """Record @keys in brc_ttlkeys for each server address in @addrs (network-order
+        __u32 values), as the programs do for a TTL seen on the wire."""
+        seen = struct.pack("<Q", time.monotonic_ns())
+        for key in keys:
+            for addr in addrs:
+                k = self.key_struct()
+                k.srv_addr, k.len = addr, len(key)
+                ctypes.memmove(k.key, key, len(key))
+                try:
+                    self.ttlkeys.update(ctypes.string_at(ctypes.addressof(k), ctypes.sizeof(k)), seen)
+                except BrcError as e:
+                    raise Lost("ttl_records_full", e.msg)
+
     def drain_touched(self, limit):
         """Keys the kernel answered since the last call (deleted from brc_touched)."""
         out = []
@@ -203,6 +231,22 @@ class AgentMaps:
 
 
 # --- the Redis side -------------------------------------------------------------------------
+
+def host_ipv4_addrs():
+    """Every IPv4 address of this host (its network namespace), as the network-order
+    __u32 a struct brc_cache_key holds: the addresses a client may reach Redis at."""
+    from pyroute2 import IPRoute
+    ipr = IPRoute()
+    try:
+        addrs = set()
+        for msg in ipr.get_addr(family=socket.AF_INET):
+            a = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
+            if a:
+                addrs.add(struct.unpack("<I", socket.inet_aton(a))[0])
+        return sorted(addrs)
+    finally:
+        ipr.close()
+
 
 def parse_info(raw):
     """INFO's text as {field: value} (strings)."""
@@ -338,6 +382,15 @@ class RedisLink:
         acl = hashlib.sha256(b"\n".join(self.cmd.read_response())).hexdigest()
         return tracking_live(tracking, self.sub_id), info, acl
 
+    def pttls(self, keys):
+        """PTTL of each of @keys (ms; -1 none, -2 no such key), pipelined."""
+        out = []
+        for i in range(0, len(keys), TOUCH_BATCH):
+            chunk = keys[i:i + TOUCH_BATCH]
+            self.cmd.send_packed_command(self.cmd.pack_commands([("PTTL", k) for k in chunk]))
+            out += [self.cmd.read_response() for _k in chunk]
+        return out
+
     def touch(self, keys):
         n = 0
         for i in range(0, len(keys), TOUCH_BATCH):
@@ -410,6 +463,7 @@ class Agent:
         state = server_state(info)
         self.flush(change_reason(self.flushed_at, state) or "reconnect")
         self.flushed_at = state
+        self.server_addrs = host_ipv4_addrs()
         self.acl_digest = acl          # read before the load: a change after it reloads again
         self.reload_auth("connected")
         self.check_and_beat()
@@ -456,6 +510,7 @@ class Agent:
         """Read the subscriber's messages and feed them; with @until_pong, up to the PING's reply."""
         start = time.monotonic_ns()
         buckets, keys, flush = set(), 0, False
+        cacheable = set()
         read = 0
         while until_pong or (read < limit and self.link.sub.can_read(timeout=0)):
             read += 1
@@ -471,14 +526,24 @@ class Agent:
                 continue
             keys += len(msg[2])
             buckets.update(self.maps.bucket_of(k) for k in msg[2])
+            cacheable.update(k for k in msg[2] if len(k) <= self.maps.key_max)
         if flush:
             self.flush("flushall")
+        if cacheable:
+            self.record_ttls(sorted(cacheable))
         if buckets:
             self.maps.feed(sorted(buckets))
             self.st.feed_keys += keys
             self.st.feed_lag_ns = time.monotonic_ns() - start
             if self.beating:
                 self._write(self.st.beat_ns)   # reports only; the beat is check_and_beat's
+
+    def record_ttls(self, keys):
+        """Keys with a TTL go to brc_ttlkeys before their buckets are bumped: a fill
+        between the two is invalidated by the bump, and none after it is cached."""
+        with_ttl = [k for k, ttl in zip(keys, self.link.pttls(keys)) if ttl >= 0]
+        if with_ttl:
+            self.maps.record_ttls(with_ttl, self.server_addrs)
 
     def touch(self):
         keys = self.maps.drain_touched(self.maps.touched.info["max_entries"])

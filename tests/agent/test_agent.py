@@ -198,3 +198,27 @@ def test_unix_socket_writes_are_fed_and_the_agent_can_use_the_socket(agent_lab):
     finally:
         lab.kill_agent(signal.SIGTERM)
         lab.start_agent()
+
+
+def test_a_ttl_set_over_loopback_is_never_served_past_expiry(agent_lab):
+    """A TTL BRC does not see (PEXPIRE over loopback): the feed's bump alone would let
+    the key be cached again and answered after Redis's deadline (served GETs never
+    expire it lazily, and with hz 1 the active cycle comes late). The agent records
+    it in brc_ttlkeys before the bump."""
+    lab, key = agent_lab, "agent:ttl:%d" % time.monotonic_ns()
+    lab.cli("SET", key, "v1")
+    assert served(lab, key) == ("v1", True)
+    lab.local("CONFIG", "SET", "hz", "1")
+    try:
+        lab.local("PEXPIRE", key, "400")
+        deadline_ms = int(lab.local("PEXPIRETIME", key))
+        lab.marker()
+        before = lab.counters()
+        assert lab.get(key) == "v1" and lab.get(key) == "v1"
+        d = lab.delta(lab.counters(), before)
+        assert d.get("hit", 0) == 0 and d.get("fill_refused_ttl", 0) >= 1, d
+        while time.time() * 1000 <= deadline_ms + 5:     # Redis's own clock is this one
+            time.sleep(0.02)
+        assert lab.get(key) == ""         # what Redis answers for an expired key
+    finally:
+        lab.local("CONFIG", "SET", "hz", "10")
