@@ -79,7 +79,9 @@ ansible_facts:
         state:
           description: >-
             State of the selected interface - mode, config, programs (pinned ids/tags), attached
-            (BRC filters' ids/tags), pins, maps, map_fill (entries in hash maps), clsact, clsact_owned, build.
+            (BRC filters' ids/tags), pins, maps, map_fill (entries in hash maps), clsact, clsact_owned, build,
+            agent (the host agent's brc_agent entry - in_charge, answering, beat_age_ms, pid, feed_keys,
+            feed_flushes, feed_lag_ns, touched_keys - or null without one).
           type: dict
           returned: always
         interfaces:

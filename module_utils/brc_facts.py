@@ -192,7 +192,7 @@ def interface_state(interface, pin_root, src_dir, state_dir=STATE_DIR):
     pdir = brc_pins.pin_dir(pin_root, interface)
     st = {"interface": interface, "pin_dir": pdir, "pins": brc_pins.list_pins(pdir), "programs": {},
           "attached": {}, "clsact": None, "clsact_owned": False, "maps": {}, "map_fill": {}, "mode": None,
-          "config": None, "build": None, "errors": []}
+          "config": None, "agent": None, "build": None, "errors": []}
     rec = read_json(os.path.join(state_dir, interface, "build.json"))
     if rec:
         st["build"] = dict((k, rec.get(k)) for k in ("source_hash", "layout_digest", "programs", "headers",
@@ -229,6 +229,7 @@ def interface_state(interface, pin_root, src_dir, state_dir=STATE_DIR):
             if contract.map_name("config") in st["pins"]:
                 st["config"] = brc_maps.read_config(pdir, contract, src_dir)
                 st["mode"] = st["config"].get("mode")
+            st["agent"] = brc_maps.read_agent(pdir, contract)
         except BrcError as e:
             st["errors"].append(e.text)
     return st

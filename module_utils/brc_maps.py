@@ -10,6 +10,7 @@ __metaclass__ = type
 import ctypes
 import os
 import struct
+import time
 
 from ansible.module_utils.brc_common import BrcError
 from ansible.module_utils.brc_contract import ContractError, load_contract
@@ -93,6 +94,27 @@ def read_config(pdir, contract, src_dir=""):
         _check_value_size(m, _config_struct(contract), "config", src_dir)
         raw = m.lookup(0)
     return decode_config(contract, raw or b"\0" * ctypes.sizeof(_config_struct(contract)))
+
+
+def read_agent(pdir, contract, now_ns=None):
+    """What the host agent last wrote in brc_agent, with what the programs make of it:
+    in_charge (BRC_AGENT_F_ON), beat_age_ms, answering (in charge and beat younger
+    than BRC_AGENT_STALE_NS: else serve answers nothing). None when the build has no
+    brc_agent pin."""
+    if contract.map_name("agent") not in brc_pins.list_pins(pdir):
+        return None
+    cls = contract.structs["brc_agent"]
+    with open_map(pdir, contract, "agent") as m:
+        raw = m.lookup(0) or b""
+    st = cls.from_buffer_copy(raw[:ctypes.sizeof(cls)].ljust(ctypes.sizeof(cls), b"\0"))
+    now_ns = time.monotonic_ns() if now_ns is None else now_ns
+    in_charge = bool(st.flags & contract.constants["BRC_AGENT_F_ON"])
+    age_ns = now_ns - st.beat_ns if st.beat_ns else None
+    out = dict((name, int(getattr(st, name))) for name, _t in cls._fields_
+               if name not in ("beat_ns", "started_ns") and not name.startswith("pad"))
+    out.update(in_charge=in_charge, beat_age_ms=None if age_ns is None else round(age_ns / 1e6, 1),
+               answering=in_charge and age_ns is not None and age_ns < contract.constants["BRC_AGENT_STALE_NS"])
+    return out
 
 
 def write_config(pdir, contract, values):

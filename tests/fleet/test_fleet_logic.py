@@ -103,6 +103,20 @@ def test_gate_before_needs_redis_and_brc():
     assert F.brc_gate_before(stats(pkt_ingress=1), probe(), "observe", {"state": state})["ok"]
 
 
+def test_gate_before_serve_needs_a_beating_agent_when_one_is_in_charge():
+    attached = {"ingress": {"id": 1, "tag": "aa"}, "egress": {"id": 2, "tag": "bb"}}
+    ready = stats(mismatch=0, would_hit=5)
+    for agent, ok in ((None, True), ({"in_charge": False, "answering": False}, True),
+                      ({"in_charge": True, "answering": True, "beat_age_ms": 40.0}, True),
+                      ({"in_charge": True, "answering": False, "beat_age_ms": 9000.0}, False)):
+        state = {"interface": "eth0", "attached": attached, "errors": [], "agent": agent}
+        v = F.brc_gate_before(ready, probe(), "serve", {"state": state})
+        assert v["ok"] == ok, v
+        if not ok:
+            assert "not beating" in v["failures"][0] and "9000.0 ms" in v["failures"][0]
+        assert F.brc_gate_before(ready, probe(), "observe", {"state": state})["ok"]
+
+
 @pytest.mark.parametrize("counters,force,ok,text", [
     ({"mismatch": 0, "would_hit": 12}, False, True, None),
     ({"mismatch": 0, "would_hit": 0}, False, False, "would_hit > 0"),
@@ -438,3 +452,21 @@ def test_guard_confirmed_or_superseded_does_nothing(guard):
     guard("snapshot", "--map", str(guard.pin))
     assert json.loads(old.communicate(timeout=10)[0]) == {"confirmed": True}
     assert os.path.exists(guard.marker)
+
+
+def test_drift_reports_the_host_agent_against_the_inventory():
+    base = {"interface": "eth0", "build": {"maps": {}}, "state": {
+        "pins": ["brc_agent"], "attached": {"ingress": {"id": 1}, "egress": {"id": 2}}}}
+
+    def agent_problems(agent, wanted):
+        rec = dict(base, agent_wanted=wanted, state=dict(base["state"], agent=agent))
+        return [p["detail"] for p in F.brc_drift(rec) if p["check"] == "agent"]
+
+    beating = {"in_charge": True, "answering": True, "beat_age_ms": 50.0}
+    assert agent_problems(beating, "present") == []
+    assert agent_problems({"in_charge": False, "answering": False}, "absent") == []
+    assert "no host agent in charge" in agent_problems({"in_charge": False}, "present")[0]
+    assert "although brc_agent is absent" in agent_problems(beating, "absent")[0]
+    stale = agent_problems({"in_charge": True, "answering": False, "beat_age_ms": 7000.0}, "present")
+    assert len(stale) == 1 and "not beating (last beat 7000.0 ms ago)" in stale[0]
+    assert agent_problems(None, "present") == []      # a build without the agent's map

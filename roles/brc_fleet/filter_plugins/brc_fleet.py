@@ -200,7 +200,7 @@ def brc_gate_before(stats, probe, target_mode, settings=None):
     stats: brc_stats result (None/failed when BRC is not readable).
     probe: brc_probe result with rounds >= 0 (strict: false).
     settings: force (bool), state (brc_facts' state of the interface: both filters
-    attached, no errors).
+    attached, no errors, and for serve a host agent in charge that beats).
     """
     settings = settings or {}
     failures = []
@@ -223,6 +223,13 @@ def brc_gate_before(stats, probe, target_mode, settings=None):
                 " and ".join(missing), state.get("interface") or "the interface"))
         for err in state.get("errors") or []:
             failures.append("BRC state: %s" % err)
+        agent = state.get("agent") or {}
+        if target_mode == "serve" and agent.get("in_charge") and not agent.get("answering"):
+            numbers["agent_beat_age_ms"] = agent.get("beat_age_ms")
+            failures.append("the host agent in charge of %s is not beating (last beat %s ms ago): "
+                            "serve would answer nothing; see brc-agent's log on the host, or "
+                            "run deploy.yml to restart it" % (
+                                state.get("interface") or "the interface", agent.get("beat_age_ms")))
     counters = stats.get("counters") or {}
     mism = _num(counters.get(MISMATCH))
     numbers["mismatch"] = mism
@@ -440,6 +447,7 @@ def brc_drift(record):
       program_check / tc_check / config_check: check-mode results of brc_program,
         brc_tc and brc_config with the inventory's settings (changed = would change)
       stats: brc_stats result
+      agent_wanted: the inventory's brc_agent (present/absent), against state's agent
     Returns [{check, detail}], each distinct problem once.
     """
     problems = []
@@ -522,6 +530,16 @@ def brc_drift(record):
                 else:
                     detail += ": %s -> %s" % (_compact(before), _compact(after))
             add(check, detail)
+    agent, wanted = state.get("agent"), record.get("agent_wanted")
+    in_charge = bool(agent and agent.get("in_charge"))
+    if wanted == "present" and agent is not None and not in_charge:
+        add("agent", "no host agent in charge of %s (brc_agent: present): writes the wire does not "
+                     "show are bounded only by brc_max_age; run deploy.yml" % iface)
+    elif wanted == "absent" and in_charge:
+        add("agent", "a host agent is in charge of %s although brc_agent is absent" % iface)
+    if in_charge and not agent.get("answering"):
+        add("agent", "the host agent in charge of %s is not beating (last beat %s ms ago): serve "
+                     "answers nothing; see brc-agent's log on the host" % (iface, agent.get("beat_age_ms")))
     stats = record.get("stats") or {}
     if record.get("stats_error"):
         add("stats", "stats unreadable: %s" % record["stats_error"])
