@@ -5,7 +5,7 @@ VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: setup demo test lab-up lab-status lab-down bench bench-faults lint fuzz
+.PHONY: setup demo test lab-up lab-status lab-down bench bench-faults bench-agent lint fuzz
 
 setup:
 	@bash scripts/setup
@@ -30,6 +30,11 @@ lint: setup
 
 bench: setup
 	@$(VENV)/bin/python bench/run.py $(BENCH_ARGS)
+
+# The host agent's feed lag (a loopback write to its key's version bump) and CPU,
+# idle (BENCH_ARGS="--load-clients 4": under redis-benchmark writes).
+bench-agent: setup
+	@$(VENV)/bin/python bench/agent.py $(BENCH_ARGS)
 
 # Checker through plain/observe/serve x clean/2% loss/reordering x offloads on/off.
 bench-faults: setup
