@@ -1,0 +1,541 @@
+# -*- coding: utf-8 -*-
+"""Install-time management of one interface's brc-agent on a Redis host (the
+brc_agent module's logic; usable without Ansible: plain functions, plain arguments).
+
+present():
+  1. the agent's ACL user, exactly `reset on ><password> <AGENT_GRANTS>`. Compared
+     with what Redis itself renders for the same rules (a throwaway user made with
+     them, ACL GETUSER of both), so a Redis that orders or spells rules its own way
+     is never "changed" on every run. Then persisted (ACL SAVE with an aclfile,
+     else CONFIG REWRITE); when neither works the user is lost at a Redis restart,
+     the agent cannot log in and BRC stops answering (fail closed): a warning says so.
+  2. the daemon, under start-stop-daemon with a pidfile. Its fingerprint (sha256 of
+     lib_dir's files, the argv and the password) is kept in a state file next to the
+     pidfile: the same fingerprint and a live process means nothing to do; anything
+     else (an upgrade, new options, a new password, not running) restarts it. A
+     start counts only once the pinned brc_agent shows BRC_AGENT_F_ON and a fresh
+     beat from the new pid; otherwise it is stopped again (answers stay stopped:
+     fail closed, Redis keeps serving) and the error carries the tail of its log.
+
+absent(): stops the daemon, `brc-agent --release` while BRC_AGENT_F_ON is set
+(hands the interface back to the programs alone), removes the pidfile, the state
+file, the ACL user (persisted as above) and the password file.
+
+The password is never on a command line: the agent reads --password-file.
+"""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import hashlib
+import os
+import secrets
+import subprocess
+import time
+
+from ansible.module_utils.brc_common import BrcError, import_redis, remove_file
+from ansible.module_utils import brc_pins
+
+PYTHON = "/usr/bin/python3"
+START_STOP_DAEMON = "start-stop-daemon"
+AGENT_SCRIPT = "brc-agent"
+# What the launcher imports (brc_agent and, transitively, brc_auth -> brc_facts).
+AGENT_FILES = (AGENT_SCRIPT, "brc_agent.py", "brc_auth.py", "brc_contract.py", "brc_pins.py",
+               "brc_common.py", "brc_facts.py")
+DEFAULT_LIB_DIR = "/usr/local/lib/brc/agent"
+DEFAULT_PASSWORD_FILE = "/etc/brc/agent.password"
+DEFAULT_USER = "brc-agent"
+START_TIMEOUT_S = 10.0
+STOP_RETRY = "TERM/5/KILL/2"
+PROBE_PREFIX = "brc-agent-probe-"
+CREDENTIALS_FIX = ("set the module options admin_user and admin_password to a Redis user allowed to "
+                   "run ACL SETUSER/GETUSER/DELUSER/SAVE and CONFIG GET/REWRITE (empty: the default user)")
+
+
+def default_pidfile(interface):
+    return "/run/brc-agent-%s.pid" % interface
+
+
+def default_log(interface):
+    return "/var/log/brc-agent-%s.log" % interface
+
+
+def state_file(pidfile):
+    """The fingerprint record, next to the pidfile."""
+    base = pidfile[:-4] if pidfile.endswith(".pid") else pidfile
+    return base + ".state"
+
+
+# --- Redis (the admin connection) -----------------------------------------------------------
+
+class Admin:
+    """execute_command on the admin connection, every failure a BrcError with its fix."""
+
+    def __init__(self, host="127.0.0.1", port=6379, unix_socket=None, user=None, password=None, timeout=5.0):
+        redis, err = import_redis()
+        if redis is None:
+            raise BrcError("redis-py is missing", "apt-get install python3-redis", missing_lib=err)
+        from ansible.module_utils import brc_auth
+        self.redis, self.auth_errors = redis, brc_auth.AUTH_ERRORS
+        self.where = unix_socket or "%s:%s" % (host, port)
+        self.user = user or "default"
+        self.client = brc_auth._client(redis, host, port, unix_socket, user, password, timeout)
+
+    def __call__(self, *args):
+        ex = self.redis.exceptions
+        try:
+            return self.client.execute_command(*args)
+        except (ex.ConnectionError, ex.ResponseError, ex.TimeoutError) as e:
+            msg = str(e)
+            what = " ".join(str(a) for a in args[:2])
+            if isinstance(e, getattr(ex, "AuthenticationError", ())) or msg.startswith(self.auth_errors):
+                raise BrcError("Redis at %s refused the admin credentials (user %s): %s" % (self.where, self.user, msg),
+                               CREDENTIALS_FIX)
+            if "NOPERM" in msg or "no permissions" in msg:
+                raise BrcError("Redis at %s refused %s to the admin user %s: %s" % (self.where, what, self.user, msg),
+                               CREDENTIALS_FIX)
+            if isinstance(e, (ex.ConnectionError, ex.TimeoutError)):
+                raise BrcError("Redis at %s is not reachable: %s" % (self.where, msg),
+                               "start Redis, or set redis_host/redis_port (or redis_socket) to where it listens")
+            raise BrcError("Redis at %s answered %s with an error: %s" % (self.where, what, msg))
+
+    def close(self):
+        try:
+            self.client.close()
+        except Exception:   # pylint: disable=broad-except  (closing; nothing to report)
+            pass
+
+
+def _text(v):
+    return v.decode("utf-8", "surrogateescape") if isinstance(v, bytes) else v
+
+
+def _norm(v):
+    if isinstance(v, (list, tuple)):
+        return [_norm(x) for x in v]
+    if isinstance(v, dict):
+        return dict((_text(k), _norm(x)) for k, x in v.items())
+    return _text(v)
+
+
+def getuser(admin, user):
+    """ACL GETUSER as a dict of text (None: no such user)."""
+    reply = admin("ACL", "GETUSER", user)
+    if reply is None:
+        return None
+    if isinstance(reply, dict):       # some redis-py versions parse it
+        return _norm(reply)
+    reply = _norm(reply)
+    return dict(zip(reply[0::2], reply[1::2]))
+
+
+def agent_rules(password):
+    from ansible.module_utils.brc_agent import AGENT_GRANTS
+    return ["reset", "on", ">" + password] + AGENT_GRANTS.split()
+
+
+def user_matches(admin, user, password):
+    """(exists, same): is @user exactly `reset on ><password> <AGENT_GRANTS>`, as Redis renders it?"""
+    have = getuser(admin, user)
+    if have is None:
+        return False, False
+    probe = PROBE_PREFIX + secrets.token_hex(6)
+    try:
+        admin("ACL", "SETUSER", probe, *agent_rules(password))
+        want = getuser(admin, probe)
+    finally:
+        admin("ACL", "DELUSER", probe)
+    strip = lambda d: dict((k, v) for k, v in d.items() if k != "passwords")  # noqa: E731
+    same = strip(have) == strip(want) and \
+        list(have.get("passwords") or []) == [hashlib.sha256(password.encode()).hexdigest()]
+    return True, same
+
+
+def persist_acl(admin, check_mode=False, removing=False):
+    """(persisted, how, warning). ACL SAVE with an aclfile, else CONFIG REWRITE."""
+    aclfile = admin("CONFIG", "GET", "aclfile")
+    aclfile = _norm(aclfile)
+    aclfile = aclfile.get("aclfile") if isinstance(aclfile, dict) else (aclfile[1] if len(aclfile) > 1 else "")
+    if aclfile:
+        if not check_mode:
+            admin("ACL", "SAVE")
+        return True, "acl save", None
+    if check_mode:
+        info = _norm(admin("INFO", "server"))
+        conf = info.get("config_file") if isinstance(info, dict) else None
+        if conf:
+            return True, "config rewrite", None
+        why = "Redis runs without a config file"
+    else:
+        try:
+            admin("CONFIG", "REWRITE")
+            return True, "config rewrite", None
+        except BrcError as e:
+            why = e.msg
+    lost = ("the removed user comes back at a Redis restart if a config file still names it" if removing else
+            "a Redis restart loses it, the agent can then not log in and BRC stops answering (fail closed) "
+            "until this module runs again")
+    return False, None, (
+        "the agent's ACL user is not persisted (no aclfile, and CONFIG REWRITE failed: %s): %s. Fix: give "
+        "Redis an aclfile (aclfile /etc/redis/users.acl) or start it from a config file "
+        "(redis-server /etc/redis/redis.conf)" % (why, lost))
+
+
+def ensure_user(admin, user, password, check_mode=False):
+    """The ACL user exactly as the agent needs it. Returns (changed, persisted, warning)."""
+    exists, same = user_matches(admin, user, password) if password is not None else (
+        getuser(admin, user) is not None, False)
+    changed = not same
+    if changed and not check_mode:
+        admin("ACL", "SETUSER", user, *agent_rules(password))
+        exists, same = user_matches(admin, user, password)
+        if not same:
+            raise BrcError("ACL SETUSER %s did not give the user the agent's rules" % user,
+                           "check that no ACL file reload or module on this Redis rewrites users")
+    persisted, _how, warning = persist_acl(admin, check_mode)
+    return changed, persisted, warning
+
+
+def remove_user(admin, user, check_mode=False):
+    """(changed, persisted, warning)"""
+    if getuser(admin, user) is None:
+        return False, None, None
+    if not check_mode:
+        admin("ACL", "DELUSER", user)
+    persisted, _how, warning = persist_acl(admin, check_mode, removing=True)
+    return True, persisted, warning
+
+
+# --- the password file ----------------------------------------------------------------------
+
+def read_password_file(path):
+    try:
+        with open(path) as f:
+            return f.read().strip() or None
+    except IOError:
+        return None
+
+
+def write_password_file(path, password):
+    d = os.path.dirname(path)
+    if d and not os.path.isdir(d):
+        os.makedirs(d, 0o755)
+    tmp = path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, (password + "\n").encode())
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+
+
+def ensure_password(password, password_file, check_mode=False):
+    """(password, changed). Given: kept in the file. Empty: the file's, else a new random one.
+    In check mode a password that would be generated is None."""
+    have = read_password_file(password_file)
+    mode_ok = have is not None and (os.stat(password_file).st_mode & 0o777) == 0o600
+    want = password or have
+    if want is None:
+        if check_mode:
+            return None, True
+        want = secrets.token_urlsafe(32)
+    if have == want and mode_ok:
+        return want, False
+    if not check_mode:
+        write_password_file(password_file, want)
+    return want, True
+
+
+# --- the daemon -----------------------------------------------------------------------------
+
+def check_lib_dir(lib_dir):
+    missing = [f for f in AGENT_FILES if not os.path.isfile(os.path.join(lib_dir, f))]
+    if missing:
+        raise BrcError("the agent's files are missing in %s: %s" % (lib_dir, ", ".join(missing)),
+                       "ship them first (roles/brc/files/brc-agent and module_utils/%s to lib_dir, the brc "
+                       "role does) or set lib_dir" % ", ".join(f for f in AGENT_FILES if f.endswith(".py")),
+                       missing_files=missing)
+
+
+def check_pins(pdir, contract):
+    need = [contract.map_name("agent"), brc_pins.PROG_PREFIX + "feed"]
+    missing = [n for n in need if not os.path.exists(os.path.join(pdir, n))]
+    if missing:
+        raise BrcError("no BRC pins for the agent in %s (missing %s)" % (pdir, ", ".join(missing)),
+                       "deploy BRC first (the brc role, or brc_program state=present on this interface)",
+                       missing_pins=missing)
+
+
+def agent_argv(lib_dir, pin_dir, src_dir, redis_host="127.0.0.1", redis_port=6379, redis_socket=None,
+               user=DEFAULT_USER, password_file=DEFAULT_PASSWORD_FILE, log=None):
+    argv = [os.path.join(lib_dir, AGENT_SCRIPT), "--pin-dir", pin_dir, "--src-dir", src_dir]
+    if redis_socket:
+        argv += ["--redis-socket", redis_socket, "--redis-port", str(redis_port)]
+    else:
+        argv += ["--redis-host", redis_host, "--redis-port", str(redis_port)]
+    argv += ["--user", user, "--password-file", password_file]
+    if log:
+        argv += ["--log", log]
+    return argv
+
+
+def fingerprint(lib_dir, argv, password):
+    h = hashlib.sha256()
+    for name in sorted(os.listdir(lib_dir)):
+        path = os.path.join(lib_dir, name)
+        if name.startswith(".") or name.endswith(".pyc") or not os.path.isfile(path):
+            continue
+        h.update(b"file\0" + name.encode() + b"\0")
+        with open(path, "rb") as f:
+            h.update(f.read())
+    for arg in argv:
+        h.update(b"arg\0" + arg.encode() + b"\0")
+    h.update(b"password\0" + (password or "").encode())
+    return h.hexdigest()
+
+
+def _alive(pid):
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        return state not in ("Z", "X")
+    except (IOError, IndexError):
+        return False
+
+
+def running_pid(pidfile):
+    """The agent's pid when the pidfile names a live brc-agent, else None."""
+    try:
+        with open(pidfile) as f:
+            pid = int(f.read().strip())
+    except (IOError, ValueError):
+        return None
+    if not _alive(pid):
+        return None
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            cmdline = f.read()
+    except IOError:
+        return None
+    return pid if AGENT_SCRIPT.encode() in cmdline else None
+
+
+def _run(argv, timeout=30):
+    p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True,
+                       timeout=timeout)
+    return p.returncode, (p.stdout + p.stderr).strip()
+
+
+def stop_daemon(pidfile):
+    """Stop the agent the pidfile names (TERM, then KILL). True when one was running."""
+    if running_pid(pidfile) is None:
+        return False
+    rc, out = _run([START_STOP_DAEMON, "--stop", "--quiet", "--pidfile", pidfile, "--retry", STOP_RETRY], timeout=20)
+    if rc not in (0, 1):
+        raise BrcError("start-stop-daemon could not stop the agent of %s (rc %d): %s" % (pidfile, rc, out),
+                       "stop it by hand (kill $(cat %s)) and run again" % pidfile)
+    return rc == 0
+
+
+def start_daemon(argv, pidfile, log, python=PYTHON):
+    d = os.path.dirname(pidfile)
+    if d and not os.path.isdir(d):
+        os.makedirs(d, 0o755)
+    if log and os.path.dirname(log) and not os.path.isdir(os.path.dirname(log)):
+        os.makedirs(os.path.dirname(log), 0o755)
+    remove_file(pidfile)
+    cmd = [START_STOP_DAEMON, "--start", "--quiet", "--background", "--make-pidfile", "--pidfile", pidfile]
+    if log:
+        cmd += ["--output", log]       # what escapes the agent's logging (a traceback)
+    rc, out = _run(cmd + ["--startas", python, "--"] + argv)
+    if rc != 0:
+        raise BrcError("start-stop-daemon could not start the agent (rc %d): %s" % (rc, out),
+                       "check that %s exists and that nothing else holds %s" % (python, pidfile))
+    for _i in range(100):            # --make-pidfile writes it from the child: bounded wait
+        try:
+            with open(pidfile) as f:
+                return int(f.read().strip())
+        except (IOError, ValueError):
+            time.sleep(0.02)
+    raise BrcError("start-stop-daemon started the agent but wrote no pidfile %s" % pidfile,
+                   "check that %s is writable" % os.path.dirname(pidfile))
+
+
+def read_agent(pdir, contract):
+    """The pinned brc_agent as a dict (beat_age_ms: None without a beat), or None without the pin."""
+    path = os.path.join(pdir, contract.map_name("agent"))
+    if not os.path.exists(path):
+        return None
+    with brc_pins.PinnedMap(path) as m:
+        raw = m.lookup(0)
+    st = contract.structs["brc_agent"].from_buffer_copy(raw[:m.info["value_size"]])
+    now = time.monotonic_ns()
+    return {"beat_age_ms": (now - st.beat_ns) / 1e6 if st.beat_ns else None,
+            "flags": int(st.flags), "on": bool(st.flags & contract.constants["BRC_AGENT_F_ON"]),
+            "pid": int(st.pid), "feed_keys": int(st.feed_keys), "feed_flushes": int(st.feed_flushes),
+            "feed_lag_ns": int(st.feed_lag_ns), "touched_keys": int(st.touched_keys)}
+
+
+def is_beating(agent, contract, pid=None):
+    stale_ms = contract.constants["BRC_AGENT_STALE_NS"] / 1e6
+    return bool(agent and agent["on"] and agent["beat_age_ms"] is not None and agent["beat_age_ms"] < stale_ms
+                and (pid is None or agent["pid"] == pid))
+
+
+def log_tail(log, n=30):
+    try:
+        with open(log) as f:
+            return "".join(f.readlines()[-n:]).strip()
+    except (IOError, TypeError):
+        return ""
+
+
+def wait_beating(pid, pdir, contract, log, timeout=START_TIMEOUT_S):
+    """Bounded poll until @pid is alive and beats in the pinned brc_agent. Returns the map's dict."""
+    deadline = time.monotonic() + timeout
+    agent = None
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return False, agent, "it exited"
+        agent = read_agent(pdir, contract)
+        if is_beating(agent, contract, pid):
+            return True, agent, None
+        time.sleep(0.05)
+    return False, agent, "no heartbeat within %.0f s" % timeout
+
+
+# --- present / absent -------------------------------------------------------------------------
+
+def present(interface, pin_root, src_dir, lib_dir=DEFAULT_LIB_DIR, redis_host="127.0.0.1", redis_port=6379,
+            redis_socket=None, user=DEFAULT_USER, password=None, password_file=DEFAULT_PASSWORD_FILE,
+            admin_user=None, admin_password=None, pidfile=None, log=None, check_mode=False,
+            python=PYTHON, start_timeout=START_TIMEOUT_S):
+    from ansible.module_utils.brc_contract import ContractError, load_contract
+    pidfile = pidfile or default_pidfile(interface)
+    log = log or default_log(interface)
+    pdir = brc_pins.pin_dir(pin_root, interface)
+    res = {"changed": False, "pid": None, "started": False, "user_changed": False, "user_persisted": None,
+           "beating": False, "agent": None, "log": log, "pidfile": pidfile, "password_file": password_file,
+           "password_changed": False, "warnings": []}
+    try:
+        contract = load_contract(src_dir)
+    except ContractError as e:
+        raise BrcError(str(e), "ship the bpf/ sources to src_dir (the brc role does) or point src_dir at them")
+    try:
+        check_pins(pdir, contract)
+        check_lib_dir(lib_dir)
+    except BrcError:
+        if not check_mode:
+            raise
+        # check mode before the first deploy: earlier tasks would create the pins and ship the files
+        res.update(changed=True, started=True, msg="would start the agent once BRC is deployed and its files shipped")
+        return res
+
+    password, res["password_changed"] = ensure_password(password, password_file, check_mode)
+    admin = Admin(redis_host, redis_port, redis_socket, admin_user, admin_password)
+    try:
+        res["user_changed"], res["user_persisted"], warning = ensure_user(admin, user, password, check_mode)
+    finally:
+        admin.close()
+    if warning:
+        res["warnings"].append(warning)
+
+    argv = agent_argv(lib_dir, pdir, src_dir, redis_host, redis_port, redis_socket, user, password_file, log)
+    fp = fingerprint(lib_dir, argv, password) if password is not None else None
+    pid = running_pid(pidfile)
+    from ansible.module_utils.brc_common import read_json, write_json
+    record = read_json(state_file(pidfile), {}) or {}
+    if pid is not None and fp is not None and record.get("fingerprint") == fp:
+        res["pid"] = pid
+        res["agent"] = read_agent(pdir, contract)
+        res["beating"] = is_beating(res["agent"], contract, pid)
+        if not res["beating"]:
+            res["warnings"].append("the agent (pid %d) runs but does not beat: BRC does not answer on %s until "
+                                   "it does. Its log %s says:\n%s" % (pid, interface, log, log_tail(log, 10)))
+    elif check_mode:
+        res["pid"], res["started"] = pid, True
+        res["agent"] = read_agent(pdir, contract)
+    else:
+        stop_daemon(pidfile)
+        remove_file(state_file(pidfile))
+        new = start_daemon(argv, pidfile, log, python)
+        ok, agent, why = wait_beating(new, pdir, contract, log, start_timeout)
+        if not ok:
+            stop_daemon(pidfile)
+            remove_file(pidfile)
+            raise BrcError(
+                "brc-agent for %s did not start (%s); it was stopped again, Redis keeps serving and BRC does "
+                "not answer on %s (fail closed). The tail of its log %s:\n%s"
+                % (interface, why, interface, log, log_tail(log)),
+                "fix what the log says (a refused password: remove %s and run again with password empty, or "
+                "set password; Redis unreachable: redis_host/redis_port/redis_socket; a contract mismatch: ship "
+                "lib_dir from the same toolkit version as the programs), then run again"
+                % password_file, user_changed=res["user_changed"], changed=True)
+        write_json(state_file(pidfile), {"fingerprint": fp, "pid": new, "argv": argv})
+        res.update(pid=new, started=True, beating=True, agent=agent)
+    res["changed"] = bool(res["started"] or res["user_changed"] or res["password_changed"])
+    return res
+
+
+def release(lib_dir, pdir, src_dir, python=PYTHON):
+    check_lib_dir(lib_dir)
+    rc, out = _run([python, os.path.join(lib_dir, AGENT_SCRIPT), "--release", "--pin-dir", pdir,
+                    "--src-dir", src_dir])
+    if rc != 0:
+        raise BrcError("brc-agent --release on %s failed (rc %d): %s" % (pdir, rc, out),
+                       "run it by hand to see why: %s %s --release --pin-dir %s --src-dir %s"
+                       % (python, os.path.join(lib_dir, AGENT_SCRIPT), pdir, src_dir))
+
+
+def absent(interface, pin_root, src_dir, lib_dir=DEFAULT_LIB_DIR, redis_host="127.0.0.1", redis_port=6379,
+           redis_socket=None, user=DEFAULT_USER, password_file=DEFAULT_PASSWORD_FILE, admin_user=None,
+           admin_password=None, pidfile=None, log=None, check_mode=False, python=PYTHON):
+    from ansible.module_utils.brc_contract import ContractError, load_contract
+    pidfile = pidfile or default_pidfile(interface)
+    log = log or default_log(interface)
+    pdir = brc_pins.pin_dir(pin_root, interface)
+    res = {"changed": False, "pid": None, "started": False, "stopped": False, "released": False,
+           "user_changed": False, "user_persisted": None, "beating": False, "agent": None, "log": log,
+           "pidfile": pidfile, "password_file": password_file, "warnings": []}
+    # 1. the daemon
+    pid = running_pid(pidfile)
+    if pid is not None:
+        res["stopped"] = True
+        if not check_mode:
+            stop_daemon(pidfile)
+    # 2. hand the interface back to the programs
+    contract = None
+    try:
+        contract = load_contract(src_dir)
+    except ContractError:
+        pass                              # no sources: no pins to release either
+    agent = read_agent(pdir, contract) if contract is not None else None
+    if agent is not None and agent["on"]:
+        res["released"] = True
+        if not check_mode:
+            release(lib_dir, pdir, src_dir, python)
+            agent = read_agent(pdir, contract)
+    res["agent"] = agent
+    # 3. files
+    for path in (pidfile, state_file(pidfile)):
+        if os.path.exists(path):
+            res["changed"] = True
+            if not check_mode:
+                remove_file(path)
+    # 4. the user and its password
+    admin = Admin(redis_host, redis_port, redis_socket, admin_user, admin_password)
+    try:
+        res["user_changed"], res["user_persisted"], warning = remove_user(admin, user, check_mode)
+    finally:
+        admin.close()
+    if warning:
+        res["warnings"].append(warning)
+    if os.path.exists(password_file):
+        res["changed"] = True
+        if not check_mode:
+            remove_file(password_file)
+    res["changed"] = bool(res["changed"] or res["stopped"] or res["released"] or res["user_changed"])
+    return res
+
