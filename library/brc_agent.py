@@ -145,7 +145,9 @@ user_changed:
   type: bool
   sample: false
 user_persisted:
-  description: Whether the user's state was saved for a Redis restart (ACL SAVE or CONFIG REWRITE); null when there was nothing to save.
+  description:
+    - Whether the user's state was saved for a Redis restart (ACL SAVE or CONFIG REWRITE).
+    - Null when there was nothing to save (O(state=absent) without the user, or check mode before the first deploy).
   returned: always
   type: bool
   sample: true

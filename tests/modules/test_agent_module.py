@@ -247,6 +247,10 @@ def test_missing_pins_fail_clearly_and_start_nothing(env):
     assert r["failed"] and "deploy BRC first" in r["msg"]
     assert getuser(env["redis"], USER) is None
     assert not os.path.exists(env["args"]["pidfile"]) and not os.path.exists(env["args"]["password_file"])
+    # check mode before the first deploy (brc_program would pin them): would start, no error
+    would = run(env, check_mode=True, interface="brcnone0")
+    assert not would.get("failed") and would["changed"] and would["started"]
+    assert getuser(env["redis"], USER) is None and not os.path.exists(env["args"]["password_file"])
 
 
 def test_missing_agent_files_say_ship_them(env, tmp_path):
