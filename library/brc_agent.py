@@ -162,11 +162,13 @@ beating:
   type: bool
   sample: true
 agent:
-  description: The pinned C(brc_agent) map (null without the pin).
+  description:
+    - The pinned C(brc_agent) map (null without the pin), as RV(ansible_facts.brc.interfaces) of M(brc_facts) shows it.
+    - C(in_charge) is C(BRC_AGENT_F_ON); C(answering) means in charge with a heartbeat younger than C(BRC_AGENT_STALE_NS).
   returned: always
   type: dict
-  sample: {"beat_age_ms": 42.1, "flags": 1, "on": true, "pid": 4242, "feed_keys": 17, "feed_flushes": 1,
-           "feed_lag_ns": 81234, "touched_keys": 0}
+  sample: {"in_charge": true, "answering": true, "beat_age_ms": 42.1, "flags": 1, "pid": 4242, "feed_keys": 17,
+           "feed_flushes": 1, "feed_lag_ns": 81234, "touched_keys": 0}
 stopped:
   description: Whether a running agent was stopped.
   returned: O(state=absent)

@@ -364,24 +364,14 @@ def start_daemon(argv, pidfile, log, python=PYTHON):
 
 
 def read_agent(pdir, contract):
-    """The pinned brc_agent as a dict (beat_age_ms: None without a beat), or None without the pin."""
-    path = os.path.join(pdir, contract.map_name("agent"))
-    if not os.path.exists(path):
-        return None
-    with brc_pins.PinnedMap(path) as m:
-        raw = m.lookup(0)
-    st = contract.structs["brc_agent"].from_buffer_copy(raw[:m.info["value_size"]])
-    now = time.monotonic_ns()
-    return {"beat_age_ms": (now - st.beat_ns) / 1e6 if st.beat_ns else None,
-            "flags": int(st.flags), "on": bool(st.flags & contract.constants["BRC_AGENT_F_ON"]),
-            "pid": int(st.pid), "feed_keys": int(st.feed_keys), "feed_flushes": int(st.feed_flushes),
-            "feed_lag_ns": int(st.feed_lag_ns), "touched_keys": int(st.touched_keys)}
+    """The pinned brc_agent as brc_maps.read_agent reports it, or None without the pin."""
+    from ansible.module_utils import brc_maps
+    return brc_maps.read_agent(pdir, contract)
 
 
-def is_beating(agent, contract, pid=None):
-    stale_ms = contract.constants["BRC_AGENT_STALE_NS"] / 1e6
-    return bool(agent and agent["on"] and agent["beat_age_ms"] is not None and agent["beat_age_ms"] < stale_ms
-                and (pid is None or agent["pid"] == pid))
+def is_beating(agent, pid=None):
+    """The agent in charge beats (the programs answer), from @pid when given."""
+    return bool(agent and agent["answering"] and (pid is None or agent["pid"] == pid))
 
 
 def log_tail(log, n=30):
@@ -400,7 +390,7 @@ def wait_beating(pid, pdir, contract, log, timeout=START_TIMEOUT_S):
         if not _alive(pid):
             return False, agent, "it exited"
         agent = read_agent(pdir, contract)
-        if is_beating(agent, contract, pid):
+        if is_beating(agent, pid):
             return True, agent, None
         time.sleep(0.05)
     return False, agent, "no heartbeat within %.0f s" % timeout
@@ -450,7 +440,7 @@ def present(interface, pin_root, src_dir, lib_dir=DEFAULT_LIB_DIR, redis_host="1
     if pid is not None and fp is not None and record.get("fingerprint") == fp:
         res["pid"] = pid
         res["agent"] = read_agent(pdir, contract)
-        res["beating"] = is_beating(res["agent"], contract, pid)
+        res["beating"] = is_beating(res["agent"], pid)
         if not res["beating"]:
             res["warnings"].append("the agent (pid %d) runs but does not beat: BRC does not answer on %s until "
                                    "it does. Its log %s says:\n%s" % (pid, interface, log, log_tail(log, 10)))
@@ -512,7 +502,7 @@ def absent(interface, pin_root, src_dir, lib_dir=DEFAULT_LIB_DIR, redis_host="12
     except ContractError:
         pass                              # no sources: no pins to release either
     agent = read_agent(pdir, contract) if contract is not None else None
-    if agent is not None and agent["on"]:
+    if agent is not None and agent["in_charge"]:
         res["released"] = True
         if not check_mode:
             release(lib_dir, pdir, src_dir, python)

@@ -165,7 +165,7 @@ def test_present_restarts_on_changes_and_absent_releases(env, pin_root, contract
     assert first["changed"] and first["started"] and first["user_changed"] and first["beating"]
     pid = first["pid"]
     assert alive(pid) and beat_fresh(pin_root, contract, pid)
-    assert first["agent"]["on"] and first["agent"]["pid"] == pid
+    assert first["agent"]["in_charge"] and first["agent"]["answering"] and first["agent"]["pid"] == pid
     # generated password, kept 0600, and the user exactly the grants
     assert os.stat(env["args"]["password_file"]).st_mode & 0o777 == 0o600
     password = password_of(env)
