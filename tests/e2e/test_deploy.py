@@ -3,7 +3,8 @@
 One ordered story (each step relies on the previous one):
 preflight failure -> --check on fresh hosts -> deploy -> second run changed=0 ->
 --check after deploy -> stats grow under real traffic from the controller ->
-upgrade from changed sources keeps maps and counters -> undeploy leaves nothing.
+the host agent feeds a loopback write -> upgrade from changed sources keeps maps and
+counters -> undeploy leaves nothing (no agent, no agent user).
 """
 import json
 import os
@@ -128,6 +129,9 @@ def test_03_deploy(lab):
     assert re.search(r"headers: (exact|fallback) ", out)
     report = json.load(open(os.path.join(REPO, "reports", "deploy", "redis1.json")))
     assert report["mode"] == "observe" and report["counters"]["pkt_ingress"] > 0
+    for h, st in _brc_state(lab).items():     # the host agent is in charge and beating
+        assert st["agent"]["in_charge"] and st["agent"]["answering"], (h, st["agent"])
+        assert "brc-agent" in _agent_processes(lab, h)
 
 
 def test_04_second_run_changes_nothing(lab):
@@ -154,6 +158,28 @@ def test_06_stats_grow_under_real_traffic_from_the_controller(lab):
         assert after[h]["mode"] == "observe" and set(after[h]["latency"]) >= {"get", "set", "other"}
         assert not after[h]["changed"]
         assert "would_hit_ratio" in after[h]["ratio_definitions"]
+
+
+def test_06b_the_agent_reports_writes_the_wire_does_not_show(lab):
+    """A write over loopback on the host (BRC on eth0 cannot see it) reaches the kernel
+    through the agent's feed: the key's version bucket is bumped."""
+    before = {h: st["agent"]["feed_keys"] for h, st in _brc_state(lab).items()}
+    for h in hosts(lab):
+        lab.exec(h, ["redis-cli", "-h", "127.0.0.1", "SET", "brc:e2e:loopback", h], check=True,
+                 capture_output=True, timeout=30)
+    deadline = time.monotonic() + 30
+    while True:
+        after = {h: st["agent"]["feed_keys"] for h, st in _brc_state(lab).items()}
+        if all(after[h] > before[h] for h in hosts(lab)) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert all(after[h] > before[h] for h in hosts(lab)), (before, after)
+
+
+def _agent_processes(lab, host):
+    p = lab.exec(host, ["sh", "-c", "ps -eo args | grep [b]rc-agent || true"], capture_output=True,
+                 text=True, timeout=30)
+    return p.stdout
 
 
 def _brc_state(lab):
@@ -216,6 +242,10 @@ def test_08_undeploy_leaves_no_filters_pins_or_mounts(lab):
         assert view["bpffs_mounts"] == 0, view
         assert "clsact" not in view["qdisc"] and view["filters"] == "", view
         assert view["files"] == "", view
+        assert _agent_processes(lab, h) == ""
+        users = lab.exec(h, ["redis-cli", "-h", "127.0.0.1", "ACL", "USERS"], capture_output=True,
+                         text=True, timeout=30).stdout.split()
+        assert "brc-agent" not in users, users
     redis_traffic(lab, rounds=3)  # Redis still serving through eth0
     recap, out = play(lab, "playbooks/undeploy.yml")
     assert {h: recap[h]["changed"] for h in hosts(lab)} == {h: 0 for h in hosts(lab)}, out[-4000:]

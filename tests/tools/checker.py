@@ -52,6 +52,8 @@ def encode(*args):
 class RespConnection:
     """A minimal RESP2 client: encode commands, read exactly one reply each."""
 
+    encode = staticmethod(encode)
+
     def __init__(self, host, port, timeout):
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
