@@ -82,6 +82,14 @@ mode:
   returned: success
   type: str
   sample: observe
+agent:
+  description:
+    - The host agent's C(brc_agent) entry (null when the build has none), as M(brc_facts) reports it.
+    - C(answering) false while C(in_charge) means serve answers nothing (agent down, Redis restarted or loading, role change).
+  returned: success
+  type: dict
+  sample: {"in_charge": true, "answering": true, "beat_age_ms": 38.2, "pid": 311, "feed_keys": 1204,
+           "feed_flushes": 2, "feed_lag_ns": 71000, "touched_keys": 96, "flags": 1}
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -104,13 +112,14 @@ def main():
         counters = brc_maps.read_counters(pdir, contract)
         hist = brc_maps.read_latency(pdir, contract)
         mode = brc_maps.read_config(pdir, contract, p["src_dir"]).get("mode")
+        agent = brc_maps.read_agent(pdir, contract)
         changed = False
         if p["reset"]:
             changed = brc_maps.reset_stats(pdir, contract, module.check_mode)
     except BrcError as e:
         fail(module, e, interface=p["interface"])
     module.exit_json(changed=changed, counters=counters, ratios=brc_maps.ratios(counters),
-                     latency=brc_maps.latency_summary(hist), mode=mode,
+                     latency=brc_maps.latency_summary(hist), mode=mode, agent=agent,
                      ratio_definitions=dict((k, {"numerator": list(n), "denominator": list(d)})
                                             for k, (n, d) in brc_maps.RATIOS.items()))
 

@@ -485,3 +485,7 @@ def test_stats_fleet_totals_and_prometheus_files(fleet, report_dir):
             assert labels == {"host": h.name, "interface": "eth0"}
             assert got == value
         assert fams["brc_latency_seconds"]["type"] == "histogram"
+        # the host agent the role runs: in charge and beating
+        assert [v for _n, _l, v in fams["brc_agent_in_charge"]["samples"]] == [1]
+        assert [v for _n, _l, v in fams["brc_agent_answering"]["samples"]] == [1]
+        assert hosts[h.name]["agent"]["in_charge"] and hosts[h.name]["agent"]["answering"]

@@ -285,6 +285,21 @@ def test_prometheus_text_parses_strictly_and_carries_the_numbers():
     assert [v for _n, l, v in fams["brc_rate_per_second"]["samples"]] == [1.5]
 
 
+def test_prometheus_shows_the_host_agent():
+    s = dict(stats(mode="serve", hit=5), agent={
+        "in_charge": True, "answering": False, "beat_age_ms": 1500.0, "feed_lag_ns": 250000,
+        "feed_keys": 40, "feed_flushes": 3, "touched_keys": 7, "pid": 9, "flags": 1})
+    fams = promtext.parse(F.brc_prometheus(s, "h", "eth0"))
+    value = dict((n, v) for fam in fams.values() for n, _l, v in fam["samples"])
+    assert value["brc_agent_in_charge"] == 1 and value["brc_agent_answering"] == 0
+    assert math.isclose(value["brc_agent_beat_age_seconds"], 1.5)
+    assert math.isclose(value["brc_agent_feed_lag_seconds"], 0.00025)
+    assert (value["brc_agent_feed_keys_total"], value["brc_agent_feed_flushes_total"],
+            value["brc_agent_touched_keys_total"]) == (40, 3, 7)
+    assert fams["brc_agent_feed_flushes_total"]["type"] == "counter"
+    assert "brc_agent_in_charge" not in F.brc_prometheus(stats(mode="serve"), "h", "eth0")
+
+
 def test_counter_docs_come_from_the_contract_header():
     docs = F.brc_counter_docs(open(os.path.join(REPO, "bpf", "brc_contract.h")).read())
     assert docs["pkt_ingress"] == "TCP segments to the Redis port seen at ingress"

@@ -416,6 +416,29 @@ def brc_prometheus(stats, host, interface, rates=None, docs=None):
             total = sum(buckets)
             lines.append("%s_bucket%s %d" % (metric, _labels(base, **{"class": cls, "le": "+Inf"}), total))
             lines.append("%s_count%s %d" % (metric, _labels(base, **{"class": cls}), total))
+    agent = stats.get("agent")
+    if agent:
+        for metric, what, value in (
+                ("brc_agent_in_charge", "1 while a host agent is in charge (serve then needs its heartbeat).",
+                 1 if agent.get("in_charge") else 0),
+                ("brc_agent_answering", "1 while the agent in charge beats: 0 means serve answers nothing.",
+                 1 if agent.get("answering") else 0),
+                ("brc_agent_beat_age_seconds", "Age of the agent's last heartbeat.",
+                 None if agent.get("beat_age_ms") is None else agent["beat_age_ms"] / 1e3),
+                ("brc_agent_feed_lag_seconds", "The agent's last feed batch, Redis's report to the version bump.",
+                 _num(agent.get("feed_lag_ns")) / 1e9)):
+            if value is None:
+                continue
+            lines.append("# HELP %s %s" % (metric, what))
+            lines.append("# TYPE %s gauge" % metric)
+            lines.append("%s%s %s" % (metric, _labels(base), _fmt(float(value))))
+        for name, what in (("feed_keys", "Keys Redis reported changed, fed to the kernel by the agent."),
+                           ("feed_flushes", "Everything invalidated by the agent (restart, role change, lost feed, FLUSH)."),
+                           ("touched_keys", "TOUCHes the agent sent for keys answered in the kernel.")):
+            metric = "brc_agent_%s_total" % name
+            lines.append("# HELP %s %s" % (metric, what))
+            lines.append("# TYPE %s counter" % metric)
+            lines.append("%s%s %s" % (metric, _labels(base), _fmt(_num(agent.get(name)))))
     if rates:
         metric = "brc_rate_per_second"
         lines.append("# HELP %s Counter rate over the sampling interval of playbooks/stats.yml." % metric)
