@@ -20,15 +20,27 @@ description:
     rules, and persisted: C(ACL SAVE) when Redis has an C(aclfile), else C(CONFIG REWRITE). When neither
     works the module warns: a Redis restart loses the user, the agent can then not log in and BRC stops
     answering (fail closed)."
-  - The daemon runs C(/usr/bin/python3 <lib_dir>/brc-agent) under C(start-stop-daemon) with O(pidfile).
-    Its fingerprint (the files in O(lib_dir), its arguments and the password) is kept next to the pidfile
-    (C(<pidfile without .pid>.state)); a live agent with the same fingerprint is left alone, anything else
-    restarts it. A start counts once the pinned C(brc_agent) map shows C(BRC_AGENT_F_ON) and a fresh
-    beat from the new process (within 10 s); otherwise the agent is stopped again and the module fails
-    with the tail of its log. Redis keeps serving meanwhile; BRC answers stay stopped (fail closed).
+  - The daemon runs C(/usr/bin/python3 <lib_dir>/brc-agent) under the supervisor O(supervisor) picks.
+  - "V(start-stop-daemon): started with O(pidfile); its fingerprint (the files in O(lib_dir), its
+    arguments and the password) is kept next to the pidfile (C(<pidfile without .pid>.state))."
+  - "V(systemd): the unit C(brc-agent@<interface>.service), a file of its own per interface in
+    C(/etc/systemd/system) holding this call's options (C(--pin-dir <pin_root>/%i), never the password),
+    with C(Restart=always) (a crashed agent, which stops answers, is brought back within 2 s), ordered
+    after C(network.target) and C(redis-server.service) (no dependency on it), skipped while the pins are
+    missing (after a reboot, until the next deploy), modest hardening that keeps bpf(2) and the pins
+    usable. Written (and C(systemctl daemon-reload)) only when its text differs, then enabled. The
+    fingerprint is kept in C(/var/lib/brc/<interface>/agent.json), so an agent systemd started at boot
+    is not restarted for nothing. stdout and stderr go to the journal, the agent's own log to O(log)."
+  - A live agent with the same fingerprint (and, under systemd, the same unit text) is left alone,
+    anything else restarts it. An agent of the other supervisor is stopped (and its unit or pidfile
+    removed) first. A start counts once the pinned C(brc_agent) map shows C(BRC_AGENT_F_ON) and a fresh
+    beat from the new process (within 10 s); otherwise the agent is stopped again (under systemd the
+    unit is also disabled) and the module fails with the tail of its log. Redis keeps serving
+    meanwhile; BRC answers stay stopped (fail closed).
   - The password is never on a command line; the agent reads O(password_file).
-  - "O(state=absent): stops the daemon, runs C(brc-agent --release) while C(BRC_AGENT_F_ON) is set (the
-    programs then stand alone: leases and holds), removes the pidfile, the state file, the ACL user
+  - "O(state=absent): stops the daemon under either supervisor (the unit stopped, disabled, its file
+    removed, systemd reloaded), runs C(brc-agent --release) while C(BRC_AGENT_F_ON) is set (the
+    programs then stand alone: leases and holds), removes the pidfile, the state files, the ACL user
     (persisted as above) and O(password_file)."
 version_added: "1.2.0"
 author: BRC fleet toolkit
@@ -83,8 +95,19 @@ options:
   admin_password:
     description: Password of O(admin_user) (or of the default user); empty when it has none.
     type: str
+  supervisor:
+    description:
+      - What runs the agent. V(auto) is V(systemd) when systemd runs (C(/run/systemd/system) exists),
+        else V(start-stop-daemon).
+      - V(systemd) on a host where systemd does not run fails before changing anything.
+      - With O(state=absent) the agent is removed under both; this only names the one reported.
+    type: str
+    choices: [auto, systemd, start-stop-daemon]
+    default: auto
   pidfile:
-    description: The daemon's pidfile. Default C(/run/brc-agent-<interface>.pid).
+    description:
+      - The daemon's pidfile under V(start-stop-daemon). Default C(/run/brc-agent-<interface>.pid).
+      - Under V(systemd) only looked at to stop an agent started before the switch.
     type: path
   log:
     description: The agent's log file. Default C(/var/log/brc-agent-<interface>.log).
@@ -92,15 +115,16 @@ options:
 attributes:
   check_mode:
     support: full
-    details: Reads Redis, the pidfile and the pins, reports what would change and changes nothing.
+    details: Reads Redis, the pidfile, the unit and the pins, reports what would change and changes nothing.
   diff_mode:
     support: none
 requirements:
   - redis-py (Debian package python3-redis)
-  - start-stop-daemon (Debian package dpkg)
+  - start-stop-daemon (Debian package dpkg), or systemd (systemctl) for O(supervisor=systemd)
 notes:
-  - C(changed) is true when the user or the password file was written, the agent (re)started, or, with
-    O(state=absent), anything was stopped, released or removed. Persisting the ACL does not count.
+  - C(changed) is true when the user, the password file or the unit was written, the unit enabled, the
+    agent (re)started, or, with O(state=absent), anything was stopped, released or removed. Persisting
+    the ACL does not count.
   - Fails with the fix in the message when the pins are missing (deploy BRC first), the agent's files
     are missing in O(lib_dir) (ship them first) or Redis refuses the admin credentials.
 seealso:
@@ -121,6 +145,11 @@ EXAMPLES = r"""
     password: "{{ vault_brc_agent_password }}"
     admin_user: admin
     admin_password: "{{ vault_redis_admin_password }}"
+
+- name: Under start-stop-daemon even where systemd runs
+  brc_agent:
+    interface: eth0
+    supervisor: start-stop-daemon
 
 - name: Remove the agent (the programs stand alone again)
   brc_agent:
@@ -185,10 +214,20 @@ log:
   type: str
   sample: /var/log/brc-agent-eth0.log
 pidfile:
-  description: The daemon's pidfile.
+  description: The daemon's pidfile; null under systemd.
   returned: always
   type: str
   sample: /run/brc-agent-eth0.pid
+supervisor:
+  description: The supervisor used (O(supervisor) with V(auto) resolved).
+  returned: always
+  type: str
+  sample: systemd
+unit:
+  description: The unit file under systemd (with O(state=absent), the one removed or that would be); null otherwise.
+  returned: always
+  type: str
+  sample: /etc/systemd/system/brc-agent@eth0.service
 password_file:
   description: The password file.
   returned: always
@@ -215,6 +254,7 @@ def main():
             password_file=dict(type="path", default=brc_agent_ctl.DEFAULT_PASSWORD_FILE, no_log=False),
             admin_user=dict(type="str"),
             admin_password=dict(type="str", no_log=True),
+            supervisor=dict(type="str", choices=list(brc_agent_ctl.SUPERVISORS), default="auto"),
             pidfile=dict(type="path"),
             log=dict(type="path"),
         ),
@@ -226,7 +266,7 @@ def main():
     require(module, "redis", "to manage the agent's ACL user")
     args = dict((k, p[k]) for k in ("interface", "pin_root", "src_dir", "lib_dir", "redis_host", "redis_port",
                                     "redis_socket", "user", "password_file", "admin_user", "admin_password",
-                                    "pidfile", "log"))
+                                    "pidfile", "log", "supervisor"))
     try:
         if p["state"] == "present":
             res = brc_agent_ctl.present(password=p["password"] or None, check_mode=module.check_mode, **args)

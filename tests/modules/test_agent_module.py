@@ -163,6 +163,9 @@ def test_present_restarts_on_changes_and_absent_releases(env, pin_root, contract
     first = run(env)
     assert not first.get("failed"), first.get("msg")
     assert first["changed"] and first["started"] and first["user_changed"] and first["beating"]
+    # no systemd running here: auto is start-stop-daemon (tests/modules/test_agent_systemd.py for systemd)
+    assert first["supervisor"] == "start-stop-daemon" and first["unit"] is None
+    assert first["pidfile"] == env["args"]["pidfile"]
     pid = first["pid"]
     assert alive(pid) and beat_fresh(pin_root, contract, pid)
     assert first["agent"]["in_charge"] and first["agent"]["answering"] and first["agent"]["pid"] == pid
@@ -240,6 +243,22 @@ def test_check_mode_changes_nothing(env, pin_root, contract):
     assert alive(pid) and beat_fresh(pin_root, contract, pid)
     assert getuser(env["redis"], USER) is not None and os.path.exists(env["args"]["password_file"])
     assert run(env, state="absent")["changed"]
+
+
+@pytest.mark.skipif(os.path.isdir(brc_agent_ctl.SYSTEMD_RUN_DIR), reason="systemd runs here")
+def test_systemd_where_it_does_not_run_fails_and_leaves_nothing(env):
+    for check_mode in (True, False):
+        r = run(env, check_mode=check_mode, supervisor="systemd")
+        assert r["failed"] and "systemd does not run" in r["msg"]
+        assert "set supervisor to start-stop-daemon, or to auto" in r["msg"]
+    assert getuser(env["redis"], USER) is None
+    for path in (env["args"]["password_file"], env["args"]["pidfile"], brc_agent_ctl.unit_path(IFACE),
+                 brc_agent_ctl.systemd_state_file(IFACE)):
+        assert not os.path.exists(path)
+    # absent removes under both supervisors whatever it is told: nothing to do, no error
+    gone = run(env, state="absent", supervisor="systemd")
+    assert not gone.get("failed"), gone.get("msg")
+    assert not gone["changed"] and gone["supervisor"] == "systemd"
 
 
 def test_missing_pins_fail_clearly_and_start_nothing(env):
