@@ -90,21 +90,30 @@ class AgentLab(ServeLab):
         self.start_agent()
 
     # -- Redis
-    def start_redis(self):
+    def start_redis(self, data_dir=None):
         """A Redis on the veth address and loopback, with the agent's user (ACLs are not
-        persisted: a restarted Redis needs it again, as the role would re-apply it)."""
-        proc = self.pair.start_redis(PORT, extra=("--bind", self.pair.server_ip, "127.0.0.1",
-                                                  "--unixsocket", self.socket, "--unixsocketperm", "700"))
+        persisted: a restarted Redis needs it again, as the role would re-apply it).
+        With @data_dir it works there (loads its dump.rdb, SAVE writes it), else in the
+        empty directory NetnsPair made for it; proc.data_dir says which."""
+        extra = ("--bind", self.pair.server_ip, "127.0.0.1", "--unixsocket", self.socket,
+                 "--unixsocketperm", "700")
+        if data_dir:
+            extra += ("--dir", data_dir)     # the last --dir wins over NetnsPair's
+        proc = self.pair.start_redis(PORT, extra=extra)
+        proc.data_dir = data_dir or proc.workdir
         with open(self.password_file) as f:
             password = f.read().strip()
         self.local("ACL", "SETUSER", AGENT_USER, "reset", "on", ">" + password, *self.grants.split())
         return proc
 
-    def restart_redis(self):
-        """kill -9 and a start without persistence: a new run id and no keys."""
+    def restart_redis(self, from_rdb=False):
+        """kill -9 and a start: a new run id and, without persistence, no keys; with
+        @from_rdb, the keys of the last SAVE (the old process's dump.rdb, loaded from
+        its directory)."""
+        data_dir = self.redis.data_dir if from_rdb else None
         self.pair._kill(self.redis.pid)
         self.redis.wait(10)
-        self.redis = self.start_redis()
+        self.redis = self.start_redis(data_dir)
 
     def local(self, *args, port=PORT, unix_socket=False):
         """redis-cli over loopback (or the Unix socket) in the server namespace: what
@@ -116,6 +125,15 @@ class AgentLab(ServeLab):
         assert r.returncode == 0, r.stderr
         out = r.stdout.decode().strip()
         assert not out.startswith("ERR") and not out.startswith("(error)"), out
+        return out
+
+    def info(self, section, port=PORT):
+        """INFO @section over loopback as {field: value}."""
+        out = {}
+        for line in self.local("INFO", section, port=port).splitlines():
+            k, sep, v = line.strip().partition(":")
+            if sep and not k.startswith("#"):
+                out[k] = v
         return out
 
     # -- the agent
@@ -175,7 +193,18 @@ class AgentLab(ServeLab):
         except AssertionError as e:
             raise AssertionError("%s\nagent log:\n%s" % (e, self.agent_log()[-3000:]))
 
+    def touch_pending(self):
+        """Keys the kernel recorded for the agent to TOUCH that it has not drained yet."""
+        t = self.brc.build.bpf.get_table(b"brc_touched")
+        return set(bytes(bytearray(k.key[:k.len])).decode("utf-8", "replace") for k in t.keys())
+
     # -- the feed
+    def bucket_of(self, key):
+        """@key's version bucket, as the programs and the agent compute it."""
+        if getattr(self, "_buckets", None) is None:
+            self._buckets = int(self.brc.build.bpf.get_table(b"brc_keyver").max_entries)
+        return self.brc.contract.bucket_of(key, self._buckets)
+
     def bucket_version(self, key):
         t = self.brc.build.bpf.get_table(b"brc_keyver")
         return t[ctypes.c_uint32(self.brc.contract.bucket_of(key, int(t.max_entries)))].ver

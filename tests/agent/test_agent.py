@@ -222,3 +222,83 @@ def test_a_ttl_set_over_loopback_is_never_served_past_expiry(agent_lab):
         assert lab.get(key) == ""         # what Redis answers for an expired key
     finally:
         lab.local("CONFIG", "SET", "hz", "10")
+
+
+def test_keys_set_with_px_through_brc_and_over_loopback_are_never_served_past_expiry(agent_lab):
+    """SET ... PX on a served key, through BRC (the programs see the TTL on the wire)
+    and over loopback (only the feed reports it: the agent reads its PTTL and records
+    it before the bump). With hz 1 Redis's active expiry comes late and served GETs
+    never expire a key lazily: only BRC's own refusal keeps them from being answered
+    past Redis's deadline."""
+    lab, t = agent_lab, time.monotonic_ns()
+    keys = ("agent:px-wire:%d" % t, "agent:px-loop:%d" % t)
+    for key in keys:
+        lab.cli("SET", key, "v1")
+        assert served(lab, key) == ("v1", True)
+    lab.local("CONFIG", "SET", "hz", "1")
+    try:
+        assert lab.cli("SET", keys[0], "v2", "PX", "1500").strip() == "OK"
+        lab.local("SET", keys[1], "v2", "PX", "1500")
+        deadline_ms = max(int(lab.local("PEXPIRETIME", key)) for key in keys)
+        lab.marker()
+        for key in keys:
+            before = lab.counters()
+            assert lab.get(key) == "v2" and lab.get(key) == "v2"
+            d = lab.delta(lab.counters(), before)
+            assert d.get("hit", 0) == 0 and d.get("fill_refused_ttl", 0) >= 1, (key, d)
+        while time.time() * 1000 <= deadline_ms + 5:     # Redis's own clock is this one
+            time.sleep(0.02)
+        for key in keys:
+            assert lab.get(key) == "", key   # what Redis answers for an expired key
+        lab.marker()                         # expired keys are reported too: still nil
+        for key in keys:
+            assert lab.get(key) == "" and lab.local("EXISTS", key) == "0", key
+    finally:
+        lab.local("CONFIG", "SET", "hz", "10")
+
+
+def test_a_key_evicted_under_maxmemory_is_not_served_once_fed(agent_lab):
+    """Eviction deletes keys no client asked to delete. maxmemory 1 with allkeys-lru
+    makes Redis evict every key (the served one too) at once; the feed reports each
+    evicted key (per key: no flush), and once a marker written after it is fed the
+    client gets nil, as Redis holds."""
+    lab, key = agent_lab, "agent:evict:%d" % time.monotonic_ns()
+    lab.cli("SET", key, "v1")
+    assert served(lab, key) == ("v1", True)
+    flushes = lab.agent_state()["feed_flushes"]
+    evicted = int(lab.info("stats")["evicted_keys"])
+    try:
+        lab.local("CONFIG", "SET", "maxmemory-policy", "allkeys-lru")
+        lab.local("CONFIG", "SET", "maxmemory", "1")
+        # EXISTS neither refreshes the key's LRU clock nor is refused when out of memory
+        wait_for(lambda: lab.local("EXISTS", key) == "0", "Redis to evict %s" % key)
+    finally:
+        lab.local("CONFIG", "SET", "maxmemory", "0")
+        lab.local("CONFIG", "SET", "maxmemory-policy", "noeviction")
+    assert int(lab.info("stats")["evicted_keys"]) > evicted
+    lab.marker()
+    assert lab.get(key) == "" and lab.get(key) == ""
+    assert lab.local("EXISTS", key) == "0"
+    assert lab.agent_state()["feed_flushes"] == flushes     # reported key by key
+
+
+def test_a_restart_from_an_older_rdb_serves_what_redis_loaded(agent_lab):
+    """SAVE with v1 served, v2 written and served through BRC, kill -9 and a restart
+    from that RDB: Redis holds v1 again; clients never get the cached v2."""
+    lab, key = agent_lab, "agent:rdb:%d" % time.monotonic_ns()
+    lab.cli("SET", key, "v1")
+    assert served(lab, key) == ("v1", True)
+    assert lab.local("SAVE") == "OK"
+    lab.cli("SET", key, "v2")
+    assert served(lab, key) == ("v2", True)
+    flushes = lab.agent_state()["feed_flushes"]
+    restarts = lab.agent_log().count("flush reason=restart")
+    lab.restart_redis(from_rdb=True)
+    # whether the agent answers again yet or not, never the v2 cached before the kill
+    assert lab.get(key) == "v1"
+    assert lab.local("GET", key) == "v1"
+    wait_for(lambda: lab.agent_state()["feed_flushes"] > flushes, "a flush after the restart")
+    lab.wait_answering()
+    assert lab.agent_log().count("flush reason=restart") > restarts
+    assert served(lab, key) == ("v1", True)
+    assert lab.local("EXISTS", key) == "1"
