@@ -302,3 +302,100 @@ def test_a_restart_from_an_older_rdb_serves_what_redis_loaded(agent_lab):
     assert lab.agent_log().count("flush reason=restart") > restarts
     assert served(lab, key) == ("v1", True)
     assert lab.local("EXISTS", key) == "1"
+
+
+def _start_other_redis(lab):
+    """A second Redis in the server namespace (PORT + 1, on the veth address and
+    loopback), started through NetnsPair: killed by PID at the latest when it closes.
+    As a master it starts a full sync at once (not after the default 5 s diskless delay)."""
+    return lab.pair.start_redis(PORT + 1, extra=("--bind", lab.pair.server_ip, "127.0.0.1",
+                                                 "--repl-diskless-sync-delay", "0"))
+
+
+def _back_to_master(lab, other):
+    """REPLICAOF NO ONE on the served Redis and the other one stopped, then, if that was
+    a role change, the agent's flush awaited (until it reconnected, a marker written
+    meanwhile would never be reported)."""
+    try:
+        was_replica = lab.info("replication").get("role") == "slave"
+        flushes = lab.agent_state()["feed_flushes"]
+        lab.local("REPLICAOF", "NO", "ONE")
+    finally:
+        lab.pair._kill(other.pid)
+        other.wait(10)
+    if was_replica:
+        wait_for(lambda: lab.agent_state()["feed_flushes"] > flushes, "a flush back to master")
+    lab.wait_answering()
+
+
+def test_replicaof_no_one_flushes_and_serves_the_promoted_hosts_own_data(agent_lab):
+    """The way back from test_d's REPLICAOF: REPLICAOF NO ONE is a role change (flush,
+    then answers once consistent as a master); the promoted host keeps the data it
+    replicated, no longer follows the old master, and its own writes over loopback
+    are fed."""
+    lab, key = agent_lab, "agent:back:%d" % time.monotonic_ns()
+    other = _start_other_redis(lab)
+    try:
+        lab.local("SET", key, "from-master", port=PORT + 1)
+        flushes = lab.agent_state()["feed_flushes"]
+        lab.local("REPLICAOF", lab.pair.server_ip, PORT + 1)
+        wait_for(lambda: lab.agent_state()["feed_flushes"] > flushes, "a flush on the role change")
+        wait_for(lambda: lab.info("replication").get("master_link_status") == "up", "the replica in sync")
+        lab.wait_answering()
+        assert served(lab, key, marker_port=PORT + 1) == ("from-master", True)
+        flushes, log_at = lab.agent_state()["feed_flushes"], len(lab.agent_log())
+        lab.local("REPLICAOF", "NO", "ONE")
+        wait_for(lambda: lab.agent_state()["feed_flushes"] > flushes, "a flush back to master")
+        lab.wait_answering()
+        since = lab.agent_log()[log_at:]
+        assert "flush reason=role" in since and "role=master: answering" in since, since
+        lab.local("SET", key, "old-master-moves-on", port=PORT + 1)   # no longer replicated here
+        lab.marker()
+        assert lab.get(key) == lab.local("GET", key) == "from-master"
+        lab.local("SET", key, "promoted")    # over loopback on the promoted host
+        lab.marker()
+        assert lab.get(key) == lab.local("GET", key) == "promoted"
+        assert served(lab, key) == ("promoted", True)
+    finally:
+        _back_to_master(lab, other)
+
+
+def test_failover_turns_the_served_master_into_a_replica_that_serves_the_new_masters_writes(agent_lab):
+    """A replica of the served Redis (PORT + 1), then FAILOVER on the served master: it
+    becomes a replica of the other. The agent flushes (reason role) and answers again
+    only as a replica with its link up; a write to the new master reaches the served
+    host by the replication stream, the feed reports it, clients through BRC get it."""
+    lab, key = agent_lab, "agent:failover:%d" % time.monotonic_ns()
+    other = _start_other_redis(lab)
+    try:
+        lab.local("CONFIG", "SET", "repl-diskless-sync-delay", "0")
+        lab.cli("SET", key, "v1")
+        assert served(lab, key) == ("v1", True)
+        lab.local("REPLICAOF", "127.0.0.1", PORT, port=PORT + 1)
+        wait_for(lambda: lab.info("replication", port=PORT + 1).get("master_link_status") == "up",
+                 "the other Redis in sync as a replica")
+        wait_for(lambda: "state=online" in lab.info("replication").get("slave0", ""),
+                 "the served master to see its replica online")
+        flushes, log_at = lab.agent_state()["feed_flushes"], len(lab.agent_log())
+        assert lab.local("FAILOVER", "TIMEOUT", "10000") == "OK"
+
+        def swapped():
+            mine, theirs = lab.info("replication"), lab.info("replication", port=PORT + 1)
+            return (mine.get("role") == "slave" and mine.get("master_port") == str(PORT + 1)
+                    and mine.get("master_link_status") == "up"
+                    and mine.get("master_failover_state") == "no-failover"
+                    and theirs.get("role") == "master")
+        wait_for(swapped, "FAILOVER to complete")
+        wait_for(lambda: lab.agent_state()["feed_flushes"] > flushes, "a flush on the role change")
+        lab.wait_answering()
+        since = lab.agent_log()[log_at:]
+        assert "flush reason=role" in since and "role=slave: answering" in since, since
+        assert lab.get(key) == lab.local("GET", key) == "v1"
+        lab.local("SET", key, "v2", port=PORT + 1)      # the new master
+        assert served(lab, key, marker_port=PORT + 1) == ("v2", True)
+        assert lab.local("GET", key) == "v2"
+    finally:
+        try:
+            lab.local("CONFIG", "SET", "repl-diskless-sync-delay", "5")
+        finally:
+            _back_to_master(lab, other)
