@@ -399,3 +399,101 @@ def test_failover_turns_the_served_master_into_a_replica_that_serves_the_new_mas
             lab.local("CONFIG", "SET", "repl-diskless-sync-delay", "5")
         finally:
             _back_to_master(lab, other)
+
+
+# Lua: SET ARGV[1]..i = ARGV[4] for i in ARGV[2]..ARGV[3] (one command, no per-key round trip)
+POPULATE = ("for i = tonumber(ARGV[2]), tonumber(ARGV[3]) do "
+            "redis.call('SET', ARGV[1] .. i, ARGV[4]) end return 1")
+HOT, COLD, LOAD, VALUE = 16, 4000, 1600, "x" * 400
+
+
+def _populate(lab, prefix, first, last):
+    out = lab.local("EVAL", POPULATE, 0, prefix, first, last, VALUE)
+    assert out == "1", out                # an OOM refusal is printed, not exit status 1
+
+
+def _idle_s(lab, key):
+    return int(lab.local("OBJECT", "IDLETIME", key))   # does not refresh the key's clock
+
+
+def _hot_keys_surviving_eviction(lab, run, serve):
+    """One run of the scenario (see the test); returns (hot keys left, keys evicted)."""
+    p = "agent:lru:%s:%d:" % (run, time.monotonic_ns())
+    cold_buckets = set(lab.bucket_of("%scold:%d" % (p, i)) for i in range(COLD))
+    hot = [k for k in ("%shot:%d" % (p, j) for j in range(HOT * 4))
+           if lab.bucket_of(k) not in cold_buckets][:HOT]
+    lab.local("CONFIG", "SET", "maxmemory", "0")
+    lab.local("FLUSHALL")                  # the same start for both runs
+    lab.local("MSET", *[x for k in hot for x in (k, VALUE)])
+    lab.marker()                           # their writes fed: the fills are cached
+    for k in hot:
+        lab.get(k)
+    wait_for(lambda: _idle_s(lab, hot[-1]) >= 1, "the hot keys a second older than what follows",
+             timeout=5, poll=0.05)
+    _populate(lab, p + "cold:", 0, COLD - 1)
+    lab.marker()
+    wait_for(lambda: _idle_s(lab, "%scold:%d" % (p, COLD - 1)) >= 1,
+             "the cold keys a second older than the hot reads", timeout=5, poll=0.05)
+    before, touched = lab.counters(), lab.agent_state()["touched_keys"]
+    for k in hot:
+        for _attempt in range(10):
+            b = lab.counters()
+            lab.cli("-r", "40", "GET", k)
+            if not serve or lab.delta(lab.counters(), b).get("touch_sampled", 0):
+                break
+        else:
+            raise AssertionError("no answer of %s was sampled for TOUCH" % k)
+    d = lab.delta(lab.counters(), before)
+    if serve:
+        # answered in the kernel: Redis saw (almost) none of these reads. A stray miss
+        # (a marker sharing a hot key's bucket, a periodic user reload) refreshes that
+        # one key's clock as without BRC: a couple are tolerated, not more.
+        assert d.get("hit", 0) >= 30 * HOT and d.get("req_get", 0) <= 2, d
+        pending = set(hot)
+        wait_for(lambda: lab.agent_state()["touched_keys"] - touched >= HOT
+                 and not pending & lab.touch_pending(), "the agent's TOUCH of the hot keys")
+    else:
+        assert d.get("hit", 0) == 0, d
+    used = int(lab.info("memory")["used_memory"])
+    evicted = int(lab.info("stats")["evicted_keys"])
+    lab.local("CONFIG", "SET", "maxmemory", used + 128 * 1024)
+    for first in range(0, LOAD, 100):
+        _populate(lab, p + "load:", first, first + 99)
+    left = int(lab.local("EXISTS", *hot))  # EXISTS does not refresh clocks either
+    idle = [_idle_s(lab, k) for k in hot if lab.local("EXISTS", k) == "1"]
+    return left, int(lab.info("stats")["evicted_keys"]) - evicted, idle
+
+
+def test_hot_keys_answered_in_the_kernel_survive_eviction_as_without_brc(agent_lab):
+    """maxmemory with allkeys-lru and a hot set: the same scenario with BRC off (the
+    reads reach Redis) and serving (the reads are answered in the kernel; Redis learns
+    of them only from the agent's sampled, batched TOUCH).
+
+    Deterministic without sleeps: Redis's LRU clock has 1 s resolution, so the order
+    is made with bounded polls of OBJECT IDLETIME (which does not refresh the clock):
+    hot keys written and filled, then (idle >= 1) the cold keys written, then (their
+    idle >= 1) the hot reads, each key until one answer is sampled for TOUCH, and in
+    serve mode a wait until the agent reports every hot key TOUCHed. Hot keys are
+    chosen in buckets no cold key bumps, so their reads stay kernel answers (the
+    test asserts it). The cold load (LOAD keys, maxmemory 128 KiB above use) evicts
+    fewer keys than COLD holds, with 10 samples per eviction: true LRU evicts cold
+    keys only, so every hot key survives both runs; without the TOUCH the hot keys
+    are the oldest in Redis's eyes and go first."""
+    lab = agent_lab
+    try:
+        lab.local("CONFIG", "SET", "maxmemory-policy", "allkeys-lru")
+        lab.local("CONFIG", "SET", "maxmemory-samples", "10")
+        lab.brc.configure("off")
+        base = _hot_keys_surviving_eviction(lab, "off", serve=False)
+        lab.serve()
+        with_brc = _hot_keys_surviving_eviction(lab, "serve", serve=True)
+    finally:
+        lab.local("CONFIG", "SET", "maxmemory", "0")
+        lab.local("CONFIG", "SET", "maxmemory-policy", "noeviction")
+        lab.local("CONFIG", "SET", "maxmemory-samples", "5")
+        lab.serve()
+        lab.local("FLUSHALL")
+    for _left, evicted, _idle in (base, with_brc):
+        assert evicted >= 500, (base, with_brc)          # the load did evict
+    assert base[0] == HOT, base                          # the scenario holds without BRC
+    assert with_brc[0] == HOT, (with_brc, base)          # and so with BRC serving
