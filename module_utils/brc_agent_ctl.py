@@ -48,7 +48,7 @@ import shutil
 import subprocess
 import time
 
-from ansible.module_utils.brc_common import STATE_DIR, BrcError, import_redis, remove_file
+from ansible.module_utils.brc_common import STATE_DIR, BrcError, import_redis, remove_file, write_text
 from ansible.module_utils import brc_pins
 
 PYTHON = "/usr/bin/python3"
@@ -241,17 +241,7 @@ def read_password_file(path):
 
 
 def write_password_file(path, password):
-    d = os.path.dirname(path)
-    if d and not os.path.isdir(d):
-        os.makedirs(d, 0o755)
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, (password + "\n").encode())
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
+    write_text(path, password + "\n", 0o600)
 
 
 def ensure_password(password, password_file, check_mode=False):
@@ -528,14 +518,7 @@ def _read_text(path):
 
 
 def write_unit(path, text):
-    d = os.path.dirname(path)
-    if d and not os.path.isdir(d):
-        os.makedirs(d, 0o755)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.rename(tmp, path)
+    write_text(path, text, 0o644)
 
 
 def systemctl(*args, **kw):

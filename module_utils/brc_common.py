@@ -118,21 +118,27 @@ def read_json(path, default=None):
         return default
 
 
-def write_json(path, data):
-    """Atomic write (temp file + rename) so a crash never leaves half a record."""
+def write_text(path, text, mode=0o644):
+    """Atomic write (temp file + rename) so a crash never leaves half a file; the
+    file has @mode from its creation (mkstemp makes it 0600 until the chmod)."""
     d = os.path.dirname(path)
-    if not os.path.isdir(d):
+    if d and not os.path.isdir(d):
         os.makedirs(d, 0o755)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-")
+    fd, tmp = tempfile.mkstemp(dir=d or ".", prefix=".tmp-")
     try:
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-            f.write("\n")
+            f.write(text)
         os.rename(tmp, path)
     except Exception:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def write_json(path, data):
+    """Atomic write of a JSON record."""
+    write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def remove_file(path):

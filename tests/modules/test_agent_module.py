@@ -61,15 +61,18 @@ def server():
     s.stop()
 
 
-@pytest.fixture
-def lib_dir(tmp_path):
-    """What the role ships: the launcher and the module_utils the agent imports."""
-    d = tmp_path / "lib"
+def ship_agent(d):
+    """What the role ships into @d: the launcher and the module_utils the agent imports."""
     d.mkdir()
     shutil.copy(os.path.join(REPO, "roles", "brc", "files", "brc-agent"), str(d))
     for name in brc_agent_ctl.AGENT_FILES[1:]:
         shutil.copy(os.path.join(REPO, "module_utils", name), str(d))
     return str(d)
+
+
+@pytest.fixture
+def lib_dir(tmp_path):
+    return ship_agent(tmp_path / "lib")
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from ansible.module_utils.brc_common import BrcError
 
 from fixtures.paths import BPF_DIR, REPO
 from modules.conftest import run_module
+from modules.test_agent_module import ship_agent
 
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
 NO_SYSTEMD = not os.path.isdir(brc_agent_ctl.SYSTEMD_RUN_DIR)
@@ -26,13 +27,8 @@ NO_SYSTEMD = not os.path.isdir(brc_agent_ctl.SYSTEMD_RUN_DIR)
 
 @pytest.fixture
 def lib_dir(tmp_path):
-    """What the role ships (the launcher and the module_utils it imports), in a path with a space."""
-    d = tmp_path / "agent lib"
-    d.mkdir()
-    shutil.copy(os.path.join(REPO, "roles", "brc", "files", "brc-agent"), str(d))
-    for name in brc_agent_ctl.AGENT_FILES[1:]:
-        shutil.copy(os.path.join(REPO, "module_utils", name), str(d))
-    return str(d)
+    """What the role ships, in a path with a space."""
+    return ship_agent(tmp_path / "agent lib")
 
 
 def render(lib_dir, pin_root="/sys/fs/bpf/brc", interface="eth0", python=brc_agent_ctl.PYTHON, **kw):
