@@ -24,8 +24,8 @@ for p in (HERE, os.path.join(REPO, "tests", "agent"), os.path.join(REPO, "tests"
         sys.path.append(p)
 
 import brc_attach  # noqa: E402  (puts module_utils on ansible.module_utils' path)
-import netfault  # noqa: E402
 from agent_lab import PORT, AgentLab  # noqa: E402
+from serve_lab import running  # noqa: E402
 
 MAX_WAIT_S = 2.0        # one write's report never takes this long; counted as lost if it does
 
@@ -94,8 +94,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if not 0 < args.writes <= 100000:
         ap.error("--writes between 1 and 100000")
-    with netfault.NetnsPair(prefix="brcab", subnet="10.72.0") as pair:
-        lab = AgentLab(pair, os.path.join(REPO, "bpf"))
+    with running(AgentLab, "brcab", "10.72.0") as lab:
         load = start_load(lab, args.load_clients, args.load_requests) if args.load_clients else None
         try:
             before = lab.counters()
@@ -109,7 +108,6 @@ def main(argv=None):
             if load is not None and load.poll() is None:
                 os.kill(load.pid, 9)
                 load.wait(10)
-            lab.close()
     print(json.dumps(result))
     return 0
 

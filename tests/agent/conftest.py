@@ -22,15 +22,10 @@ for p in (HERE, os.path.join(REPO, "tests", "serve"), os.path.join(REPO, "tests"
 def lab():
     if os.geteuid() != 0:
         pytest.skip("needs root (BPF, namespaces, mounts)")
-    import netfault
     from agent_lab import AgentLab
-    pair = netfault.NetnsPair(prefix="brcag", subnet="10.71.0")
-    with pair:
-        lab = AgentLab(pair, os.path.join(REPO, "bpf"))
-        try:
-            yield lab
-        finally:
-            lab.close()
+    from serve_lab import running
+    with running(AgentLab, "brcag", "10.71.0") as lab:
+        yield lab
 
 
 @pytest.fixture

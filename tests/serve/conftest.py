@@ -30,12 +30,6 @@ def _need_root():
 @pytest.fixture(scope="session")
 def lab():
     _need_root()
-    import netfault
-    from serve_lab import ServeLab
-    pair = netfault.NetnsPair(prefix="brcsi", subnet="10.69.0")
-    with pair:
-        lab = ServeLab(pair, os.path.join(REPO, "bpf"))
-        try:
-            yield lab
-        finally:
-            lab.close()
+    from serve_lab import ServeLab, running
+    with running(ServeLab, "brcsi", "10.69.0") as lab:
+        yield lab

@@ -2,6 +2,7 @@
 (bpf/brc.c, the real build) attached with tc on the server's veth in mode serve,
 clients (consistency checker, redis-benchmark, redis-cli) run in the client namespace.
 """
+import contextlib
 import json
 import os
 import subprocess
@@ -13,6 +14,19 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 CHECKER = os.path.join(REPO, "tests", "tools", "checker.py")
 PORT = 6379
+
+
+@contextlib.contextmanager
+def running(lab_class, prefix, subnet):
+    """A @lab_class (ServeLab or a subclass) on a fresh namespace pair <prefix><pid>-client/
+    -server (@subnet.0/24, only inside them); closed, and the pair removed, also on failure."""
+    import netfault
+    with netfault.NetnsPair(prefix=prefix, subnet=subnet) as pair:
+        lab = lab_class(pair, os.path.join(REPO, "bpf"))
+        try:
+            yield lab
+        finally:
+            lab.close()
 
 
 class ServeLab:
