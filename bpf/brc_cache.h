@@ -8,7 +8,9 @@
  * key bucket (or a global write) was in flight when it passed and none passed
  * before its reply. An entry is valid while its bucket and the global version
  * are those it was filled at, neither has a write in flight, the key has no
- * TTL mark, and it is younger than the maximum age. It may be answered only to
+ * TTL mark (with an agent in charge: Redis's deadline for it, read by the agent
+ * at those versions, is more than a margin away), and it is younger than the
+ * maximum age. It may be answered only to
  * a connection whose user Redis has authenticated and lets read every key,
  * while the toolkit's copy of those rights is current (brc_may_answer). The
  * serve phase answers exactly where this file says BRC_TRACK_VERIFY.
@@ -92,6 +94,65 @@ static __always_inline int brc_may_answer(const struct brc_flow *f, const struct
 	return 1;
 }
 
+/* Compare @len bytes of two 8-byte aligned buffers. */
+static __always_inline int brc_bytes_equal(const __u8 *a, const __u8 *b, __u32 len)
+{
+	__u32 i;
+
+	for (i = 0; i < BRC_VAL_MAX / 8; i++) {
+		__u64 x, y, mask = ~0ULL;
+		__u32 at = i * 8;
+
+		if (at >= len)
+			break;
+		if (len - at < 8)
+			mask = (1ULL << ((len - at) * 8)) - 1;
+		x = *(const __u64 *)(a + at);
+		y = *(const __u64 *)(b + at);
+		if ((x ^ y) & mask)
+			return 0;
+	}
+	return 1;
+}
+
+/* Would entry @e's key still exist in Redis at @now? An entry filled under an
+ * agent carries Redis's deadline (answers end BRC_EXPIRY_MARGIN_NS before it);
+ * one filled by the programs alone, no TTL mark on its key (brc_ttlkeys). */
+static __always_inline int brc_entry_unexpired(const struct brc_cache_entry *e,
+					       const struct brc_bucket *b,
+					       const struct brc_cache_key *k, __u64 now)
+{
+	if (e->expire_ns)
+		return e->expire_ns == BRC_EXPIRY_NEVER || now + BRC_EXPIRY_MARGIN_NS < e->expire_ns;
+	return !b->ttl && !brc_ttlkeys.lookup(k);
+}
+
+/* Is there an expiry record of sc->ckey at the versions @f's GET was tracked at? */
+static __always_inline int brc_expiry_current(struct brc_scratch *sc, const struct brc_flow *f)
+{
+	struct brc_expiry *x = brc_expiry.lookup(&sc->ckey);
+
+	return x && x->ver == f->track_ver && x->gver == f->track_gver;
+}
+
+/* Copy sc->ckey's expiry record to sc->expiry and check the copy (one write of
+ * that key, at the versions @f's GET was tracked at, see struct brc_expiry). */
+static __always_inline int brc_expiry_copy(struct brc_scratch *sc, const struct brc_flow *f)
+{
+	struct brc_expiry *x = brc_expiry.lookup(&sc->ckey);
+	struct brc_expiry *c = &sc->expiry;
+
+	if (!x)
+		return 0;
+	__builtin_memcpy(c, x, sizeof(*c));
+	if (c->write_id != c->write_id_end || x->write_id != c->write_id)
+		return 0;
+	if (c->srv_addr != sc->ckey.srv_addr || c->key_len != sc->ckey.len ||
+	    !brc_bytes_equal(c->key, sc->ckey.key, BRC_KEY_MAX))
+		return 0;
+	return c->ver == f->track_ver && c->gver == f->track_gver;
+}
+
 /* A GET of the key in f->rq_key (argument 1) passed, with @pending commands
  * already pending before it. Returns BRC_FIFO_F_* flags for its FIFO entry. */
 static __always_inline __u64 brc_get_passed(struct brc_scratch *sc, struct brc_flow *f,
@@ -143,7 +204,13 @@ static __always_inline __u64 brc_get_passed(struct brc_scratch *sc, struct brc_f
 		brc_count(FILL_REFUSED_INFLIGHT);
 		return 0;
 	}
-	if (b->ttl || brc_ttlkeys.lookup(&sc->ckey)) {
+	if (brc_agent_on()) {
+		/* the fill needs Redis's deadline: ask the agent now, it may come first */
+		if (!brc_expiry_current(sc, f)) {
+			brc_expiry_wanted.update(&sc->ckey, &sc->now);
+			brc_count(EXPIRY_WANTED);
+		}
+	} else if (b->ttl || brc_ttlkeys.lookup(&sc->ckey)) {
 		brc_count(MISS);
 		brc_count(FILL_REFUSED_TTL);
 		return 0;
@@ -152,6 +219,8 @@ static __always_inline __u64 brc_get_passed(struct brc_scratch *sc, struct brc_f
 	if (e && e->ver == f->track_ver && e->gver == f->track_gver) {
 		if (cfg->max_age_ns && sc->now - e->fill_ns > cfg->max_age_ns)
 			brc_count(CACHE_EXPIRED);
+		else if (!brc_entry_unexpired(e, b, &sc->ckey, sc->now))
+			brc_count(ANSWER_NEAR_EXPIRY);
 		else if (brc_may_answer(f, g, sc->now, 1))
 			/* Serve phase: answer here. Observe: prove it at the reply. */
 			f->track = BRC_TRACK_VERIFY;
@@ -168,27 +237,6 @@ static __always_inline __u64 brc_get_passed(struct brc_scratch *sc, struct brc_f
 	return BRC_FIFO_F_TRACKED;
 }
 
-/* Compare @len bytes of two 8-byte aligned buffers. */
-static __always_inline int brc_bytes_equal(const __u8 *a, const __u8 *b, __u32 len)
-{
-	__u32 i;
-
-	for (i = 0; i < BRC_VAL_MAX / 8; i++) {
-		__u64 x, y, mask = ~0ULL;
-		__u32 at = i * 8;
-
-		if (at >= len)
-			break;
-		if (len - at < 8)
-			mask = (1ULL << ((len - at) * 8)) - 1;
-		x = *(const __u64 *)(a + at);
-		y = *(const __u64 *)(b + at);
-		if ((x ^ y) & mask)
-			return 0;
-	}
-	return 1;
-}
-
 /* The tracked GET's reply is complete: f->rp_len bytes (at most BRC_VAL_MAX of
  * them buffered in @rb), f->rp_type its first byte, f->rp_num its length. */
 static __always_inline void brc_track_done(struct brc_scratch *sc, struct brc_flow *f,
@@ -200,6 +248,7 @@ static __always_inline void brc_track_done(struct brc_scratch *sc, struct brc_fl
 	__u32 idx = f->track_bucket & (BRC_KEYVER_BUCKETS - 1);
 	__u32 track = f->track, len = f->rp_len;
 	__u32 vmax = cfg->max_value_len;
+	__u64 expire_ns = 0;
 
 	f->track = BRC_TRACK_NONE;
 	if (track == BRC_TRACK_NONE || cfg->mode == BRC_MODE_OFF || (f->dirty & BRC_DIRTY_GIVEUP))
@@ -224,6 +273,12 @@ static __always_inline void brc_track_done(struct brc_scratch *sc, struct brc_fl
 		}
 		if (e->len == len && len <= BRC_VAL_MAX && brc_bytes_equal(e->reply, rb->data, len)) {
 			brc_count(WOULD_HIT);
+			return;
+		}
+		if (e->expire_ns && e->expire_ns != BRC_EXPIRY_NEVER &&
+		    sc->now + BRC_EXPIRY_MARGIN_NS >= e->expire_ns) {
+			/* the key's deadline came while Redis worked on the GET */
+			brc_count(VERIFY_RACED);
 			return;
 		}
 		/* BRC's model disagreed with Redis: the entry goes, everything is
@@ -252,7 +307,18 @@ static __always_inline void brc_track_done(struct brc_scratch *sc, struct brc_fl
 		brc_count(FILL_REFUSED_VERSION);
 		return;
 	}
-	if (b->ttl) {
+	if (brc_agent_on()) {
+		if (!brc_expiry_copy(sc, f)) {
+			brc_count(FILL_REFUSED_EXPIRY);
+			return;
+		}
+		expire_ns = sc->expiry.expire_ns;
+		if (!expire_ns || (expire_ns != BRC_EXPIRY_NEVER &&
+				   sc->now + BRC_EXPIRY_MARGIN_NS >= expire_ns)) {
+			brc_count(FILL_REFUSED_TTL);
+			return;
+		}
+	} else if (b->ttl) {
 		brc_count(FILL_REFUSED_TTL);
 		return;
 	}
@@ -261,6 +327,7 @@ static __always_inline void brc_track_done(struct brc_scratch *sc, struct brc_fl
 	e->ver = f->track_ver;
 	e->gver = f->track_gver;
 	e->fill_ns = sc->now;
+	e->expire_ns = expire_ns;
 	e->bucket = idx;
 	e->srv_addr = sc->ckey.srv_addr;
 	e->key_len = sc->ckey.len;

@@ -35,6 +35,8 @@
 #define BRC_MAP_AGENT "brc_agent"
 #define BRC_MAP_TOUCHED "brc_touched"
 #define BRC_MAP_TTLKEYS "brc_ttlkeys"
+#define BRC_MAP_EXPIRY "brc_expiry"
+#define BRC_MAP_EXPIRY_WANTED "brc_expiry_wanted"
 #define BRC_MAP_SERVED "brc_served"
 #define BRC_MAP_USERS "brc_users"
 #define BRC_MAP_SERVER "brc_server"
@@ -310,6 +312,10 @@ struct brc_cache_entry {
 	__u64 ver;              /* bucket version at fill */
 	__u64 gver;             /* global version at fill */
 	__u64 fill_ns;
+	__u64 expire_ns;        /* filled under an agent: Redis's deadline for the key
+				 * (CLOCK_MONOTONIC, BRC_EXPIRY_NEVER without a TTL),
+				 * from its brc_expiry record; 0 = filled with no agent
+				 * in charge (brc_ttlkeys decides, as at the fill) */
 	__u32 bucket;
 	__u32 srv_addr;
 	__u32 key_len;
@@ -331,7 +337,32 @@ struct brc_bucket {
 
 /* brc_ttlkeys: HASH keyed by struct brc_cache_key, value __u64 (ns the TTL
  * was seen): keys given a TTL (or possibly carrying one: RENAME, COPY, MOVE),
- * never cached until a plain SET that Redis applied in db 0 overwrites them. */
+ * never filled until a plain SET that Redis applied in db 0 overwrites them.
+ * The rule of the programs alone: with an agent in charge, brc_expiry's is. */
+
+/* brc_expiry: LRU_HASH keyed by struct brc_cache_key, value struct brc_expiry,
+ * written only by the host agent: Redis's PEXPIRETIME of a key, read after the
+ * versions recorded with it. While an agent is in charge a fill needs the key's
+ * record at the versions the GET was tracked at (no write to the key since the
+ * agent asked Redis, or the feed's bump makes the record stale), and the entry
+ * keeps the deadline: answers stop BRC_EXPIRY_MARGIN_NS before it, since served
+ * GETs never make Redis expire a key lazily and the expiry's report can come
+ * late. A key without a current record is put in brc_expiry_wanted (LRU_HASH,
+ * value __u64 CLOCK_MONOTONIC ns) for the agent to read; an evicted record costs
+ * a miss, never a wrong answer. */
+struct brc_expiry {
+	__u64 write_id;         /* unique per write by the agent */
+	__u64 ver;              /* the key bucket's version, read before Redis was asked */
+	__u64 gver;             /* the global version, likewise */
+	__u64 expire_ns;        /* CLOCK_MONOTONIC of Redis's deadline, or BRC_EXPIRY_NEVER */
+	__u32 srv_addr;         /* the record's own key again: LRU elements are recycled */
+	__u32 key_len;          /* under a reader, so a copy counts only as one write */
+	__u8 key[BRC_KEY_MAX];  /* (write_id at both ends) of the key asked for */
+	__u64 write_id_end;     /* write_id again, written after everything else */
+};
+
+#define BRC_EXPIRY_NEVER 0xffffffffffffffffULL
+#define BRC_EXPIRY_MARGIN_NS 10000000ULL  /* answers end this long before Redis's deadline */
 
 /* brc_served: LRU_HASH keyed by struct brc_flow_key: the reply injected last on
  * a served flow, resent byte for byte when the client retransmits its GET.
@@ -537,7 +568,10 @@ struct brc_replybuf {
 	X(GET_UNCACHEABLE_AGENT, "GETs not answerable: the host agent in charge has not beaten recently (down, Redis down, feed lost)") \
 	X(FEED_KEYS, "key buckets invalidated by the host agent's feed (writes Redis reported)") \
 	X(FEED_FLUSHES, "global invalidations by the host agent (Redis restarted, changed role, lost its feed)") \
-	X(TOUCH_SAMPLED, "answered keys recorded for the agent to TOUCH in Redis")
+	X(TOUCH_SAMPLED, "answered keys recorded for the agent to TOUCH in Redis") \
+	X(FILL_REFUSED_EXPIRY, "fills refused: the agent in charge has no current record of the key's expiry (asked for)") \
+	X(EXPIRY_WANTED, "keys put in brc_expiry_wanted for the agent to read their expiry") \
+	X(ANSWER_NEAR_EXPIRY, "would-be hits passed: the key expires in Redis within the margin")
 
 #define BRC_COUNTER_ENUM(name, doc) BRC_C_##name,
 enum brc_counter { BRC_COUNTERS(BRC_COUNTER_ENUM) BRC_C__MAX };

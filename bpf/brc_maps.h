@@ -115,6 +115,19 @@ BRC_PERSISTENT("array", __u32, struct brc_agent, brc_agent, 1);
 /* brc_touched: keys answered in the kernel, for the agent to TOUCH in Redis. */
 BRC_PERSISTENT("lru_hash", struct brc_cache_key, __u64, brc_touched, BRC_TOUCHED_MAX);
 
+#ifndef BRC_EXPIRY_MAX
+#define BRC_EXPIRY_MAX BRC_CACHE_MAX    /* one expiry record per cacheable entry */
+#endif
+#ifndef BRC_EXPIRY_WANTED_MAX
+#define BRC_EXPIRY_WANTED_MAX 4096  /* keys waiting for the agent to read their expiry */
+#endif
+
+/* brc_expiry: Redis's deadline of each key, as the agent read it (fills need it). */
+BRC_PERSISTENT("lru_hash", struct brc_cache_key, struct brc_expiry, brc_expiry, BRC_EXPIRY_MAX);
+
+/* brc_expiry_wanted: keys a fill waits on, for the agent to read their expiry. */
+BRC_PERSISTENT("lru_hash", struct brc_cache_key, __u64, brc_expiry_wanted, BRC_EXPIRY_WANTED_MAX);
+
 /* brc_cmds: the Redis command table (build-owned, filled by the loader). */
 BPF_TABLE("hash", struct brc_cmd_name, struct brc_cmd, brc_cmds, 512);
 

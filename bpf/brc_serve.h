@@ -226,10 +226,8 @@ static __always_inline __u32 brc_serve_lookup(struct __sk_buff *skb, const struc
 	idx = brc_bucket_of(h);
 	b = brc_keyver.lookup(&idx);
 	g = brc_get_global();
-	if (!b || !g || b->inflight || g->inflight || b->ttl || brc_held(g, sc->now) ||
+	if (!b || !g || b->inflight || g->inflight || brc_held(g, sc->now) ||
 	    brc_bucket_held(b, sc->now))
-		return 0;
-	if (brc_ttlkeys.lookup(&ss->ckey))
 		return 0;
 	e = brc_cache.lookup(&ss->ckey);
 	if (!e || e->ver != b->ver || e->gver != g->ver)
@@ -263,6 +261,10 @@ static __always_inline __u32 brc_serve_lookup(struct __sk_buff *skb, const struc
 	}
 	if (ss->entry.len != len || e->ver != b->ver || e->gver != g->ver || b->inflight || g->inflight)
 		return 0;
+	if (!brc_entry_unexpired(&ss->entry, b, &ss->ckey, sc->now)) {
+		brc_count(ANSWER_NEAR_EXPIRY);
+		return 0;
+	}
 	return len;
 }
 

@@ -24,6 +24,7 @@ struct brc_scratch {
 	struct brc_cmd_name cname;
 	struct brc_subcmd_key subkey;
 	struct brc_cache_entry entry;
+	struct brc_expiry expiry;   /* a brc_expiry record, copied to be checked */
 	struct brc_replybuf rb;
 };
 

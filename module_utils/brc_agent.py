@@ -44,15 +44,19 @@ not show). Polling one digest is simpler than ACL LOG (which records failures,
 not changes) and catches local changes within a beat. A failed load leaves
 brc_server's epoch at BRC_EPOCH_NONE (no answers) and is retried every second.
 
-TTLs: a key given a TTL where the wire does not show it (PEXPIRE over loopback, a
-script) would be cached again after the feed's bump and answered past its expiry
-(served GETs never make Redis expire it lazily). So before bumping a batch, the
-agent asks Redis the PTTL of its keys (db 0, the only one cached) and records
-those with one in brc_ttlkeys, for every IPv4 address of the host (the cache key
-carries the address the client reached Redis at), as the programs do for a TTL
-they see: never cached until a plain SET on the wire. Records are only added:
-dropping one on a PTTL of -1 could race a TTL the wire is setting. A full
-brc_ttlkeys is a Lost (answers stop) rather than a key left unrecorded.
+Expiry: served GETs never make Redis expire a key lazily, and the report of an
+expiry can come late (the active cycle samples), so under an agent a fill needs
+the key's deadline as Redis holds it (struct brc_expiry): the agent reads the
+key's bucket and global versions, then asks Redis PEXPIRETIME (db 0, the only one
+cached), and writes the record with those versions. Any write to the key after
+the read bumps a version (on the wire at once, otherwise through this feed), so
+a record the kernel finds at its GET's versions is Redis's current deadline, up
+to the feed's lag like every value. Records are written for the keys the kernel
+asks for (brc_expiry_wanted, every --expiry-ms) and, after each bump, for the keys
+the feed reported, for every IPv4 address of the host (the cache key carries the
+address the client reached Redis at). Deadlines are converted from Redis's wall
+clock to CLOCK_MONOTONIC (the programs' clock): a step of the wall clock would
+move Redis's deadlines under the records, so it flushes (`clock_step`).
 
 TOUCH: every --touch-ms (1 s) the keys the kernel answered (brc_touched, sampled
 1 in BRC_TOUCH_SAMPLE) are read, deleted and TOUCHed in Redis in batches, so
@@ -89,11 +93,13 @@ INVALIDATE_CHANNEL = b"__redis__:invalidate"
 # (ACL SETUSER <user> reset on ><password> <AGENT_GRANTS>); brc_auth's reader
 # needs TOOLKIT_GRANTS on top.
 AGENT_GRANTS = ("+client|id +client|tracking +client|trackinginfo +subscribe +ping +info "
-                "+touch +pttl +acl|list resetchannels &__redis__:invalidate resetkeys %R~* "
+                "+touch +pexpiretime +acl|list resetchannels &__redis__:invalidate resetkeys %R~* "
                 + brc_auth.TOOLKIT_GRANTS)
 
 BEAT_S = 0.1
 TOUCH_S = 1.0
+EXPIRY_S = 0.02
+CLOCK_STEP_NS = 1000000    # wall clock vs CLOCK_MONOTONIC moving more than this: a step
 AUTH_EVERY_S = 30.0
 AUTH_RETRY_S = 1.0
 BACKOFF_MIN_S = 0.05
@@ -124,6 +130,10 @@ class AgentMaps:
         self.agent_struct = contract.structs["brc_agent"]
         self.batch_struct = contract.structs["brc_feed_batch"]
         self.key_struct = contract.structs["brc_cache_key"]
+        self.expiry_struct = contract.structs["brc_expiry"]
+        self.bucket_struct = contract.structs["brc_bucket"]
+        self.global_struct = contract.structs["brc_global"]
+        self.never = contract.constants["BRC_EXPIRY_NEVER"]
         self.batch_max = contract.constants["BRC_FEED_BATCH"]
         self.key_max = contract.constants["BRC_KEY_MAX"]
         self.flush_flag = contract.constants["BRC_FEED_F_FLUSH"]
@@ -133,7 +143,10 @@ class AgentMaps:
             keyver = self._map("keyver")
             self.buckets = keyver.info["max_entries"]
             self.touched = self._map("touched")
-            self.ttlkeys = self._map("ttlkeys")
+            self.keyver = keyver
+            self.globals = self._map("global")
+            self.expiry = self._map("expiry")
+            self.expiry_wanted = self._map("expiry_wanted")
             self.feed_fd = brc_pins.obj_get(brc_pins.prog_pin(pdir, "feed"))
         except BrcError as e:
             self.close()
@@ -206,28 +219,45 @@ class AgentMaps:
             if not buckets:
                 return done
 
-    def record_ttls(self, keys, addrs):
-        """Record @keys in brc_ttlkeys for each server address in @addrs (network-order
-        __u32 values), as the programs do for a TTL seen on the wire."""
-        seen = struct.pack("<Q", time.monotonic_ns())
+    def versions(self, keys):
+        """(global version, {key: its bucket's version}) as the kernel holds them now."""
+        g = self.global_struct.from_buffer_copy(self.globals.lookup(0)[:ctypes.sizeof(self.global_struct)])
+        out = {}
         for key in keys:
-            for addr in addrs:
-                k = self.key_struct()
-                k.srv_addr, k.len = addr, len(key)
-                ctypes.memmove(k.key, key, len(key))
-                try:
-                    self.ttlkeys.update(ctypes.string_at(ctypes.addressof(k), ctypes.sizeof(k)), seen)
-                except BrcError as e:
-                    raise Lost("ttl_records_full", e.msg)
+            raw = self.keyver.lookup(self.bucket_of(key))
+            out[key] = self.bucket_struct.from_buffer_copy(raw[:ctypes.sizeof(self.bucket_struct)]).ver
+        return g.ver, out
+
+    def write_expiries(self, records):
+        """Write brc_expiry records: (key, srv_addr, ver, gver, expire_ns) each."""
+        for key, addr, ver, gver, expire_ns in records:
+            k = self.key_struct()
+            k.srv_addr, k.len = addr, len(key)
+            ctypes.memmove(k.key, key, len(key))
+            x = self.expiry_struct()
+            x.write_id = x.write_id_end = struct.unpack("<Q", os.urandom(8))[0]
+            x.ver, x.gver, x.expire_ns = ver, gver, expire_ns
+            x.srv_addr, x.key_len = addr, len(key)
+            ctypes.memmove(x.key, key, len(key))
+            self.expiry.update(ctypes.string_at(ctypes.addressof(k), ctypes.sizeof(k)),
+                               ctypes.string_at(ctypes.addressof(x), ctypes.sizeof(x)))
+
+    def _drain_keys(self, m, limit):
+        """(key bytes, srv_addr) of the entries of @m (deleted from it)."""
+        out = []
+        for raw in m.keys(limit=limit):
+            if m.delete(raw):
+                k = self.key_struct.from_buffer_copy(raw)
+                out.append((bytes(bytearray(k.key[:min(k.len, len(k.key))])), k.srv_addr))
+        return out
+
+    def drain_wanted(self, limit):
+        """Keys whose expiry a fill waits for, as (key, srv_addr) (deleted from brc_expiry_wanted)."""
+        return self._drain_keys(self.expiry_wanted, limit)
 
     def drain_touched(self, limit):
         """Keys the kernel answered since the last call (deleted from brc_touched)."""
-        out = []
-        for raw in self.touched.keys(limit=limit):
-            if self.touched.delete(raw):
-                k = self.key_struct.from_buffer_copy(raw)
-                out.append(bytes(bytearray(k.key[:min(k.len, len(k.key))])))
-        return out
+        return [key for key, _addr in self._drain_keys(self.touched, limit)]
 
 
 # --- the Redis side -------------------------------------------------------------------------
@@ -246,6 +276,20 @@ def host_ipv4_addrs():
         return sorted(addrs)
     finally:
         ipr.close()
+
+
+def wall_offset_ns(tries=5):
+    """CLOCK_REALTIME - CLOCK_MONOTONIC, ns: Redis's deadlines are wall-clock ms, the
+    programs' clock is CLOCK_MONOTONIC. The tightest of a few bracketed reads, so a
+    preemption between two reads does not pass for a step of the clock."""
+    best = None
+    for _i in range(tries):
+        m0 = time.monotonic_ns()
+        wall = time.time_ns()
+        m1 = time.monotonic_ns()
+        if best is None or m1 - m0 < best[0]:
+            best = (m1 - m0, wall - (m0 + m1) // 2)
+    return best[1]
 
 
 def parse_info(raw):
@@ -382,12 +426,12 @@ class RedisLink:
         acl = hashlib.sha256(b"\n".join(self.cmd.read_response())).hexdigest()
         return tracking_live(tracking, self.sub_id), info, acl
 
-    def pttls(self, keys):
-        """PTTL of each of @keys (ms; -1 none, -2 no such key), pipelined."""
+    def expiretimes(self, keys):
+        """PEXPIRETIME of each of @keys (Unix ms; -1 none, -2 no such key), pipelined."""
         out = []
         for i in range(0, len(keys), TOUCH_BATCH):
             chunk = keys[i:i + TOUCH_BATCH]
-            self.cmd.send_packed_command(self.cmd.pack_commands([("PTTL", k) for k in chunk]))
+            self.cmd.send_packed_command(self.cmd.pack_commands([("PEXPIRETIME", k) for k in chunk]))
             out += [self.cmd.read_response() for _k in chunk]
         return out
 
@@ -401,9 +445,12 @@ class RedisLink:
 # --- the agent ---------------------------------------------------------------------------------
 
 class Agent:
-    def __init__(self, maps, link, auth_load, beat_s=BEAT_S, touch_s=TOUCH_S, auth_every_s=AUTH_EVERY_S):
+    def __init__(self, maps, link, auth_load, beat_s=BEAT_S, touch_s=TOUCH_S, auth_every_s=AUTH_EVERY_S,
+                 expiry_s=EXPIRY_S):
         self.maps, self.link, self.auth_load = maps, link, auth_load
         self.beat_s, self.touch_s, self.auth_every_s = beat_s, touch_s, auth_every_s
+        self.expiry_s = expiry_s
+        self.clock_offset = None      # wall_offset_ns() at the last flush: records' deadlines use it
         self.flushed_at = None        # server_state() the last flush was made at
         self.beating = False
         self.flushes = {}             # reason -> count (this process)
@@ -463,6 +510,7 @@ class Agent:
         state = server_state(info)
         self.flush(change_reason(self.flushed_at, state) or "reconnect")
         self.flushed_at = state
+        self.clock_offset = wall_offset_ns()
         self.server_addrs = host_ipv4_addrs()
         self.acl_digest = acl          # read before the load: a change after it reloads again
         self.reload_auth("connected")
@@ -497,6 +545,9 @@ class Agent:
         reason = change_reason(self.flushed_at, server_state(info))
         if reason:
             raise Lost(reason, "%s -> %s" % (self.flushed_at, server_state(info)))
+        step = wall_offset_ns() - self.clock_offset
+        if abs(step) > CLOCK_STEP_NS:
+            raise Lost("clock_step", "the wall clock moved %+d ms against CLOCK_MONOTONIC" % (step // 1000000))
         if acl != self.acl_digest:
             self.reload_auth("ACL LIST changed")
         self.acl_digest = acl
@@ -510,7 +561,7 @@ class Agent:
         """Read the subscriber's messages and feed them; with @until_pong, up to the PING's reply."""
         start = time.monotonic_ns()
         buckets, keys, flush = set(), 0, False
-        cacheable = set()
+        cacheable = {}                # arrival order: a record written means earlier keys' are
         read = 0
         while until_pong or (read < limit and self.link.sub.can_read(timeout=0)):
             read += 1
@@ -526,24 +577,34 @@ class Agent:
                 continue
             keys += len(msg[2])
             buckets.update(self.maps.bucket_of(k) for k in msg[2])
-            cacheable.update(k for k in msg[2] if len(k) <= self.maps.key_max)
+            cacheable.update((k, None) for k in msg[2] if len(k) <= self.maps.key_max)
         if flush:
             self.flush("flushall")
-        if cacheable:
-            self.record_ttls(sorted(cacheable))
         if buckets:
             self.maps.feed(sorted(buckets))
             self.st.feed_keys += keys
             self.st.feed_lag_ns = time.monotonic_ns() - start
             if self.beating:
                 self._write(self.st.beat_ns)   # reports only; the beat is check_and_beat's
+        if cacheable:                          # after the bump: read at the new versions
+            self.record_expiries([(k, a) for k in cacheable for a in self.server_addrs])
 
-    def record_ttls(self, keys):
-        """Keys with a TTL go to brc_ttlkeys before their buckets are bumped: a fill
-        between the two is invalidated by the bump, and none after it is cached."""
-        with_ttl = [k for k, ttl in zip(keys, self.link.pttls(keys)) if ttl >= 0]
-        if with_ttl:
-            self.maps.record_ttls(with_ttl, self.server_addrs)
+    def record_expiries(self, wanted):
+        """brc_expiry records for @wanted, (key, srv_addr) pairs: the versions first,
+        then Redis's PEXPIRETIME (a write in between bumps past the record)."""
+        keys = list(dict.fromkeys(k for k, _a in wanted))
+        gver, vers = self.maps.versions(keys)
+        offset = wall_offset_ns()
+        deadline = {}
+        for key, ms in zip(keys, self.link.expiretimes(keys)):
+            # -1 no TTL, -2 no such key (its creation is a write): neither expires
+            deadline[key] = self.maps.never if ms < 0 else max(1, ms * 1000000 - offset)
+        self.maps.write_expiries([(k, a, vers[k], gver, deadline[k]) for k, a in wanted])
+
+    def answer_wanted(self):
+        wanted = self.maps.drain_wanted(self.maps.expiry_wanted.info["max_entries"])
+        if wanted:
+            self.record_expiries(wanted)
 
     def touch(self):
         keys = self.maps.drain_touched(self.maps.touched.info["max_entries"])
@@ -555,10 +616,10 @@ class Agent:
         """Feed, beat, touch and reload until something changes (raises Lost) or a stop."""
         ex = self.link.redis.exceptions
         now = time.monotonic()
-        next_beat, next_touch = now + self.beat_s, now + self.touch_s
+        next_beat, next_touch, next_expiry = now + self.beat_s, now + self.touch_s, now
         while not should_stop():
             now = time.monotonic()
-            wait = max(0.0, min(next_beat, next_touch, self.next_auth) - now)
+            wait = max(0.0, min(next_beat, next_touch, next_expiry, self.next_auth) - now)
             try:
                 if self.link.sub.can_read(timeout=wait):
                     self.drain()          # at most DRAIN_MAX: a busy feed never starves the beat
@@ -569,6 +630,9 @@ class Agent:
                 if now >= next_touch:
                     self.touch()
                     next_touch = now + self.touch_s
+                if now >= next_expiry:
+                    self.answer_wanted()
+                    next_expiry = now + self.expiry_s
             except (ex.ConnectionError, ex.TimeoutError) as e:
                 raise Lost("redis_down", str(e))
             except ex.RedisError as e:
@@ -677,6 +741,8 @@ def parse_args(argv):
     p.add_argument("--password-file", help="file holding its password (else $BRC_AGENT_PASSWORD)")
     p.add_argument("--beat-ms", type=int, default=int(BEAT_S * 1000))
     p.add_argument("--touch-ms", type=int, default=int(TOUCH_S * 1000))
+    p.add_argument("--expiry-ms", type=int, default=int(EXPIRY_S * 1000),
+                   help="how often the keys the kernel asks the expiry of are read from Redis")
     p.add_argument("--auth-every", type=float, default=AUTH_EVERY_S, help="seconds between user reloads")
     p.add_argument("--log", help="log file (default: stderr)")
     p.add_argument("--release", action="store_true",
@@ -716,7 +782,7 @@ def main(argv=None):
                     user=args.user, password=password))
 
         agent = Agent(maps, link, auth_load, beat_s=args.beat_ms / 1000.0, touch_s=args.touch_ms / 1000.0,
-                      auth_every_s=args.auth_every)
+                      auth_every_s=args.auth_every, expiry_s=args.expiry_ms / 1000.0)
         log.info("started on %s for Redis at %s", args.pin_dir, link.where)
         try:
             agent.run(lambda: bool(stop))

@@ -42,6 +42,8 @@ PERSISTENT_MAPS = (
     "brc_agent",
     "brc_touched",
     "brc_ttlkeys",
+    "brc_expiry",
+    "brc_expiry_wanted",
     "brc_served",
     "brc_users",
     "brc_server",

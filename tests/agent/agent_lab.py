@@ -17,6 +17,8 @@ import ctypes
 import os
 import shutil
 import signal
+import socket
+import struct
 import subprocess
 import tempfile
 import time
@@ -216,7 +218,25 @@ class AgentLab(ServeLab):
         key = "agent:marker:%d" % time.monotonic_ns()
         before = self.bucket_version(key)
         self.local("SET", key, "m", port=port)
-        wait_for(lambda: self.bucket_version(key) > before, "the feed to report %s" % key, timeout)
+        wait_for(lambda: self.bucket_version(key) > before and self.expiry_recorded(key),
+                 "the feed to report %s" % key, timeout)
+
+    def expiry_recorded(self, key):
+        """Is the agent's brc_expiry record of @key current (written after the key's and
+        the global version last moved)? After a bump the agent writes the records of the
+        keys reported up to it, so a marker's record means theirs are written too."""
+        t = self.brc.build.bpf.get_table(b"brc_expiry")
+        k = t.Key()
+        raw = key.encode()
+        k.srv_addr = struct.unpack("<I", socket.inet_aton(self.pair.server_ip))[0]
+        k.len = len(raw)
+        ctypes.memmove(k.key, raw, len(raw))
+        try:
+            x = t[k]
+        except KeyError:
+            return False
+        g = self.brc.build.bpf.get_table(b"brc_global")[ctypes.c_uint32(0)]
+        return x.ver == self.bucket_version(key) and x.gver == g.ver
 
     # -- clients through BRC
     def get(self, key):

@@ -194,6 +194,37 @@ class Brc:
         rv, _out, _ns = prog_test_run(self.build.helpers["feed"], b"\0" * 14 + batch)
         return rv
 
+    def _cache_key(self, t, key, server):
+        k = t.Key()
+        key = key if isinstance(key, bytes) else key.encode()
+        k.srv_addr = struct.unpack("<I", socket.inet_aton(server))[0]
+        k.len = len(key)
+        for i, ch in enumerate(key):
+            k.key[i] = ch
+        return k
+
+    def set_expiry(self, key, expire_ns, server="10.66.1.2", stale=False, torn=False, other_key=None):
+        """What the host agent writes in brc_expiry after asking Redis PEXPIRETIME: @key's
+        deadline (CLOCK_MONOTONIC; BRC_EXPIRY_NEVER) at the versions the kernel holds
+        now (@stale: one behind). @torn and @other_key make a copy the kernel must
+        refuse: write_id's two ends differ, or the record is another key's."""
+        t = self.bpf[b"brc_expiry"]
+        k = self._cache_key(t, key, server)
+        own = self._cache_key(t, other_key or key, server)
+        v = t.Leaf()
+        v.write_id = 0x1234
+        v.write_id_end = 0x4321 if torn else 0x1234
+        v.ver = self.bpf[b"brc_keyver"][ctypes.c_uint32(bucket_of(key))].ver - (1 if stale else 0)
+        v.gver = self.global_state()["ver"]
+        v.expire_ns = expire_ns
+        v.srv_addr, v.key_len = own.srv_addr, own.len
+        ctypes.memmove(v.key, own.key, ctypes.sizeof(v.key))
+        t[k] = v
+
+    def expiry_wanted(self):
+        """The keys in brc_expiry_wanted, as bytes."""
+        return sorted(bytes(k.key[:k.len]) for k in self.bpf[b"brc_expiry_wanted"].keys())
+
     def clear_holds(self, *keys):
         """End the holds that refuse fills for a while (untracked traffic's lease, a
         client RST with writes unanswered): host-wide, the auth state's, and the
@@ -231,12 +262,7 @@ class Brc:
 
     def cache_get(self, key, server="10.66.1.2"):
         t = self.bpf[b"brc_cache"]
-        k = t.Key()
-        key = key if isinstance(key, bytes) else key.encode()
-        k.srv_addr = struct.unpack("<I", socket.inet_aton(server))[0]
-        k.len = len(key)
-        for i, ch in enumerate(key):
-            k.key[i] = ch
+        k = self._cache_key(t, key, server)
         try:
             e = t[k]
         except KeyError:

@@ -82,3 +82,86 @@ def test_with_an_agent_a_lost_parser_or_a_reset_writer_holds_nothing(brc, port):
         j.reset()
     finally:
         brc.set_agent(on=False, beat_ns=0)
+
+
+NEVER = CONTRACT.constants["BRC_EXPIRY_NEVER"]
+MARGIN_NS = CONTRACT.constants["BRC_EXPIRY_MARGIN_NS"]
+
+
+def test_under_an_agent_a_fill_waits_for_the_keys_expiry_record(brc, port):
+    """With an agent in charge a fill needs Redis's deadline for the key, read by the
+    agent at the versions the GET saw: without a record the key is asked for
+    (brc_expiry_wanted) and not filled; with one it is, and answered."""
+    key = "agent:exp:%d" % port
+    c = Conn(brc, port).handshake()
+    try:
+        brc.set_agent(on=True)
+        with Delta(brc) as d:
+            c.roundtrip(resp("GET", key), bulk("v"))
+        assert d["expiry_wanted"] == 1 and d["fill_refused_expiry"] == 1 and d["fill"] == 0
+        assert key.encode() in brc.expiry_wanted()
+        brc.set_expiry(key, NEVER)
+        with Delta(brc) as d:
+            c.roundtrip(resp("GET", key), bulk("v"))
+        assert d["expiry_wanted"] == 0 and d["fill"] == 1
+        assert answerable(brc, c, key)
+    finally:
+        brc.set_agent(on=False, beat_ns=0)
+
+
+def test_a_stale_torn_or_foreign_expiry_record_fills_nothing(brc, port):
+    """A record from before a write to the key (its version moved on), a copy that is
+    not one write, or another key's record recycled under the reader: no fill."""
+    key = "agent:exp-bad:%d" % port
+    c = Conn(brc, port).handshake()
+    try:
+        brc.set_agent(on=True)
+        for bad in ({"stale": True}, {"torn": True}, {"other_key": key + ":x"}):
+            brc.set_expiry(key, NEVER, **bad)
+            with Delta(brc) as d:
+                c.roundtrip(resp("GET", key), bulk("v"))
+            assert d["fill_refused_expiry"] == 1 and d["fill"] == 0, bad
+    finally:
+        brc.set_agent(on=False, beat_ns=0)
+
+
+def test_a_key_with_a_ttl_is_answered_only_until_its_deadline_less_the_margin(brc, port):
+    """A TTL seen on the wire marks the key (the programs' own rule) but, under an
+    agent, the deadline Redis reports rules: filled and answered before it, not
+    within BRC_EXPIRY_MARGIN_NS of it (served GETs never make Redis expire a key)."""
+    key = "agent:exp-ttl:%d" % port
+    c = Conn(brc, port).handshake()
+    try:
+        brc.set_agent(on=True)
+        with Delta(brc) as d:
+            c.roundtrip(resp("SET", key, "v", "PX", "200"), b"+OK\r\n")
+        assert d["ttl_marked"] == 1
+        brc.set_expiry(key, time.monotonic_ns() + MARGIN_NS // 2)
+        with Delta(brc) as d:
+            c.roundtrip(resp("GET", key), bulk("v"))
+        assert d["fill_refused_ttl"] == 1 and d["fill"] == 0
+        deadline = time.monotonic_ns() + MARGIN_NS + 150000000
+        brc.set_expiry(key, deadline)
+        with Delta(brc) as d:
+            c.roundtrip(resp("GET", key), bulk("v"))
+        assert d["fill"] == 1
+        assert answerable(brc, c, key)
+        while time.monotonic_ns() < deadline - MARGIN_NS:
+            time.sleep(0.01)
+        with Delta(brc) as d:
+            c.roundtrip(resp("GET", key), b"$-1\r\n")
+        assert d["would_hit"] == 0 and d["answer_near_expiry"] == 1 and d["mismatch"] == 0
+    finally:
+        brc.set_agent(on=False, beat_ns=0)
+
+
+def test_entries_filled_by_the_programs_alone_keep_the_ttl_marks_under_an_agent(brc, port):
+    """An entry filled with no agent in charge has no deadline: the TTL marks decide."""
+    key = "agent:exp-alone:%d" % port
+    c = Conn(brc, port).handshake()
+    filled(brc, c, key)
+    try:
+        brc.set_agent(on=True)
+        assert answerable(brc, c, key)
+    finally:
+        brc.set_agent(on=False, beat_ns=0)
