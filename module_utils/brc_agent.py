@@ -38,9 +38,11 @@ the role's `absent` runs after stopping the daemon) flushes and clears F_ON,
 handing the interface back to the programs alone (leases and holds).
 
 Auth state: brc_auth.load() runs after every (re)connection, whenever the digest
-of ACL LIST (read with every beat, one short reply) changes, and every
---auth-every seconds as a backstop (CONFIG SET timeout, anything ACL LIST does
-not show). Polling one digest is simpler than ACL LOG (which records failures,
+of ACL LIST (read with every beat, one short reply) changes, at the first beat
+after a command on the wire that may change who reads what completed (the
+programs stop answering until a load at that epoch: brc_global.auth_epoch moved
+past brc_server's), and every --auth-every seconds as a backstop (anything else
+ACL LIST does not show). Polling one digest is simpler than ACL LOG (which records failures,
 not changes) and catches local changes within a beat. A failed load leaves
 brc_server's epoch at BRC_EPOCH_NONE (no answers) and is retried every second.
 
@@ -133,6 +135,7 @@ class AgentMaps:
         self.expiry_struct = contract.structs["brc_expiry"]
         self.bucket_struct = contract.structs["brc_bucket"]
         self.global_struct = contract.structs["brc_global"]
+        self.server_struct = contract.structs["brc_server"]
         self.never = contract.constants["BRC_EXPIRY_NEVER"]
         self.batch_max = contract.constants["BRC_FEED_BATCH"]
         self.key_max = contract.constants["BRC_KEY_MAX"]
@@ -145,6 +148,7 @@ class AgentMaps:
             self.touched = self._map("touched")
             self.keyver = keyver
             self.globals = self._map("global")
+            self.server = self._map("server")
             self.expiry = self._map("expiry")
             self.expiry_wanted = self._map("expiry_wanted")
             self.feed_fd = brc_pins.obj_get(brc_pins.prog_pin(pdir, "feed"))
@@ -219,9 +223,18 @@ class AgentMaps:
             if not buckets:
                 return done
 
+    def _read(self, m, cls):
+        return cls.from_buffer_copy(m.lookup(0)[:ctypes.sizeof(cls)])
+
+    def auth_behind(self):
+        """Has a command that may change who reads what completed on the wire since the
+        users were loaded (brc_server's epoch is not brc_global's, none in flight)?"""
+        g = self._read(self.globals, self.global_struct)
+        return g.auth_inflight == 0 and self._read(self.server, self.server_struct).auth_epoch != g.auth_epoch
+
     def versions(self, keys):
         """(global version, {key: its bucket's version}) as the kernel holds them now."""
-        g = self.global_struct.from_buffer_copy(self.globals.lookup(0)[:ctypes.sizeof(self.global_struct)])
+        g = self._read(self.globals, self.global_struct)
         out = {}
         for key in keys:
             raw = self.keyver.lookup(self.bucket_of(key))
@@ -451,6 +464,7 @@ class Agent:
         self.beat_s, self.touch_s, self.auth_every_s = beat_s, touch_s, auth_every_s
         self.expiry_s = expiry_s
         self.clock_offset = None      # wall_offset_ns() at the last flush: records' deadlines use it
+        self.auth_retry_at = 0.0      # after a failed user load, none before then
         self.flushed_at = None        # server_state() the last flush was made at
         self.beating = False
         self.flushes = {}             # reason -> count (this process)
@@ -521,9 +535,10 @@ class Agent:
             res = self.auth_load()
             log.info("users reloaded (%s): %d users, answering=%s", why, len(res["users"]), res["answering"])
             self.next_auth = time.monotonic() + self.auth_every_s
+            self.auth_retry_at = 0.0
         except BrcError as e:
             log.error("reloading users failed (%s): %s", why, e.text)
-            self.next_auth = time.monotonic() + AUTH_RETRY_S
+            self.next_auth = self.auth_retry_at = time.monotonic() + AUTH_RETRY_S
 
     def check_and_beat(self):
         ex = self.link.redis.exceptions
@@ -550,6 +565,8 @@ class Agent:
             raise Lost("clock_step", "the wall clock moved %+d ms against CLOCK_MONOTONIC" % (step // 1000000))
         if acl != self.acl_digest:
             self.reload_auth("ACL LIST changed")
+        elif self.maps.auth_behind() and time.monotonic() >= self.auth_retry_at:
+            self.reload_auth("a change on the wire")
         self.acl_digest = acl
         if not self.beating:
             log.info("consistent with Redis run_id=%s role=%s: answering", self.flushed_at["run_id"],

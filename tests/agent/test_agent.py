@@ -170,6 +170,19 @@ def test_an_acl_change_over_loopback_reaches_brc(agent_lab):
     assert served(lab, key) == ("v", True)
 
 
+def test_a_config_change_on_the_wire_is_reloaded_at_the_next_beat(agent_lab):
+    """CONFIG SET through BRC may change who reads what: the programs stop answering
+    until the users are loaded at the new epoch. ACL LIST does not change, so the
+    agent notices the epoch itself rather than waiting for its periodic reload."""
+    lab, key = agent_lab, "agent:cfg:%d" % time.monotonic_ns()
+    lab.cli("SET", key, "v")
+    assert served(lab, key) == ("v", True)
+    reloads = lab.agent_log().count("a change on the wire")
+    assert lab.cli("CONFIG", "SET", "timeout", "0").strip() == "OK"
+    wait_for(lambda: lab.agent_log().count("a change on the wire") > reloads, "the agent's reload")
+    assert served(lab, key) == ("v", True)
+
+
 def test_removed_pins_end_the_agent_with_the_fix(agent_lab):
     """An undeploy (or a redeploy that reset the maps) while the agent runs: it does not
     go on feeding maps nobody reads."""
