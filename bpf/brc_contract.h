@@ -436,9 +436,12 @@ struct brc_server {
  * module_utils/brc_agent.py). While BRC_AGENT_F_ON is set the agent is in charge
  * of this interface: Redis's own invalidation feed (CLIENT TRACKING BCAST) reports
  * every key that changes, so writes the wire does not show (loopback, a Unix
- * socket, expiry, eviction, scripts, a replica's stream) and writes that run
- * after their client reset are invalidated within the feed's lag, and no lease or
- * hold is needed for them. Nothing is answered unless beat_ns is younger than
+ * socket, expiry, eviction, scripts, a replica's stream) and those of traffic BRC
+ * cannot follow at all (connections not seen from their SYN, IPv6, IP options,
+ * fragments) are invalidated within the feed's lag, with no lease. Connections
+ * BRC tracks never lean on that lag: a lost parser's global mark and a reset
+ * writer's hold stay as without an agent (the fuzzer found answers stale for
+ * the feed's lag without them). Nothing is answered unless beat_ns is younger than
  * BRC_AGENT_STALE_NS: the agent beats only while it is connected to Redis, its
  * feed is live, and Redis's run id, role and loading state are the ones it last
  * flushed at (a change flushes everything first). Without BRC_AGENT_F_ON the
@@ -560,7 +563,7 @@ struct brc_replybuf {
 	X(SERVE_PASSED_IDLE, "would-be hits passed to Redis so that its `timeout` sees the connection active") \
 	X(SERVE_KEY_RECHECK, "would-be hits passed: the entry copied was recycled for another fill meanwhile") \
 	X(RST_IGNORED, "RSTs not exactly at the next sequence number: ignored, as the kernel does") \
-	X(RST_PENDING, "client RSTs with writes unanswered: what they could change is held for a while (no agent)") \
+	X(RST_PENDING, "client RSTs with writes unanswered: what they could change is held for a while") \
 	X(SERVER_CHANGES, "commands that may change users, rights or the server's role (answers stop until reloaded)") \
 	X(INVALIDATE_UNPARSED, "global invalidations by IPv6, IPv4-with-options or fragments to the Redis port") \
 	X(TTL_CLEARED, "TTL records removed by a plain SET that Redis applied") \

@@ -102,12 +102,10 @@ static __always_inline void brc_hold_slot(__u64 *slot, __u64 until)
 	}
 }
 
-/* Everything counts as in flight until @until (no agent in charge: with one, the
- * feed reports the writes the hold was for). */
+/* Everything counts as in flight until @until. */
 static __always_inline void brc_hold_until(struct brc_global *g, __u64 until)
 {
-	if (!brc_agent_on())
-		brc_hold_slot(&g->hold_until_ns, until);
+	brc_hold_slot(&g->hold_until_ns, until);
 }
 
 /* Is a write to bucket @b possibly still running (its client reset first)? */
@@ -388,7 +386,7 @@ static __always_inline void brc_flow_close(struct brc_scratch *sc, struct brc_fl
 		return;
 	}
 	if (!redis_done && g && (f->sent != f->replied || (f->dirty & BRC_DIRTY_GIVEUP)) &&
-	    brc_flow_holds_marks(f) && !brc_agent_on())
+	    brc_flow_holds_marks(f))
 		brc_flow_hold_unanswered(sc, f, g);
 	brc_release_marks(f, 0, 1);
 	brc_replybuf.delete(&sc->fk);

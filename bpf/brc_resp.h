@@ -106,8 +106,7 @@ static __always_inline void brc_rq_lost(struct brc_flow *f, __u32 bit)
 {
 	f->rq_state = BRC_RQ_LOST;
 	brc_giveup(f, bit);
-	if (!brc_agent_on())            /* with an agent, Redis reports its writes */
-		brc_mark_global(f, f->sent, 1);
+	brc_mark_global(f, f->sent, 1);
 }
 
 /* The server's SYN-ACK answered half-open flow @syn: it becomes a tracked
@@ -130,7 +129,7 @@ static __always_inline struct brc_flow *brc_flow_established(struct brc_scratch 
 		return 0;
 	__sync_fetch_and_add(&g->flows_live, 1);
 	brc_count(FLOWS_TRACKED);
-	if (f->rq_state == BRC_RQ_LOST && !brc_agent_on())
+	if (f->rq_state == BRC_RQ_LOST)
 		brc_mark_global(f, f->sent, 0);         /* TFO data: its later writes are unparsed too */
 	return f;
 }
@@ -145,7 +144,7 @@ static __always_inline void brc_flow_unparsed_data(struct brc_scratch *sc, struc
 
 	f->rq_state = BRC_RQ_LOST;
 	brc_dirty(f, bit);
-	if (!g || brc_agent_on())
+	if (!g)
 		return;
 	brc_hold_until(g, sc->now + BRC_UNTRACKED_LEASE_NS);
 	brc_bump_global(g);

@@ -535,7 +535,7 @@ class Agent:
             res = self.auth_load()
             log.info("users reloaded (%s): %d users, answering=%s", why, len(res["users"]), res["answering"])
             self.next_auth = time.monotonic() + self.auth_every_s
-            self.auth_retry_at = 0.0
+            self.auth_retry_at = 0.0 if res["answering"] else time.monotonic() + AUTH_RETRY_S
         except BrcError as e:
             log.error("reloading users failed (%s): %s", why, e.text)
             self.next_auth = self.auth_retry_at = time.monotonic() + AUTH_RETRY_S
@@ -794,9 +794,11 @@ def main(argv=None):
 
         def auth_load():
             with brc_auth.PinnedAuthMaps(args.pin_dir, contract) as auth_maps:
+                # a hold (a client reset with an auth change unanswered) is not waited
+                # out here, where it would stop the beat: the load is retried
                 return brc_auth.load(auth_maps, contract, lambda: brc_auth.read_state(
                     contract, host=args.redis_host, port=args.redis_port, unix_socket=args.redis_socket,
-                    user=args.user, password=password))
+                    user=args.user, password=password), hold_wait_s=0)
 
         agent = Agent(maps, link, auth_load, beat_s=args.beat_ms / 1000.0, touch_s=args.touch_ms / 1000.0,
                       auth_every_s=args.auth_every, expiry_s=args.expiry_ms / 1000.0)

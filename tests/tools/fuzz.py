@@ -749,7 +749,7 @@ class Model:
 IGNORED = {b"GET", b"PING", b"ECHO", b"SELECT", b"MULTI", b"EXEC", b"DISCARD", b"EVAL",
            b"AUTH", b"HELLO", b"RESET", b"QUIT", b"CLIENT", b"SUBSCRIBE", b"UNSUBSCRIBE",
            b"PSUBSCRIBE", b"PUNSUBSCRIBE", b"PUBLISH", b"BLPOP", b"BLMOVE", b"LPOP",
-           b"MONITOR", b"TTL", b"PTTL", b"EXISTS"}
+           b"MONITOR", b"TTL", b"PTTL", b"EXISTS", b"PEXPIRETIME", b"TOUCH"}
 
 # Commands whose execution MONITOR always shows (so: not in MONITOR = not executed).
 SHOWN = {b"GET", b"SET", b"SETEX", b"PSETEX", b"DEL", b"UNLINK", b"INCR", b"APPEND",
@@ -2195,9 +2195,10 @@ class Fuzz:
     def refresh(self, wait_out_holds=False):
         """Load Redis's users into BRC, as the toolkit does about once a second while
         the run goes on (a hold left by a reset is not waited for then: the next one
-        loads), and waiting out holds at the end, so the lab serves again after."""
+        loads), and waiting out holds at the end, so the lab serves again after. A lab
+        whose host agent is in charge loads them itself, as on a host."""
         hook = getattr(self.lab, "refresh_auth", None)
-        if hook is None:
+        if hook is None or agent_in_charge(self.lab):
             return
         with self.board.auth_lock:
             hook(**({} if wait_out_holds else {"hold_wait_s": 0}))
@@ -2295,7 +2296,16 @@ KEY_COUNTERS = ("hit", "would_hit", "mismatch", "verify_raced", "fill", "miss", 
                 "serve_err_build", "replies_unmatched", "dirty_unmatched", "dirty_pubsub",
                 "dirty_multi", "dirty_client_reply", "dirty_resp3", "dirty_parser",
                 "invalidate_global", "get_uncacheable_pending", "get_uncacheable_dirty",
-                "get_uncacheable_db", "fill_refused_ttl", "flows_tracked", "tailcall_failed")
+                "get_uncacheable_db", "fill_refused_ttl", "flows_tracked", "tailcall_failed",
+                "get_uncacheable_agent", "fill_refused_expiry", "expiry_wanted",
+                "answer_near_expiry", "feed_keys", "feed_flushes")
+
+
+def agent_in_charge(lab):
+    """Does a host agent (tests/agent's AgentLab) run for @lab: it loads the users, its
+    feed reports every write, and keys with a TTL are answered until their deadline."""
+    agent = getattr(lab, "agent", None)
+    return agent is not None and agent.poll() is None
 
 
 def run(lab, seconds, seed, connections=8, verify_sample=0, mode="serve", floor=0.03,
@@ -2304,6 +2314,8 @@ def run(lab, seconds, seed, connections=8, verify_sample=0, mode="serve", floor=
     Returns the summary dict; summary["ok"] says whether it was clean."""
     if label is None:
         label = mode if mode != "serve" else ("A" if verify_sample else "B")
+        if agent_in_charge(lab):
+            label += "agent"
     print("fuzz: run %s mode %s verify_sample %s seed %d, %d connections, %gs" % (
         label, mode, verify_sample, seed, connections, seconds), file=sys.stderr)
     if mode == "serve":
@@ -2314,6 +2326,7 @@ def run(lab, seconds, seed, connections=8, verify_sample=0, mode="serve", floor=
         lab.brc.configure(mode, max_key_len=64, max_value_len=512)
     before = lab.counters() if getattr(lab, "brc", None) is not None else {}
     serving = mode == "serve" and not verify_sample
+    with_agent = agent_in_charge(lab)
     fz = Fuzz(lab, seconds, seed, connections, label,
               weights or (SERVING_OPS if serving else OPS), kernel_may_answer=serving)
     t0 = time.time()
@@ -2326,6 +2339,7 @@ def run(lab, seconds, seed, connections=8, verify_sample=0, mode="serve", floor=
     hit = delta.get("hit", 0)
     summary = {
         "run": label, "mode": mode, "verify_sample": verify_sample, "seed": seed,
+        "agent": agent_in_charge(lab),
         "seconds": seconds, "connections": connections, "ops": cmds,
         "ops_per_s": round(cmds / max(seconds, 1e-9), 1), "gets": gets,
         "get_share": round(gets / cmds, 3) if cmds else 0.0,
@@ -2347,6 +2361,8 @@ def run(lab, seconds, seed, connections=8, verify_sample=0, mode="serve", floor=
     if crashed:
         summary["fuzzer_crashes"] = crashed[:3]
         problems.append("fuzzer crashed")
+    if with_agent and not agent_in_charge(lab):
+        problems.append("the host agent exited during the run")
     if fz.model.unmodeled:
         problems.append("commands the model does not know touched fuzz keys")
     if mode == "serve" and delta.get("mismatch", 0):
@@ -2401,7 +2417,8 @@ class CliLab:
 
 def _imports():
     """bench/brc_attach.py imports module_utils the way Ansible sees it."""
-    for p in (HERE, os.path.join(REPO, "bench")):
+    for p in (HERE, os.path.join(REPO, "bench"), os.path.join(REPO, "tests", "serve"),
+              os.path.join(REPO, "tests", "agent")):
         if p not in sys.path:
             sys.path.append(p)
 
@@ -2418,6 +2435,9 @@ def main(argv=None):
                    help="run only A (1: every would-be answer goes to Redis) or B (0)")
     p.add_argument("--mode", choices=("serve", "off", "none"), default="serve",
                    help="off: BRC attached in mode off (oracle self-check); none: not attached")
+    p.add_argument("--agent", action="store_true",
+                   help="BRC pinned with brc-agent in charge (tests/agent's lab): the feed, "
+                        "its user loads and keys with a TTL answered until their deadline")
     p.add_argument("--floor", type=float, default=0.03,
                    help="minimum share of GETs answered in the kernel in run B")
     p.add_argument("--epoch", type=float, default=10.0, help="seconds between oracle checks")
@@ -2438,8 +2458,15 @@ def main(argv=None):
     else:
         plan = [("serve", 1, args.seconds / 2.0), ("serve", 0, args.seconds / 2.0)]
     summaries = []
+    if args.agent and args.mode != "serve":
+        print("--agent needs --mode serve", file=sys.stderr)
+        return 2
     with netfault.NetnsPair(prefix="brcfz", subnet="10.74.0") as pair:
-        lab = CliLab(pair, args.mode)
+        if args.agent:
+            from agent_lab import AgentLab
+            lab = AgentLab(pair, os.path.join(REPO, "bpf"))
+        else:
+            lab = CliLab(pair, args.mode)
         try:
             for mode, vs, secs in plan:
                 s = run(lab, secs, seed, args.connections, vs, mode, args.floor,
