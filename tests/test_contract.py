@@ -68,6 +68,19 @@ def test_an_appended_flush_reason_keeps_the_layout_and_too_many_fail_loudly():
         Contract(text.replace(last, last + many))
 
 
+def test_a_header_from_before_the_flush_reasons_still_reads():
+    """Reports (brc_facts, brc_stats) parse the header shipped to a host, which may be
+    an older deploy's: no reason list and no flushes_by_reason field, nothing to report."""
+    import re
+    from ansible.module_utils.brc_contract import Contract
+    text = open(BPF_DIR + "/brc_contract.h").read()
+    old = re.sub(r"#define BRC_AGENT_FLUSH_REASONS\(X\)(?:.*\\\n)*.*\n", "", text)
+    old = old.replace("__u64 flushes_by_reason[BRC_AGENT_FLUSH_SLOTS];", "")
+    contract = Contract(old)
+    assert contract.agent_flush_reasons == []
+    assert not hasattr(contract.structs["brc_agent"], "flushes_by_reason")
+
+
 def test_agent_flushes_decode_names_every_reason_and_keeps_unnamed_slots():
     from ansible.module_utils.brc_maps import agent_flushes
     contract = load_contract(BPF_DIR)
