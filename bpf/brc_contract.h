@@ -446,19 +446,57 @@ struct brc_server {
  * feed is live, and Redis's run id, role and loading state are the ones it last
  * flushed at (a change flushes everything first). Without BRC_AGENT_F_ON the
  * programs stand alone (leases and holds, answers bounded by max_age). */
+
+/* Why the agent flushed: the reason strings it logs, upper-cased here, one
+ * flushes_by_reason slot each in list order. Only the agent counts them; the
+ * programs never read them. The capacity is fixed so that a reason appended
+ * later keeps the map's layout (and the counts) across an upgrade. Append only:
+ * a retired reason keeps its slot (rename it RETIRED_n). OTHER is slot 0 so a
+ * reason string this list lacks (an agent newer than its contract) is still
+ * counted somewhere stable. */
+#define BRC_AGENT_FLUSH_SLOTS 32
+#define BRC_AGENT_FLUSH_REASONS(X) \
+	X(OTHER, "a reason this contract does not name") \
+	X(AGENT_START, "the agent took charge (started, or reopened replaced pins): answers wait for Redis to be consistent") \
+	X(AGENT_STOP, "the agent stopped (SIGTERM, SIGINT, an error): still in charge, so answers stay stopped") \
+	X(AGENT_RELEASE, "brc-agent --release: the interface handed back to the programs alone") \
+	X(RESYNC, "the agent's first consistent view of Redis: writes made before it watched were not reported") \
+	X(RECONNECT, "consistent again with the same run id, role and master: reports sent while disconnected were lost") \
+	X(RESTART, "Redis's run_id changed: it restarted, with its data set reloaded or empty") \
+	X(ROLE, "Redis's role changed (REPLICAOF, FAILOVER): its data set may have been replaced") \
+	X(REPLICATION, "a replica's master or link changed: it may resync to another data set") \
+	X(LOADING, "Redis is loading an RDB or AOF (a restart, DEBUG RELOAD): nothing to answer from yet") \
+	X(REPLICA_LINK_DOWN, "a replica's link to its master is down: before and during a full sync it holds old data") \
+	X(REDIS_DOWN, "a connection to Redis failed, closed or timed out") \
+	X(REDIS_ERROR, "Redis answered the agent's checks with an error") \
+	X(FEED, "the invalidation feed is not live (tracking off, redirect broken, an unexpected message)") \
+	X(FLUSHALL, "Redis reported FLUSHALL or FLUSHDB (an invalidation with no keys)") \
+	X(PINS_REPLACED, "BRC was redeployed or removed under the agent: the maps it fed are not the ones read") \
+	X(CLOCK_STEP, "the wall clock stepped against CLOCK_MONOTONIC: Redis's key deadlines moved under the expiry records")
+
 struct brc_agent {
 	__u64 beat_ns;          /* CLOCK_MONOTONIC of the last heartbeat */
 	__u64 flags;            /* BRC_AGENT_F_* */
 	__u64 pid;              /* the agent's process id (reports) */
 	__u64 started_ns;       /* CLOCK_MONOTONIC when it took charge (reports) */
 	__u64 feed_keys;        /* keys invalidated from the feed (reports) */
-	__u64 feed_flushes;     /* everything invalidated: restart, role, lost feed, FLUSH* (reports) */
+	__u64 feed_flushes;     /* everything invalidated, all reasons (reports) */
 	__u64 feed_lag_ns;      /* the last batch's lag, Redis's report to the bump (reports) */
 	__u64 touched_keys;     /* TOUCHes sent for keys answered in the kernel (reports) */
+	/* feed_flushes split by BRC_AGENT_FLUSH_REASONS slot: the total alone cannot
+	 * tell a flapping link from Redis restarts or role changes. Last, so the
+	 * fields above keep their offsets (reports). */
+	__u64 flushes_by_reason[BRC_AGENT_FLUSH_SLOTS];
 };
 
 #define BRC_AGENT_F_ON 1        /* an agent is in charge: its heartbeat is required */
 #define BRC_AGENT_STALE_NS 500000000ULL /* a heartbeat older than this stops answers */
+
+#define BRC_AGENT_FLUSH_ENUM(name, doc) BRC_AGENT_FLUSH_##name,
+enum brc_agent_flush_reason { BRC_AGENT_FLUSH_REASONS(BRC_AGENT_FLUSH_ENUM) BRC_AGENT_FLUSH__MAX };
+#undef BRC_AGENT_FLUSH_ENUM
+_Static_assert(BRC_AGENT_FLUSH__MAX <= BRC_AGENT_FLUSH_SLOTS,
+	       "agent flush reasons outgrew brc_agent.flushes_by_reason (a layout change)");
 
 /* The feed program (brc_feed, pinned as prog_feed next to prog_ingress and
  * prog_egress, never attached): the agent runs it with BPF_PROG_TEST_RUN on a

@@ -194,10 +194,14 @@ agent:
   description:
     - The pinned C(brc_agent) map (null without the pin), as RV(ansible_facts.brc.interfaces) of M(brc_facts) shows it.
     - C(in_charge) is C(BRC_AGENT_F_ON); C(answering) means in charge with a heartbeat younger than C(BRC_AGENT_STALE_NS).
+    - C(flushes_by_reason) counts the agent's flushes (C(feed_flushes) in all) by reason, every reason of
+      C(BRC_AGENT_FLUSH_REASONS) in C(brc_contract.h) (zeros included), e.g. C(restart), C(role), C(loading),
+      C(redis_down), C(agent_stop).
   returned: always
   type: dict
   sample: {"in_charge": true, "answering": true, "beat_age_ms": 42.1, "flags": 1, "pid": 4242, "feed_keys": 17,
-           "feed_flushes": 1, "feed_lag_ns": 81234, "touched_keys": 0}
+           "feed_flushes": 2, "feed_lag_ns": 81234, "touched_keys": 0,
+           "flushes_by_reason": {"other": 0, "agent_start": 1, "resync": 1, "restart": 0, "role": 0, "loading": 0}}
 stopped:
   description: Whether a running agent was stopped.
   returned: O(state=absent)

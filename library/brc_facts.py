@@ -81,7 +81,10 @@ ansible_facts:
             State of the selected interface - mode, config, programs (pinned ids/tags), attached
             (BRC filters' ids/tags), pins, maps, map_fill (entries in hash maps), clsact, clsact_owned, build,
             agent (the host agent's brc_agent entry - in_charge, answering, beat_age_ms, pid, feed_keys,
-            feed_flushes, feed_lag_ns, touched_keys - or null without one).
+            feed_flushes, feed_lag_ns, touched_keys, flushes_by_reason - or null without one).
+            flushes_by_reason splits feed_flushes by why the agent flushed ({reason: count}, every reason
+            of BRC_AGENT_FLUSH_REASONS in brc_contract.h, zeros included, e.g. restart, role, loading,
+            redis_down, agent_stop).
           type: dict
           returned: always
         interfaces:

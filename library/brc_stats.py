@@ -86,10 +86,13 @@ agent:
   description:
     - The host agent's C(brc_agent) entry (null when the build has none), as M(brc_facts) reports it.
     - C(answering) false while C(in_charge) means serve answers nothing (agent down, Redis restarted or loading, role change).
+    - C(flushes_by_reason) splits C(feed_flushes) by why the agent flushed, one entry per reason of
+      C(BRC_AGENT_FLUSH_REASONS) in C(brc_contract.h) (zeros included; C(slot_<n>) for a slot the contract does not name).
   returned: success
   type: dict
   sample: {"in_charge": true, "answering": true, "beat_age_ms": 38.2, "pid": 311, "feed_keys": 1204,
-           "feed_flushes": 2, "feed_lag_ns": 71000, "touched_keys": 96, "flags": 1}
+           "feed_flushes": 2, "feed_lag_ns": 71000, "touched_keys": 96, "flags": 1,
+           "flushes_by_reason": {"other": 0, "agent_start": 1, "resync": 1, "restart": 0, "role": 0, "loading": 0}}
 """
 
 from ansible.module_utils.basic import AnsibleModule

@@ -27,8 +27,10 @@ subscribed form (so every invalidation sent before it has been fed), Redis is no
 holds its own old data), and Redis's run_id, role and master are the ones it last
 flushed at. On any change it feeds a FLUSH, writes beat_ns = 0 (answers stop at once, not
 after BRC_AGENT_STALE_NS), reconnects with backoff and, once consistent again,
-flushes and beats. Flushes are counted by reason in the log and in
-brc_agent.feed_flushes.
+flushes and beats. Flushes are counted in the log and in brc_agent: feed_flushes
+in all, flushes_by_reason per reason (its slots are bpf/brc_contract.h's
+BRC_AGENT_FLUSH_REASONS, named as the reason strings here; one the contract
+lacks counts as `other`).
 
 Stopping: SIGTERM/SIGINT flush and write beat_ns = 0 but keep BRC_AGENT_F_ON. An
 agent that stops, crashes or is killed must stop answers (the programs would
@@ -120,6 +122,18 @@ class Lost(Exception):
     def __init__(self, reason, detail=""):
         Exception.__init__(self, "%s%s" % (reason, ": " + detail if detail else ""))
         self.reason = reason
+
+
+def redis_lost(ex, e):
+    """The Lost that redis-py's error @e means (@ex: its exceptions module). A
+    -LOADING reply is a BusyLoadingError, which redis-py makes a ConnectionError:
+    Redis is up but loading (the subscriber's PING is refused first), and the
+    reason counted must say so."""
+    if isinstance(e, ex.BusyLoadingError):
+        return Lost("loading", str(e))
+    if isinstance(e, (ex.ConnectionError, ex.TimeoutError)):     # AuthenticationError included
+        return Lost("redis_down", str(e))
+    return Lost("redis_error", str(e))
 
 
 # --- the pinned side ----------------------------------------------------------------------
@@ -471,7 +485,7 @@ class Agent:
         self.acl_digest = None
         st = maps.read_agent()        # counters continue across agent restarts (reports)
         self.st = maps.agent_struct()
-        for name in ("feed_keys", "feed_flushes", "feed_lag_ns", "touched_keys"):
+        for name in ("feed_keys", "feed_flushes", "feed_lag_ns", "touched_keys", "flushes_by_reason"):
             setattr(self.st, name, getattr(st, name))
         self.st.pid = os.getpid()
         self.st.started_ns = time.monotonic_ns()
@@ -485,6 +499,12 @@ class Agent:
     def flush(self, reason):
         self.maps.feed([], flush=True)
         self.st.feed_flushes += 1
+        contract = self.maps.contract
+        slot = contract.agent_flush_slot(reason)
+        if contract.agent_flush_reasons[slot] != reason:
+            log.warning("flush reason %s is not in the contract's BRC_AGENT_FLUSH_REASONS: counted as %s",
+                        reason, contract.agent_flush_reasons[slot])
+        self.st.flushes_by_reason[slot] += 1
         self.flushes[reason] = self.flushes.get(reason, 0) + 1
         log.info("flush reason=%s (%d for this reason, %d in all)", reason, self.flushes[reason],
                  self.st.feed_flushes)
@@ -514,10 +534,8 @@ class Agent:
             _live, info, acl = self.link.checks()
         except Lost:
             raise
-        except (ex.ConnectionError, ex.TimeoutError) as e:   # AuthenticationError included
-            raise Lost("redis_down", str(e))
         except ex.RedisError as e:
-            raise Lost("redis_error", str(e))
+            raise redis_lost(ex, e)
         why = not_ready(info)
         if why:
             raise Lost(why)
@@ -546,10 +564,8 @@ class Agent:
             live, info, acl = self.link.checks()
             self.link.sub.send_command("PING")
             self.drain(until_pong=True)
-        except (ex.ConnectionError, ex.TimeoutError) as e:
-            raise Lost("redis_down", str(e))
         except ex.RedisError as e:
-            raise Lost("redis_error", str(e))
+            raise redis_lost(ex, e)
         if self.maps.replaced():
             raise Lost("pins_replaced", "BRC was redeployed or removed on %s" % self.maps.pdir)
         if not live:
@@ -650,10 +666,8 @@ class Agent:
                 if now >= next_expiry:
                     self.answer_wanted()
                     next_expiry = now + self.expiry_s
-            except (ex.ConnectionError, ex.TimeoutError) as e:
-                raise Lost("redis_down", str(e))
             except ex.RedisError as e:
-                raise Lost("redis_error", str(e))
+                raise redis_lost(ex, e)
             if now >= self.next_auth:
                 self.reload_auth("periodic")
 

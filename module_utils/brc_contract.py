@@ -54,6 +54,12 @@ class Contract:
         for required in ("BRC_COUNTERS", "BRC_LAT_CLASSES", "BRC_DIRTY_REASONS"):
             if not self.xlists.get(required):
                 raise ContractError("%s has no %s list" % (CONTRACT_HEADER, required))
+        # Not required: reports read a host's shipped header, which may predate the
+        # list (its brc_agent then has no flushes_by_reason either). The C compiler
+        # checks the capacity too (_Static_assert), but only where programs are built.
+        if len(self.xlists.get("BRC_AGENT_FLUSH_REASONS", [])) > self.constants.get("BRC_AGENT_FLUSH_SLOTS", 0):
+            raise ContractError("%s: BRC_AGENT_FLUSH_REASONS has more reasons than BRC_AGENT_FLUSH_SLOTS"
+                                % CONTRACT_HEADER)
 
     def _make_struct(self, name, body):
         fields = []
@@ -93,6 +99,22 @@ class Contract:
     def dirty_reasons(self):
         """Dirty reason names in bit order, e.g. ['parser', 'gap', ...]."""
         return [name.lower() for name, _doc in self.xlists.get("BRC_DIRTY_REASONS", [])]
+
+    @property
+    def agent_flush_reasons(self):
+        """The host agent's flush reasons in slot order (brc_agent.flushes_by_reason),
+        as the agent names them: ['other', 'agent_start', ...]. Slot 0 is 'other'."""
+        return [name.lower() for name, _doc in self.xlists.get("BRC_AGENT_FLUSH_REASONS", [])]
+
+    @property
+    def agent_flush_docs(self):
+        return dict((name.lower(), doc) for name, doc in self.xlists.get("BRC_AGENT_FLUSH_REASONS", []))
+
+    def agent_flush_slot(self, reason):
+        """The flushes_by_reason slot of @reason; a reason the contract does not name
+        counts as 'other' (an agent newer than the header it was given)."""
+        reasons = self.agent_flush_reasons
+        return reasons.index(reason) if reason in reasons else reasons.index("other")
 
     @property
     def latency_classes(self):

@@ -100,7 +100,9 @@ def read_agent(pdir, contract, now_ns=None):
     """What the host agent last wrote in brc_agent, with what the programs make of it:
     in_charge (BRC_AGENT_F_ON), beat_age_ms, answering (in charge and beat younger
     than BRC_AGENT_STALE_NS: else serve answers nothing). None when the build has no
-    brc_agent pin."""
+    brc_agent pin. flushes_by_reason is {reason: count} for every reason the contract
+    names (zeros too: the same keys on every host and in every report), plus
+    slot_<n> for a non-zero slot it does not name (written by a newer agent)."""
     if contract.map_name("agent") not in brc_pins.list_pins(pdir):
         return None
     cls = contract.structs["brc_agent"]
@@ -111,9 +113,23 @@ def read_agent(pdir, contract, now_ns=None):
     in_charge = bool(st.flags & contract.constants["BRC_AGENT_F_ON"])
     age_ns = now_ns - st.beat_ns if st.beat_ns else None
     out = dict((name, int(getattr(st, name))) for name, _t in cls._fields_
-               if name not in ("beat_ns", "started_ns") and not name.startswith("pad"))
+               if name not in ("beat_ns", "started_ns", "flushes_by_reason") and not name.startswith("pad"))
+    if hasattr(st, "flushes_by_reason"):
+        out["flushes_by_reason"] = agent_flushes(contract, list(st.flushes_by_reason))
     out.update(in_charge=in_charge, beat_age_ms=None if age_ns is None else round(age_ns / 1e6, 1),
                answering=in_charge and age_ns is not None and age_ns < contract.constants["BRC_AGENT_STALE_NS"])
+    return out
+
+
+def agent_flushes(contract, slots):
+    """brc_agent.flushes_by_reason's slots as {reason: count} (see read_agent)."""
+    names = contract.agent_flush_reasons
+    out = dict((name, 0) for name in names)
+    for slot, n in enumerate(slots):
+        if slot < len(names):
+            out[names[slot]] = int(n)
+        elif n:
+            out["slot_%d" % slot] = int(n)
     return out
 
 

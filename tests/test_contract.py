@@ -1,6 +1,8 @@
 """The contract header parses, and its layouts are what the C compiler sees."""
 import ctypes
 
+import pytest
+
 from ansible.module_utils.brc_contract import load_contract
 
 from fixtures.paths import BPF_DIR
@@ -31,3 +33,61 @@ def test_every_contract_map_is_pinned_and_reused():
     contract = load_contract(BPF_DIR)
     named = sorted(v for k, v in contract.strings.items() if k.startswith("BRC_MAP_"))
     assert named == sorted(persistent_map_names())
+
+
+def test_agent_flush_reasons_come_from_the_header_with_other_at_slot_0():
+    """The reasons are the header's BRC_AGENT_FLUSH_REASONS (no copy in Python), in
+    slot order; a reason the header lacks counts as `other`, whose slot never moves;
+    the fixed-capacity array in struct brc_agent holds them all."""
+    contract = load_contract(BPF_DIR)
+    reasons = contract.agent_flush_reasons
+    assert reasons[0] == "other" and len(reasons) == len(set(reasons))
+    assert {"restart", "role", "loading", "redis_down", "agent_stop", "agent_release"} <= set(reasons)
+    assert [contract.agent_flush_slot(r) for r in reasons] == list(range(len(reasons)))
+    assert contract.agent_flush_slot("no_such_reason") == 0
+    slots = contract.constants["BRC_AGENT_FLUSH_SLOTS"]
+    assert len(reasons) <= slots
+    agent = contract.structs["brc_agent"]
+    assert agent.flushes_by_reason.size == slots * 8
+    # appended at the end: the reports' fields keep their offsets
+    assert [f for f, _t in agent._fields_][-1] == "flushes_by_reason"
+    assert agent.touched_keys.offset == 7 * 8
+    assert all(contract.agent_flush_docs[r] for r in reasons)
+
+
+def test_an_appended_flush_reason_keeps_the_layout_and_too_many_fail_loudly():
+    from ansible.module_utils.brc_contract import Contract, ContractError
+    text = open(BPF_DIR + "/brc_contract.h").read()
+    block = text[text.index("#define BRC_AGENT_FLUSH_REASONS(X)"):]
+    last = next(line for line in block.split("\n")[1:] if not line.endswith("\\"))
+    assert last.startswith("\tX(")
+    grown = text.replace(last, last + ' \\\n\tX(NEW_ONE, "appended later")')
+    assert Contract(grown).agent_flush_reasons[-1] == "new_one"
+    assert Contract(grown).layout_digest == Contract(text).layout_digest
+    many = "".join(' \\\n\tX(R%d, "r")' % i for i in range(40))
+    with pytest.raises(ContractError, match="BRC_AGENT_FLUSH_SLOTS"):
+        Contract(text.replace(last, last + many))
+
+
+def test_a_header_from_before_the_flush_reasons_still_reads():
+    """Reports (brc_facts, brc_stats) parse the header shipped to a host, which may be
+    an older deploy's: no reason list and no flushes_by_reason field, nothing to report."""
+    import re
+    from ansible.module_utils.brc_contract import Contract
+    text = open(BPF_DIR + "/brc_contract.h").read()
+    old = re.sub(r"#define BRC_AGENT_FLUSH_REASONS\(X\)(?:.*\\\n)*.*\n", "", text)
+    old = old.replace("__u64 flushes_by_reason[BRC_AGENT_FLUSH_SLOTS];", "")
+    contract = Contract(old)
+    assert contract.agent_flush_reasons == []
+    assert not hasattr(contract.structs["brc_agent"], "flushes_by_reason")
+
+
+def test_agent_flushes_decode_names_every_reason_and_keeps_unnamed_slots():
+    from ansible.module_utils.brc_maps import agent_flushes
+    contract = load_contract(BPF_DIR)
+    slots = [0] * contract.constants["BRC_AGENT_FLUSH_SLOTS"]
+    slots[contract.agent_flush_slot("restart")] = 2
+    slots[30] = 5                          # written by a newer agent's longer list
+    out = agent_flushes(contract, slots)
+    assert out["restart"] == 2 and out["slot_30"] == 5 and out["other"] == 0
+    assert set(out) == set(contract.agent_flush_reasons) | {"slot_30"}

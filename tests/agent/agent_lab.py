@@ -92,13 +92,14 @@ class AgentLab(ServeLab):
         self.start_agent()
 
     # -- Redis
-    def start_redis(self, data_dir=None):
+    def start_redis(self, data_dir=None, extra=()):
         """A Redis on the veth address and loopback, with the agent's user (ACLs are not
         persisted: a restarted Redis needs it again, as the role would re-apply it).
         With @data_dir it works there (loads its dump.rdb, SAVE writes it), else in the
-        empty directory NetnsPair made for it; proc.data_dir says which."""
+        empty directory NetnsPair made for it; proc.data_dir says which. @extra: more
+        redis-server options."""
         extra = ("--bind", self.pair.server_ip, "127.0.0.1", "--unixsocket", self.socket,
-                 "--unixsocketperm", "700")
+                 "--unixsocketperm", "700") + tuple(extra)
         if data_dir:
             extra += ("--dir", data_dir)     # the last --dir wins over NetnsPair's
         proc = self.pair.start_redis(PORT, extra=extra)
@@ -108,14 +109,14 @@ class AgentLab(ServeLab):
         self.local("ACL", "SETUSER", AGENT_USER, "reset", "on", ">" + password, *self.grants.split())
         return proc
 
-    def restart_redis(self, from_rdb=False):
+    def restart_redis(self, from_rdb=False, extra=()):
         """kill -9 and a start: a new run id and, without persistence, no keys; with
         @from_rdb, the keys of the last SAVE (the old process's dump.rdb, loaded from
-        its directory)."""
+        its directory). @extra: more redis-server options for the new process."""
         data_dir = self.redis.data_dir if from_rdb else None
         self.pair._kill(self.redis.pid)
         self.redis.wait(10)
-        self.redis = self.start_redis(data_dir)
+        self.redis = self.start_redis(data_dir, extra)
 
     def local(self, *args, port=PORT, unix_socket=False):
         """redis-cli over loopback (or the Unix socket) in the server namespace: what
@@ -179,6 +180,12 @@ class AgentLab(ServeLab):
         t = self.brc.build.bpf.get_table(b"brc_agent")
         v = t[ctypes.c_uint32(0)]
         return dict((name, getattr(v, name)) for name, _t in v._fields_)
+
+    def flushes(self):
+        """brc_agent.flushes_by_reason as {reason: count}, decoded as the reports do
+        (brc_maps.agent_flushes)."""
+        from ansible.module_utils.brc_maps import agent_flushes
+        return agent_flushes(self.brc.contract, list(self.agent_state()["flushes_by_reason"]))
 
     def beat_fresh(self):
         stale = self.brc.contract.constants["BRC_AGENT_STALE_NS"]

@@ -28,6 +28,11 @@ def served(lab, key, marker_port=PORT, marker=True):
     return value, lab.delta(lab.counters(), before).get("hit", 0) > 0
 
 
+def flushed(lab, before):
+    """Flushes counted per reason since @before (lab.flushes()), the non-zero ones."""
+    return dict((r, n - before.get(r, 0)) for r, n in lab.flushes().items() if n != before.get(r, 0))
+
+
 def test_a_loopback_write_is_not_served_stale_once_fed(agent_lab):
     lab, key = agent_lab, "agent:a:%d" % time.monotonic_ns()
     lab.cli("SET", key, "v1")
@@ -49,7 +54,9 @@ def test_b_a_killed_agent_stops_answers(agent_lab):
     assert lab.get(key) == "v1" and lab.get(key) == "v1"
     d = lab.delta(lab.counters(), before)
     assert d.get("hit", 0) == 0 and d.get("get_uncacheable_agent", 0) >= 1, d
+    before = lab.flushes()               # a killed agent counts nothing: its successor does
     lab.start_agent()                    # back in charge: answers resume
+    assert flushed(lab, before) == {"agent_start": 1, "resync": 1}
     assert served(lab, key) == ("v1", True)
 
 
@@ -57,14 +64,67 @@ def test_c_a_redis_restart_flushes_and_serving_resumes(agent_lab):
     lab, key = agent_lab, "agent:c:%d" % time.monotonic_ns()
     lab.cli("SET", key, "old")
     assert served(lab, key) == ("old", True)
-    flushes = lab.agent_state()["feed_flushes"]
+    flushes, before = lab.agent_state()["feed_flushes"], lab.flushes()
     lab.restart_redis()                  # no persistence: the key is gone
     wait_for(lambda: lab.agent_state()["feed_flushes"] > flushes, "a flush after the restart")
     assert lab.get(key) == "" and lab.local("EXISTS", key) == "0"
     lab.wait_answering()
     assert "flush reason=restart" in lab.agent_log()
+    # the dropped connections stop answers at once, the new run id flushes again
+    # once the agent is back
+    assert flushed(lab, before) == {"redis_down": 1, "restart": 1}
+    assert sum(lab.flushes().values()) == lab.agent_state()["feed_flushes"]
     lab.cli("SET", key, "new")
     assert served(lab, key) == ("new", True)
+
+
+def test_loading_stops_answers_until_redis_has_loaded_and_is_counted_as_loading(agent_lab):
+    """DEBUG RELOAD (SAVE, empty, load) with Redis's own key-load-delay (microseconds
+    per key) over a few thousand keys keeps it `loading` for about 1.5 s, with events
+    processed every 1 KiB of RDB: the agent's connections stay open, its subscriber's
+    PING gets -LOADING. The agent flushes for `loading` (not `redis_down`), and while
+    INFO says loading:1 a client through BRC gets Redis's own -LOADING, never a kernel
+    answer; once loaded, it flushes again (same run id: `reconnect`) and serves."""
+    lab, key = agent_lab, "agent:loading:%d" % time.monotonic_ns()
+    lab.restart_redis(extra=("--enable-debug-command", "local"))   # lab.local is loopback
+    reload = None
+    try:
+        lab.wait_answering()
+        lab.local("EVAL", POPULATE, 0, "agent:loading:fill:", 1, 3000, "x" * 100)
+        lab.cli("SET", key, "v")
+        assert served(lab, key) == ("v", True)
+        lab.local("CONFIG", "SET", "key-load-delay", "500")
+        lab.local("CONFIG", "SET", "loading-process-events-interval-bytes", "1024")
+        before = lab.flushes()
+        reload = subprocess.Popen(["ip", "netns", "exec", lab.pair.server, "redis-cli", "-h", "127.0.0.1",
+                                   "-p", str(PORT), "DEBUG", "RELOAD"], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE)
+        wait_for(lambda: lab.flushes()["loading"] > before["loading"], "the agent's flush for loading",
+                 timeout=10, poll=0.01)
+        during = []                      # GETs through BRC with loading:1 before and after
+        while lab.info("persistence").get("loading") == "1":
+            b = lab.counters()
+            out = lab.cli("GET", key).strip()
+            d = lab.delta(lab.counters(), b)
+            if lab.info("persistence").get("loading") == "1":
+                during.append((out, d.get("hit", 0)))
+        assert reload.wait(30) == 0 and reload.stdout.read().strip() == b"OK"
+        assert during, "no GET fell inside the loading (it ended too soon)"
+        # Redis's own refusal, never the cached "v" (the flush left nothing to answer from)
+        assert all(out.startswith("LOADING") and hits == 0 for out, hits in during), during
+        lab.wait_answering()
+        # RELOAD empties the data set first, which Redis reports as a FLUSHALL: counted
+        # too when the agent read it before its PING was refused
+        d = flushed(lab, before)
+        assert d.get("loading") == 1 and d.get("reconnect") == 1, d
+        assert not set(d) - {"loading", "reconnect", "flushall"}, d
+        assert "flush reason=loading" in lab.agent_log()
+        assert served(lab, key) == ("v", True)
+    finally:
+        if reload is not None and reload.poll() is None:
+            reload.kill()
+            reload.wait(10)
+        lab.restart_redis()              # the lab's Redis again: no DEBUG, no delay, no keys
 
 
 def test_d_replicaof_flushes_and_serves_the_masters_data(agent_lab):
@@ -74,12 +134,17 @@ def test_d_replicaof_flushes_and_serves_the_masters_data(agent_lab):
         lab.local("SET", key, "from-master", port=PORT + 1)
         lab.cli("SET", key, "local")
         assert served(lab, key) == ("local", True)
-        flushes = lab.agent_state()["feed_flushes"]
+        flushes, before = lab.agent_state()["feed_flushes"], lab.flushes()
         lab.local("REPLICAOF", lab.pair.server_ip, PORT + 1)
         wait_for(lambda: lab.agent_state()["feed_flushes"] > flushes, "a flush on the role change")
         wait_for(lambda: "master_link_status:up" in lab.local("INFO", "replication"), "the replica in sync")
         lab.wait_answering()
         assert "flush reason=role" in lab.agent_log()
+        # answers stop while the new replica's link is down (the sync waits 5 s),
+        # the role change flushes once it is up
+        d = flushed(lab, before)
+        assert d.get("replica_link_down") == 1 and d.get("role", 0) >= 1, d
+        assert not set(d) - {"replica_link_down", "role"}, d
         assert lab.get(key) == lab.local("GET", key) == "from-master"
         lab.local("SET", key, "newer", port=PORT + 1)   # reaches the replica by its stream,
         # and served() waits for a marker written after it to come through the feed
@@ -129,14 +194,17 @@ def test_sigterm_stops_answers_and_release_hands_back_to_the_programs(agent_lab)
     lab.cli("SET", key, "v")
     assert served(lab, key) == ("v", True)
     on = lab.brc.contract.constants["BRC_AGENT_F_ON"]
+    before = lab.flushes()
     lab.kill_agent(signal.SIGTERM)
     assert lab.agent.returncode == 0
     st = lab.agent_state()
     assert st["flags"] & on and st["beat_ns"] == 0      # still in charge: nothing answered
+    assert flushed(lab, before) == {"agent_stop": 1}
     assert served(lab, key, marker=False) == ("v", False)
     release = lab.run_agent("--release")
     assert release.returncode == 0, release.stderr
     assert not lab.agent_state()["flags"] & on           # the programs alone again
+    assert flushed(lab, before) == {"agent_stop": 1, "agent_release": 1}
     assert served(lab, key, marker=False) == ("v", True)
 
 
@@ -382,11 +450,15 @@ def test_replicaof_no_one_flushes_and_serves_the_promoted_hosts_own_data(agent_l
         lab.wait_answering()
         assert served(lab, key, marker_port=PORT + 1) == ("from-master", True)
         flushes, log_at = lab.agent_state()["feed_flushes"], len(lab.agent_log())
+        before = lab.flushes()
         lab.local("REPLICAOF", "NO", "ONE")
         wait_for(lambda: lab.agent_state()["feed_flushes"] > flushes, "a flush back to master")
         lab.wait_answering()
         since = lab.agent_log()[log_at:]
         assert "flush reason=role" in since and "role=master: answering" in since, since
+        # at the change (answers stop) and again once reconnected: all for the role
+        d = flushed(lab, before)
+        assert d.get("role", 0) >= 1 and set(d) == {"role"}, d
         lab.local("SET", key, "old-master-moves-on", port=PORT + 1)   # no longer replicated here
         lab.marker()
         assert lab.get(key) == lab.local("GET", key) == "from-master"

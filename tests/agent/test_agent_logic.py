@@ -44,3 +44,71 @@ def test_tracking_is_live_only_bcast_on_and_redirected_to_the_subscriber():
     assert not brc_agent.tracking_live([b"flags", [b"on", b"bcast", b"broken_redirect"], b"redirect", 7,
                                         b"prefixes", []], 7)
 
+
+
+def _reasons_in_agent_code():
+    """Every reason string module_utils/brc_agent.py can flush with, read from its
+    source: the first argument of Lost(), flush() and stop_answers() calls (a
+    string, or `call() or "string"`), and what not_ready() and change_reason()
+    return (the calls pass those on by variable). Any other kind of argument is
+    returned apart, so a new path the walk cannot follow fails the test instead
+    of escaping it."""
+    import ast
+    tree = ast.parse(open(brc_agent.__file__.replace(".pyc", ".py")).read())
+    found, unfollowed = set(), []
+
+    def strings(node):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            return {node.value}
+        if isinstance(node, ast.BoolOp):
+            return set().union(*(strings(v) for v in node.values))
+        return set()
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef) and node.name in ("not_ready", "change_reason"):
+            for ret in ast.walk(node):
+                if isinstance(ret, ast.Return) and ret.value is not None:
+                    found |= strings(ret.value)
+        if not isinstance(node, ast.Call) or not node.args:
+            continue
+        f = node.func
+        name = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else None
+        if name not in ("Lost", "flush", "stop_answers"):
+            continue
+        arg = node.args[0]
+        got = strings(arg)
+        found |= got
+        by_variable = (isinstance(arg, ast.Name) and arg.id in ("why", "reason")) or \
+            (isinstance(arg, ast.Attribute) and arg.attr == "reason")
+        if not got and not by_variable:
+            unfollowed.append(ast.dump(arg))
+    return found, unfollowed
+
+
+def test_every_reason_the_agent_flushes_with_has_its_own_counter_in_the_contract():
+    """A reason missing from BRC_AGENT_FLUSH_REASONS would be counted as `other`
+    (and a typo would hide there); a reason the contract names but the agent never
+    uses is a dead slot (retire it as RETIRED_n instead)."""
+    from ansible.module_utils.brc_contract import load_contract
+    from fixtures.paths import BPF_DIR
+    contract = load_contract(BPF_DIR)
+    used, unfollowed = _reasons_in_agent_code()
+    assert not unfollowed, "reasons passed in a form the test cannot read: %s" % unfollowed
+    assert len(used) >= 15, used              # the walk found the agent's reasons at all
+    named = set(contract.agent_flush_reasons)
+    assert not used - named, "reasons the contract lacks: %s" % sorted(used - named)
+    unused = set(r for r in named - used if r != "other" and not r.startswith("retired_"))
+    assert not unused, "contract reasons the agent never uses: %s" % sorted(unused)
+    assert set(brc_agent.NOT_READY) <= named
+
+
+def test_a_loading_reply_is_lost_for_loading_not_for_redis_down():
+    """redis-py makes -LOADING a BusyLoadingError, a ConnectionError: without care a
+    restart's or DEBUG RELOAD's loading would be counted as Redis down."""
+    import redis
+    ex = redis.exceptions
+    assert brc_agent.redis_lost(ex, ex.BusyLoadingError("Redis is loading")).reason == "loading"
+    assert brc_agent.redis_lost(ex, ex.ConnectionError("refused")).reason == "redis_down"
+    assert brc_agent.redis_lost(ex, ex.TimeoutError("timed out")).reason == "redis_down"
+    assert brc_agent.redis_lost(ex, ex.AuthenticationError("WRONGPASS")).reason == "redis_down"
+    assert brc_agent.redis_lost(ex, ex.ResponseError("NOPERM")).reason == "redis_error"

@@ -288,7 +288,8 @@ def test_prometheus_text_parses_strictly_and_carries_the_numbers():
 def test_prometheus_shows_the_host_agent():
     s = dict(stats(mode="serve", hit=5), agent={
         "in_charge": True, "answering": False, "beat_age_ms": 1500.0, "feed_lag_ns": 250000,
-        "feed_keys": 40, "feed_flushes": 3, "touched_keys": 7, "pid": 9, "flags": 1})
+        "feed_keys": 40, "feed_flushes": 3, "touched_keys": 7, "pid": 9, "flags": 1,
+        "flushes_by_reason": {"restart": 2, "redis_down": 1, "role": 0}})
     fams = promtext.parse(F.brc_prometheus(s, "h", "eth0"))
     value = dict((n, v) for fam in fams.values() for n, _l, v in fam["samples"])
     assert value["brc_agent_in_charge"] == 1 and value["brc_agent_answering"] == 0
@@ -297,6 +298,12 @@ def test_prometheus_shows_the_host_agent():
     assert (value["brc_agent_feed_keys_total"], value["brc_agent_feed_flushes_total"],
             value["brc_agent_touched_keys_total"]) == (40, 3, 7)
     assert fams["brc_agent_feed_flushes_total"]["type"] == "counter"
+    assert fams["brc_agent_flushes_total"]["type"] == "counter"
+    by_reason = dict((l["reason"], v) for _n, l, v in fams["brc_agent_flushes_total"]["samples"])
+    assert by_reason == {"restart": 2, "redis_down": 1, "role": 0}   # zeros too: the series exist
+    old = dict(s, agent=dict(s["agent"]))
+    del old["agent"]["flushes_by_reason"]                # an older toolkit's report: no family
+    assert "brc_agent_flushes_total" not in F.brc_prometheus(old, "h", "eth0")
     assert "brc_agent_in_charge" not in F.brc_prometheus(stats(mode="serve"), "h", "eth0")
 
 

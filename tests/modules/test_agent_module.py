@@ -19,7 +19,7 @@ import pytest
 import redis
 
 import brc_agent as brc_agent_module
-from ansible.module_utils import brc_agent, brc_agent_ctl, brc_build, brc_pins
+from ansible.module_utils import brc_agent, brc_agent_ctl, brc_build, brc_maps, brc_pins
 from ansible.module_utils.brc_contract import load_contract
 
 from fixtures.paths import BPF_DIR, REPO
@@ -172,6 +172,10 @@ def test_present_restarts_on_changes_and_absent_releases(env, pin_root, contract
     pid = first["pid"]
     assert alive(pid) and beat_fresh(pin_root, contract, pid)
     assert first["agent"]["in_charge"] and first["agent"]["answering"] and first["agent"]["pid"] == pid
+    by_reason = first["agent"]["flushes_by_reason"]
+    assert set(by_reason) == set(contract.agent_flush_reasons)
+    assert by_reason["agent_start"] >= 1 and by_reason["resync"] >= 1
+    assert sum(by_reason.values()) == first["agent"]["feed_flushes"]
     # generated password, kept 0600, and the user exactly the grants
     assert os.stat(env["args"]["password_file"]).st_mode & 0o777 == 0o600
     password = password_of(env)
@@ -211,12 +215,16 @@ def test_present_restarts_on_changes_and_absent_releases(env, pin_root, contract
     assert fixed["changed"] and fixed["user_changed"] and not fixed["started"] and fixed["pid"] == pid
     assert_exact_user(env, "another-pw-123")
 
+    before = fixed["agent"]["flushes_by_reason"]
     gone = run(env, state="absent")
     assert not gone.get("failed"), gone.get("msg")
     assert gone["changed"] and gone["stopped"] and gone["released"] and gone["user_changed"]
     assert not alive(pid)
     st = agent_map(pin_root, contract)
     assert not st.flags & contract.constants["BRC_AGENT_F_ON"]
+    after = brc_maps.agent_flushes(contract, list(st.flushes_by_reason))
+    assert dict((r, n - before[r]) for r, n in after.items() if n != before[r]) == \
+        {"agent_stop": 1, "agent_release": 1}       # the daemon's SIGTERM, then --release
     assert getuser(env["redis"], USER) is None
     for path in (env["args"]["password_file"], env["args"]["pidfile"],
                  brc_agent_ctl.state_file(env["args"]["pidfile"])):

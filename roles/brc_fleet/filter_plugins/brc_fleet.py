@@ -439,6 +439,16 @@ def brc_prometheus(stats, host, interface, rates=None, docs=None):
             lines.append("# HELP %s %s" % (metric, what))
             lines.append("# TYPE %s counter" % metric)
             lines.append("%s%s %s" % (metric, _labels(base), _fmt(_num(agent.get(name)))))
+        # one series per reason the contract names, zeros included (read_agent
+        # reports them all), so rate() and alerts see a reason from its first flush
+        by_reason = agent.get("flushes_by_reason") or {}
+        if by_reason:
+            metric = "brc_agent_flushes_total"
+            lines.append("# HELP %s The agent's flushes by reason (BRC_AGENT_FLUSH_REASONS in brc_contract.h); "
+                         "brc_agent_feed_flushes_total is their sum." % metric)
+            lines.append("# TYPE %s counter" % metric)
+            for reason, n in sorted(by_reason.items()):
+                lines.append("%s%s %s" % (metric, _labels(base, reason=reason), _fmt(_num(n))))
     if rates:
         metric = "brc_rate_per_second"
         lines.append("# HELP %s Counter rate over the sampling interval of playbooks/stats.yml." % metric)
