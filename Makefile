@@ -5,7 +5,7 @@ VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: setup demo test lab-up lab-status lab-down bench bench-faults bench-agent lint fuzz
+.PHONY: setup demo test lab-up lab-status lab-down bench bench-faults bench-agent lint fuzz fuzz-agent
 
 setup:
 	@bash scripts/setup
@@ -48,3 +48,8 @@ fuzz: setup
 	@seed="$(FUZZ_SEED)"; [ -n "$$seed" ] || seed=$$(od -An -N4 -tu4 /dev/urandom | tr -d ' '); \
 	echo "fuzz: FUZZ_SEED=$$seed FUZZ_SECONDS=$(FUZZ_SECONDS)"; \
 	$(VENV)/bin/python tests/tools/fuzz.py --seconds $(FUZZ_SECONDS) --seed $$seed $(FUZZ_ARGS)
+
+# The same with brc-agent in charge (tests/agent's lab): its feed, its user loads and
+# keys with a TTL answered until Redis's deadline.
+fuzz-agent: setup
+	@$(MAKE) --no-print-directory fuzz FUZZ_ARGS="--agent $(FUZZ_ARGS)"
