@@ -92,6 +92,7 @@ from ansible.module_utils.brc_common import BrcError, import_redis
 from ansible.module_utils import brc_auth, brc_contract, brc_pins
 
 INVALIDATE_CHANNEL = b"__redis__:invalidate"
+PROBE_KEY = "brc-agent:probe"
 
 # The agent user's least rights. The role creates the user with these
 # (ACL SETUSER <user> reset on ><password> <AGENT_GRANTS>); brc_auth's reader
@@ -453,6 +454,12 @@ class RedisLink:
         acl = hashlib.sha256(b"\n".join(self.cmd.read_response())).hexdigest()
         return tracking_live(tracking, self.sub_id), info, acl
 
+    def probe_commands(self):
+        """The per-key commands the feed and TOUCH use, on a key that does not exist
+        (no effect): a Redis without them fails here, at start, not while serving."""
+        self.call(self.cmd, "PEXPIRETIME", PROBE_KEY)
+        self.call(self.cmd, "TOUCH", PROBE_KEY)
+
     def expiretimes(self, keys):
         """PEXPIRETIME of each of @keys (Unix ms; -1 none, -2 no such key), pipelined."""
         out = []
@@ -735,6 +742,7 @@ def check_credentials(link):
     try:
         link.open()
         link.checks()
+        link.probe_commands()
     except (ex.ConnectionError, ex.ResponseError) as e:
         msg = str(e)
         # redis-py 4.x reports a refused AUTH as a plain ResponseError, later ones as
@@ -752,7 +760,9 @@ def check_credentials(link):
                            "grant it: ACL SETUSER %s %s" % (who, AGENT_GRANTS))
         if "unknown" in msg.lower():
             raise BrcError("Redis at %s lacks a command the agent needs: %s" % (link.where, msg),
-                           "upgrade Redis to 7.0 or later")
+                           "upgrade Redis to 7.0 or later, or drop the rename-command of it "
+                           "(the agent needs %s)" % " ".join(g[1:].upper() for g in AGENT_GRANTS.split()
+                                                              if g.startswith("+")))
         raise BrcError("Redis at %s answered the agent with an error: %s" % (link.where, msg))
     finally:
         link.close()

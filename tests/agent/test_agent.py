@@ -219,6 +219,26 @@ def test_a_refused_password_is_a_clear_error(agent_lab):
     lab.wait_answering()                 # the running agent is not disturbed
 
 
+def test_a_redis_without_a_needed_command_is_a_clear_error(agent_lab):
+    """A Redis whose PEXPIRETIME was renamed away (or older than 7.0) fails the agent at
+    start with the fix, not in a retry loop later."""
+    lab, port = agent_lab, PORT + 2
+    other = lab.pair.start_redis(port, extra=("--bind", lab.pair.server_ip, "127.0.0.1",
+                                              "--rename-command", "PEXPIRETIME", ""))
+    try:
+        with open(lab.password_file) as f:
+            password = f.read().strip()
+        lab.local("ACL", "SETUSER", "brc-agent", "reset", "on", ">" + password, *lab.grants.split(), port=port)
+        r = lab.run_agent("--redis-port", str(port))
+        assert r.returncode == 2, r.stderr
+        assert "lacks a command the agent needs" in r.stderr and "upgrade Redis to 7.0" in r.stderr, r.stderr
+        assert "PEXPIRETIME" in r.stderr
+        lab.wait_answering()                 # the running agent is not disturbed
+    finally:
+        lab.pair._kill(other.pid)
+        other.wait(10)
+
+
 def test_an_acl_change_over_loopback_reaches_brc(agent_lab):
     """Users changed where BRC cannot see (loopback) are reloaded from ACL LIST's digest."""
     lab, key = agent_lab, "agent:acl:%d" % time.monotonic_ns()
