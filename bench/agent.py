@@ -17,7 +17,8 @@ kernel cache is rewritten on the master and a client in the client namespace GET
 it through BRC until it reads the new value (time to first correct read).
 
 Every part runs idle, then with --load-clients redis-benchmark writers on the
-host's (then the master's) Redis; one JSON line per part.
+host's (then the master's) Redis; one JSON line per part, and a last one with
+the CPUs other work kept busy before and after (bench/measure.py's background).
 
     sudo .venv/bin/python bench/agent.py [--writes 1000] [--reads 300] [--load-clients 4] [--no-replica]
 """
@@ -36,6 +37,7 @@ for p in (HERE, os.path.join(REPO, "tests", "agent"), os.path.join(REPO, "tests"
         sys.path.append(p)
 
 import brc_attach  # noqa: E402  (puts module_utils on ansible.module_utils' path)
+import measure as measure_cpu  # noqa: E402  (bench/measure.py: /proc CPU readings)
 from agent_lab import PORT, AgentLab  # noqa: E402
 from serve_lab import running  # noqa: E402
 
@@ -44,9 +46,7 @@ MAX_POLLS = 50000       # GETs through BRC per client read, at most (with MAX_WA
 
 
 def cpu_seconds(pid):
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / float(os.sysconf("SC_CLK_TCK"))
+    return measure_cpu.cpu_pid(pid) / float(measure_cpu.HZ)
 
 
 def percentile(sorted_values, p):
@@ -237,6 +237,8 @@ def main(argv=None):
     if not 0 < args.writes <= 100000 or not 0 <= args.reads <= 10000:
         ap.error("--writes between 1 and 100000, --reads between 0 and 10000")
     loads = [0] + ([args.load_clients] if args.load_clients > 0 else [])
+    machine = {"part": "machine", "cpus": os.cpu_count(),
+               "background_cpus_before": measure_cpu.background(1.0)}
     with running(AgentLab, "brcab", "10.72.0") as lab:
         for clients in loads:
             print(json.dumps(run_part(lab, args, clients)), flush=True)
@@ -248,6 +250,8 @@ def main(argv=None):
                     print(json.dumps(run_part(lab, args, clients, PORT + 1, "replica")), flush=True)
             finally:
                 lab.back_to_master(other)
+    machine["background_cpus_after"] = measure_cpu.background(1.0)
+    print(json.dumps(machine))      # other work on the machine, with the bench idle
     return 0
 
 
