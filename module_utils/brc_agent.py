@@ -103,7 +103,7 @@ AGENT_GRANTS = ("+client|id +client|tracking +client|trackinginfo +subscribe +pi
 
 BEAT_S = 0.1
 TOUCH_S = 1.0
-EXPIRY_S = 0.02
+EXPIRY_S = 0.005
 CLOCK_STEP_NS = 1000000    # wall clock vs CLOCK_MONOTONIC moving more than this: a step
 AUTH_EVERY_S = 30.0
 AUTH_RETRY_S = 1.0
