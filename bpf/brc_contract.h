@@ -106,7 +106,7 @@ struct brc_flow_key {
 #define BRC_CHG_AUTH 2          /* +OK: user = chg_buf, authenticated */
 #define BRC_CHG_HELLO_AUTH 3    /* HELLO <proto> AUTH: its reply in that protocol (a map in
 				 * RESP3, an array in RESP2): protocol = chg_db, user as AUTH */
-#define BRC_CHG_RESET 4         /* +RESET: db 0, user default, not authenticated */
+#define BRC_CHG_RESET 4         /* +RESET: db 0, user default, not authenticated, RESP2 */
 #define BRC_CHG_SET_CLEARS_TTL 5 /* +OK to a plain SET k v in db 0: k has no TTL any more */
 #define BRC_CHG_HELLO 6         /* HELLO <proto> without AUTH: protocol = chg_db on its reply */
 #define BRC_DB_INVALID 0xffffffff /* a SELECT argument BRC cannot read as Redis does */

@@ -1077,6 +1077,7 @@ static __always_inline void brc_rp_chg_apply(struct brc_scratch *sc, struct brc_
 	case BRC_CHG_RESET:
 		if (brc_rp_is_reset(f)) {
 			f->db = 0;
+			f->rp_proto = 2;        /* RESET goes back to RESP2 */
 			brc_user_default(&f->user_len, f->user);
 			brc_flag_clear(f, BRC_FF_AUTHED);
 		} else {

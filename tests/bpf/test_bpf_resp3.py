@@ -39,6 +39,14 @@ def test_a_failed_hello_changes_nothing_and_hello_2_goes_back(brc, port):
     assert brc.flow(c).rp_proto == 2 and pending(brc.flow(c)) == 0
 
 
+def test_reset_goes_back_to_resp2(brc, port):
+    c = resp3(brc, port)
+    c.roundtrip(resp("RESET"), b"+RESET\r\n")
+    assert brc.flow(c).rp_proto == 2 and not dirty_reasons(brc.flow(c))
+    c.roundtrip(resp("CONFIG", "GET", "x"), b"_\r\n")     # RESP3 bytes: not RESP2 any more
+    assert "parser" in dirty_reasons(brc.flow(c))
+
+
 def test_hello_3_auth_takes_the_user_on_the_map(brc, port):
     c = Conn(brc, port).handshake()
     c.roundtrip(resp("HELLO", "3", "AUTH", "someone", "pw"), HELLO3_MAP)
