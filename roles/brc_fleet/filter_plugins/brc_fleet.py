@@ -655,8 +655,8 @@ def brc_outcome_rows(outcomes, definitions=None):
     return rows
 
 
-def _outcome_summary(outcomes):
-    """' GETs=N answered=a% would=w% not=n% (top: reason)' for the stdout summary."""
+def brc_outcome_summary(outcomes):
+    """'GETs=N answered=a% would=w% not=n% (top: reason) ' for the stdout summaries."""
     if not outcomes or not _num(outcomes.get("total")):
         return ""
     total = float(_num(outcomes["total"]))
@@ -680,7 +680,7 @@ def brc_audit_summary(records):
         lines.append("%-12s %-8s mode=%-7s hit=%-6s would_hit=%-6s %s%s%s" % (
             r.get("host"), r.get("interface") or "-", r.get("mode") or "?",
             "-" if hr is None else "%.3f" % hr, "-" if whr is None else "%.3f" % whr,
-            _outcome_summary(r.get("get_outcomes")),
+            brc_outcome_summary(r.get("get_outcomes")),
             "OK" if not probs else "DRIFT: " + "; ".join("%s: %s" % (p["check"], p["detail"]) for p in probs),
             "".join(" | note: " + n for n in r.get("notes") or [])))
     lines.append("fleet: %d hosts, %d clean, %d with drift" % (len(records), len(records) - drifted, drifted))
@@ -762,6 +762,7 @@ class FilterModule(object):
             "brc_get_outcomes": brc_get_outcomes,
             "brc_get_outcome_definitions": brc_get_outcome_definitions,
             "brc_outcome_rows": brc_outcome_rows,
+            "brc_outcome_summary": brc_outcome_summary,
             "brc_rates": brc_rates,
             "brc_gate_before": brc_gate_before,
             "brc_gate_after": brc_gate_after,
