@@ -137,9 +137,14 @@ def test_no_would_hit_names_the_reason_and_the_fix():
     v = F.brc_gate_before(stats(mismatch=0, would_hit=0, req_get=40, segments_untracked=7,
                                 dirty_resp3=2), probe(), "serve")
     text = " ".join(v["failures"])
-    assert "7 segments came on connections opened before BRC was attached" in text
+    assert "7 payload segments of connections BRC did not see open (opened before it was attached" in text
     assert "reconnect the clients" in text
-    assert "2 connections speak RESP3" in text and "protocol=2" in text
+    assert "2 connections given up for resp3: RESP3 clients" in text and "protocol=2" in text
+    v = F.brc_gate_before(stats(mismatch=0, would_hit=0, req_get=40, get_uncacheable_pending=30,
+                                miss=10, fill=10), probe(), "serve")
+    text = " ".join(v["failures"])
+    assert "30 GETs sent while other commands were pending" in text and "pipeline-heavy" in text
+    assert "first_read" not in text and "not cached yet" not in text   # a cold cache is no reason
     v = F.brc_gate_before(stats(mismatch=0, would_hit=0, req_get=0), probe(), "serve")
     assert "no GET reached Redis through BRC" in " ".join(v["failures"])
 
@@ -259,7 +264,7 @@ def test_audit_notes_why_an_observing_host_caches_nothing():
     out = F.brc_audit_fleet([cold, warm], ["redis1", "redis2"], generated_at="t")
     assert out["clean"] == ["redis1", "redis2"], "a note is not drift"
     (note,) = out["hosts"][0]["notes"]
-    assert "9 segments came on connections opened before BRC was attached" in note
+    assert "9 payload segments of connections BRC did not see open" in note
     assert out["hosts"][1]["notes"] == []
     assert "note: nothing would have been answered" in out["summary"][0]
     assert "note:" not in out["summary"][1]

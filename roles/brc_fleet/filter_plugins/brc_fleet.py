@@ -192,24 +192,25 @@ def _deltas(before, after):
     return dict((k, _num(b.get(k)) - _num(a.get(k))) for k in sorted(set(a) | set(b)))
 
 
-# Counters that explain a would_hit of 0 in observe mode, with what the operator
-# can do about each (the traffic is fine; BRC just never caches from it).
-NO_WOULD_HIT_REASONS = (
-    ("segments_untracked", "%d segments came on connections opened before BRC was attached "
-     "(never cached: reconnect the clients, e.g. restart the application's pool)"),
-    ("dirty_resp3", "%d connections speak RESP3 (HELLO 3, the default of redis-py 8.x; "
-     "never cached: use protocol=2)"),
-    ("get_uncacheable_pending", "%d GETs were pipelined behind other commands (never cached)"),
-    ("get_uncacheable_auth", "%d GETs came on connections that had not authenticated"),
-    ("get_uncacheable_db", "%d GETs used a database other than 0"),
-)
-
-
 def _why_no_would_hit(counters):
-    """What the counters say about why nothing would have been answered."""
-    reasons = [text % _num(counters.get(name)) for name, text in NO_WOULD_HIT_REASONS
-               if _num(counters.get(name)) > 0]
-    if not reasons and _num(counters.get("req_get")) == 0:
+    """What the counters say about why nothing would have been answered, largest first,
+    each with its fix: the GET breakdown's reasons (module_utils/brc_outcomes.py), the
+    dirty reasons behind `dirty`, and traffic BRC does not see (unseen)."""
+    counters = counters or {}
+    split = OUTCOMES.breakdown(counters)
+    defs = OUTCOMES.definitions()
+    reasons = []
+    for name, n in sorted(split["unseen"].items()):
+        if n > 0:
+            d = defs["_unseen"][name]
+            reasons.append("%d %s (%s)" % (n, d["doc"], d["fix"]))
+    for row in brc_outcome_rows(split, defs):
+        if row["outcome"] == "not_answered" and row["reason"] not in ("first_read", "other"):
+            reasons.append("%d GETs %s (%s)" % (row["gets"], row["doc"], row["fix"]))
+    for name, n in sorted(split["dirty"].items(), key=lambda kv: (-kv[1], kv[0])):
+        if name in defs["_dirty"]:
+            reasons.append("%d connections given up for %s: %s" % (n, name, defs["_dirty"][name]))
+    if not reasons and split["total"] == 0:
         reasons.append("no GET reached Redis through BRC")
     return reasons
 
