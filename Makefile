@@ -31,8 +31,9 @@ lint: setup
 bench: setup
 	@$(VENV)/bin/python bench/run.py $(BENCH_ARGS)
 
-# The host agent's feed lag (a loopback write to its key's version bump) and CPU,
-# idle (BENCH_ARGS="--load-clients 4": under redis-benchmark writes).
+# The host agent's feed lag (a loopback write to its key's version bump) and CPU, idle
+# and under 4 redis-benchmark writers, on a master, then on a replica (writes on its
+# master, and a client's first correct read through BRC); BENCH_ARGS="--no-replica".
 bench-agent: setup
 	@$(VENV)/bin/python bench/agent.py $(BENCH_ARGS)
 

@@ -221,17 +221,22 @@ int brc_parse_rep(struct __sk_buff *skb)
 		sc->pos = 0;
 		ev = brc_rp_lex(f, rb, sc);
 		sc->off += brc_reload(&sc->pos) & (BRC_CHUNK * 2 - 1);
+		if (ev == BRC_EV_TYPE3)
+			ev = brc_rp_type3(f);
+		else if (ev == BRC_EV_AGG)
+			ev = brc_rp_agg(f);
+		if (ev == BRC_EV_POP)
+			ev = brc_rp_pop(f);
 		switch (ev) {
 		case BRC_EV_LOST:
 			brc_count(PARSE_ERROR_REPLY);
 			brc_rp_lost(f, BRC_DIRTY_BIT_PARSER);
 			goto done;
-		case BRC_EV_POP:
-			if (!brc_rp_pop(f))
-				break;
-			/* fallthrough: the top-level array is complete */
 		case BRC_EV_REPLY:
 			brc_rp_reply_done(sc, f, cfg, rb_real ? rb : 0);
+			break;
+		case BRC_EV_NOT_REPLY:
+			brc_rp_not_reply(f);
 			break;
 		}
 	}

@@ -120,11 +120,18 @@ static __always_inline int brc_bytes_equal(const __u8 *a, const __u8 *b, __u32 l
  * one filled by the programs alone, no TTL mark on its key (brc_ttlkeys). */
 static __always_inline int brc_entry_unexpired(const struct brc_cache_entry *e,
 					       const struct brc_bucket *b,
-					       const struct brc_cache_key *k, __u64 now)
+					       struct brc_cache_key *k, __u64 now)
 {
 	if (e->expire_ns)
 		return e->expire_ns == BRC_EXPIRY_NEVER || now + BRC_EXPIRY_MARGIN_NS < e->expire_ns;
 	return !b->ttl && !brc_ttlkeys.lookup(k);
+}
+
+/* May entry @e's bytes answer @f? A bulk string is the same in both protocols,
+ * but RESP2's nil ($-1) is not RESP3's (_, which is never cached). */
+static __always_inline int brc_entry_fits(const struct brc_cache_entry *e, const struct brc_flow *f)
+{
+	return !(brc_resp3(f) && e->reply[1] == '-');
 }
 
 /* Is there an expiry record of sc->ckey at the versions @f's GET was tracked at? */
@@ -221,6 +228,8 @@ static __always_inline __u64 brc_get_passed(struct brc_scratch *sc, struct brc_f
 			brc_count(CACHE_EXPIRED);
 		else if (!brc_entry_unexpired(e, b, &sc->ckey, sc->now))
 			brc_count(ANSWER_NEAR_EXPIRY);
+		else if (!brc_entry_fits(e, f))
+			brc_count(ANSWER_NIL_RESP3);
 		else if (brc_may_answer(f, g, sc->now, 1))
 			/* Serve phase: answer here. Observe: prove it at the reply. */
 			f->track = BRC_TRACK_VERIFY;

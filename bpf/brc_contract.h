@@ -104,9 +104,11 @@ struct brc_flow_key {
 #define BRC_CHG_NONE 0
 #define BRC_CHG_SELECT 1        /* +OK: db = chg_db */
 #define BRC_CHG_AUTH 2          /* +OK: user = chg_buf, authenticated */
-#define BRC_CHG_HELLO_AUTH 3    /* an array (HELLO's map in RESP2): the same */
+#define BRC_CHG_HELLO_AUTH 3    /* HELLO <proto> AUTH: its reply in that protocol (a map in
+				 * RESP3, an array in RESP2): protocol = chg_db, user as AUTH */
 #define BRC_CHG_RESET 4         /* +RESET: db 0, user default, not authenticated */
 #define BRC_CHG_SET_CLEARS_TTL 5 /* +OK to a plain SET k v in db 0: k has no TTL any more */
+#define BRC_CHG_HELLO 6         /* HELLO <proto> without AUTH: protocol = chg_db on its reply */
 #define BRC_DB_INVALID 0xffffffff /* a SELECT argument BRC cannot read as Redis does */
 
 struct brc_flow {
@@ -194,9 +196,11 @@ struct brc_flow {
 	__u32 rp_len;           /* bytes of the tracked reply buffered so far */
 	__u32 rp_tracked;       /* 1 = the current reply answers the tracked GET */
 	__u32 rp_hlen;          /* bytes of the current top-level reply lexed (capped) */
-	__u32 rp_pad;
+	__u16 rp_proto;         /* 3 once Redis answered HELLO 3 (RESP3 replies), else RESP2 (2, or 0
+				 * for a flow from before RESP3 was followed); written at egress */
+	__u16 rp_agg;           /* type byte of the aggregate header being lexed */
 	__u64 rp_head;          /* its first 8 bytes, little-endian ("+OK\r\n", "+RESET\r\n") */
-	__u32 rp_stack[BRC_RESP_DEPTH]; /* elements left per open array */
+	__u32 rp_stack[BRC_RESP_DEPTH]; /* elements left per open aggregate | BRC_RP_AGG_* */
 };
 
 /* Flow is dirty (never cached from or answered) for these reasons; each has a
@@ -210,7 +214,7 @@ struct brc_flow {
 	X(PARSER, "the RESP parser could not follow the client's or the server's bytes") \
 	X(GAP, "a sequence gap or reordering: bytes were not seen in order") \
 	X(BUDGET, "a segment held more RESP than one pass of the parser may read") \
-	X(RESP3, "HELLO with a protocol other than 2 (RESP3 replies)") \
+	X(RESP3, "HELLO with a protocol BRC does not follow (neither 2 nor 3)") \
 	X(PUBSUB, "SUBSCRIBE / UNSUBSCRIBE families: replies no longer pair with commands") \
 	X(MONITOR, "MONITOR: replies no longer pair with commands") \
 	X(CLIENT_REPLY, "CLIENT REPLY: replies no longer pair with commands") \
@@ -279,7 +283,7 @@ struct brc_subcmd {
 #define BRC_SP_TTL 3            /* gives its first key a TTL (SETEX, EXPIRE, MOVE, RESTORE ...) */
 #define BRC_SP_GETEX 4          /* GETEX with options: TTL */
 #define BRC_SP_AUTH 5           /* AUTH [user] pass: +OK makes user the connection's user */
-#define BRC_SP_HELLO 6          /* HELLO 2 [AUTH user pass] [SETNAME n]; another protocol gives up */
+#define BRC_SP_HELLO 6          /* HELLO [2|3 [AUTH user pass] [SETNAME n]]; another protocol gives up */
 #define BRC_SP_SELECT 7
 #define BRC_SP_MULTI 8
 #define BRC_SP_SUBSCRIBE 9      /* (P|S)(UN)SUBSCRIBE: gives up */
@@ -612,7 +616,9 @@ struct brc_replybuf {
 	X(TOUCH_SAMPLED, "answered keys recorded for the agent to TOUCH in Redis") \
 	X(FILL_REFUSED_EXPIRY, "fills refused: the agent in charge has no current record of the key's expiry (asked for)") \
 	X(EXPIRY_WANTED, "keys put in brc_expiry_wanted for the agent to read their expiry") \
-	X(ANSWER_NEAR_EXPIRY, "would-be hits passed: the key expires in Redis within the margin")
+	X(ANSWER_NEAR_EXPIRY, "would-be hits passed: the key expires in Redis within the margin") \
+	X(RESP3_NOT_REPLIES, "RESP3 pushes and top-level attributes seen (they pair with no command)") \
+	X(ANSWER_NIL_RESP3, "would-be hits passed: RESP2's nil for a RESP3 connection (whose nil is _)")
 
 #define BRC_COUNTER_ENUM(name, doc) BRC_C_##name,
 enum brc_counter { BRC_COUNTERS(BRC_COUNTER_ENUM) BRC_C__MAX };

@@ -61,6 +61,14 @@ static __always_inline struct brc_agent *brc_get_agent(void)
 	return brc_agent.lookup(&zero);
 }
 
+#define BRC_PROTO_RESP3 3
+
+/* Does @f get RESP3 replies (Redis answered its HELLO 3)? */
+static __always_inline int brc_resp3(const struct brc_flow *f)
+{
+	return f->rp_proto == BRC_PROTO_RESP3;
+}
+
 /* Is a host agent in charge (brc_agent)? Then Redis's own feed reports every key
  * that changes, and writes BRC cannot see or see finish need no lease or hold. */
 static __always_inline int brc_agent_on(void)

@@ -43,15 +43,19 @@ enum brc_rq_state {
 	BRC_RQ_LOST,            /* cannot follow: the flow is given up */
 };
 
-/* Reply lexer states (brc_flow.rp_state). */
+/* Reply lexer states (brc_flow.rp_state). RESP3's types are followed only on a
+ * connection Redis answered HELLO 3 (brc_flow.rp_proto): in RESP2 they are not
+ * RESP, and in RESP3 the negative lengths of RESP2's nils are not. */
 enum brc_rp_state {
 	BRC_RP_IDLE = 0,        /* expecting a type byte */
-	BRC_RP_LINE,            /* +simple, -error, :integer up to '\r' */
+	BRC_RP_LINE,            /* +simple, -error, :integer (RESP3 also _ , # ( ) up to '\r' */
 	BRC_RP_LINE_LF,
-	BRC_RP_BULKLEN,         /* after '$' */
+	BRC_RP_BULKLEN,         /* after '$' (RESP3 also '!' blob error, '=' verbatim) */
 	BRC_RP_BULKLEN_LF,
 	BRC_RP_ARRLEN,          /* after '*' */
 	BRC_RP_ARRLEN_LF,
+	BRC_RP_AGGLEN,          /* RESP3: after % map, ~ set, > push, | attribute */
+	BRC_RP_AGGLEN_LF,
 	BRC_RP_BULK,            /* bulk data: skipped or copied, never lexed */
 	BRC_RP_BULK_CR,
 	BRC_RP_BULK_LF,
@@ -65,8 +69,11 @@ enum brc_ev {
 	BRC_EV_ARG,             /* request: an argument is complete, more follow */
 	BRC_EV_ARG_END,         /* request: the last argument is complete */
 	BRC_EV_END,             /* request: command complete (inline, no open argument) */
-	BRC_EV_POP,             /* reply: the last element of an array is complete */
+	BRC_EV_POP,             /* reply: the last element of an aggregate is complete */
 	BRC_EV_REPLY,           /* reply: a top-level reply is complete */
+	BRC_EV_NOT_REPLY,       /* reply: a top-level push or attribute is complete (owes nothing) */
+	BRC_EV_TYPE3,           /* reply: a type byte RESP2 does not have (in rp_agg) */
+	BRC_EV_AGG,             /* reply: a RESP3 aggregate header is complete */
 	BRC_EV_LOST_INLINE,     /* request: an inline command BRC does not read as Redis does */
 };
 
@@ -84,6 +91,14 @@ enum brc_ev {
 
 #define BRC_MAX_MULTIBULK (1024 * 1024)         /* Redis's own limits */
 #define BRC_MAX_BULK (512U * 1024 * 1024)
+
+/* rp_stack entries: the elements an open aggregate still holds, and what it is.
+ * A push is not a reply and an attribute is not an element of its parent: both
+ * describe what follows or arrives between replies. */
+#define BRC_RP_AGG_PUSH (1U << 31)
+#define BRC_RP_AGG_ATTR (1U << 30)
+#define BRC_RP_AGG_COUNT (BRC_RP_AGG_ATTR - 1)
+_Static_assert(BRC_MAX_BULK + 9 <= BRC_RP_AGG_COUNT, "an aggregate's length fits an rp_stack entry");
 
 /* The first bytes of a reply as rp_head holds them (little-endian). */
 #define BRC_HEAD_OK 0x0a0d4b4f2bULL             /* "+OK\r\n" */
@@ -619,8 +634,13 @@ static __always_inline void brc_rq_arg_done(struct brc_scratch *sc, struct brc_f
 		break;
 	case BRC_SP_HELLO:
 		if (argi == 1) {
-			if (!brc_tok_is(f, "2", 1))
-				brc_giveup(f, BRC_DIRTY_BIT_RESP3);     /* 3, or anything not RESP2 */
+			/* Redis reads the version with string2ll: exactly "2" or "3" */
+			if (brc_tok_is(f, "2", 1))
+				f->rq_val = 2;
+			else if (brc_tok_is(f, "3", 1))
+				f->rq_val = BRC_PROTO_RESP3;
+			else
+				brc_giveup(f, BRC_DIRTY_BIT_RESP3);
 		} else {
 			brc_rq_hello_arg(f);
 		}
@@ -732,8 +752,10 @@ static __always_inline void brc_rq_cmd_done(struct brc_scratch *sc, struct brc_f
 			flags = brc_rq_chg(f, seq, BRC_CHG_AUTH, 0, 1);
 		break;
 	case BRC_SP_HELLO:
-		if ((f->rq_cflags & (BRC_CF_AUTH | BRC_CF_BAD)) == BRC_CF_AUTH)
-			flags = brc_rq_chg(f, seq, BRC_CHG_HELLO_AUTH, 0, 1);
+		/* HELLO alone changes nothing (its reply is in the current protocol) */
+		if (argc >= 2 && !(f->rq_cflags & BRC_CF_BAD))
+			flags = brc_rq_chg(f, seq, (f->rq_cflags & BRC_CF_AUTH) ? BRC_CHG_HELLO_AUTH : BRC_CHG_HELLO,
+					   f->rq_val, f->rq_cflags & BRC_CF_AUTH);
 		break;
 	case BRC_SP_SELECT:
 		if (argc == 2)
@@ -803,8 +825,12 @@ static __always_inline int brc_rp_lex(struct brc_flow *f, struct brc_replybuf *r
 				f->rp_state = BRC_RP_BULKLEN;
 			else if (c == '*')
 				f->rp_state = BRC_RP_ARRLEN;
-			else
-				goto lost;      /* RESP3 types or garbage */
+			else {
+				/* RESP3's types are told apart outside this loop
+				 * (brc_rp_type3): the verifier's cost of it is per byte */
+				f->rp_agg = c;
+				return BRC_EV_TYPE3;
+			}
 			break;
 		case BRC_RP_LINE:
 			if (c == '\r')
@@ -812,6 +838,7 @@ static __always_inline int brc_rp_lex(struct brc_flow *f, struct brc_replybuf *r
 			break;
 		case BRC_RP_BULKLEN:
 		case BRC_RP_ARRLEN:
+		case BRC_RP_AGGLEN:
 			if (c >= '0' && c <= '9') {
 				if (f->rp_num > BRC_MAX_BULK / 10)
 					goto lost;
@@ -819,7 +846,7 @@ static __always_inline int brc_rp_lex(struct brc_flow *f, struct brc_replybuf *r
 			} else if (c == '-' && f->rp_num == 0 && !f->rp_neg) {
 				f->rp_neg = 1;
 			} else if (c == '\r') {
-				f->rp_state += 1;       /* BULKLEN_LF / ARRLEN_LF */
+				f->rp_state += 1;       /* BULKLEN_LF / ARRLEN_LF / AGGLEN_LF */
 			} else {
 				goto lost;
 			}
@@ -857,6 +884,11 @@ static __always_inline int brc_rp_lex(struct brc_flow *f, struct brc_replybuf *r
 			f->rp_depth = d + 1;
 			f->rp_state = BRC_RP_IDLE;
 			break;
+		case BRC_RP_AGGLEN_LF:
+			if (c != '\n')
+				goto lost;
+			f->rp_state = BRC_RP_IDLE;
+			return BRC_EV_AGG;      /* brc_rp_agg opens it */
 		case BRC_RP_BULK_CR:
 			if (c != '\r')
 				goto lost;
@@ -879,7 +911,7 @@ element_done:
 		}
 		d = (d - 1) & (BRC_RESP_DEPTH - 1);
 		f->rp_stack[d] -= 1;
-		if (f->rp_stack[d] == 0) {
+		if ((f->rp_stack[d] & BRC_RP_AGG_COUNT) == 0) {
 			return BRC_EV_POP;
 		}
 	}
@@ -888,26 +920,101 @@ lost:
 	return BRC_EV_LOST;
 }
 
-/* An array's last element completed: close it and every enclosing array that
- * this completes. Returns 1 when the top-level reply is complete. */
+/* Is the reply being lexed the answer to a HELLO 3 (the oldest state change in
+ * flight, its command at the head of the queue)? Redis answers it in RESP3. */
+static __always_inline int brc_rp_answers_hello3(const struct brc_flow *f)
+{
+	__u32 slot = f->chg_done & (BRC_CHG_RING - 1), kind = f->chg_kind[slot];
+	__u64 e = f->replied != f->sent ? brc_fifo_get(f, f->replied) : 0;
+
+	return ((e >> 60) & BRC_FIFO_F_STATE) && f->chg_sent != f->chg_done &&
+	       (kind == BRC_CHG_HELLO || kind == BRC_CHG_HELLO_AUTH) && f->chg_db[slot] == BRC_PROTO_RESP3;
+}
+
+/* A RESP3 type byte (f->rp_agg) began an element: enter its lexer state, or
+ * the flow is lost (RESP3 on a RESP2 connection, a push inside an aggregate,
+ * garbage). Returns BRC_EV_MORE or BRC_EV_LOST. */
+static __always_inline int brc_rp_type3(struct brc_flow *f)
+{
+	__u32 c = f->rp_agg;
+
+	if (!brc_resp3(f) && !brc_rp_answers_hello3(f))
+		return BRC_EV_LOST;
+	if (c == '_' || c == ',' || c == '#' || c == '(')
+		f->rp_state = BRC_RP_LINE;
+	else if (c == '!' || c == '=')
+		f->rp_state = BRC_RP_BULKLEN;
+	else if (c == '%' || c == '~' || c == '|' || (c == '>' && f->rp_depth == 0))
+		f->rp_state = BRC_RP_AGGLEN;
+	else
+		return BRC_EV_LOST;
+	return BRC_EV_MORE;
+}
+
+/* A non-aggregate element completed at the current depth (as in brc_rp_lex). */
+static __always_inline int brc_rp_element_done(struct brc_flow *f)
+{
+	__u32 d = f->rp_depth;
+
+	f->rp_state = BRC_RP_IDLE;
+	if (d == 0)
+		return BRC_EV_REPLY;
+	d = (d - 1) & (BRC_RESP_DEPTH - 1);
+	f->rp_stack[d] -= 1;
+	return (f->rp_stack[d] & BRC_RP_AGG_COUNT) == 0 ? BRC_EV_POP : BRC_EV_MORE;
+}
+
+/* A RESP3 aggregate header (f->rp_agg, f->rp_num) is complete: open it. A map and
+ * an attribute hold a key and a value per entry; an empty push or attribute is
+ * no element at all. Returns an event for the caller, as brc_rp_lex does. */
+static __always_inline int brc_rp_agg(struct brc_flow *f)
+{
+	__u32 a = f->rp_agg, n = f->rp_num, d = f->rp_depth, kind = 0;
+
+	if (f->rp_neg)
+		return BRC_EV_LOST;             /* RESP3 has no negative aggregate length */
+	if (a == '%' || a == '|')
+		n *= 2;
+	if (a == '>')
+		kind = BRC_RP_AGG_PUSH;
+	else if (a == '|')
+		kind = BRC_RP_AGG_ATTR;
+	if (n == 0) {
+		if (kind)
+			return d == 0 ? BRC_EV_NOT_REPLY : BRC_EV_MORE;
+		return brc_rp_element_done(f);  /* an empty map or set */
+	}
+	if (d >= BRC_RESP_DEPTH)
+		return BRC_EV_LOST;
+	f->rp_stack[d & (BRC_RESP_DEPTH - 1)] = n | kind;
+	f->rp_depth = d + 1;
+	return BRC_EV_MORE;
+}
+
+/* An aggregate's last element completed: close it and every enclosing aggregate
+ * that this completes. Returns BRC_EV_REPLY when a top-level reply is complete,
+ * BRC_EV_NOT_REPLY for a top-level push or attribute, BRC_EV_MORE otherwise. */
 static __always_inline int brc_rp_pop(struct brc_flow *f)
 {
-	__u32 i, d;
+	__u32 i, d, top;
 
 #pragma clang loop unroll(full)
 	for (i = 0; i < BRC_RESP_DEPTH; i++) {
 		d = f->rp_depth;
 		if (d == 0)
-			return 1;
+			return BRC_EV_REPLY;
 		d -= 1;
-		if (f->rp_stack[d & (BRC_RESP_DEPTH - 1)] != 0)
-			return 0;
-		f->rp_depth = d;                 /* the array is done: an element of its parent */
+		top = f->rp_stack[d & (BRC_RESP_DEPTH - 1)];
+		if (top & BRC_RP_AGG_COUNT)
+			return BRC_EV_MORE;
+		f->rp_depth = d;                 /* the aggregate is done */
 		if (d == 0)
-			return 1;
+			return (top & (BRC_RP_AGG_PUSH | BRC_RP_AGG_ATTR)) ? BRC_EV_NOT_REPLY : BRC_EV_REPLY;
+		if (top & BRC_RP_AGG_ATTR)
+			return BRC_EV_MORE;      /* not an element: the one it describes follows */
 		f->rp_stack[(d - 1) & (BRC_RESP_DEPTH - 1)] -= 1;
 	}
-	return 0;
+	return BRC_EV_MORE;
 }
 
 /* Is the complete reply exactly "+OK\r\n"? */
@@ -929,7 +1036,7 @@ static __always_inline int brc_rp_is_reset(const struct brc_flow *f)
 static __always_inline void brc_rp_chg_apply(struct brc_scratch *sc, struct brc_flow *f)
 {
 	__u32 slot = f->chg_done & (BRC_CHG_RING - 1);
-	__u32 kind = f->chg_kind[slot], err = f->rp_type == '-';
+	__u32 kind = f->chg_kind[slot], err = f->rp_type == '-' || f->rp_type == '!';
 	__u8 *buf = f->chg_buf + slot * BRC_KEY_MAX;
 
 	switch (kind) {
@@ -944,11 +1051,25 @@ static __always_inline void brc_rp_chg_apply(struct brc_scratch *sc, struct brc_
 		}
 		break;
 	case BRC_CHG_AUTH:
-	case BRC_CHG_HELLO_AUTH:
-		if (kind == BRC_CHG_AUTH ? brc_rp_is_ok(f) : f->rp_type == '*') {
+		if (brc_rp_is_ok(f)) {
 			f->user_len = f->chg_len[slot];
 			__builtin_memcpy(f->user, buf, BRC_USER_MAX);
 			brc_flag_set(f, BRC_FF_AUTHED);
+		} else if (!err) {
+			brc_giveup(f, BRC_DIRTY_BIT_REPLY_SHAPE);
+		}
+		break;
+	case BRC_CHG_HELLO:
+	case BRC_CHG_HELLO_AUTH:
+		/* Redis answers a HELLO that succeeded in the protocol it asked for:
+		 * its map in RESP3, an array in RESP2; a failed one changes nothing */
+		if (f->rp_type == (f->chg_db[slot] == BRC_PROTO_RESP3 ? '%' : '*')) {
+			f->rp_proto = f->chg_db[slot];
+			if (kind == BRC_CHG_HELLO_AUTH) {
+				f->user_len = f->chg_len[slot];
+				__builtin_memcpy(f->user, buf, BRC_USER_MAX);
+				brc_flag_set(f, BRC_FF_AUTHED);
+			}
 		} else if (!err) {
 			brc_giveup(f, BRC_DIRTY_BIT_REPLY_SHAPE);
 		}
@@ -999,8 +1120,9 @@ static __always_inline void brc_rp_reply_done(struct brc_scratch *sc, struct brc
 		brc_latency_add((e >> 56) & 0xf, (sc->now - e) & BRC_FIFO_TS_MASK);
 	else
 		brc_count(LATENCY_UNTIMED);
-	if ((flags & BRC_FIFO_F_GET) && f->rp_type != '$' && f->rp_type != '-') {
-		/* a GET's reply is a bulk string or an error: this one is another's */
+	if ((flags & BRC_FIFO_F_GET) && f->rp_type != '$' && f->rp_type != '-' &&
+	    !(f->rp_type == '_' && brc_resp3(f))) {
+		/* a GET's reply is a bulk string, nil or an error: this one is another's */
 		brc_giveup(f, BRC_DIRTY_BIT_REPLY_SHAPE);
 		tracked = 0;
 	}
@@ -1015,6 +1137,16 @@ static __always_inline void brc_rp_reply_done(struct brc_scratch *sc, struct brc
 	asm volatile("" ::: "memory");
 	f->replied = r + 1;
 	brc_release_marks(f, r + 1, 0);
+}
+
+/* A top-level push or attribute is complete: nothing is paired with it. The
+ * reply an attribute describes never fills or verifies (its bytes would lack it). */
+static __always_inline void brc_rp_not_reply(struct brc_flow *f)
+{
+	brc_count(RESP3_NOT_REPLIES);
+	if (f->rp_type == '|')
+		f->track = BRC_TRACK_NONE;
+	f->rp_tracked = 0;
 }
 
 static __always_inline void brc_rp_lost(struct brc_flow *f, __u32 bit)

@@ -265,6 +265,10 @@ static __always_inline __u32 brc_serve_lookup(struct __sk_buff *skb, const struc
 		brc_count(ANSWER_NEAR_EXPIRY);
 		return 0;
 	}
+	if (!brc_entry_fits(&ss->entry, f)) {
+		brc_count(ANSWER_NIL_RESP3);
+		return 0;
+	}
 	return len;
 }
 

@@ -139,6 +139,38 @@ class AgentLab(ServeLab):
                 out[k] = v
         return out
 
+    # -- a second Redis in the server namespace, as the served one's master
+    def start_other_redis(self, port=PORT + 1):
+        """A second Redis in the server namespace (@port, on the veth address and
+        loopback), started through NetnsPair: killed by PID at the latest when it closes.
+        As a master it starts a full sync at once (not after the default 5 s diskless delay)."""
+        return self.pair.start_redis(port, extra=("--bind", self.pair.server_ip, "127.0.0.1",
+                                                  "--repl-diskless-sync-delay", "0"))
+
+    def replica_of(self, port=PORT + 1):
+        """REPLICAOF the Redis on @port: the agent's flush on the role change awaited, the
+        link up, and the agent answering again (as a replica)."""
+        flushes = self.agent_state()["feed_flushes"]
+        self.local("REPLICAOF", self.pair.server_ip, port)
+        wait_for(lambda: self.agent_state()["feed_flushes"] > flushes, "a flush on the role change")
+        wait_for(lambda: self.info("replication").get("master_link_status") == "up", "the replica in sync")
+        self.wait_answering()
+
+    def back_to_master(self, other):
+        """REPLICAOF NO ONE on the served Redis and @other stopped, then, if that was a
+        role change, the agent's flush awaited (until it reconnected, a marker written
+        meanwhile would never be reported)."""
+        try:
+            was_replica = self.info("replication").get("role") == "slave"
+            flushes = self.agent_state()["feed_flushes"]
+            self.local("REPLICAOF", "NO", "ONE")
+        finally:
+            self.pair._kill(other.pid)
+            other.wait(10)
+        if was_replica:
+            wait_for(lambda: self.agent_state()["feed_flushes"] > flushes, "a flush back to master")
+        self.wait_answering()
+
     # -- the agent
     def agent_command(self, *extra):
         args = ["--pin-dir", self.pin_dir, "--src-dir", self.bpf_dir, "--redis-host", "127.0.0.1",

@@ -129,16 +129,13 @@ def test_loading_stops_answers_until_redis_has_loaded_and_is_counted_as_loading(
 
 def test_d_replicaof_flushes_and_serves_the_masters_data(agent_lab):
     lab, key = agent_lab, "agent:d:%d" % time.monotonic_ns()
-    other = lab.pair.start_redis(PORT + 1, extra=("--bind", lab.pair.server_ip, "127.0.0.1"))
+    other = lab.start_other_redis()
     try:
         lab.local("SET", key, "from-master", port=PORT + 1)
         lab.cli("SET", key, "local")
         assert served(lab, key) == ("local", True)
-        flushes, before = lab.agent_state()["feed_flushes"], lab.flushes()
-        lab.local("REPLICAOF", lab.pair.server_ip, PORT + 1)
-        wait_for(lambda: lab.agent_state()["feed_flushes"] > flushes, "a flush on the role change")
-        wait_for(lambda: "master_link_status:up" in lab.local("INFO", "replication"), "the replica in sync")
-        lab.wait_answering()
+        before = lab.flushes()
+        lab.replica_of(PORT + 1)
         assert "flush reason=role" in lab.agent_log()
         # answers stop while the new replica's link is down (the sync waits 5 s),
         # the role change flushes once it is up
@@ -430,44 +427,16 @@ def test_a_restart_from_an_older_rdb_serves_what_redis_loaded(agent_lab):
     assert lab.local("EXISTS", key) == "1"
 
 
-def _start_other_redis(lab):
-    """A second Redis in the server namespace (PORT + 1, on the veth address and
-    loopback), started through NetnsPair: killed by PID at the latest when it closes.
-    As a master it starts a full sync at once (not after the default 5 s diskless delay)."""
-    return lab.pair.start_redis(PORT + 1, extra=("--bind", lab.pair.server_ip, "127.0.0.1",
-                                                 "--repl-diskless-sync-delay", "0"))
-
-
-def _back_to_master(lab, other):
-    """REPLICAOF NO ONE on the served Redis and the other one stopped, then, if that was
-    a role change, the agent's flush awaited (until it reconnected, a marker written
-    meanwhile would never be reported)."""
-    try:
-        was_replica = lab.info("replication").get("role") == "slave"
-        flushes = lab.agent_state()["feed_flushes"]
-        lab.local("REPLICAOF", "NO", "ONE")
-    finally:
-        lab.pair._kill(other.pid)
-        other.wait(10)
-    if was_replica:
-        wait_for(lambda: lab.agent_state()["feed_flushes"] > flushes, "a flush back to master")
-    lab.wait_answering()
-
-
 def test_replicaof_no_one_flushes_and_serves_the_promoted_hosts_own_data(agent_lab):
     """The way back from test_d's REPLICAOF: REPLICAOF NO ONE is a role change (flush,
     then answers once consistent as a master); the promoted host keeps the data it
     replicated, no longer follows the old master, and its own writes over loopback
     are fed."""
     lab, key = agent_lab, "agent:back:%d" % time.monotonic_ns()
-    other = _start_other_redis(lab)
+    other = lab.start_other_redis()
     try:
         lab.local("SET", key, "from-master", port=PORT + 1)
-        flushes = lab.agent_state()["feed_flushes"]
-        lab.local("REPLICAOF", lab.pair.server_ip, PORT + 1)
-        wait_for(lambda: lab.agent_state()["feed_flushes"] > flushes, "a flush on the role change")
-        wait_for(lambda: lab.info("replication").get("master_link_status") == "up", "the replica in sync")
-        lab.wait_answering()
+        lab.replica_of(PORT + 1)
         assert served(lab, key, marker_port=PORT + 1) == ("from-master", True)
         flushes, log_at = lab.agent_state()["feed_flushes"], len(lab.agent_log())
         before = lab.flushes()
@@ -487,7 +456,7 @@ def test_replicaof_no_one_flushes_and_serves_the_promoted_hosts_own_data(agent_l
         assert lab.get(key) == lab.local("GET", key) == "promoted"
         assert served(lab, key) == ("promoted", True)
     finally:
-        _back_to_master(lab, other)
+        lab.back_to_master(other)
 
 
 def test_failover_turns_the_served_master_into_a_replica_that_serves_the_new_masters_writes(agent_lab):
@@ -496,7 +465,7 @@ def test_failover_turns_the_served_master_into_a_replica_that_serves_the_new_mas
     only as a replica with its link up; a write to the new master reaches the served
     host by the replication stream, the feed reports it, clients through BRC get it."""
     lab, key = agent_lab, "agent:failover:%d" % time.monotonic_ns()
-    other = _start_other_redis(lab)
+    other = lab.start_other_redis()
     try:
         lab.local("CONFIG", "SET", "repl-diskless-sync-delay", "0")
         lab.cli("SET", key, "v1")
@@ -528,7 +497,7 @@ def test_failover_turns_the_served_master_into_a_replica_that_serves_the_new_mas
         try:
             lab.local("CONFIG", "SET", "repl-diskless-sync-delay", "5")
         finally:
-            _back_to_master(lab, other)
+            lab.back_to_master(other)
 
 
 # Lua: SET ARGV[1]..i = ARGV[4] for i in ARGV[2]..ARGV[3] (one command, no per-key round trip)

@@ -125,7 +125,7 @@ def test_ttl_keys_are_not_cached_until_overwritten(brc, port, cmd):
 
 
 @pytest.mark.parametrize("cmd,counter", [
-    (("HELLO", "3"), "dirty_resp3"),
+    (("HELLO", "4"), "dirty_resp3"),
     (("SUBSCRIBE", "ch"), "dirty_pubsub"),
     (("PSUBSCRIBE", "c*"), "dirty_pubsub"),
     (("MONITOR",), "dirty_monitor"),

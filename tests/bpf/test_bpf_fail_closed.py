@@ -27,7 +27,7 @@ OPEN = CONTRACT.constants["BRC_USER_OPEN"]
     (resp("CLIENT", "CACHING", "yes"), "tracking"),
     (resp("NOSUCHCOMMAND", "x"), "unknown"),
     (resp(b"RESET\0"), "unknown"),
-    (resp("HELLO", "3"), "resp3"),
+    (resp("HELLO", "4"), "resp3"),
 ])
 def test_commands_whose_replies_do_not_pair_give_the_connection_up(brc, port, cmd, reason):
     """D1, D9: any command whose replies BRC cannot count (or that needs Redis to
