@@ -22,6 +22,7 @@
 #     key over max_key_len                       oversize_key
 #     tracked for a fill                         miss (+ at most one ingress reason:
 #                                                fill_refused_inflight, _ttl, cache_expired,
+#                                                answer_near_expiry, answer_nil_resp3,
 #                                                get_uncacheable_agent/server/auth; + at most
 #                                                one reply outcome: fill, fill_refused_*,
 #                                                oversize_value; the connection may close first)
@@ -87,9 +88,8 @@ TREE = _group(TOTAL, [
               "GET with other than one argument (Redis answers an error)",
               "nothing: a client bug, Redis answers these with an error"),
         _leaf(("get_uncacheable_dirty",), "not_answered", "dirty",
-              "on connections BRC gave up for good (see dirty_<reason>: RESP3, MULTI, CLIENT TRACKING, ...)",
-              "see the dirty reasons below; most often RESP3 clients (HELLO 3, the default of redis-py 8.x): "
-              "connect with protocol=2"),
+              "on connections BRC gave up for good (see dirty_<reason>: MULTI, CLIENT TRACKING, a gap, ...)",
+              "see the dirty reasons (connections given up, by reason) and their fixes"),
         _leaf(("get_uncacheable_pending",), "not_answered", "pipelined",
               "sent while other commands were pending on the connection (pipelined)",
               "nothing: a GET is answerable only with nothing pending, by design; "
@@ -129,8 +129,8 @@ TREE = _group(TOTAL, [
                   "raise brc_max_value_len (at most BRC_VAL_MAX = %(BRC_VAL_MAX)d bytes of reply); "
                   "larger values are never cached"),
             _leaf(("fill_refused_not_bulk",), "not_answered", "error_reply",
-                  "Redis answered with an error (wrong type, ...), not a value",
-                  "nothing: errors are not cached"),
+                  "Redis answered with an error (wrong type, ...) or RESP3's nil (_), not a bulk string",
+                  "nothing: errors are not cached, nor a missing key read over RESP3 (its nil is _)"),
             _leaf(("fill_refused_version",), "not_answered", "write_raced",
                   "a write to the key passed between the GET and its reply",
                   "nothing: keys written as often as they are read cannot be cached"),
@@ -187,6 +187,8 @@ TREE = _group(TOTAL, [
 NOT_PARTS = {
     "answer_near_expiry": "counted twice for one GET in serve mode (serve stage, then the parser): "
                           "such GETs end in ttl (their refill is refused)",
+    "answer_nil_resp3": "counted twice for one GET in serve mode (serve stage, then the parser), like "
+                        "answer_near_expiry: such GETs end in error_reply (RESP3's nil is not cached)",
     "resent": "a retransmitted GET already answered (hit), not a new GET",
     "serve_dup_dropped": "a stale duplicate of an answered GET, not a new GET",
     "serve_err_build": "the answer was not sent: the GET is either retransmitted (resent) or passed (req_get)",
@@ -209,7 +211,7 @@ UNSEEN = (
 
 # What to do about a dirty reason, where its description alone does not say.
 DIRTY_FIXES = {
-    "resp3": "RESP3 clients (HELLO 3, the default of redis-py 8.x): connect with protocol=2",
+    "resp3": "HELLO with a protocol other than 2 or 3: connect with protocol 2 or 3",
     "tracking": "client-side caching (CLIENT TRACKING): turn it off for these clients, BRC is the cache",
     "multi": "transactions (MULTI): reads inside them are not cached; read outside the transaction",
     "pubsub": "pub/sub connections: use separate connections for GETs",

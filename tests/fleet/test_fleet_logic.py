@@ -139,7 +139,7 @@ def test_no_would_hit_names_the_reason_and_the_fix():
     text = " ".join(v["failures"])
     assert "7 payload segments of connections BRC did not see open (opened before it was attached" in text
     assert "reconnect the clients" in text
-    assert "2 connections given up for resp3: RESP3 clients" in text and "protocol=2" in text
+    assert "2 connections given up for resp3: HELLO with a protocol other than 2 or 3" in text
     v = F.brc_gate_before(stats(mismatch=0, would_hit=0, req_get=40, get_uncacheable_pending=30,
                                 miss=10, fill=10), probe(), "serve")
     text = " ".join(v["failures"])
@@ -567,6 +567,7 @@ GET_EVENTS = {
     "max_age": {"req_get": 1, "miss": 1, "cache_expired": 1, "fill": 1},
     "oversize_value": {"req_get": 1, "miss": 1, "oversize_value": 1},
     "error_reply": {"req_get": 1, "miss": 1, "fill_refused_not_bulk": 1},
+    "nil_resp3_serve": {"req_get": 1, "answer_nil_resp3": 2, "miss": 1, "fill_refused_not_bulk": 1},
     "write_raced": {"req_get": 1, "miss": 1, "fill_refused_version": 1},
     "expiry_unknown": {"req_get": 1, "miss": 1, "fill_refused_expiry": 1, "expiry_wanted": 1},
     "no_space": {"req_get": 1, "miss": 1, "fill_refused_no_space": 1},
@@ -587,6 +588,7 @@ EXPECTED = {
     "raced": ("would_answer", "raced"), "ttl_marked": ("not_answered", "ttl"),
     "ttl_at_reply": ("not_answered", "ttl"), "near_expiry_serve": ("not_answered", "ttl"),
     "server": ("not_answered", "users_not_loaded"), "off": ("not_answered", "other"),
+    "nil_resp3_serve": ("not_answered", "error_reply"),
 }
 
 
@@ -692,7 +694,7 @@ def test_audit_shows_gets_by_outcome_with_what_to_change():
     text = re.sub(r"<[^>]+>", " ", html)
     assert 'id="fleet-outcomes"' in html and 'id="outcomes-redis1"' in html
     assert "deploy the host agent (brc_agent: present)" in text
-    assert "connect with protocol=2" in text                # the dirty reason's fix
+    assert "connect with protocol 2 or 3" in text           # the dirty reason's fix
     assert "segments_untracked=9" in text and "reconnect the clients" in text
     assert "no GETs" in text                                # redis2 in the stacked chart
     assert html.count("<svg") >= 6

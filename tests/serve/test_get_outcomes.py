@@ -11,7 +11,8 @@ they show as unseen segments.
   pipelined    three GETs in one send: the 2nd and 3rd had commands pending
   oversize     a 600-byte value (max_value_len 512): oversize_value
   ttl          a key SET with EX: ttl (no agent)
-  given up     HELLO 3 (RESP3): dirty_resp3, its GETs dirty
+  RESP3        HELLO 3: followed (answered), a missing key's nil (_) is error_reply
+  given up     HELLO 3 + CLIENT TRACKING ON (client-side caching): dirty_tracking, its GETs dirty
   also         GET with two arguments (args), a 100-byte key (oversize_key), SELECT 1 (db)
 """
 import importlib.util
@@ -83,6 +84,8 @@ class Resp:
             return [self.reply() for _ in range(max(n, 0) * (2 if kind == b"%" else 1))]
         if kind == b"-":
             return Exception(rest.decode())
+        if kind == b"_":
+            return None
         return rest
 
     def call(self, *args):
@@ -126,12 +129,21 @@ def test_every_get_sent_lands_in_one_bucket(lab):
     assert c.call("GET", "why:k0") is None               # db 1
     sent += 1
     c.close()
-    r3 = Resp(lab)                                         # given up: RESP3
+    r3 = Resp(lab)                                         # RESP3: followed, answered
     assert isinstance(r3.call("HELLO", "3"), list)
     for _ in range(3):
         assert r3.call("GET", "why:k1") == b"v-why:k1"
         sent += 1
+    assert r3.call("GET", "why:missing") is None         # RESP3's nil (_): error_reply, not cached
+    sent += 1
     r3.close()
+    gone = Resp(lab)                                       # given up: client-side caching
+    assert isinstance(gone.call("HELLO", "3"), list)
+    assert gone.call("CLIENT", "TRACKING", "ON") == b"OK"
+    for _ in range(3):
+        assert gone.call("GET", "why:k1") == b"v-why:k1"
+        sent += 1
+    gone.close()
     time.sleep(0.5)         # their FIN/ACKs through BRC (served flows are translated to the end)
 
     # a connection opened while BRC was detached: its GETs are unseen
@@ -153,12 +165,13 @@ def test_every_get_sent_lands_in_one_bucket(lab):
     assert sum(n for rs in b["reasons"].values() for n in rs.values()) == sent
     assert sum(b["outcomes"].values()) == sent
     assert b["unclassified"] == {}
-    assert reasons.get("served", 0) >= 15, reasons     # 5 keys x 6 GETs, first fills
+    assert reasons.get("served", 0) >= 15, reasons     # 5 keys x 6 GETs (first fills), RESP3's 3
     assert reasons.get("first_read", 0) >= 5, reasons
     assert reasons.get("pipelined") == 2, reasons
     assert reasons.get("oversize_value") == 2, reasons
     assert reasons.get("ttl") == 2, reasons
-    assert reasons.get("dirty") == 3 and b["dirty"].get("resp3") == 1, (reasons, b["dirty"])
+    assert reasons.get("dirty") == 3 and b["dirty"].get("tracking") == 1, (reasons, b["dirty"])
+    assert reasons.get("error_reply") == 1, reasons
     assert reasons.get("args") == 1 and reasons.get("oversize_key") == 1 and reasons.get("db") == 1, reasons
     assert b["unseen"]["segments_untracked"] >= 3
 
