@@ -178,7 +178,7 @@ def test_every_get_sent_lands_in_one_bucket(lab):
     F = _filters()
     stats = {"mode": "serve", "counters": delta, "get_outcomes": b}
     fams = promtext.parse(F.brc_prometheus(stats, "lab", lab.pair.server_dev))
-    samples = fams["brc_get_outcomes_total"]["samples"]
+    samples = fams["brc_get_outcomes"]["samples"]
     assert sum(v for _n, _l, v in samples) == sent
     served = [v for _n, l, v in samples if l["reason"] == "served"]
     assert served == [reasons["served"]]

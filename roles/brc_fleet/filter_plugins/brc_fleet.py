@@ -426,12 +426,16 @@ def brc_prometheus(stats, host, interface, rates=None, docs=None):
         lines.append("%s%s %s" % (metric, _labels(base), _fmt(_num(value))))
     outcomes = brc_get_outcomes(stats)
     if outcomes:
-        # every reason, zeros too: rate() and alerts see a reason from its first GET
-        metric = "brc_get_outcomes_total"
+        # every reason, zeros too, so a reason has a series from its first GET. A gauge, not
+        # a counter: a GET passed to Redis sits in a remainder (reply_unseen, other) until
+        # its reply moves it to its reason, so a series can step down by the GETs in
+        # flight, which rate() would take for a counter reset (a spike of the whole value).
+        metric = "brc_get_outcomes"
         lines.append("# HELP %s Every GET BRC saw (hit + req_get) by outcome (answered, would_answer, "
                      "not_answered) and reason, each GET once: the series sum to the GETs seen "
-                     "(module_utils/brc_outcomes.py)." % metric)
-        lines.append("# TYPE %s counter" % metric)
+                     "(module_utils/brc_outcomes.py). A gauge: GETs in flight move between reasons "
+                     "when their reply arrives; use delta() or shares of the sum." % metric)
+        lines.append("# TYPE %s gauge" % metric)
         for outcome in OUTCOMES.OUTCOMES:
             for reason, n in sorted(((outcomes.get("reasons") or {}).get(outcome) or {}).items()):
                 lines.append("%s%s %s" % (metric, _labels(base, outcome=outcome, reason=reason), _fmt(_num(n))))
