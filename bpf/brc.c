@@ -105,6 +105,9 @@ int brc_parse_req(struct __sk_buff *skb)
 				skip = f->rq_left;
 			sc->off += skip;
 			f->rq_left -= skip;
+			/* the argument's real length: a key or user name cut at
+			 * BRC_KEY_MAX would name another (shorter) key or user */
+			f->rq_arglen += skip;
 			if (f->rq_left == 0)
 				f->rq_state = BRC_RQ_BULK_CR;
 			continue;

@@ -14,6 +14,8 @@ description:
   - Reads the pinned per-CPU stats and latency maps under C(<pin_root>/<interface>/), sums the
     CPUs, and returns named counters, hit ratios and latency percentiles per command class.
   - Counter names, histogram classes and slot count come from C(brc_contract.h) in O(src_dir).
+  - Splits every GET the programs saw into answered, would answer and not answered, by reason
+    (C(get_outcomes)), with what an operator can change for each reason (C(get_outcome_definitions)).
   - With O(reset=true), zeroes both maps after reading; C(changed) is true only when something was non-zero.
 version_added: "1.0.0"
 author: BRC fleet toolkit
@@ -77,6 +79,29 @@ ratio_definitions:
   returned: success
   type: dict
   sample: {"would_hit_ratio": {"numerator": ["would_hit"], "denominator": ["req_get"]}}
+get_outcomes:
+  description:
+    - Every GET the programs saw (C(total) = C(hit) + C(req_get)) in exactly one bucket, derived from
+      the counters by C(module_utils/brc_outcomes.py); C(reasons) has every reason, zeros included,
+      and sums to C(total).
+    - C(unseen) counts traffic whose GETs are in none of the numbers (connections opened before BRC
+      was attached); C(dirty) the connections given up, by reason; C(unclassified) non-zero
+      GET-outcome counters this toolkit does not place (a contract newer than the toolkit).
+  returned: success
+  type: dict
+  sample: {"total": 150, "outcomes": {"answered": 50, "would_answer": 40, "not_answered": 60},
+           "reasons": {"answered": {"served": 50}, "would_answer": {"not_served": 40},
+                       "not_answered": {"pipelined": 10, "first_read": 20, "ttl": 30}},
+           "unseen": {"segments_untracked": 0}, "dirty": {"resp3": 2}, "unclassified": {}}
+get_outcome_definitions:
+  description:
+    - Per reason of C(get_outcomes), its outcome, what it means, what an operator can change and the
+      counters it is taken from; C(_unseen) and C(_dirty) say the same for those.
+  returned: success
+  type: dict
+  sample: {"pipelined": {"outcome": "not_answered", "counters": ["get_uncacheable_pending"],
+                         "doc": "sent while other commands were pending on the connection (pipelined)",
+                         "fix": "nothing: a GET is answerable only with nothing pending, by design"}}
 mode:
   description: Live mode from the config map.
   returned: success
@@ -97,7 +122,7 @@ agent:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.brc_common import BrcError, common_spec, fail
-from ansible.module_utils import brc_maps, brc_pins
+from ansible.module_utils import brc_maps, brc_outcomes, brc_pins
 
 
 def main():
@@ -123,6 +148,8 @@ def main():
         fail(module, e, interface=p["interface"])
     module.exit_json(changed=changed, counters=counters, ratios=brc_maps.ratios(counters),
                      latency=brc_maps.latency_summary(hist), mode=mode, agent=agent,
+                     get_outcomes=brc_outcomes.breakdown(counters, contract.counter_docs),
+                     get_outcome_definitions=brc_outcomes.definitions(contract.constants),
                      ratio_definitions=dict((k, {"numerator": list(n), "denominator": list(d)})
                                             for k, (n, d) in brc_maps.RATIOS.items()))
 

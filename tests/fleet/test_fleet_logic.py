@@ -5,6 +5,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import time
@@ -136,9 +137,14 @@ def test_no_would_hit_names_the_reason_and_the_fix():
     v = F.brc_gate_before(stats(mismatch=0, would_hit=0, req_get=40, segments_untracked=7,
                                 dirty_resp3=2), probe(), "serve")
     text = " ".join(v["failures"])
-    assert "7 segments came on connections opened before BRC was attached" in text
+    assert "7 payload segments of connections BRC did not see open (opened before it was attached" in text
     assert "reconnect the clients" in text
-    assert "2 connections speak RESP3" in text and "protocol=2" in text
+    assert "2 connections given up for resp3: HELLO with a protocol other than 2 or 3" in text
+    v = F.brc_gate_before(stats(mismatch=0, would_hit=0, req_get=40, get_uncacheable_pending=30,
+                                miss=10, fill=10), probe(), "serve")
+    text = " ".join(v["failures"])
+    assert "30 GETs sent while other commands were pending" in text and "pipeline-heavy" in text
+    assert "first_read" not in text and "not cached yet" not in text   # a cold cache is no reason
     v = F.brc_gate_before(stats(mismatch=0, would_hit=0, req_get=0), probe(), "serve")
     assert "no GET reached Redis through BRC" in " ".join(v["failures"])
 
@@ -258,7 +264,7 @@ def test_audit_notes_why_an_observing_host_caches_nothing():
     out = F.brc_audit_fleet([cold, warm], ["redis1", "redis2"], generated_at="t")
     assert out["clean"] == ["redis1", "redis2"], "a note is not drift"
     (note,) = out["hosts"][0]["notes"]
-    assert "9 segments came on connections opened before BRC was attached" in note
+    assert "9 payload segments of connections BRC did not see open" in note
     assert out["hosts"][1]["notes"] == []
     assert "note: nothing would have been answered" in out["summary"][0]
     assert "note:" not in out["summary"][1]
@@ -492,3 +498,207 @@ def test_drift_reports_the_host_agent_against_the_inventory():
     stale = agent_problems({"in_charge": True, "answering": False, "beat_age_ms": 7000.0}, "present")
     assert len(stale) == 1 and "not beating (last beat 7000.0 ms ago)" in stale[0]
     assert agent_problems(None, "present") == []      # a build without the agent's map
+
+
+# --- GETs by outcome and reason (module_utils/brc_outcomes.py) --------------------------------
+
+O = F.OUTCOMES          # the module brc_stats uses, as the filters load it
+
+
+def contract():
+    from ansible.module_utils.brc_contract import load_contract
+    return load_contract(os.path.join(REPO, "bpf"))
+
+
+def test_outcome_tree_is_well_formed_and_reads_only_contract_counters():
+    names = set(contract().counters)
+    reasons = [leaf["reason"] for leaf in O.leaves()]
+    assert len(reasons) == len(set(reasons)), "a reason appears twice"
+    assert set(leaf["outcome"] for leaf in O.leaves()) == set(O.OUTCOMES)
+
+    def walk(node):
+        children = node.get("children")
+        if children:
+            assert children[-1]["counters"] is None, "a group must end with the rest of it: %s" % (
+                node["counters"],)
+            assert all(c["counters"] is not None for c in children[:-1]), node["counters"]
+            for c in children:
+                walk(c)
+    walk(O.TREE)
+    missing = sorted(O.placed_counters() - names)
+    assert not missing, "the split reads counters brc_contract.h does not have: %s" % missing
+    assert not set(O.NOT_PARTS) - names, "NOT_PARTS names counters the contract does not have"
+    d = O.definitions(contract().constants)
+    assert "BRC_VAL_MAX = 512" in d["oversize_value"]["fix"] and "BRC_KEY_MAX = 64" in d["oversize_key"]["fix"]
+    assert all(d[r]["fix"] and d[r]["doc"] for r in reasons)
+
+
+def test_every_get_outcome_counter_of_the_contract_is_placed():
+    """A counter about GETs appended to BRC_COUNTERS (RESP3, SACK work ...) must be placed
+    in brc_outcomes.TREE (a reason) or NOT_PARTS (why not): until then this fails, and
+    the reports list it as unclassified."""
+    assert O.unclassified(contract().counter_docs) == []
+
+
+def test_a_new_get_counter_is_reported_unclassified_not_lost():
+    docs = dict(contract().counter_docs, serve_refused_sack="would-be hits passed: SACK was negotiated")
+    assert O.unclassified(docs) == ["serve_refused_sack"]
+    b = O.breakdown({"req_get": 5, "would_hit": 5, "serve_refused_sack": 5}, docs)
+    assert b["unclassified"] == {"serve_refused_sack": 5}
+    assert b["reasons"]["would_answer"]["not_served"] == 5 and b["total"] == 5
+
+
+# What each kind of GET bumps, read from bpf/brc_cache.h, brc_resp.h, brc_serve.h, brc.c.
+GET_EVENTS = {
+    "served": {"hit": 1, "touch_sampled": 1, "serve_csum_partial": 1},
+    "served_then_resent": {"hit": 1, "resent": 1},                      # one GET, its reply lost once
+    "args": {"req_get": 1, "get_uncacheable_args": 1},
+    "dirty": {"req_get": 1, "get_uncacheable_dirty": 1},
+    "pipelined": {"req_get": 1, "get_uncacheable_pending": 1},
+    "db": {"req_get": 1, "get_uncacheable_db": 1},
+    "oversize_key": {"req_get": 1, "oversize_key": 1},
+    "write_in_flight": {"req_get": 1, "miss": 1, "fill_refused_inflight": 1},
+    "ttl_marked": {"req_get": 1, "miss": 1, "fill_refused_ttl": 1},     # refused at ingress, no agent
+    "ttl_at_reply": {"req_get": 1, "miss": 1, "fill_refused_ttl": 1, "expiry_wanted": 1},
+    "near_expiry_serve": {"req_get": 1, "answer_near_expiry": 2, "miss": 1, "fill_refused_ttl": 1},
+    "agent": {"req_get": 1, "miss": 1, "get_uncacheable_agent": 1, "fill": 1},       # then refilled
+    "auth": {"req_get": 1, "miss": 1, "get_uncacheable_auth": 1, "fill_refused_not_bulk": 1},
+    "server": {"req_get": 1, "miss": 1, "get_uncacheable_server": 1, "fill": 1},
+    "max_age": {"req_get": 1, "miss": 1, "cache_expired": 1, "fill": 1},
+    "oversize_value": {"req_get": 1, "miss": 1, "oversize_value": 1},
+    "error_reply": {"req_get": 1, "miss": 1, "fill_refused_not_bulk": 1},
+    "nil_resp3_serve": {"req_get": 1, "answer_nil_resp3": 2, "miss": 1, "fill_refused_not_bulk": 1},
+    "write_raced": {"req_get": 1, "miss": 1, "fill_refused_version": 1},
+    "expiry_unknown": {"req_get": 1, "miss": 1, "fill_refused_expiry": 1, "expiry_wanted": 1},
+    "no_space": {"req_get": 1, "miss": 1, "fill_refused_no_space": 1},
+    "first_read": {"req_get": 1, "miss": 1, "fill": 1},
+    "reply_unseen": {"req_get": 1, "miss": 1},                          # closed before its reply
+    "observe_would_hit": {"req_get": 1, "would_hit": 1},
+    "verify_sample": {"req_get": 1, "serve_verify_sampled": 1, "would_hit": 1},
+    "idle_pass": {"req_get": 1, "serve_passed_idle": 1, "would_hit": 1},
+    "tcp_state": {"req_get": 1, "serve_refused_tcp": 1, "would_hit": 1},
+    "raced": {"req_get": 1, "verify_raced": 1},
+    "mismatch": {"req_get": 1, "mismatch": 1, "mismatch_evicted": 1, "dirty_mismatch": 1},
+    "off": {"req_get": 1},                                              # mode off, a served connection
+}
+EXPECTED = {
+    "served": ("answered", "served"), "served_then_resent": ("answered", "served"),
+    "observe_would_hit": ("would_answer", "not_served"), "verify_sample": ("would_answer", "verify_sample"),
+    "idle_pass": ("would_answer", "idle_pass"), "tcp_state": ("would_answer", "tcp_state"),
+    "raced": ("would_answer", "raced"), "ttl_marked": ("not_answered", "ttl"),
+    "ttl_at_reply": ("not_answered", "ttl"), "near_expiry_serve": ("not_answered", "ttl"),
+    "server": ("not_answered", "users_not_loaded"), "off": ("not_answered", "other"),
+    "nil_resp3_serve": ("not_answered", "error_reply"),
+}
+
+
+def _counters(events):
+    out = {}
+    for kind, n in events.items():
+        for c, k in GET_EVENTS[kind].items():
+            out[c] = out.get(c, 0) + k * n
+    return out
+
+
+@pytest.mark.parametrize("kind", sorted(GET_EVENTS))
+def test_each_kind_of_get_lands_in_its_one_bucket(kind):
+    b = O.breakdown(_counters({kind: 3}))
+    outcome, reason = EXPECTED.get(kind, ("not_answered", kind))
+    assert b["total"] == 3
+    nonzero = dict(((o, r), n) for o, rs in b["reasons"].items() for r, n in rs.items() if n)
+    assert nonzero == {(outcome, reason): 3}, nonzero
+    assert b["outcomes"][outcome] == 3
+
+
+def test_a_mix_sums_to_the_gets_and_keeps_every_reason():
+    mix = dict((kind, i + 1) for i, kind in enumerate(sorted(GET_EVENTS)))
+    b = O.breakdown(_counters(mix))
+    assert b["total"] == sum(mix.values())
+    assert sum(b["outcomes"].values()) == b["total"]
+    assert sum(n for rs in b["reasons"].values() for n in rs.values()) == b["total"]
+    want = {}
+    for kind, n in mix.items():
+        key = EXPECTED.get(kind, ("not_answered", kind))
+        want[key] = want.get(key, 0) + n
+    got = dict(((o, r), n) for o, rs in b["reasons"].items() for r, n in rs.items() if n)
+    assert got == want
+    assert b["dirty"] == {"mismatch": mix["mismatch"]}
+
+
+def test_torn_or_inconsistent_counters_still_sum_to_the_total():
+    """Counters are read slot after slot under traffic: a later slot can be ahead of
+    req_get. The split clamps, it never invents or loses a GET, never goes negative."""
+    import random
+    rnd = random.Random(11)
+    names = sorted(O.placed_counters())
+    for _ in range(500):
+        c = dict((n, rnd.choice((0, 0, 1, 5, 50, 1000))) for n in names)
+        b = O.breakdown(c)
+        assert b["total"] == c["hit"] + c["req_get"]
+        parts = [n for rs in b["reasons"].values() for n in rs.values()]
+        assert min(parts) >= 0 and sum(parts) == b["total"]
+        assert b["outcomes"]["answered"] == c["hit"]
+
+
+def test_fleet_outcomes_are_the_sum_of_the_hosts():
+    a = stats(**_counters({"served": 5, "pipelined": 2}))
+    b = stats(**_counters({"first_read": 4, "ttl_marked": 1}))
+    t = F.brc_fleet_totals({"a": a, "b": b})
+    fo = t["get_outcomes"]
+    assert fo["total"] == 12
+    assert fo["outcomes"] == {"answered": 5, "would_answer": 0, "not_answered": 7}
+    assert fo["reasons"]["not_answered"]["pipelined"] == 2 and fo["reasons"]["not_answered"]["ttl"] == 1
+    # a host whose brc_stats computed it is taken as it is
+    pre = dict(b, get_outcomes=dict(O.breakdown(b["counters"]), unseen={"segments_untracked": 9}))
+    assert F.brc_fleet_totals({"a": a, "b": pre})["get_outcomes"]["unseen"] == {"segments_untracked": 9}
+
+
+def test_prometheus_get_outcomes_sum_to_the_gets_seen():
+    s = stats(mode="serve", **_counters({"served": 7, "pipelined": 2, "ttl_marked": 1, "verify_sample": 1}))
+    fams = promtext.parse(F.brc_prometheus(s, "h", "eth0"))
+    fam = fams["brc_get_outcomes"]
+    assert fam["type"] == "gauge"           # GETs in flight move between reasons
+    got = dict(((l["outcome"], l["reason"]), v) for _n, l, v in fam["samples"])
+    assert len(got) == len(O.leaves())                  # every reason, zeros too
+    assert sum(got.values()) == 11 == s["counters"]["hit"] + s["counters"]["req_get"]
+    assert got[("answered", "served")] == 7 and got[("not_answered", "pipelined")] == 2
+    assert got[("would_answer", "verify_sample")] == 1 and got[("not_answered", "ttl")] == 1
+    # why a gauge: a GET waiting for its reply is in a remainder, and leaves it
+    waiting = O.breakdown({"req_get": 1, "miss": 1})["reasons"]["not_answered"]
+    replied = O.breakdown({"req_get": 1, "miss": 1, "fill": 1})["reasons"]["not_answered"]
+    assert (waiting["reply_unseen"], replied["reply_unseen"], replied["first_read"]) == (1, 0, 1)
+
+
+def _render_audit(report):
+    import jinja2
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(os.path.join(REPO, "roles", "brc_audit", "templates")),
+                             undefined=jinja2.StrictUndefined)
+    env.filters.update(F.FilterModule().filters())
+    env.filters["to_json"] = json.dumps
+    return env.get_template("audit.html.j2").render(_brc_audit_report=report)
+
+
+def test_audit_shows_gets_by_outcome_with_what_to_change():
+    busy = dict(clean_record(), host="redis1", problems=[], mode="observe",
+                counters=dict(_counters({"observe_would_hit": 60, "pipelined": 30, "ttl_marked": 10}),
+                              dirty_resp3=2, segments_untracked=9))
+    idle = dict(clean_record(), host="redis2", problems=[], mode="observe", counters={"pkt_ingress": 1})
+    out = F.brc_audit_fleet([busy, idle], ["redis1", "redis2"], generated_at="t")
+    h = out["hosts"][0]["get_outcomes"]
+    assert h["total"] == 100 and h["outcomes"] == {"answered": 0, "would_answer": 60, "not_answered": 40}
+    assert h["unseen"] == {"segments_untracked": 9} and h["dirty"] == {"resp3": 2}
+    assert out["fleet"]["get_outcomes"]["total"] == 100
+    rows = F.brc_outcome_rows(out["fleet"]["get_outcomes"], out["get_outcome_definitions"])
+    assert [(r["reason"], r["gets"], r["share"]) for r in rows] == \
+        [("not_served", 60, 0.6), ("pipelined", 30, 0.3), ("ttl", 10, 0.1)]
+    assert "enable.yml" in rows[0]["fix"] and "brc_agent: present" in rows[2]["fix"]
+    assert "GETs=100 answered=0% would=60% not=40% (top: not_served)" in out["summary"][0]
+    json.dumps(out)
+    html = _render_audit(out)
+    text = re.sub(r"<[^>]+>", " ", html)
+    assert 'id="fleet-outcomes"' in html and 'id="outcomes-redis1"' in html
+    assert "deploy the host agent (brc_agent: present)" in text
+    assert "connect with protocol 2 or 3" in text           # the dirty reason's fix
+    assert "segments_untracked=9" in text and "reconnect the clients" in text
+    assert "no GETs" in text                                # redis2 in the stacked chart
+    assert html.count("<svg") >= 6

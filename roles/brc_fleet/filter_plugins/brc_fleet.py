@@ -10,6 +10,7 @@
 #   brc_ratios(counters, definitions) -> {hit_ratio, would_hit_ratio, ...}
 #   brc_percentiles(buckets)         -> {count, p50_us, p90_us, p99_us}
 #   brc_fleet_totals({host: stats})  -> stats-shaped totals over the fleet
+#   brc_get_outcomes(stats)          -> GETs by outcome and reason (module_utils/brc_outcomes.py)
 #   brc_rates(first, second, secs)   -> {counter: per-second rate}
 #   brc_prometheus(stats, host, interface, rates) -> node_exporter textfile text
 #   brc_drift(record)                -> [{check, detail}] for the audit
@@ -22,8 +23,24 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import importlib.util
 import math
+import os
 import re
+
+
+def _load_outcomes():
+    """module_utils/brc_outcomes.py, the one definition of the GET breakdown that
+    brc_stats also returns (no Ansible imports: loadable by path from this repo)."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..",
+                        "module_utils", "brc_outcomes.py")
+    spec = importlib.util.spec_from_file_location("brc_outcomes_for_filters", os.path.normpath(path))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+OUTCOMES = _load_outcomes()
 
 # Latency histograms are log2 of nanoseconds (bpf/brc_contract.h, BRC_LAT_SLOTS):
 # slot i counts samples in [2^i, 2^(i+1)) ns; slot 0 also holds 0 and 1 ns and the
@@ -86,9 +103,27 @@ def brc_ratios(counters, definitions=None):
     return out
 
 
+def brc_get_outcomes(stats):
+    """The GETs of one brc_stats result by outcome and reason: what brc_stats computed on
+    the host, else the same split (module_utils/brc_outcomes.py) of its counters."""
+    stats = stats or {}
+    if stats.get("get_outcomes"):
+        return stats["get_outcomes"]
+    if not stats.get("counters"):
+        return None
+    return OUTCOMES.breakdown(stats["counters"])
+
+
+def brc_get_outcome_definitions(stats=None):
+    """What each reason means and what to change (brc_stats' get_outcome_definitions,
+    else this toolkit's, with the default contract constants)."""
+    return (stats or {}).get("get_outcome_definitions") or OUTCOMES.definitions()
+
+
 def brc_fleet_totals(per_host):
     """Sum counters and histograms over hosts; ratios and percentiles recomputed
-    from the sums (never averaged)."""
+    from the sums (never averaged); GET outcomes summed over the hosts' splits (each
+    exact, so their sum is)."""
     counters = {}
     latency = {}
     hosts = 0
@@ -127,8 +162,9 @@ def brc_fleet_totals(per_host):
             definitions = stats["ratio_definitions"]
             break
     ratios = brc_ratios(counters, definitions)
+    outcomes = [brc_get_outcomes(stats) for _host, stats in sorted((per_host or {}).items()) if stats]
     out = {"hosts": hosts, "counters": dict(sorted(counters.items())), "ratios": ratios,
-           "latency": lat_out}
+           "latency": lat_out, "get_outcomes": OUTCOMES.add(outcomes)}
     if rates is not None:
         out["rates"] = dict(sorted(rates.items()))
     return out
@@ -156,24 +192,25 @@ def _deltas(before, after):
     return dict((k, _num(b.get(k)) - _num(a.get(k))) for k in sorted(set(a) | set(b)))
 
 
-# Counters that explain a would_hit of 0 in observe mode, with what the operator
-# can do about each (the traffic is fine; BRC just never caches from it).
-NO_WOULD_HIT_REASONS = (
-    ("segments_untracked", "%d segments came on connections opened before BRC was attached "
-     "(never cached: reconnect the clients, e.g. restart the application's pool)"),
-    ("dirty_resp3", "%d connections speak RESP3 (HELLO 3, the default of redis-py 8.x; "
-     "never cached: use protocol=2)"),
-    ("get_uncacheable_pending", "%d GETs were pipelined behind other commands (never cached)"),
-    ("get_uncacheable_auth", "%d GETs came on connections that had not authenticated"),
-    ("get_uncacheable_db", "%d GETs used a database other than 0"),
-)
-
-
 def _why_no_would_hit(counters):
-    """What the counters say about why nothing would have been answered."""
-    reasons = [text % _num(counters.get(name)) for name, text in NO_WOULD_HIT_REASONS
-               if _num(counters.get(name)) > 0]
-    if not reasons and _num(counters.get("req_get")) == 0:
+    """What the counters say about why nothing would have been answered, largest first,
+    each with its fix: the GET breakdown's reasons (module_utils/brc_outcomes.py), the
+    dirty reasons behind `dirty`, and traffic BRC does not see (unseen)."""
+    counters = counters or {}
+    split = OUTCOMES.breakdown(counters)
+    defs = OUTCOMES.definitions()
+    reasons = []
+    for name, n in sorted(split["unseen"].items()):
+        if n > 0:
+            d = defs["_unseen"][name]
+            reasons.append("%d %s (%s)" % (n, d["doc"], d["fix"]))
+    for row in brc_outcome_rows(split, defs):
+        if row["outcome"] == "not_answered" and row["reason"] not in ("first_read", "other"):
+            reasons.append("%d GETs %s (%s)" % (row["gets"], row["doc"], row["fix"]))
+    for name, n in sorted(split["dirty"].items(), key=lambda kv: (-kv[1], kv[0])):
+        if name in defs["_dirty"]:
+            reasons.append("%d connections given up for %s: %s" % (n, name, defs["_dirty"][name]))
+    if not reasons and split["total"] == 0:
         reasons.append("no GET reached Redis through BRC")
     return reasons
 
@@ -387,6 +424,21 @@ def brc_prometheus(stats, host, interface, rates=None, docs=None):
         lines.append("# HELP %s %s" % (metric, (docs.get(name) or "BRC counter %s" % name).replace("\n", " ")))
         lines.append("# TYPE %s counter" % metric)
         lines.append("%s%s %s" % (metric, _labels(base), _fmt(_num(value))))
+    outcomes = brc_get_outcomes(stats)
+    if outcomes:
+        # every reason, zeros too, so a reason has a series from its first GET. A gauge, not
+        # a counter: a GET passed to Redis sits in a remainder (reply_unseen, other) until
+        # its reply moves it to its reason, so a series can step down by the GETs in
+        # flight, which rate() would take for a counter reset (a spike of the whole value).
+        metric = "brc_get_outcomes"
+        lines.append("# HELP %s Every GET BRC saw (hit + req_get) by outcome (answered, would_answer, "
+                     "not_answered) and reason, each GET once: the series sum to the GETs seen "
+                     "(module_utils/brc_outcomes.py). A gauge: GETs in flight move between reasons "
+                     "when their reply arrives; use delta() or shares of the sum." % metric)
+        lines.append("# TYPE %s gauge" % metric)
+        for outcome in OUTCOMES.OUTCOMES:
+            for reason, n in sorted(((outcomes.get("reasons") or {}).get(outcome) or {}).items()):
+                lines.append("%s%s %s" % (metric, _labels(base, outcome=outcome, reason=reason), _fmt(_num(n))))
     mode = stats.get("mode")
     lines.append("# HELP brc_mode Current BRC mode (1 for the active one).")
     lines.append("# TYPE brc_mode gauge")
@@ -589,6 +641,37 @@ def _compact(value):
     return text if len(text) < 200 else text[:200] + "..."
 
 
+def brc_outcome_rows(outcomes, definitions=None):
+    """The non-zero reasons of a GET breakdown, largest first, as
+    [{outcome, reason, gets, share, doc, fix}] (share of the total, 0..1)."""
+    outcomes = outcomes or {}
+    definitions = definitions or brc_get_outcome_definitions()
+    total = _num(outcomes.get("total"))
+    rows = []
+    for outcome in OUTCOMES.OUTCOMES:
+        for reason, n in ((outcomes.get("reasons") or {}).get(outcome) or {}).items():
+            if _num(n) <= 0:
+                continue
+            d = definitions.get(reason) or {}
+            rows.append({"outcome": outcome, "reason": reason, "gets": _num(n),
+                         "share": round(_num(n) / float(total), 4) if total else 0.0,
+                         "doc": d.get("doc") or reason, "fix": d.get("fix") or ""})
+    rows.sort(key=lambda r: (-r["gets"], OUTCOMES.OUTCOMES.index(r["outcome"]), r["reason"]))
+    return rows
+
+
+def brc_outcome_summary(outcomes):
+    """'GETs=N answered=a% would=w% not=n% (top: reason) ' for the stdout summaries."""
+    if not outcomes or not _num(outcomes.get("total")):
+        return ""
+    total = float(_num(outcomes["total"]))
+    parts = " ".join("%s=%.0f%%" % (short, 100.0 * _num((outcomes.get("outcomes") or {}).get(o)) / total)
+                     for o, short in (("answered", "answered"), ("would_answer", "would"),
+                                      ("not_answered", "not")))
+    top = [r for r in brc_outcome_rows(outcomes) if r["outcome"] != "answered"][:1]
+    return "GETs=%d %s%s " % (total, parts, (" (top: %s)" % top[0]["reason"]) if top else "")
+
+
 def brc_audit_summary(records):
     """One line per host plus a fleet line, for stdout."""
     lines = []
@@ -599,9 +682,10 @@ def brc_audit_summary(records):
             drifted += 1
         hr = (r.get("ratios") or {}).get("hit_ratio")
         whr = (r.get("ratios") or {}).get("would_hit_ratio")
-        lines.append("%-12s %-8s mode=%-7s hit=%-6s would_hit=%-6s %s%s" % (
+        lines.append("%-12s %-8s mode=%-7s hit=%-6s would_hit=%-6s %s%s%s" % (
             r.get("host"), r.get("interface") or "-", r.get("mode") or "?",
             "-" if hr is None else "%.3f" % hr, "-" if whr is None else "%.3f" % whr,
+            brc_outcome_summary(r.get("get_outcomes")),
             "OK" if not probs else "DRIFT: " + "; ".join("%s: %s" % (p["check"], p["detail"]) for p in probs),
             "".join(" | note: " + n for n in r.get("notes") or [])))
     lines.append("fleet: %d hosts, %d clean, %d with drift" % (len(records), len(records) - drifted, drifted))
@@ -654,14 +738,20 @@ def brc_audit_fleet(records, hosts, generated_at=None):
             "problems": r.get("problems") if r.get("problems") is not None else brc_drift(r),
         })
         out_hosts[-1]["notes"] = brc_cache_notes(out_hosts[-1]["mode"], out_hosts[-1]["counters"])
+        out_hosts[-1]["get_outcomes"] = brc_get_outcomes(
+            stats if stats.get("get_outcomes") else {"counters": out_hosts[-1]["counters"]})
     per_host = dict((h["host"], {"counters": h.get("counters"), "latency": h.get("latency"),
+                                 "get_outcomes": h.get("get_outcomes"),
                                  "ratio_definitions": (by_host[h["host"]].get("stats") or {}).get("ratio_definitions")})
                     for h in out_hosts if h.get("reachable"))
+    defs_from = next((by_host[h["host"]].get("stats") for h in out_hosts if h.get("reachable")
+                      and (by_host[h["host"]].get("stats") or {}).get("get_outcome_definitions")), None)
     drifted = [h["host"] for h in out_hosts if h["problems"]]
     return {
         "generated_at": generated_at or datetime.datetime.utcnow().replace(microsecond=0).isoformat() + "Z",
         "hosts": out_hosts,
         "fleet": brc_fleet_totals(per_host),
+        "get_outcome_definitions": brc_get_outcome_definitions(defs_from),
         "drifted": drifted,
         "clean": [h["host"] for h in out_hosts if not h["problems"]],
         "summary": brc_audit_summary(out_hosts),
@@ -674,6 +764,10 @@ class FilterModule(object):
             "brc_percentiles": brc_percentiles,
             "brc_ratios": brc_ratios,
             "brc_fleet_totals": brc_fleet_totals,
+            "brc_get_outcomes": brc_get_outcomes,
+            "brc_get_outcome_definitions": brc_get_outcome_definitions,
+            "brc_outcome_rows": brc_outcome_rows,
+            "brc_outcome_summary": brc_outcome_summary,
             "brc_rates": brc_rates,
             "brc_gate_before": brc_gate_before,
             "brc_gate_after": brc_gate_after,
