@@ -464,3 +464,19 @@ def test_pending_and_marks_stay_right_with_two_cpus(brc, port):
     f = brc.flow(c)
     assert (f.sent, f.replied, f.dirty) == (n, n, 0)
     assert marks(f) == 0 and brc.global_state()["inflight"] == 0
+
+
+def test_a_key_longer_than_the_maximum_is_oversize_even_when_its_tail_is_skipped(brc, port):
+    """The parser skips a long argument's bytes past its chunk without lexing them: a
+    key over BRC_KEY_MAX must still count its real length (else it is tracked, filled
+    and answered as its own first 64 bytes, another key)."""
+    short = ("long:%d:" % port).ljust(CONTRACT.constants["BRC_KEY_MAX"], "k")
+    long_ = short + "x" * 40
+    c = Conn(brc, port).handshake()
+    with Delta(brc) as d:
+        c.roundtrip(resp("GET", long_), bulk("long-value"))
+    assert d["oversize_key"] == 1 and d["fill"] == 0
+    assert brc.cache_get(short) is None
+    with Delta(brc) as d:
+        c.roundtrip(resp("GET", short), bulk("short-value"))
+    assert d["would_hit"] == 0 and d["fill"] == 1
