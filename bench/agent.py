@@ -16,6 +16,9 @@ served on the replica. Then what a client sees: a key served from the replica's
 kernel cache is rewritten on the master and a client in the client namespace GETs
 it through BRC until it reads the new value (time to first correct read).
 
+Keys with a TTL (--ttl-keys): the share of their GETs answered in the kernel, and how
+close to Redis's deadline the kernel's last answer of a short-lived key comes.
+
 Every part runs idle, then with --load-clients redis-benchmark writers on the
 host's (then the master's) Redis; one JSON line per part, and a last one with
 the CPUs other work kept busy before and after (bench/measure.py's background).
@@ -198,6 +201,67 @@ def measure_reads(lab, reads, port, tag="read"):
             "hit": d.get("hit", 0)}
 
 
+def measure_ttl(lab, keys, gets, short_keys):
+    """Keys with a TTL under the agent (a fill needs Redis's deadline, PEXPIRETIME read by
+    the agent; answers end BRC_EXPIRY_MARGIN_NS before it). @keys keys SET with a
+    10-minute TTL over loopback (only the feed reports them), each then read @gets
+    times through BRC: the share answered in the kernel ('answered_share'; the first
+    GET of a key asks the agent for its deadline, so at most (gets - 2) / gets).
+    Then @short_keys keys with a 300 ms TTL, each read through BRC back to back until
+    Redis's nil: per key, how long before Redis's deadline the kernel's last answer
+    was ('last_answer_before_deadline_us', the margin in practice), and answers in the
+    kernel after the deadline ('answered_after_deadline': must be 0)."""
+    from checker import RespConnection
+    master = loopback_client(lab, PORT)
+    with brc_attach.in_netns(lab.pair.client):
+        conn = RespConnection(lab.pair.server_ip, PORT, timeout=5.0)
+    stats = lab.brc.build.bpf.get_table(b"brc_stats")
+    hit_slot = ctypes.c_uint32(dict((name, slot) for slot, name, _doc in lab.brc.contract.counter_slots)["hit"])
+
+    def hits():
+        return sum(stats[hit_slot])
+
+    out = {"part": "ttl", "keys": keys, "gets_per_key": gets, "short_keys": short_keys}
+    try:
+        tag = "bench:agent:ttl:%d" % os.getpid()
+        for i in range(keys):
+            master.set("%s:%d" % (tag, i), "v%d" % i, px=600000)
+        lab.marker()
+        before = lab.counters()
+        for i in range(keys):
+            for _ in range(gets):
+                assert conn.call("GET", "%s:%d" % (tag, i)) == b"v%d" % i
+        d = lab.delta(lab.counters(), before)
+        out["answered_share"] = round(d.get("hit", 0) / float(keys * gets), 3)
+        out["expiry_wanted"] = d.get("expiry_wanted", 0)
+        early, after = [], 0
+        for i in range(short_keys):
+            key = "%s:short:%d" % (tag, i)
+            master.set(key, "s", px=300)
+            deadline_ns = master.pexpiretime(key) * 1000000
+            lab.marker()
+            last_answer = None
+            for _n in range(MAX_POLLS):
+                h0 = hits()
+                value = conn.call("GET", key)
+                t = time.time_ns()
+                if hits() > h0:
+                    if t > deadline_ns:
+                        after += 1
+                    last_answer = t
+                if value is None:
+                    break
+            if last_answer is not None:
+                early.append(deadline_ns - last_answer)
+        out["last_answer_before_deadline_us"] = distribution(early)
+        out["keys_answered_before_expiry"] = len(early)
+        out["answered_after_deadline"] = after
+    finally:
+        conn.close()
+        master.close()
+    return out
+
+
 def run_part(lab, args, load_clients, port=PORT, role="local"):
     """One part: writes (and, on a replica, reads) with @load_clients writers on the
     Redis at @port meanwhile (none when 0); returns its JSON record."""
@@ -229,6 +293,8 @@ def main(argv=None):
                     help="each part again with redis-benchmark SETs over loopback by this many "
                          "clients (0: idle only)")
     ap.add_argument("--load-requests", type=int, default=2000000, help="their bound, per part")
+    ap.add_argument("--ttl-keys", type=int, default=200,
+                    help="keys with a 10-minute TTL read through BRC (0: no TTL part)")
     ap.add_argument("--replica", action="store_true", default=True,
                     help="also measure the host as a replica of a second Redis (the default)")
     ap.add_argument("--no-replica", dest="replica", action="store_false",
@@ -242,6 +308,8 @@ def main(argv=None):
     with running(AgentLab, "brcab", "10.72.0") as lab:
         for clients in loads:
             print(json.dumps(run_part(lab, args, clients)), flush=True)
+        if args.ttl_keys:
+            print(json.dumps(measure_ttl(lab, args.ttl_keys, 20, 20)), flush=True)
         if args.replica:
             other = lab.start_other_redis(PORT + 1)
             try:

@@ -702,3 +702,22 @@ def test_audit_shows_gets_by_outcome_with_what_to_change():
     assert "segments_untracked=9" in text and "reconnect the clients" in text
     assert "no GETs" in text                                # redis2 in the stacked chart
     assert html.count("<svg") >= 6
+
+
+def test_audit_shows_the_host_agent_state_feed_lag_and_counters():
+    agent = {"in_charge": True, "answering": True, "beat_age_ms": 42.0, "pid": 9, "feed_lag_ns": 330000,
+             "feed_keys": 40, "feed_flushes": 3, "touched_keys": 7,
+             "flushes_by_reason": {"agent_start": 1, "resync": 1, "restart": 1, "role": 0}}
+    down = dict(agent, answering=False, beat_age_ms=9000.0)
+    hosts = [dict(clean_record(), host="redis%d" % i, problems=[], stats={"counters": {}, "agent": a})
+             for i, a in ((1, agent), (2, down), (3, None))]
+    out = F.brc_audit_fleet(hosts, ["redis1", "redis2", "redis3"], generated_at="t")
+    a = out["hosts"][0]["agent"]
+    assert a["feed_lag_ms"] == 0.33 and a["feed_keys"] == 40 and a["touched_keys"] == 7
+    assert a["flushes"] == {"agent_start": 1, "restart": 1, "resync": 1}     # only what happened
+    assert out["hosts"][2]["agent"] is None
+    assert [("agent=beating" in out["summary"][0]), ("agent=DOWN" in out["summary"][1]),
+            ("agent=none" in out["summary"][2])] == [True, True, True]
+    text = re.sub(r"<[^>]+>", " ", _render_audit(out))
+    assert "feed lag 0.33 ms" in text and "flushes 3 (agent_start 1, restart 1, resync 1)" in text
+    assert "NOT BEATING: serve answers nothing" in text

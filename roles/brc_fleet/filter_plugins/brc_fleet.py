@@ -682,9 +682,10 @@ def brc_audit_summary(records):
             drifted += 1
         hr = (r.get("ratios") or {}).get("hit_ratio")
         whr = (r.get("ratios") or {}).get("would_hit_ratio")
-        lines.append("%-12s %-8s mode=%-7s hit=%-6s would_hit=%-6s %s%s%s" % (
+        lines.append("%-12s %-8s mode=%-7s hit=%-6s would_hit=%-6s agent=%-7s %s%s%s" % (
             r.get("host"), r.get("interface") or "-", r.get("mode") or "?",
             "-" if hr is None else "%.3f" % hr, "-" if whr is None else "%.3f" % whr,
+            _agent_word(r.get("agent")),
             brc_outcome_summary(r.get("get_outcomes")),
             "OK" if not probs else "DRIFT: " + "; ".join("%s: %s" % (p["check"], p["detail"]) for p in probs),
             "".join(" | note: " + n for n in r.get("notes") or [])))
@@ -701,6 +702,27 @@ def _check_summary(res):
     if res.get("diff"):
         out["diff"] = res.get("diff")
     return out
+
+
+def brc_audit_agent(agent):
+    """The host agent as the audit shows it: None without one, else its state, feed lag
+    and counters, the flushes only for reasons that happened."""
+    if not agent:
+        return None
+    lag = agent.get("feed_lag_ns")
+    return {"in_charge": bool(agent.get("in_charge")), "answering": bool(agent.get("answering")),
+            "beat_age_ms": agent.get("beat_age_ms"), "pid": agent.get("pid"),
+            "feed_lag_ms": None if lag is None else round(_num(lag) / 1e6, 3),
+            "feed_keys": _num(agent.get("feed_keys")), "feed_flushes": _num(agent.get("feed_flushes")),
+            "touched_keys": _num(agent.get("touched_keys")),
+            "flushes": dict((k, _num(v)) for k, v in sorted((agent.get("flushes_by_reason") or {}).items())
+                            if _num(v))}
+
+
+def _agent_word(agent):
+    if not agent or not agent.get("in_charge"):
+        return "none"
+    return "beating" if agent.get("answering") else "DOWN"
 
 
 def brc_audit_fleet(records, hosts, generated_at=None):
@@ -729,6 +751,7 @@ def brc_audit_fleet(records, hosts, generated_at=None):
             "counters": r.get("counters") or stats.get("counters") or {},
             "ratios": r.get("ratios") or stats.get("ratios") or {},
             "latency": r.get("latency") or stats.get("latency") or {},
+            "agent": brc_audit_agent(stats.get("agent") or (r.get("state") or {}).get("agent")),
             "stats_error": r.get("stats_error") or None,
             "checks": {
                 "program": _check_summary(r.get("program_check")),
