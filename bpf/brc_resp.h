@@ -1032,6 +1032,14 @@ static __always_inline int brc_rp_is_reset(const struct brc_flow *f)
 	return f->rp_hlen == 8 && f->rp_head == reset;
 }
 
+/* Redis authenticated @f as the user in state-change @slot (its name in @buf). */
+static __always_inline void brc_rp_take_user(struct brc_flow *f, __u32 slot, const __u8 *buf)
+{
+	f->user_len = f->chg_len[slot];
+	__builtin_memcpy(f->user, buf, BRC_USER_MAX);
+	brc_flag_set(f, BRC_FF_AUTHED);
+}
+
 /* Apply the oldest state change in flight now that Redis answered it. */
 static __always_inline void brc_rp_chg_apply(struct brc_scratch *sc, struct brc_flow *f)
 {
@@ -1052,9 +1060,7 @@ static __always_inline void brc_rp_chg_apply(struct brc_scratch *sc, struct brc_
 		break;
 	case BRC_CHG_AUTH:
 		if (brc_rp_is_ok(f)) {
-			f->user_len = f->chg_len[slot];
-			__builtin_memcpy(f->user, buf, BRC_USER_MAX);
-			brc_flag_set(f, BRC_FF_AUTHED);
+			brc_rp_take_user(f, slot, buf);
 		} else if (!err) {
 			brc_giveup(f, BRC_DIRTY_BIT_REPLY_SHAPE);
 		}
@@ -1065,11 +1071,8 @@ static __always_inline void brc_rp_chg_apply(struct brc_scratch *sc, struct brc_
 		 * its map in RESP3, an array in RESP2; a failed one changes nothing */
 		if (f->rp_type == (f->chg_db[slot] == BRC_PROTO_RESP3 ? '%' : '*')) {
 			f->rp_proto = f->chg_db[slot];
-			if (kind == BRC_CHG_HELLO_AUTH) {
-				f->user_len = f->chg_len[slot];
-				__builtin_memcpy(f->user, buf, BRC_USER_MAX);
-				brc_flag_set(f, BRC_FF_AUTHED);
-			}
+			if (kind == BRC_CHG_HELLO_AUTH)
+				brc_rp_take_user(f, slot, buf);
 		} else if (!err) {
 			brc_giveup(f, BRC_DIRTY_BIT_REPLY_SHAPE);
 		}

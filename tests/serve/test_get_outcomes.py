@@ -22,6 +22,7 @@ import sys
 import time
 
 import brc_attach
+from checker import encode
 from serve_lab import PORT
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -49,13 +50,7 @@ class Resp:
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = b""
 
-    @staticmethod
-    def encode(*args):
-        out = b"*%d\r\n" % len(args)
-        for a in args:
-            a = a if isinstance(a, bytes) else str(a).encode()
-            out += b"$%d\r\n%s\r\n" % (len(a), a)
-        return out
+    encode = staticmethod(encode)
 
     def _line(self):
         while b"\r\n" not in self.buf:
