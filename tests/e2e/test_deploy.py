@@ -70,17 +70,21 @@ def _resp(*args):
     return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
 
 
-def redis_traffic(lab, rounds=20):
+def redis_traffic(lab, rounds=20, passes=3):
     """From the controller (root) namespace, plain RESP2 over one connection per host:
-    SET k, GET k, GET k for each round (the second GET is one a warm cache would answer)."""
+    SET k for each round, then @passes passes of GET k over them, 50 ms apart (the
+    host agent records each key's expiry a few ms after its write: a fill waits for
+    that, and the GETs after it are ones a warm cache would answer)."""
     for h in lab.hosts:
         with socket.create_connection((h.addr, 6379), timeout=10) as s:
             f = s.makefile("rb")
             for i in range(rounds):
-                key, val = b"brc:e2e:%d" % i, b"value-%d" % i
-                s.sendall(_resp(b"SET", key, val))
+                s.sendall(_resp(b"SET", b"brc:e2e:%d" % i, b"value-%d" % i))
                 assert f.readline() == b"+OK\r\n"
-                for _ in range(2):
+            for _ in range(passes):
+                time.sleep(0.05)
+                for i in range(rounds):
+                    key, val = b"brc:e2e:%d" % i, b"value-%d" % i
                     s.sendall(_resp(b"GET", key))
                     assert f.readline() == b"$%d\r\n" % len(val) and f.readline() == val + b"\r\n"
 
@@ -221,8 +225,9 @@ def test_07_upgrade_keeps_maps_and_stats(lab, tmp_path):
                       and old["maps"][n]["type"] != "prog_array"]
         assert persistent and all(new["maps"][n]["id"] == old["maps"][n]["id"] for n in persistent), (old, new)
         for name, fill in old["map_fill"].items():
-            if name in persistent:
-                assert new["map_fill"][name] >= fill
+            # the agent drains its queues (keys to TOUCH, keys whose expiry is asked for)
+            if name in persistent and name not in ("brc_touched", "brc_expiry_wanted"):
+                assert new["map_fill"][name] >= fill, (h, name)
         for name, value in stats[h]["counters"].items():
             assert new_stats[h]["counters"][name] >= value, (h, name)
         assert new["config"]["mode"] == "observe"
