@@ -19,8 +19,10 @@ def served(lab, key, marker_port=PORT, marker=True):
     expiry, which a GET asks for when missing (a restart flushes them all)."""
     if marker:
         lab.marker(port=marker_port)
+    before = lab.counters()
     lab.get(key)
-    if lab.beat_fresh() and not lab.expiry_recorded(key):
+    d = lab.delta(lab.counters(), before)
+    if lab.beat_fresh() and not d.get("fill") and not d.get("hit"):
         wait_for(lambda: lab.expiry_recorded(key), "the agent to record the expiry of %s" % key)
         lab.get(key)
     before = lab.counters()
