@@ -1042,6 +1042,10 @@ SUB_OPS = {"ping": 3, "subscribe": 2, "unsubscribe": 2, "psubscribe": 1, "punsub
 # between the replies (PUBLISH to its own channel: the push comes before PUBLISH's :n)
 SUB3_OPS = dict(SUB_OPS, get=6, set=2, incr=1, publish=2, pipeline=1.5, types=0.7,
                 multi=0.3, leave=2.5)
+# Run B: SUBSCRIBE gives the connection up, and the writes of a given-up connection
+# hold every fill (writes in flight) until it closes: fewer writes, shorter sessions
+SERVING_SUB3_OPS = dict(SUB3_OPS, set=0.5, incr=0.3, pipeline=0.3, types=0.2, multi=0.1,
+                        leave=4, quit=1.5)
 # The share of connections that ask for RESP3 (HELLO 3) as they open, and after RESET
 RESP3_SHARE = 0.5
 
@@ -1322,7 +1326,7 @@ class Worker(threading.Thread):
                         self.connect()
                     subscribed = self.inc.channels or self.inc.patterns
                     table = fz.weights if not subscribed else \
-                        SUB3_OPS if self.inc.proto == 3 else SUB_OPS
+                        fz.sub3_weights if self.inc.proto == 3 else SUB_OPS
                     name = self.rng.choices(list(table), weights=list(table.values()))[0]
                     self.ops[("sub%s_" % ("3" if self.inc.proto == 3 else "")
                               if subscribed else "") + name] += 1
@@ -1842,6 +1846,7 @@ class Worker(threading.Thread):
             c = self.one(*argv)
             if c.reply == "OK":
                 self.inc.tracking = True
+                self.dirty_hint = max(self.dirty_hint, 0.3)     # BRC gives it up
             return
         with self.board.lock:
             sinks = list(self.board.sinks)
@@ -1928,6 +1933,7 @@ class Worker(threading.Thread):
             self.one(b"HELLO")
         elif p < 0.15:
             self.one(b"HELLO", r.choice([b"4", b"1", b"03"]))
+            self.dirty_hint = max(self.dirty_hint, 0.5)         # BRC gives it up
         elif p < 0.5:
             user = r.choice(["default", "fzadmin", "fzadmin", "fzguest", "fzro"])
             pw = DEFAULT_PW if user == "default" else USERS[user]
@@ -2534,6 +2540,7 @@ class Fuzz:
         self.weights = dict(weights or OPS)
         self.reply_timeout = reply_timeout
         self.resp3_share = resp3_share
+        self.sub3_weights = SERVING_SUB3_OPS if kernel_may_answer else SUB3_OPS
         self.stopping = False
         self.deadline = INF
         tag = "fz%s%d" % (label, seed % 10000)
