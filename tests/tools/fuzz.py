@@ -25,9 +25,12 @@ reply against an oracle that BRC cannot influence:
             - Redis executes nothing the clients did not send;
             - in verify mode (verify_sample=1) BRC's `mismatch` counter stays 0.
 
-Each connection keeps its own protocol state (db, user, subscribed channels, CLIENT
-REPLY, MULTI, blocking commands) so it knows how many replies to read and what they
-mean; every read has a timeout and a missing reply is a violation ("stall").
+Each connection keeps its own protocol state (RESP2 or RESP3 as Redis's answer to HELLO
+and RESET put it, db, user, subscribed channels, CLIENT REPLY, MULTI, blocking commands)
+so it knows how many replies to read, in which protocol's form, and what they mean; a
+reply in the other protocol's form (RESP2's nil on a RESP3 connection...) is a violation
+("wrong_protocol"), a RESP3 push is never a reply; every read has a timeout and a
+missing reply is a violation ("stall").
 The run is cut into epochs: workers pause between operations, the MONITOR stream is
 synchronised with a marker and checked, then traffic resumes (bounded memory).
 
