@@ -343,6 +343,7 @@ class Incarnation:
         self.proto = 2               # RESP2 until Redis answers a HELLO 3 with its map
         self.ever3 = False           # was RESP3 at some point
         self.pushes_tracking = False  # may get invalidation pushes (tracking, a sink)
+        self.sink_id = None          # its CLIENT ID, while other connections may REDIRECT here
         self.late = set()            # argv of commands sent but never answered (RST...)
 
 
@@ -1025,7 +1026,7 @@ OPS = {  # name: weight (normal mode); tuned so that GETs dominate on a small ke
     "inline": 1, "subscribe": 0.8, "publish": 1, "unsub_block": 1.2, "block": 0.8,
     "push": 1, "client_reply": 1, "tracking": 0.6, "reset": 0.8, "auth": 2, "acl": 0.5,
     "config_timeout": 0.3, "requirepass": 0.3, "quit": 0.5, "rst": 0.5, "hello": 0.6,
-    "hello3": 0.5, "types": 0.8,
+    "hello3": 0.5, "types": 0.8, "sink3": 0.3,
 }
 # ACL SETUSER and CONFIG SET change who may read what (or Redis's timeout): a fail-closed
 # BRC stops answering until the toolkit loads the users again (refresh_auth, ~1/s), so
@@ -1112,6 +1113,7 @@ class Worker(threading.Thread):
     def close(self, kind="fin"):
         if self.sock is None:
             return
+        self.drop_sink()
         inc = self.inc
         if kind == "rst":
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -1685,8 +1687,21 @@ class Worker(threading.Thread):
             self.inc.pushes_tracking = True     # RESP3: invalidations as pushes
             with self.board.lock:
                 self.board.sinks[cid] = self.wid
-            self.sink_id = cid
+            self.inc.sink_id = cid
         self.dirty_hint = 0.0
+
+    def op_sink3(self):
+        """A RESP3 connection, not subscribed, that other connections' CLIENT TRACKING
+        REDIRECTs to: Redis pushes their invalidations here (>2 invalidate), between
+        the replies of a connection BRC may serve."""
+        if self.inc.proto != 3 or self.inc.sink_id is not None:
+            return
+        cid = self.one(b"CLIENT", b"ID").reply
+        if type(cid) is int:
+            self.inc.pushes_tracking = True
+            self.inc.sink_id = cid
+            with self.board.lock:
+                self.board.sinks[cid] = self.wid
 
     def op_publish(self):
         self.one(b"PUBLISH", self.rng.choice(self.keys.channels), self.uval())
@@ -1855,13 +1870,20 @@ class Worker(threading.Thread):
             sinks = list(self.board.sinks)
         if not sinks:
             return
-        c = self.one(b"CLIENT", b"TRACKING", b"ON", b"REDIRECT", b"%d" % r.choice(sinks))
+        argv = [b"CLIENT", b"TRACKING", b"ON", b"REDIRECT", b"%d" % r.choice(sinks)]
+        if r.random() < 0.3:
+            argv += [b"BCAST", b"PREFIX", self.keys.tag]     # every write of the run
+        c = self.one(*argv)
         if c.reply == "OK":
             self.inc.tracking = True
             self.inc.pushes_tracking = True     # tracking-redir-broken (RESP3)
 
     def op_reset(self):
-        c = self.one(b"RESET")
+        # a GET behind RESET runs as RESET leaves the connection: db 0, user default
+        inc = self.inc
+        behind = inc.proto == 3 and inc.db == 0 and inc.user == "default" and \
+            inc.cauth is True and self.rng.random() < 0.35
+        c = self.one_behind([b"RESET"], behind)
         self.after_reset(c)
         if self.prefer3 and self.inc.cauth and self.rng.random() < 0.6:
             self.hello3()       # RESET went back to RESP2
@@ -1916,12 +1938,31 @@ class Worker(threading.Thread):
     def hello3(self, with_get=False):
         """HELLO 3 (sometimes pipelined with a GET, whose reply is RESP3 already)."""
         extra = [b"SETNAME", b"fz%d" % self.wid] if self.rng.random() < 0.2 else []
-        cs = [self.cmd(b"HELLO", b"3", *extra)]
-        if with_get:
-            cs.append(self.cmd(b"GET", self.get_key(), how="behind-hello"))
-        self.send(cs)
-        for c in cs:
-            self.read(c)
+        self.one_behind([b"HELLO", b"3"] + extra, with_get)
+
+    def one_behind(self, argv, with_get):
+        """A command that changes the protocol (HELLO, RESET), maybe with a GET sent
+        behind it before its reply: in the same write, or alone in the next one (a GET
+        BRC could answer, whose reply must be in the protocol the first one puts the
+        connection in)."""
+        first = self.cmd(*argv)
+        if not with_get:
+            self.send([first])
+            self.read(first)
+            return first
+        how = self.rng.choice(["same-write", "next-write"])
+        g = self.cmd(b"GET", self.get_key(), how="behind-%s-%s" % (first.name.decode().lower(),
+                                                                  how))
+        if first.name == b"RESET":
+            g.subscribed, g.tracking = False, False    # it runs after RESET (db 0, default)
+        if how == "same-write":
+            self.send([first, g])
+        else:
+            self.send([first])
+            self.send([g])
+        self.read(first)
+        self.read(g)
+        return first
 
     def op_hello3(self):
         if self.inc.proto != 3:
@@ -1944,7 +1985,7 @@ class Worker(threading.Thread):
                 pw = b"wrong-" + pw
             self.auth_as(user, pw, hello=True)
         else:
-            self.one(b"HELLO", self.pick_proto())
+            self.one_behind([b"HELLO", self.pick_proto()], r.random() < 0.35)
 
     def op_acl(self):
         r = self.rng
@@ -2104,11 +2145,11 @@ class Worker(threading.Thread):
             self.inc.channels, self.inc.patterns = chans, pats
 
     def drop_sink(self):
-        sid = getattr(self, "sink_id", None)
+        sid = self.inc.sink_id if self.inc is not None else None
         if sid is not None:
             with self.board.lock:
                 self.board.sinks.pop(sid, None)
-            self.sink_id = None
+            self.inc.sink_id = None
 
     def sub_wait(self):
         time.sleep(self.rng.choice([0.001, 0.005, 0.02]))
