@@ -172,10 +172,11 @@ class Incomplete(Exception):
 class Forms:
     """What one parse() met on the way, for the protocol check: RESP2's nils ($-1,
     *-1), RESP3's type bytes, and the attributes with the value each describes."""
-    __slots__ = ("nil2", "types3", "attrs")
+    __slots__ = ("nil2", "types3", "attrs", "inner_pushes")
 
     def __init__(self):
         self.nil2, self.types3, self.attrs = 0, set(), []
+        self.inner_pushes = []       # pushes met inside an aggregate (not its elements)
 
 
 def _freeze(v):
@@ -231,8 +232,15 @@ def parse(buf, pos, forms=None):
                 forms.nil2 += 1
             return None, pos
         items = []
-        for _ in range(n * 2 if kind in (b"%", b"|") else n):
+        while len(items) < (n * 2 if kind in (b"%", b"|") else n):
             v, pos = parse(buf, pos, forms)
+            if type(v) is Push:
+                # Redis 7.0 writes an invalidation push inside EXEC's array when a
+                # queued write invalidates a key the connection tracks (7.2 sends it
+                # after the reply): no element of the aggregate
+                if forms is not None:
+                    forms.inner_pushes.append(v)
+                continue
             items.append(v)
         if kind == b"|":
             attrs = Map((_freeze(items[i]), items[i + 1]) for i in range(0, len(items), 2))
@@ -344,6 +352,7 @@ class Incarnation:
         self.ever3 = False           # was RESP3 at some point
         self.pushes_tracking = False  # may get invalidation pushes (tracking, a sink)
         self.sink_id = None          # its CLIENT ID, while other connections may REDIRECT here
+        self.pushes = 0              # RESP3 pushes set aside so far
         self.late = set()            # argv of commands sent but never answered (RST...)
 
 
@@ -1175,6 +1184,9 @@ class Worker(threading.Thread):
                 v, pos = parse(self.buf, 0, forms)
                 del self.buf[:pos]
                 self.check_forms(v, forms, c)
+                for p in forms.inner_pushes:
+                    self.board.note("pushes inside a reply")
+                    self.aside(p, c)
                 return v
             except Incomplete:
                 pass
@@ -1220,6 +1232,7 @@ class Worker(threading.Thread):
         """A RESP3 push that is no reply: a message of a subscription, an invalidation
         of tracking. Anything else pushed is not Redis's."""
         inc = self.inc
+        inc.pushes += 1
         kind = v[0] if v and isinstance(v[0], bytes) else None
         if kind in MESSAGES and (inc.channels or inc.patterns or (c is not None and (
                 c.name in SUBS or c.subscribed))):
@@ -1308,6 +1321,8 @@ class Worker(threading.Thread):
                 continue
             del self.buf[:pos]
             self.check_forms(v, forms, None)
+            for p in forms.inner_pushes:
+                self.aside(p, None)
             if isinstance(v, Push):
                 self.aside(v, None)
                 continue
@@ -2327,6 +2342,7 @@ class Oracle:
         self.board, self.model = board, model
         self.kernel_may_answer = kernel_may_answer
         self.stats = Counter()
+        self.by_how = Counter()          # GETs answered in the kernel, by the way sent
 
     def epoch(self, lines, t_start):
         b, m = self.board, self.model
@@ -2471,6 +2487,10 @@ class Oracle:
             return
         s["gets_unseen"] += 1
         s["gets_unseen_resp%d" % c.proto] += 1
+        if c.how != "resp":
+            self.by_how[c.how] += 1
+        if c.proto == 3 and inc.pushes:
+            s["gets_unseen_after_pushes"] += 1
         if not self.kernel_may_answer:
             self.board.violation("answer_without_execution", inc, "GET answered %s but Redis "
                                  "never executed it (BRC does not answer in this mode)" %
@@ -2803,6 +2823,8 @@ def run(lab, seconds, seed, connections=8, verify_sample=0, mode="serve", floor=
         "by_protocol": dict(("resp%d" % p, {
             "replies": st["cmds_resp%d" % p], "gets": st["gets_resp%d" % p],
             "kernel_answers": st["gets_unseen_resp%d" % p]}) for p in (2, 3)),
+        "kernel_answers_resp3_after_pushes": st["gets_unseen_after_pushes"],
+        "kernel_answers_by_how": dict(fz.oracle.by_how),
         "connections_opened": st["connections"], "connections_resp3": st["connections_resp3"],
     }
     problems = []
@@ -2966,6 +2988,9 @@ def report(s, f):
               bp["resp2"]["replies"], bp["resp2"]["gets"], bp["resp2"]["kernel_answers"],
               bp["resp3"]["replies"], bp["resp3"]["gets"], bp["resp3"]["kernel_answers"],
               s["connections_resp3"], s["connections_opened"]), file=f)
+    if s["kernel_answers_by_how"] or s["kernel_answers_resp3_after_pushes"]:
+        print("  kernel answers on RESP3 connections that had got pushes: %d; by how sent: %s" % (
+            s["kernel_answers_resp3_after_pushes"], s["kernel_answers_by_how"]), file=f)
     print("  suspected findings: %s" % s.get("suspected_findings"), file=f)
     for v in examples(s["first_violations"]):
         print("  VIOLATION %s (%s) conn %s: %s" % (v["kind"], v.get("suspect") or "?",
