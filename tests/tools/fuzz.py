@@ -180,6 +180,9 @@ class Forms:
 
 
 def _freeze(v):
+    """A map's key, hashable (RESP3 allows an aggregate as a key)."""
+    if isinstance(v, dict):
+        return tuple((k, _freeze(x)) for k, x in v.items())
     return tuple(_freeze(x) for x in v) if isinstance(v, list) else v
 
 
