@@ -1055,7 +1055,7 @@ MAX_AGE_NS = 5 * 10 ** 9
 # invalidates everything, tracking gives connections up): at run A's rates seed 6's
 # run B answered 2.2% of its GETs in the kernel.
 SERVING_OPS = dict(OPS, inline=0.3, unsub_block=0.4, client_reply=0.3, tracking=0.15, rst=0.2,
-                   subscribe=0.3, types=0.2, sink3=0.15, hello=0.3, hello3=0.3)
+                   subscribe=0.3, types=0.15, sink3=0.15, hello=0.3, hello3=0.3)
 SUB_OPS = {"ping": 3, "subscribe": 2, "unsubscribe": 2, "psubscribe": 1, "punsubscribe": 1,
            "get": 2, "wait": 3, "leave": 3, "reset": 1, "quit": 0.5}
 # RESP3: a subscribed connection may send any command; its messages come as pushes
