@@ -1911,6 +1911,7 @@ class Worker(threading.Thread):
         if c.reply == "OK":
             self.inc.tracking = True
             self.inc.pushes_tracking = True     # tracking-redir-broken (RESP3)
+            self.dirty_hint = max(self.dirty_hint, 0.3)     # BRC gives it up
 
     def op_reset(self):
         # a GET behind RESET runs as RESET leaves the connection: db 0, user default
