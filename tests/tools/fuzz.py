@@ -25,9 +25,12 @@ reply against an oracle that BRC cannot influence:
             - Redis executes nothing the clients did not send;
             - in verify mode (verify_sample=1) BRC's `mismatch` counter stays 0.
 
-Each connection keeps its own protocol state (db, user, subscribed channels, CLIENT
-REPLY, MULTI, blocking commands) so it knows how many replies to read and what they
-mean; every read has a timeout and a missing reply is a violation ("stall").
+Each connection keeps its own protocol state (RESP2 or RESP3 as Redis's answer to HELLO
+and RESET put it, db, user, subscribed channels, CLIENT REPLY, MULTI, blocking commands)
+so it knows how many replies to read, in which protocol's form, and what they mean; a
+reply in the other protocol's form (RESP2's nil on a RESP3 connection...) is a violation
+("wrong_protocol"), a RESP3 push is never a reply; every read has a timeout and a
+missing reply is a violation ("stall").
 The run is cut into epochs: workers pause between operations, the MONITOR stream is
 synchronised with a marker and checked, then traffic resumes (bounded memory).
 
@@ -87,8 +90,71 @@ class Err(str):
     """A -error reply."""
 
 
+class BlobErr(Err):
+    """RESP3: a !blob error (an error all the same)."""
+
+
+class Double(float):
+    """RESP3: a ,double."""
+
+
+class Big(str):
+    """RESP3: a (big number, kept as its digits."""
+
+
+class Bool:
+    """RESP3: a #t / #f boolean (not an integer: Redis never answers one for a count)."""
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = bool(value)
+
+    def __eq__(self, other):
+        return isinstance(other, Bool) and other.value == self.value
+
+    def __hash__(self):
+        return hash(("bool", self.value))
+
+    def __bool__(self):
+        return self.value
+
+    def __repr__(self):
+        return "#t" if self.value else "#f"
+
+
+class Verbatim:
+    """RESP3: a =verbatim string (format, data)."""
+    __slots__ = ("format", "data")
+
+    def __init__(self, fmt, data):
+        self.format, self.data = fmt, data
+
+    def __eq__(self, other):
+        return isinstance(other, Verbatim) and (other.format, other.data) == (self.format, self.data)
+
+    def __hash__(self):
+        return hash((self.format, self.data))
+
+    def __repr__(self):
+        return "=%s:%r" % (self.format.decode("latin-1"), self.data[:40])
+
+
+class Map(dict):
+    """RESP3: a %map (aggregate keys are frozen to tuples)."""
+
+
+class Set3(list):
+    """RESP3: a ~set, in the order Redis sent it."""
+
+
+class Push(list):
+    """RESP3: a >push (a pub/sub message, an invalidation, a (un)subscribe
+    confirmation): never a command's reply."""
+
+
 NOREPLY = object()           # the command's reply was suppressed (CLIENT REPLY)
 UNKNOWN = object()           # the model cannot predict this reply
+RESP3_TYPES = frozenset(b"_,#(!=%~|>")
 
 
 class Stall(Exception):
@@ -103,46 +169,119 @@ class Incomplete(Exception):
     pass
 
 
-def parse(buf, pos):
-    """One RESP2 reply from buf[pos:]; returns (value, new pos) or raises Incomplete."""
+class Forms:
+    """What one parse() met on the way, for the protocol check: RESP2's nils ($-1,
+    *-1), RESP3's type bytes, and the attributes with the value each describes."""
+    __slots__ = ("nil2", "types3", "attrs", "inner_pushes")
+
+    def __init__(self):
+        self.nil2, self.types3, self.attrs = 0, set(), []
+        self.inner_pushes = []       # pushes met inside an aggregate (not its elements)
+
+
+def _freeze(v):
+    """A map's key, hashable (RESP3 allows an aggregate as a key)."""
+    if isinstance(v, dict):
+        return tuple((k, _freeze(x)) for k, x in v.items())
+    return tuple(_freeze(x) for x in v) if isinstance(v, list) else v
+
+
+def parse(buf, pos, forms=None):
+    """One reply from buf[pos:], RESP2 or RESP3; returns (value, new pos) or raises
+    Incomplete. RESP2: +Simple -Err :int $bytes/None *list/None. RESP3 adds _ None,
+    ,Double #Bool (Big !BlobErr =Verbatim %Map ~Set3 >Push, and |attributes, which
+    are no value: the value that follows is returned (the attribute map goes to
+    forms.attrs with it). @forms (a Forms) collects what tells the protocols apart."""
     end = buf.find(b"\r\n", pos)
     if end < 0:
         raise Incomplete()
-    kind, line = buf[pos:pos + 1], bytes(buf[pos + 1:end])
+    kind, line = bytes(buf[pos:pos + 1]), bytes(buf[pos + 1:end])
     pos = end + 2
+    if forms is not None and kind and kind[0] in RESP3_TYPES:
+        forms.types3.add(kind.decode("latin-1"))
     if kind == b"+":
         return Simple(line.decode("latin-1")), pos
     if kind == b"-":
         return Err(line.decode("latin-1")), pos
     if kind == b":":
         return int(line), pos
-    if kind == b"$":
+    if kind in (b"$", b"!", b"="):
         n = int(line)
         if n < 0:
+            if kind != b"$":
+                raise ValueError("negative length after %r" % kind)
+            if forms is not None:
+                forms.nil2 += 1
             return None, pos
         if len(buf) < pos + n + 2:
             raise Incomplete()
         if buf[pos + n:pos + n + 2] != b"\r\n":
             raise ValueError("bulk string not terminated by CRLF")
-        return bytes(buf[pos:pos + n]), pos + n + 2
-    if kind == b"*":
+        data = bytes(buf[pos:pos + n])
+        pos += n + 2
+        if kind == b"!":
+            return BlobErr(data.decode("latin-1")), pos
+        if kind == b"=":
+            if len(data) < 4 or data[3:4] != b":":
+                raise ValueError("verbatim string without a format: %r" % data[:20])
+            return Verbatim(data[:3], data[4:]), pos
+        return data, pos
+    if kind in (b"*", b"~", b">", b"%", b"|"):
         n = int(line)
         if n < 0:
+            if kind != b"*":
+                raise ValueError("negative length after %r" % kind)
+            if forms is not None:
+                forms.nil2 += 1
             return None, pos
-        out = []
-        for _ in range(n):
-            v, pos = parse(buf, pos)
-            out.append(v)
-        return out, pos
-    raise ValueError("not a RESP2 reply: %r" % bytes(buf[pos - len(line) - 3:pos + 20]))
+        items = []
+        while len(items) < (n * 2 if kind in (b"%", b"|") else n):
+            v, pos = parse(buf, pos, forms)
+            if type(v) is Push:
+                # Redis 7.0 writes an invalidation push inside EXEC's array when a
+                # queued write invalidates a key the connection tracks (7.2 sends it
+                # after the reply): no element of the aggregate
+                if forms is not None:
+                    forms.inner_pushes.append(v)
+                continue
+            items.append(v)
+        if kind == b"|":
+            attrs = Map((_freeze(items[i]), items[i + 1]) for i in range(0, len(items), 2))
+            v, pos = parse(buf, pos, forms)
+            if forms is not None:
+                forms.attrs.append((attrs, v))
+            return v, pos
+        if kind == b"%":
+            return Map((_freeze(items[i]), items[i + 1]) for i in range(0, len(items), 2)), pos
+        return {b"*": list, b"~": Set3, b">": Push}[kind](items), pos
+    if kind == b"_":
+        if line:
+            raise ValueError("null with a payload %r" % line)
+        return None, pos
+    if kind == b",":
+        return Double(line.decode("latin-1")), pos
+    if kind == b"#":
+        if line not in (b"t", b"f"):
+            raise ValueError("boolean %r" % line)
+        return Bool(line == b"t"), pos
+    if kind == b"(":
+        if not re.match(rb"^-?[0-9]+$", line):
+            raise ValueError("big number %r" % line)
+        return Big(line.decode("latin-1")), pos
+    raise ValueError("not a RESP reply: %r" % bytes(buf[pos - len(line) - 3:pos + 20]))
 
 
 def short(v, n=60):
     if isinstance(v, (bytes, bytearray)):
         v = bytes(v)
         return repr(v if len(v) <= n else v[:n] + b"...")
+    if isinstance(v, Map):
+        items = list(v.items())
+        return "%{" + ", ".join("%s: %s" % (short(k, 24), short(x, 24)) for k, x in items[:6]) + (
+            ", ...}" if len(items) > 6 else "}")
     if isinstance(v, list):
-        return "[" + ", ".join(short(x, 24) for x in v[:6]) + (", ...]" if len(v) > 6 else "]")
+        return {Push: ">", Set3: "~"}.get(type(v), "") + "[" + ", ".join(
+            short(x, 24) for x in v[:6]) + (", ...]" if len(v) > 6 else "]")
     if v is NOREPLY:
         return "(no reply)"
     return repr(v)
@@ -154,6 +293,11 @@ def is_push(v):
             and v[0] in (b"message", b"pmessage", b"smessage"))
 
 
+SUB_CONFIRMS = (b"subscribe", b"unsubscribe", b"psubscribe", b"punsubscribe")
+MESSAGES = (b"message", b"pmessage", b"smessage")
+TRACKING_PUSHES = (b"invalidate", b"tracking-redir-broken")
+
+
 # ------------------------------------------------------------------------ records
 
 
@@ -161,7 +305,7 @@ class Cmd:
     """One command as sent: argv (as Redis parses it), times, reply, connection state."""
     __slots__ = ("inc", "argv", "name", "wire", "t_send", "t_reply", "reply", "db", "user",
                  "cauth", "subscribed", "queued", "noreply", "tracking", "how", "line",
-                 "expect_err", "expect", "answered")
+                 "expect_err", "expect", "answered", "proto")
 
     def __init__(self, inc, argv, wire=None, how="resp"):
         self.inc = inc
@@ -180,12 +324,14 @@ class Cmd:
         self.expect_err = False      # Redis refuses it before executing (known here)
         self.expect = None           # the exact reply(s) Redis gives, when known here
         self.answered = False        # a reply (or EXEC's element) was received
+        self.proto = inc.proto       # the protocol its reply came in (set when read)
 
     def brief(self):
         return {"argv": " ".join(short(a, 40) for a in self.argv[:6]) + (
             " ..." if len(self.argv) > 6 else ""), "how": self.how, "db": self.db,
             "user": self.user, "t_send": self.t_send, "t_reply": self.t_reply,
             "reply": short(self.reply) if not self.noreply else "(suppressed)",
+            "resp": self.proto,
             "redis_executed": None if self.line is None else True}
 
 
@@ -205,6 +351,11 @@ class Incarnation:
         self.db, self.user, self.cauth = 0, "default", None
         self.channels, self.patterns = set(), set()
         self.tracking = False
+        self.proto = 2               # RESP2 until Redis answers a HELLO 3 with its map
+        self.ever3 = False           # was RESP3 at some point
+        self.pushes_tracking = False  # may get invalidation pushes (tracking, a sink)
+        self.sink_id = None          # its CLIENT ID, while other connections may REDIRECT here
+        self.pushes = 0              # RESP3 pushes set aside so far
         self.late = set()            # argv of commands sent but never answered (RST...)
 
 
@@ -264,7 +415,13 @@ class Keys:
         self.ttl = [self.secret[4], self.secret[5], self.public[2]]
         self.cacheable_secret = [k for k in self.secret if k not in self.ttl]
         self.cacheable_public = [k for k in self.public if k not in self.ttl]
-        self.all = self.strings + self.counters + self.lists
+        # per connection, read with HGETALL / SMEMBERS / ZSCORE (RESP3: map, set,
+        # double); never touched by GET or by the string commands
+        self.hashes = [b"%s:h:%d" % (t, i) for i in range(connections)]
+        self.sets = [b"%s:s:%d" % (t, i) for i in range(connections)]
+        self.zsets = [b"%s:z:%d" % (t, i) for i in range(connections)]
+        self.all = self.strings + self.counters + self.lists + self.hashes + self.sets + \
+            self.zsets
 
     def kind(self, key):
         if key in self.lists:
@@ -749,14 +906,16 @@ class Model:
 IGNORED = {b"GET", b"PING", b"ECHO", b"SELECT", b"MULTI", b"EXEC", b"DISCARD", b"EVAL",
            b"AUTH", b"HELLO", b"RESET", b"QUIT", b"CLIENT", b"SUBSCRIBE", b"UNSUBSCRIBE",
            b"PSUBSCRIBE", b"PUNSUBSCRIBE", b"PUBLISH", b"BLPOP", b"BLMOVE", b"LPOP",
-           b"MONITOR", b"TTL", b"PTTL", b"EXISTS", b"PEXPIRETIME", b"TOUCH"}
+           b"MONITOR", b"TTL", b"PTTL", b"EXISTS", b"PEXPIRETIME", b"TOUCH",
+           b"HSET", b"HGETALL", b"SADD", b"SMEMBERS", b"ZADD", b"ZSCORE"}
 
 # Commands whose execution MONITOR always shows (so: not in MONITOR = not executed).
 SHOWN = {b"GET", b"SET", b"SETEX", b"PSETEX", b"DEL", b"UNLINK", b"INCR", b"APPEND",
          b"GETSET", b"GETDEL", b"GETEX", b"MSET", b"EXPIRE", b"PEXPIRE", b"PERSIST",
          b"RENAME", b"RENAMENX", b"COPY", b"SELECT", b"PING", b"ECHO", b"MULTI", b"EXEC",
          b"DISCARD", b"EVAL", b"LPUSH", b"RPUSH", b"BLPOP", b"BLMOVE", b"PUBLISH",
-         b"SUBSCRIBE", b"UNSUBSCRIBE", b"PSUBSCRIBE", b"PUNSUBSCRIBE", b"RESET", b"QUIT"}
+         b"SUBSCRIBE", b"UNSUBSCRIBE", b"PSUBSCRIBE", b"PUNSUBSCRIBE", b"RESET", b"QUIT",
+         b"HSET", b"HGETALL", b"SADD", b"SMEMBERS", b"ZADD", b"ZSCORE"}
 # Administrative commands MONITOR never shows.
 HIDDEN = {b"ACL", b"CONFIG"}
 
@@ -878,7 +1037,8 @@ OPS = {  # name: weight (normal mode); tuned so that GETs dominate on a small ke
     "rename": 0.8, "select": 1.5, "multi": 0.5, "eval": 0.25, "pipeline": 2.5, "split": 2.5,
     "inline": 1, "subscribe": 0.8, "publish": 1, "unsub_block": 1.2, "block": 0.8,
     "push": 1, "client_reply": 1, "tracking": 0.6, "reset": 0.8, "auth": 2, "acl": 0.5,
-    "config_timeout": 0.3, "requirepass": 0.3, "quit": 0.5, "rst": 0.5, "hello": 0.3,
+    "config_timeout": 0.3, "requirepass": 0.3, "quit": 0.5, "rst": 0.5, "hello": 0.6,
+    "hello3": 0.5, "types": 0.8, "sink3": 0.3,
 }
 # ACL SETUSER and CONFIG SET change who may read what (or Redis's timeout): a fail-closed
 # BRC stops answering until the toolkit loads the users again (refresh_auth, ~1/s), so
@@ -889,11 +1049,25 @@ MAX_AGE_NS = 5 * 10 ** 9
 # its writes in flight (a global mark when its writes are invisible) until it closes,
 # and a client RST on one that wrote holds everything for max_age, so at run A's
 # rates almost nothing would be answered and run B would check almost no kernel
-# answer. Every kind still occurs; run A keeps the full rates.
-SERVING_OPS = dict(OPS, inline=0.3, unsub_block=0.4, client_reply=0.3, tracking=0.2, rst=0.2,
-                   subscribe=0.3)
+# answer. Every kind still occurs; run A keeps the full rates. RESP3 costs run B
+# some answers by itself (its nil is never cached, RESP2's never answered to it:
+# seed 6, run B, no new op: 11.7% all RESP2, 8% all RESP3) and its ops more (EVAL
+# invalidates everything, tracking gives connections up): at run A's rates seed 6's
+# run B answered 2.2% of its GETs in the kernel.
+SERVING_OPS = dict(OPS, inline=0.3, unsub_block=0.4, client_reply=0.3, tracking=0.15, rst=0.2,
+                   subscribe=0.3, types=0.15, sink3=0.15, hello=0.3, hello3=0.3)
 SUB_OPS = {"ping": 3, "subscribe": 2, "unsubscribe": 2, "psubscribe": 1, "punsubscribe": 1,
            "get": 2, "wait": 3, "leave": 3, "reset": 1, "quit": 0.5}
+# RESP3: a subscribed connection may send any command; its messages come as pushes
+# between the replies (PUBLISH to its own channel: the push comes before PUBLISH's :n)
+SUB3_OPS = dict(SUB_OPS, get=6, set=2, incr=1, publish=2, pipeline=1.5, types=0.7,
+                multi=0.3, leave=2.5)
+# Run B: SUBSCRIBE gives the connection up, and the writes of a given-up connection
+# hold every fill (writes in flight) until it closes: fewer writes, shorter sessions
+SERVING_SUB3_OPS = dict(SUB3_OPS, set=0.2, incr=0.1, pipeline=0.1, types=0.1, multi=0.05,
+                        leave=4, quit=1.5)
+# The share of connections that ask for RESP3 (HELLO 3) as they open, and after RESET
+RESP3_SHARE = 0.5
 
 WHITESPACE = [b" ", b"  ", b"\t", b" \t "]
 
@@ -913,6 +1087,7 @@ class Worker(threading.Thread):
         self.reply_off = False
         self.skip_next = False
         self.dirty_hint = 0.0
+        self.prefer3 = False         # this connection asks for RESP3 (HELLO 3)
         self.ops = Counter()
         self.crashed = None
 
@@ -944,13 +1119,17 @@ class Worker(threading.Thread):
             self.board.note("oracle: PING refused on a connection accepted without a password")
         if isinstance(ping.reply, Err):
             inc.cauth = False
+        self.prefer3 = self.rng.random() < self.fz.resp3_share
         if auto_auth and inc.cauth is not True and self.board.requirepass.current() and \
                 self.rng.random() < 0.7:
-            self.auth_as("default", DEFAULT_PW, hello=False)
+            self.auth_as("default", DEFAULT_PW, hello=self.prefer3, proto=b"3")
+        elif auto_auth and self.prefer3:
+            self.hello3(with_get=self.rng.random() < 0.3)
 
     def close(self, kind="fin"):
         if self.sock is None:
             return
+        self.drop_sink()
         inc = self.inc
         if kind == "rst":
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -1005,11 +1184,16 @@ class Worker(threading.Thread):
         except OSError as e:
             raise Closed("send failed: %s" % e)
 
-    def _reply(self, deadline):
+    def _reply(self, deadline, c=None):
         while True:
+            forms = Forms()
             try:
-                v, pos = parse(self.buf, 0)
+                v, pos = parse(self.buf, 0, forms)
                 del self.buf[:pos]
+                self.check_forms(v, forms, c)
+                for p in forms.inner_pushes:
+                    self.board.note("pushes inside a reply")
+                    self.aside(p, c)
                 return v
             except Incomplete:
                 pass
@@ -1027,17 +1211,65 @@ class Worker(threading.Thread):
                 raise Closed("connection closed by the server")
             self.buf += chunk
 
+    def check_forms(self, v, forms, c):
+        """A reply in the other protocol's form is never Redis's: RESP2's nil ($-1,
+        *-1) on a RESP3 connection, any RESP3 type on a RESP2 one (a HELLO that
+        succeeds is answered in the protocol it asks for)."""
+        proto = self.inc.proto
+        if c is not None and c.name == b"HELLO" and len(c.argv) > 1 and \
+                c.argv[1] in (b"2", b"3") and not isinstance(v, (Err, Push)):
+            proto = int(c.argv[1])
+        if forms.attrs:
+            raise Desync(c or self.last(), "an attribute (%s) before %s: Redis sends none to "
+                         "these commands" % (short(forms.attrs[0][0]), short(v)),
+                         kind="wrong_protocol")
+        if proto == 3 and forms.nil2:
+            raise Desync(c or self.last(), "RESP2's nil ($-1/*-1) in %s on a RESP3 connection "
+                         "(Redis sends _)" % short(v), kind="wrong_protocol")
+        if proto == 2 and forms.types3:
+            raise Desync(c or self.last(), "RESP3 type %s in %s on a RESP2 connection" % (
+                "".join(sorted(forms.types3)), short(v)), kind="wrong_protocol")
+        if proto == 3:
+            self.inc.ever3 = True
+
+    def last(self):
+        return self.inc.cmds[-1] if self.inc and self.inc.cmds else None
+
+    def aside(self, v, c):
+        """A RESP3 push that is no reply: a message of a subscription, an invalidation
+        of tracking. Anything else pushed is not Redis's."""
+        inc = self.inc
+        inc.pushes += 1
+        kind = v[0] if v and isinstance(v[0], bytes) else None
+        if kind in MESSAGES and (inc.channels or inc.patterns or (c is not None and (
+                c.name in SUBS or c.subscribed))):
+            self.board.note("pubsub messages (push)")
+            return
+        if kind in TRACKING_PUSHES and inc.pushes_tracking:
+            self.board.note("tracking pushes")
+            return
+        raise Desync(c or self.last(), "push %s that this connection's state does not "
+                     "explain (taken for a reply?)" % short(v))
+
     def read(self, c, n=1, extra=0.0):
-        """Read command c's n replies (pub/sub messages are set aside); checks the
-        reply's shape against what this connection's state says Redis gives."""
+        """Read command c's n replies (pub/sub messages and RESP3 pushes are set
+        aside); checks the reply's shape against what this connection's state says
+        Redis gives, and follows the protocol HELLO and RESET put it in."""
         if c.noreply:
             c.reply = NOREPLY
+            if c.name == b"HELLO" and len(c.argv) == 2 and c.argv[1] in (b"2", b"3") and \
+                    self.inc.cauth is True:
+                self.inc.proto = int(c.argv[1])     # suppressed, but it succeeded
             return c.reply
         deadline = time.time() + self.fz.reply_timeout + extra
         got = []
         while len(got) < n:
-            v = self._reply(deadline)
-            if is_push(v) and (self.inc.channels or self.inc.patterns or c.name in SUBS):
+            v = self._reply(deadline, c)
+            if isinstance(v, Push):
+                if not (c.name in SUBS and v and v[0] in SUB_CONFIRMS):
+                    self.aside(v, c)
+                    continue
+            elif is_push(v) and (self.inc.channels or self.inc.patterns or c.name in SUBS):
                 self.board.note("pubsub messages")
                 continue
             got.append(v)
@@ -1046,10 +1278,33 @@ class Worker(threading.Thread):
         c.t_reply = time.time()
         c.reply = got[0] if n == 1 or isinstance(got[0], Err) else got
         c.answered = True
+        c.proto = self.inc.proto
+        self.follow_protocol(c)
         why = expect_error(c) if c.expect is not None else shape_error(c, self.inc)
         if why:
             raise Desync(c, why)
         return c.reply
+
+    def follow_protocol(self, c):
+        """HELLO 2|3 switches on its success reply (a map in RESP3, an array in RESP2;
+        an error changes nothing), RESET goes back to RESP2."""
+        inc, v = self.inc, c.reply
+        if c.name == b"RESET" and v == "RESET":
+            inc.proto = 2
+        if c.name != b"HELLO" or isinstance(v, Err):
+            return
+        want = c.argv[1] if len(c.argv) > 1 else None
+        proto = {b"2": 2, b"3": 3}.get(want, inc.proto) if want is not None else inc.proto
+        form = Map if proto == 3 else list
+        if type(v) is not form:
+            raise Desync(c, "HELLO%s answered %s: a successful HELLO is answered in the "
+                         "protocol it asks for (RESP%d: %s)" % (
+                             " " + want.decode("latin-1") if want else "", short(v), proto,
+                             "a map" if proto == 3 else "an array"), kind="wrong_protocol")
+        got = v.get(b"proto") if proto == 3 else dict(zip(v[::2], v[1::2])).get(b"proto")
+        if got != proto:
+            raise Desync(c, "HELLO's proto field %r, RESP%d asked" % (got, proto))
+        inc.proto = c.proto = proto
 
     def quiet(self):
         """Nothing outstanding: nothing but pub/sub messages may be waiting."""
@@ -1067,13 +1322,20 @@ class Worker(threading.Thread):
                 if not chunk:
                     raise Closed("connection closed by the server while idle")
                 self.buf += chunk
+            forms = Forms()
             try:
-                v, pos = parse(self.buf, 0)
+                v, pos = parse(self.buf, 0, forms)
             except Incomplete:
                 if not r:
                     return
                 continue
             del self.buf[:pos]
+            self.check_forms(v, forms, None)
+            for p in forms.inner_pushes:
+                self.aside(p, None)
+            if isinstance(v, Push):
+                self.aside(v, None)
+                continue
             if is_push(v) and (self.inc.channels or self.inc.patterns):
                 continue
             raise Desync(self.inc.cmds[-1] if self.inc.cmds else None,
@@ -1093,10 +1355,13 @@ class Worker(threading.Thread):
                     if self.sock is None:
                         self.connect()
                     subscribed = self.inc.channels or self.inc.patterns
-                    table = SUB_OPS if subscribed else fz.weights
+                    table = fz.weights if not subscribed else \
+                        fz.sub3_weights if self.inc.proto == 3 else SUB_OPS
                     name = self.rng.choices(list(table), weights=list(table.values()))[0]
-                    self.ops[("sub_" if subscribed else "") + name] += 1
-                    getattr(self, ("sub_" if subscribed else "op_") + name)()
+                    self.ops[("sub%s_" % ("3" if self.inc.proto == 3 else "")
+                              if subscribed else "") + name] += 1
+                    fn = getattr(self, "sub_" + name, None) if subscribed else None
+                    (fn or getattr(self, "op_" + name))()
                     if self.sock is not None:
                         self.quiet()
                     if self.sock is not None and not subscribed:
@@ -1108,7 +1373,7 @@ class Worker(threading.Thread):
                     self.board.violation("stall", self.inc, str(e), last)
                     self.close("rst")
                 except Desync as e:
-                    self.board.violation("protocol", self.inc, e.why, e.cmd)
+                    self.board.violation(e.kind, self.inc, e.why, e.cmd)
                     self.close("rst")
                 except Closed as e:
                     if self.inc is not None and self.inc.close_kind is None:
@@ -1341,8 +1606,12 @@ class Worker(threading.Thread):
         if not c.queued:
             return self.read(c)
         deadline = time.time() + self.fz.reply_timeout
-        v = self._reply(deadline)
+        v = self._reply(deadline, c)
+        while isinstance(v, Push):
+            self.aside(v, c)
+            v = self._reply(deadline, c)
         c.t_reply = time.time()
+        c.proto = self.inc.proto
         if v == "QUEUED":
             c.reply = None
             return v
@@ -1440,13 +1709,92 @@ class Worker(threading.Thread):
             chans.append(b"__redis__:invalidate")
         c = self.pubsub(b"SUBSCRIBE", chans)
         if sink and isinstance(cid, int) and not isinstance(c.reply, Err):
+            self.inc.pushes_tracking = True     # RESP3: invalidations as pushes
             with self.board.lock:
                 self.board.sinks[cid] = self.wid
-            self.sink_id = cid
+            self.inc.sink_id = cid
         self.dirty_hint = 0.0
+
+    def op_sink3(self):
+        """A RESP3 connection, not subscribed, that other connections' CLIENT TRACKING
+        REDIRECTs to: Redis pushes their invalidations here (>2 invalidate), between
+        the replies of a connection BRC may serve."""
+        if self.inc.proto != 3 or self.inc.sink_id is not None:
+            return
+        cid = self.one(b"CLIENT", b"ID").reply
+        if type(cid) is int:
+            self.inc.pushes_tracking = True
+            self.inc.sink_id = cid
+            with self.board.lock:
+                self.board.sinks[cid] = self.wid
 
     def op_publish(self):
         self.one(b"PUBLISH", self.rng.choice(self.keys.channels), self.uval())
+
+    # Scripts whose replies take RESP3's types (RESP2: their RESP2 forms), to put every
+    # type between the GETs of a served connection: (source, RESP2 reply, RESP3 reply)
+    TYPE_SCRIPTS = [
+        (b"redis.setresp(3) return {double=3.5}", b"3.5", Double(3.5)),
+        (b"redis.setresp(3) return {double=1/0}", b"inf", Double("inf")),
+        (b"redis.setresp(3) return true", 1, Bool(True)),
+        (b"redis.setresp(3) return false", 0, Bool(False)),
+        (b"redis.setresp(3) return {big_number='1234567890123456789012345678901234567890'}",
+         b"1234567890123456789012345678901234567890",
+         Big("1234567890123456789012345678901234567890")),
+        (b"redis.setresp(3) return {map={a={1,'x',{double=0.5}}}}", [b"a", [1, b"x", b"0.5"]],
+         Map({b"a": [1, b"x", Double(0.5)]})),
+        (b"redis.setresp(3) return {set={m=true}}", [b"m"], Set3([b"m"])),
+        (b"redis.setresp(3) return {verbatim_string={format='txt',string='hi'}}", b"hi",
+         Verbatim(b"txt", b"hi")),
+        (b"return false", None, None),
+        (b"return {1, false, 'x'}", [1, None, b"x"], [1, None, b"x"]),
+        (b"redis.setresp(3) return {1, false, {map={}}}", [1, 0, []], [1, Bool(False), Map()]),
+    ]
+
+    def op_types(self):
+        """Replies of RESP3's types (RESP2's forms on a RESP2 connection): scripts,
+        HGETALL (map), SMEMBERS (set), ZSCORE (double, nil), CLIENT INFO (verbatim),
+        each known exactly here."""
+        r, k, w = self.rng, self.keys, self.wid
+        p = r.random()
+        if p < 0.5:
+            src, two, three = r.choice(self.TYPE_SCRIPTS)
+            c = self.one(b"EVAL", src, b"0")
+            return self.typed(c, two, three)
+        if p < 0.9:
+            if p < 0.65:
+                v1, v2 = self.uval(), self.uval()
+                cs = [self.cmd(b"HSET", k.hashes[w], b"f1", v1, b"f2", v2),
+                      self.cmd(b"HGETALL", k.hashes[w])]
+                two, three = [b"f1", v1, b"f2", v2], Map({b"f1": v1, b"f2": v2})
+            elif p < 0.8:
+                cs = [self.cmd(b"SADD", k.sets[w], b"a", b"b"), self.cmd(b"SMEMBERS", k.sets[w])]
+                two, three = [b"a", b"b"], Set3([b"a", b"b"])
+            else:
+                score = r.choice([b"1.5", b"-2.25", b"3"])
+                cs = [self.cmd(b"ZADD", k.zsets[w], score, b"m"),
+                      self.cmd(b"ZSCORE", k.zsets[w], r.choice([b"m", b"m", b"nom"]))]
+                two, three = score, Double(score.decode())
+                if cs[1].argv[2] == b"nom":
+                    two = three = None
+            self.send(cs, r.choice(["one", "one", "split"]))
+            for c in cs:
+                self.read(c)
+            if not isinstance(cs[0].reply, Err):
+                self.typed(cs[1], two, three, unordered={b"HGETALL": "pairs",
+                                                         b"SMEMBERS": "set"}.get(cs[1].name))
+            return
+        self.one(b"CLIENT", b"INFO")
+
+    def typed(self, c, two, three, unordered=False):
+        """c's reply must be exactly @two (RESP2) or @three (RESP3), types included."""
+        if isinstance(c.reply, Err) or c.reply is NOREPLY:
+            return
+        want = three if c.proto == 3 else two
+        if not typed_equal(want, c.reply, unordered):
+            raise Desync(c, "Redis answers %s in RESP%d, got %s" % (short(want), c.proto,
+                                                                     short(c.reply)),
+                         kind="wrong_protocol")
 
     def blocking(self, with_unsub):
         """A blocking command with a short timeout, maybe behind an UNSUBSCRIBE of
@@ -1505,13 +1853,22 @@ class Worker(threading.Thread):
         r = self.rng
         if self.inc.cauth is not True:
             return          # a refused CLIENT REPLY OFF is answered: count unknowable
+        # sometimes a HELLO whose reply is suppressed: Redis switches all the same,
+        # and nothing on the wire says so
+        hello = [b"HELLO", self.pick_proto()] if r.random() < 0.3 else None
         if r.random() < 0.5:
             cs = [self.cmd(b"CLIENT", b"REPLY", b"OFF")]
             cs += [self.cmd(*self.simple()) for _ in range(r.randint(1, 3))]
+            if hello:
+                cs.insert(r.randint(1, len(cs)), self.cmd(*hello))
             cs.append(self.cmd(b"CLIENT", b"REPLY", b"ON"))
         else:
-            cs = [self.cmd(b"CLIENT", b"REPLY", b"SKIP"), self.cmd(*self.simple()),
+            cs = [self.cmd(b"CLIENT", b"REPLY", b"SKIP"), self.cmd(*(hello or self.simple())),
                   self.cmd(b"PING")]
+        for c in cs:                # inc.cmds in the order sent
+            if c.name == b"HELLO":
+                self.inc.cmds.remove(c)
+                self.inc.cmds.insert(self.inc.cmds.index(cs[0]) + cs.index(c), c)
         if r.random() < 0.5:
             self.send(cs)
         else:
@@ -1529,17 +1886,42 @@ class Worker(threading.Thread):
             if c.reply == "OK":
                 self.inc.tracking = False
             return
+        if self.inc.proto == 3 and r.random() < 0.6:
+            # RESP3: invalidations come as pushes on this very connection, between
+            # (never inside) its replies, from its own writes and everyone else's
+            argv = [b"CLIENT", b"TRACKING", b"ON"]
+            if r.random() < 0.3:
+                argv += [b"BCAST", b"PREFIX", self.keys.tag]
+            elif r.random() < 0.3:
+                argv.append(b"NOLOOP")
+            self.inc.pushes_tracking = True
+            c = self.one(*argv)
+            if c.reply == "OK":
+                self.inc.tracking = True
+                self.dirty_hint = max(self.dirty_hint, 0.3)     # BRC gives it up
+            return
         with self.board.lock:
             sinks = list(self.board.sinks)
         if not sinks:
             return
-        c = self.one(b"CLIENT", b"TRACKING", b"ON", b"REDIRECT", b"%d" % r.choice(sinks))
+        argv = [b"CLIENT", b"TRACKING", b"ON", b"REDIRECT", b"%d" % r.choice(sinks)]
+        if r.random() < 0.3:
+            argv += [b"BCAST", b"PREFIX", self.keys.tag]     # every write of the run
+        c = self.one(*argv)
         if c.reply == "OK":
             self.inc.tracking = True
+            self.inc.pushes_tracking = True     # tracking-redir-broken (RESP3)
+            self.dirty_hint = max(self.dirty_hint, 0.3)     # BRC gives it up
 
     def op_reset(self):
-        c = self.one(b"RESET")
+        # a GET behind RESET runs as RESET leaves the connection: db 0, user default
+        inc = self.inc
+        behind = inc.proto == 3 and inc.db == 0 and inc.user == "default" and \
+            inc.cauth is True and self.rng.random() < 0.35
+        c = self.one_behind([b"RESET"], behind)
         self.after_reset(c)
+        if self.prefer3 and self.inc.cauth and self.rng.random() < 0.6:
+            self.hello3()       # RESET went back to RESP2
 
     def after_reset(self, c):
         inc = self.inc
@@ -1550,12 +1932,16 @@ class Worker(threading.Thread):
         inc.cauth = (rp == {False}) if len(rp) == 1 else None
         self.dirty_hint = 0.0
 
-    def auth_as(self, user, pw, hello):
+    def pick_proto(self):
+        """The version a HELLO asks for: mostly 3 on a connection meant to run RESP3."""
+        return b"3" if self.rng.random() < (0.8 if self.prefer3 else 0.25) else b"2"
+
+    def auth_as(self, user, pw, hello, proto=None):
         if pw is None:
             pw = DEFAULT_PW if user == "default" else USERS[user]
         if hello:
-            c = self.one(b"HELLO", b"2", b"AUTH", user.encode(), pw)
-            ok = isinstance(c.reply, list)
+            c = self.one(b"HELLO", proto or self.pick_proto(), b"AUTH", user.encode(), pw)
+            ok = not isinstance(c.reply, Err)
         elif user == "default" and self.rng.random() < 0.5:
             c = self.one(b"AUTH", pw)
             ok = c.reply == "OK"
@@ -1584,8 +1970,65 @@ class Worker(threading.Thread):
             pw = b"wrong-" + pw
         self.auth_as(user, pw, hello=r.random() < 0.3)
 
+    def hello3(self, with_get=False):
+        """HELLO 3 (sometimes pipelined with a GET, whose reply is RESP3 already)."""
+        extra = [b"SETNAME", b"fz%d" % self.wid] if self.rng.random() < 0.2 else []
+        self.one_behind([b"HELLO", b"3"] + extra, with_get)
+
+    def one_behind(self, argv, with_get):
+        """A command that changes the protocol (HELLO, RESET), maybe with a GET sent
+        behind it before its reply: in the same write, or alone in the next one (a GET
+        BRC could answer, whose reply must be in the protocol the first one puts the
+        connection in)."""
+        first = self.cmd(*argv)
+        if not with_get:
+            self.send([first])
+            self.read(first)
+            return first
+        how = self.rng.choice(["same-write", "next-write"])
+        g = self.cmd(b"GET", self.get_key(), how="behind-%s-%s" % (first.name.decode().lower(),
+                                                                  how))
+        if first.name == b"RESET":
+            g.subscribed, g.tracking = False, False    # it runs after RESET (db 0, default)
+        if how == "same-write":
+            self.send([first, g])
+        else:
+            self.send([first])
+            self.send([g])
+        self.read(first)
+        self.read(g)
+        return first
+
+    def op_hello3(self):
+        if self.inc.proto != 3:
+            self.hello3(with_get=self.rng.random() < 0.3)
+
     def op_hello(self):
-        self.one(b"HELLO", b"2")
+        """HELLO 2|3, with AUTH (sometimes a wrong password), without a version (an
+        answer in the current protocol, no change) or with one Redis refuses."""
+        r = self.rng
+        p = r.random()
+        if p < 0.1:
+            self.one(b"HELLO")
+        elif p < 0.15:
+            self.one(b"HELLO", r.choice([b"4", b"1", b"03"]))
+            self.dirty_hint = max(self.dirty_hint, 0.5)         # BRC gives it up
+        elif p < 0.25:
+            # inline, any case, odd blanks: Redis reads HELLO <v> all the same
+            wire = r.choice([b"", b" "]) + r.choice([b"HELLO", b"hello", b"Hello"]) + \
+                r.choice([b" ", b"  "]) + self.pick_proto() + r.choice([b"", b" ", b"  "]) + \
+                r.choice([b"\r\n", b"\r\n", b"\n"])
+            c = self.cmd(*wire.split(), wire=wire, how="inline")
+            self.send([c], r.choice(["one", "split"]))
+            self.read(c)
+        elif p < 0.5:
+            user = r.choice(["default", "fzadmin", "fzadmin", "fzguest", "fzro"])
+            pw = DEFAULT_PW if user == "default" else USERS[user]
+            if r.random() < 0.15:
+                pw = b"wrong-" + pw
+            self.auth_as(user, pw, hello=True)
+        else:
+            self.one_behind([b"HELLO", self.pick_proto()], r.random() < 0.35)
 
     def op_acl(self):
         r = self.rng
@@ -1642,7 +2085,8 @@ class Worker(threading.Thread):
             if c.reply != "OK":
                 return
             try:
-                main = (self.sock, self.inc, self.buf, self.reply_off, self.skip_next)
+                main = (self.sock, self.inc, self.buf, self.reply_off, self.skip_next,
+                        self.prefer3)
                 try:
                     self.connect(auto_auth=False)   # a fresh connection: NOAUTH until AUTH
                     for _ in range(self.rng.randint(2, 8)):
@@ -1654,7 +2098,8 @@ class Worker(threading.Thread):
                 finally:
                     if self.sock is not None:
                         self.close("rst")
-                    self.sock, self.inc, self.buf, self.reply_off, self.skip_next = main
+                    (self.sock, self.inc, self.buf, self.reply_off, self.skip_next,
+                     self.prefer3) = main
             finally:
                 c = self.cmd(b"CONFIG", b"SET", b"requirepass", b"")
                 i = tl.begin(time.time(), False)
@@ -1703,6 +2148,12 @@ class Worker(threading.Thread):
     def sub_get(self):
         self.one(b"GET", self.get_key())
 
+    def sub_publish(self):
+        mine = sorted(self.inc.channels - {b"__redis__:invalidate"})
+        ch = self.rng.choice(mine) if mine and self.rng.random() < 0.6 else \
+            self.rng.choice(self.keys.channels)
+        self.one(b"PUBLISH", ch, self.uval())
+
     def sub_subscribe(self):
         self.pubsub(b"SUBSCRIBE", self.rng.sample(self.keys.channels, self.rng.randint(1, 2)))
 
@@ -1737,11 +2188,11 @@ class Worker(threading.Thread):
             self.inc.channels, self.inc.patterns = chans, pats
 
     def drop_sink(self):
-        sid = getattr(self, "sink_id", None)
+        sid = self.inc.sink_id if self.inc is not None else None
         if sid is not None:
             with self.board.lock:
                 self.board.sinks.pop(sid, None)
-            self.sink_id = None
+            self.inc.sink_id = None
 
     def sub_wait(self):
         time.sleep(self.rng.choice([0.001, 0.005, 0.02]))
@@ -1765,9 +2216,9 @@ class Worker(threading.Thread):
 
 
 class Desync(Exception):
-    def __init__(self, cmd, why):
+    def __init__(self, cmd, why, kind="protocol"):
         super().__init__(why)
-        self.cmd, self.why = cmd, why
+        self.cmd, self.why, self.kind = cmd, why, kind
 
 
 SUBS = {b"SUBSCRIBE", b"UNSUBSCRIBE", b"PSUBSCRIBE", b"PUNSUBSCRIBE"}
@@ -1787,10 +2238,11 @@ def shape_error(c, inc):
     """Why reply is not what Redis gives to c in this connection's state, or None."""
     v, name = c.reply, c.name
     subscribed = c.subscribed
+    restricted = subscribed and c.proto == 2   # RESP3 lets a subscriber send anything
     if isinstance(v, Err):
         if c.expect_err or v.startswith(AUTH_ERRORS):
             return None
-        if subscribed and name not in SUBS | {b"PING", b"RESET", b"QUIT"}:
+        if restricted and name not in SUBS | {b"PING", b"RESET", b"QUIT"}:
             return None if "only (P|S)SUBSCRIBE" in v else "unexpected error %s" % short(v)
         if name == b"SELECT" and c.argv[1:] not in ([b"0"], [b"1"]):
             return None
@@ -1798,9 +2250,9 @@ def shape_error(c, inc):
             v.startswith("ERR") else "unexpected error %s" % short(v)
     if c.expect_err:
         return "an error expected, got %s" % short(v)
-    if subscribed and name not in SUBS | {b"PING", b"RESET", b"QUIT"}:
+    if restricted and name not in SUBS | {b"PING", b"RESET", b"QUIT"}:
         return "a command other than (UN)SUBSCRIBE/PING/RESET/QUIT in subscribed mode " \
-            "must be refused, got %s" % short(v)
+            "must be refused (RESP2), got %s" % short(v)
     kinds = {
         b"GET": (bytes, type(None)), b"GETSET": (bytes, type(None)),
         b"GETDEL": (bytes, type(None)), b"GETEX": (bytes, type(None)),
@@ -1809,14 +2261,14 @@ def shape_error(c, inc):
         b"RPUSH": int, b"PUBLISH": int, b"SETEX": Simple, b"PSETEX": Simple, b"MSET": Simple,
         b"RENAME": Simple, b"MULTI": Simple, b"DISCARD": Simple, b"AUTH": Simple,
         b"ACL": Simple, b"CONFIG": Simple, b"QUIT": Simple, b"RESET": Simple,
-        b"SELECT": Simple, b"EXEC": (list, type(None)), b"HELLO": list,
+        b"SELECT": Simple, b"EXEC": (list, type(None)), b"HELLO": (list, Map),
         b"BLPOP": (list, type(None)), b"BLMOVE": (bytes, type(None)),
         b"SET": (Simple, bytes, type(None)),
     }
     if name in SUBS:
         return None               # pubsub() knows them exactly
     if name == b"PING":
-        if subscribed:
+        if restricted:
             return None if v == [b"pong", b""] else "PING in subscribed mode: %s" % short(v)
         return None if v == "PONG" else "PING answered %s" % short(v)
     if name == b"ECHO":
@@ -1826,7 +2278,11 @@ def shape_error(c, inc):
     if name == b"CLIENT":
         sub = c.argv[1].upper() if len(c.argv) > 1 else b""
         if sub == b"ID":
-            return None if isinstance(v, int) else "CLIENT ID answered %s" % short(v)
+            return None if type(v) is int else "CLIENT ID answered %s" % short(v)
+        if sub == b"INFO":
+            form = Verbatim if c.proto == 3 else bytes
+            return None if type(v) is form and (v.format == b"txt" if form is Verbatim else
+                                                True) else "CLIENT INFO answered %s" % short(v)
         return None if v == "OK" else "CLIENT %s answered %s" % (sub.decode(), short(v))
     if name == b"SET" and isinstance(v, bytes) and b"GET" not in [a.upper() for a in c.argv[3:]]:
         return "SET without GET answered a bulk string %s" % short(v)
@@ -1835,6 +2291,8 @@ def shape_error(c, inc):
     want = kinds.get(name)
     if want is not None and not isinstance(v, want):
         return "%s answered %s" % (name.decode(), short(v))
+    if want is not None and isinstance(v, (Set3, Push)):
+        return "%s answered a RESP3 %s" % (name.decode(), short(v))
     if want is Simple and v not in ("OK",) and name not in (b"QUIT",):
         return "%s answered %s" % (name.decode(), short(v))
     return None
@@ -1863,6 +2321,24 @@ def subs_expect(verb, args, channels, patterns):
             target.discard(a)
             out.append([kind, a, len(ch) + len(pa)])
     return out, unordered, ch, pa
+
+
+def typed_equal(a, b, unordered=False):
+    """Equal values of the same RESP types, all the way down; @unordered: a set's (or a
+    map's RESP2 array's pairs') order does not matter."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, Map):
+        return a.keys() == b.keys() and all(typed_equal(a[x], b[x]) for x in a)
+    if isinstance(a, list):
+        if len(a) != len(b):
+            return False
+        if unordered == "pairs":
+            a, b = [list(p) for p in zip(a[::2], a[1::2])], [list(p) for p in zip(b[::2], b[1::2])]
+        if unordered:
+            a, b = sorted(a, key=repr), sorted(b, key=repr)
+        return all(typed_equal(x, y) for x, y in zip(a, b))
+    return a == b
 
 
 def expect_error(c):
@@ -1894,6 +2370,7 @@ class Oracle:
         self.board, self.model = board, model
         self.kernel_may_answer = kernel_may_answer
         self.stats = Counter()
+        self.by_how = Counter()          # GETs answered in the kernel, by the way sent
 
     def epoch(self, lines, t_start):
         b, m = self.board, self.model
@@ -1931,7 +2408,12 @@ class Oracle:
         self.stats["lines_of_other_clients"] += sum(len(ls) for ls in by_addr.values())
         m.prune(t_start - 10.0)
         with b.lock:
-            b.incarnations = [i for i in b.incarnations if i.t_close is None or i.done < len(i.cmds)]
+            keep = [i for i in b.incarnations if i.t_close is None or i.done < len(i.cmds)]
+            for i in b.incarnations:
+                if i not in keep:
+                    self.stats["connections"] += 1
+                    self.stats["connections_resp3"] += i.ever3
+            b.incarnations = keep
             for inc in b.incarnations:      # workers are paused: keep a little history
                 cut = max(0, inc.done - HISTORY)
                 if cut:
@@ -1981,7 +2463,8 @@ class Oracle:
         s["cmds"] += 1
         if not c.answered or c.reply is NOREPLY:
             return                      # never answered (RST, suppressed, discarded)
-        if c.name == b"GET" and not c.subscribed and not c.expect_err:
+        s["cmds_resp%d" % c.proto] += 1
+        if c.name == b"GET" and (not c.subscribed or c.proto == 3) and not c.expect_err:
             return self.check_get(inc, c)
         line = c.line
         if line is None:
@@ -1998,6 +2481,7 @@ class Oracle:
     def check_get(self, inc, c):
         s, m = self.stats, self.model
         s["gets"] += 1
+        s["gets_resp%d" % c.proto] += 1
         key = c.argv[1]
         if isinstance(c.reply, Err):
             s["gets_refused"] += 1
@@ -2030,6 +2514,11 @@ class Oracle:
                                          self.origin(c.reply), m.describe(c.db, key, line.ts)), c)
             return
         s["gets_unseen"] += 1
+        s["gets_unseen_resp%d" % c.proto] += 1
+        if c.how != "resp":
+            self.by_how[c.how] += 1
+        if c.proto == 3 and inc.pushes:
+            s["gets_unseen_after_pushes"] += 1
         if not self.kernel_may_answer:
             self.board.violation("answer_without_execution", inc, "GET answered %s but Redis "
                                  "never executed it (BRC does not answer in this mode)" %
@@ -2133,7 +2622,7 @@ def same_reply(pred, got):
 
 class Fuzz:
     def __init__(self, lab, seconds, seed, connections, label, weights=None,
-                 reply_timeout=REPLY_TIMEOUT, kernel_may_answer=True):
+                 reply_timeout=REPLY_TIMEOUT, kernel_may_answer=True, resp3_share=RESP3_SHARE):
         self.lab = lab
         self.pair = lab.pair
         self.client_ns, self.server_ns = lab.pair.client, lab.pair.server
@@ -2142,6 +2631,8 @@ class Fuzz:
         self.label = label
         self.weights = dict(weights or OPS)
         self.reply_timeout = reply_timeout
+        self.resp3_share = resp3_share
+        self.sub3_weights = SERVING_SUB3_OPS if kernel_may_answer else SUB3_OPS
         self.stopping = False
         self.deadline = INF
         tag = "fz%s%d" % (label, seed % 10000)
@@ -2309,7 +2800,7 @@ def agent_in_charge(lab):
 
 
 def run(lab, seconds, seed, connections=8, verify_sample=0, mode="serve", floor=0.03,
-        label=None, epoch_seconds=10.0, weights=None):
+        label=None, epoch_seconds=10.0, weights=None, resp3_share=RESP3_SHARE):
     """One fuzzer run against a ServeLab-like `lab` (pair, brc, counters(), serve()).
     Returns the summary dict; summary["ok"] says whether it was clean."""
     if label is None:
@@ -2328,7 +2819,8 @@ def run(lab, seconds, seed, connections=8, verify_sample=0, mode="serve", floor=
     serving = mode == "serve" and not verify_sample
     with_agent = agent_in_charge(lab)
     fz = Fuzz(lab, seconds, seed, connections, label,
-              weights or (SERVING_OPS if serving else OPS), kernel_may_answer=serving)
+              weights or (SERVING_OPS if serving else OPS), kernel_may_answer=serving,
+              resp3_share=resp3_share)
     t0 = time.time()
     ops, crashed = fz.run(epoch_seconds)
     elapsed = time.time() - t0
@@ -2354,6 +2846,14 @@ def run(lab, seconds, seed, connections=8, verify_sample=0, mode="serve", floor=
         "first_violations": b.violations, "notes": dict(b.notes),
         "unmodeled": dict(fz.model.unmodeled), "ops_by_kind": dict(ops.most_common()),
         "late_lines": st["late_lines"], "elapsed": round(elapsed, 1),
+        # RESP2 and RESP3 side by side: replies read in each, GETs, GETs Redis never
+        # executed (answered in the kernel), connections that went RESP3
+        "by_protocol": dict(("resp%d" % p, {
+            "replies": st["cmds_resp%d" % p], "gets": st["gets_resp%d" % p],
+            "kernel_answers": st["gets_unseen_resp%d" % p]}) for p in (2, 3)),
+        "kernel_answers_resp3_after_pushes": st["gets_unseen_after_pushes"],
+        "kernel_answers_by_how": dict(fz.oracle.by_how),
+        "connections_opened": st["connections"], "connections_resp3": st["connections_resp3"],
     }
     problems = []
     if b.vcount:
@@ -2374,6 +2874,8 @@ def run(lab, seconds, seed, connections=8, verify_sample=0, mode="serve", floor=
         problems.append("GETs Redis never executed while BRC was %s" % mode)
     if gets == 0:
         problems.append("no GET checked")
+    if serving and resp3_share and st["gets_resp3"] >= 200 and not st["gets_unseen_resp3"]:
+        problems.append("no RESP3 GET answered in the kernel (%d RESP3 GETs)" % st["gets_resp3"])
     summary["floor"] = floor
     summary["problems"] = problems
     summary["ok"] = not problems
@@ -2441,6 +2943,8 @@ def main(argv=None):
     p.add_argument("--floor", type=float, default=0.03,
                    help="minimum share of GETs answered in the kernel in run B")
     p.add_argument("--epoch", type=float, default=10.0, help="seconds between oracle checks")
+    p.add_argument("--resp3", type=float, default=RESP3_SHARE,
+                   help="share of connections that ask for RESP3 as they open (default %(default)s)")
     p.add_argument("--json", action="store_true",
                    help="no human-readable report on stderr (stdout: always one JSON line)")
     args = p.parse_args(argv)
@@ -2470,7 +2974,7 @@ def main(argv=None):
         try:
             for mode, vs, secs in plan:
                 s = run(lab, secs, seed, args.connections, vs, mode, args.floor,
-                        epoch_seconds=args.epoch)
+                        epoch_seconds=args.epoch, resp3_share=args.resp3)
                 summaries.append(s)
                 if not args.json:
                     report(s, sys.stderr)
@@ -2506,6 +3010,15 @@ def report(s, f):
               s["run"], s["ops"], s["ops_per_s"], s["gets"], 100 * s["get_share"],
               s["kernel_hits"], 100 * s["kernel_hit_share"], s["violations"],
               s["violation_kinds"], s["problems"] or "none"), file=f)
+    bp = s["by_protocol"]
+    print("  by protocol: RESP2 %d replies, %d GETs, %d answered in the kernel; RESP3 %d "
+          "replies, %d GETs, %d answered in the kernel; %d of %d connections went RESP3" % (
+              bp["resp2"]["replies"], bp["resp2"]["gets"], bp["resp2"]["kernel_answers"],
+              bp["resp3"]["replies"], bp["resp3"]["gets"], bp["resp3"]["kernel_answers"],
+              s["connections_resp3"], s["connections_opened"]), file=f)
+    if s["kernel_answers_by_how"] or s["kernel_answers_resp3_after_pushes"]:
+        print("  kernel answers on RESP3 connections that had got pushes: %d; by how sent: %s" % (
+            s["kernel_answers_resp3_after_pushes"], s["kernel_answers_by_how"]), file=f)
     print("  suspected findings: %s" % s.get("suspected_findings"), file=f)
     for v in examples(s["first_violations"]):
         print("  VIOLATION %s (%s) conn %s: %s" % (v["kind"], v.get("suspect") or "?",
