@@ -7,7 +7,8 @@ checked against what Redis executed, as tests/serve/test_fuzz.py does without on
               is compared (`mismatch` must stay 0).
   run Bagent  verify_sample=0: GETs answered in the kernel must carry a value the key
               held during the GET (a TTL'd key: before its expiry), only for users
-              Redis lets read it, and at least fuzz.run's floor of GETs is answered.
+              Redis lets read it, and at least fuzz.run's floor of GETs (or
+              fuzz.MIN_KERNEL_ANSWERS of them) is answered.
 
 20 s each, seed random unless BRC_FUZZ_SEED is set (printed first);
 `make fuzz-agent` is the long run.

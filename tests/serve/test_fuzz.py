@@ -6,7 +6,8 @@ against the session's served Redis (the real BRC build on the veth of brcsi<pid>
   run B   verify_sample=0: GETs answered in the kernel must carry a value the key held
           in the connection's db during the GET, only for users Redis lets read it;
           every command gets exactly Redis's replies; and the kernel must answer at
-          least fuzz.run's floor (3%) of the GETs, or the run tested nothing.
+          least fuzz.run's floor (3%) of the GETs or fuzz.MIN_KERNEL_ANSWERS of them, or
+          the run tested nothing.
 
 25 s each. The seed is random unless BRC_FUZZ_SEED is set, and printed first:
 `BRC_FUZZ_SEED=<seed> make test PYTEST_ARGS="-k fuzz -s"` replays the command streams
@@ -48,4 +49,4 @@ def test_fuzz_verify_then_serve(lab):
         s["run"], s["problems"], s["violation_kinds"], s["suspected_findings"],
         json.dumps(s["first_violations"][:2])[:3000]) for s in (a, b) if not s["ok"]]
     assert not failed, "seed %d\n" % seed + "\n".join(failed)
-    assert b["kernel_hit_share"] >= b["floor"], b
+    assert b["kernel_hit_share"] >= b["floor"] or b["kernel_hits"] >= fuzz.MIN_KERNEL_ANSWERS, b
