@@ -8,6 +8,7 @@ Nothing is pinned: the programs and maps live as long as this object (and the na
 import ctypes
 import ctypes.util
 import os
+import time
 from contextlib import contextmanager
 
 import ansible.module_utils
@@ -114,6 +115,13 @@ class Brc:
             return brc_auth.load(maps, self.contract, lambda: brc_auth.read_state(
                 self.contract, host=host, port=self.port, unix_socket=unix_socket, user=user,
                 password=password), **load_args)
+
+    def held_s(self):
+        """Seconds until everything stops counting as in flight (brc_global.hold_until_ns,
+        left by a client reset with writes unanswered or untracked traffic); 0 if not held."""
+        table = self.build.bpf.get_table(self.contract.map_name("global").encode())
+        left = table[table.Key(0)].hold_until_ns - time.monotonic_ns()
+        return max(0.0, left / 1e9)
 
     def counters(self):
         """Named counters, plus the latency histogram buckets as 'lat.<class>.<slot>'

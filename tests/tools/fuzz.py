@@ -2805,6 +2805,14 @@ def agent_in_charge(lab):
 MIN_KERNEL_ANSWERS = 300
 
 
+def wait_out_holds(lab):
+    """A run leaves everything held for up to max_age (a client reset with writes
+    unanswered): wait it out, bounded, so the lab caches again for what comes next."""
+    held = getattr(getattr(lab, "brc", None), "held_s", None)
+    if held is not None:
+        time.sleep(min(held(), MAX_AGE_NS / 1e9 + 1.0))
+
+
 def run(lab, seconds, seed, connections=8, verify_sample=0, mode="serve", floor=0.03,
         label=None, epoch_seconds=10.0, weights=None, resp3_share=RESP3_SHARE):
     """One fuzzer run against a ServeLab-like `lab` (pair, brc, counters(), serve()).
@@ -2829,6 +2837,7 @@ def run(lab, seconds, seed, connections=8, verify_sample=0, mode="serve", floor=
               resp3_share=resp3_share)
     t0 = time.time()
     ops, crashed = fz.run(epoch_seconds)
+    wait_out_holds(lab)
     elapsed = time.time() - t0
     after = lab.counters() if getattr(lab, "brc", None) is not None else {}
     delta = dict((k, after[k] - before.get(k, 0)) for k in after if after[k] != before.get(k, 0))
