@@ -594,7 +594,7 @@ struct brc_replybuf {
 	X(SERVE_ERR_CLONE, "pure-ACK clones that failed (the server's snd_una lags to RTO)") \
 	X(SERVE_CSUM_PARTIAL, "answered requests that were CHECKSUM_PARTIAL") \
 	X(SERVE_DUP_DROPPED, "stale duplicates of an answered request, dropped") \
-	X(SACK_PERM_STRIPPED, "client SYNs whose SACK-permitted option became NOPs (serve mode)") \
+	X(SACK_PERM_STRIPPED, "client SYNs whose SACK-permitted option became NOPs (serve mode built with BRC_SERVE_STRIP_SACK; by default SACK is kept and translated)") \
 	X(SERVE_VERIFY_SAMPLED, "would-be hits sent to Redis anyway by verify_sample (compared)") \
 	X(SERVE_FLOWS_KEPT, "served connections kept after close for their last FIN/ACK translation") \
 	X(GET_UNCACHEABLE_SERVER, "GETs not answerable: Redis's users and rights are not loaded, or a change to them is in flight") \
@@ -612,7 +612,9 @@ struct brc_replybuf {
 	X(TOUCH_SAMPLED, "answered keys recorded for the agent to TOUCH in Redis") \
 	X(FILL_REFUSED_EXPIRY, "fills refused: the agent in charge has no current record of the key's expiry (asked for)") \
 	X(EXPIRY_WANTED, "keys put in brc_expiry_wanted for the agent to read their expiry") \
-	X(ANSWER_NEAR_EXPIRY, "would-be hits passed: the key expires in Redis within the margin")
+	X(ANSWER_NEAR_EXPIRY, "would-be hits passed: the key expires in Redis within the margin") \
+	X(SACK_TRANSLATED, "segments of served connections whose SACK blocks were translated (serve mode)") \
+	X(SACK_BLOCKS_REMOVED, "SACK blocks removed in translation: inside an injected reply, or a D-SACK older than the latest offset change")
 
 #define BRC_COUNTER_ENUM(name, doc) BRC_C_##name,
 enum brc_counter { BRC_COUNTERS(BRC_COUNTER_ENUM) BRC_C__MAX };

@@ -2,10 +2,11 @@
 /* Test-only harness for bpf/seqadj.h: one flow, state in a map the test can
  * read and write; ingress/egress programs as the integration contract says.
  *
- *   client --SYN--> [h_sa_ingress] --> server      init_syn, SACK-perm -> NOPs
+ *   client --SYN--> [h_sa_ingress] --> server      init_syn, SACK-perm -> NOPs unless keep_sackperm
  *   client <--SYN-ACK-- [h_sa_egress] <-- server   init_synack
  *   client --data--> [h_sa_ingress]                track, classify, consume or translate
- *   client <--data-- [h_sa_egress]                 track, translate (+ hold-back)
+ *                                                  (seq/ack, then SACK blocks)
+ *   client <--data-- [h_sa_egress]                 track, translate (+ hold-back, SACK blocks)
  */
 #include "harness_common.h"
 #include "tcp_opts.h"
@@ -14,6 +15,7 @@
 struct sa_ctl {
 	__u32 consume;      /* 1: consume the next data segment if can_inject */
 	__u32 reply_len;    /* length of the reply injected for it */
+	__u32 keep_sackperm; /* 1: leave SACK-permitted on the SYN (the product's default) */
 };
 
 #define H_PASS 0
@@ -26,6 +28,7 @@ struct sa_ctl {
 struct sa_out {
 	__u32 verdict;      /* H_* */
 	__u32 held;         /* egress: ack held back */
+	__s32 sack_removed; /* SACK blocks removed by brc_seqadj_rewrite_sack(), -1 = error */
 	__u32 reply_seq;    /* after H_CONSUMED/H_RESEND */
 	__u32 reply_ack;
 	__u32 pure_ack_seq;
@@ -59,11 +62,14 @@ int h_sa_ingress(struct __sk_buff *skb)
 		return TC_ACT_SHOT;
 	if ((s.flags & (BRC_TCP_SYN | BRC_TCP_ACK)) == BRC_TCP_SYN) {
 		brc_seqadj_init_syn(sa, &s);
-		if (brc_tcp_opts_load(skb, s.l4_off, s.thl, sc->hdr, &sc->o) == 0)
+		if (brc_tcp_opts_load(skb, s.l4_off, s.thl, sc->hdr, &sc->o) == 0 && !ctl->keep_sackperm)
 			brc_tcp_opts_strip_sackperm(skb, s.l4_off, &sc->o);
 		out->verdict = H_INIT;
 		return TC_ACT_OK;
 	}
+	out->sack_removed = 0;
+	if (brc_tcp_opts_load(skb, s.l4_off, s.thl, sc->hdr, &sc->o) == -2)
+		sc->o.sack_n = 0;
 	brc_seqadj_track_ingress(sa, &s);
 	if (brc_seqadj_classify(sa, &s) == BRC_SEQADJ_RESEND) {
 		out->verdict = H_RESEND;
@@ -80,6 +86,9 @@ int h_sa_ingress(struct __sk_buff *skb)
 		out->verdict = H_PASS;
 	}
 	if (brc_seqadj_rewrite_ingress(skb, sa, &s) < 0)
+		out->verdict = H_ERROR;
+	out->sack_removed = brc_seqadj_rewrite_sack(skb, sa, &s, sc->hdr, &sc->o, 1);
+	if (out->sack_removed < 0)
 		out->verdict = H_ERROR;
 	return TC_ACT_OK;
 reply:
@@ -115,5 +124,8 @@ int h_sa_egress(struct __sk_buff *skb)
 	held = brc_seqadj_rewrite_egress(skb, sa, &s);
 	out->held = held > 0;
 	out->verdict = held < 0 ? H_ERROR : H_PASS;
+	out->sack_removed = brc_seqadj_rewrite_sack(skb, sa, &s, sc->hdr, &sc->o, 0);
+	if (out->sack_removed < 0)
+		out->verdict = H_ERROR;
 	return TC_ACT_OK;
 }

@@ -106,7 +106,7 @@ static __always_inline int sv_serve(struct __sk_buff *skb, const struct brc_seg 
 	if (partial)
 		sv_count(SV_CSUM_PARTIAL);
 	if (brc_pure_ack_build(skb, s, brc_seqadj_pure_ack_seq(sa),
-			       brc_seqadj_c2s_ack(sa, s->ack), partial, &sc->rs) < 0)
+			       brc_seqadj_c2s_ack(sa, s->ack), partial, sa, &sc->rs) < 0)
 		goto err;
 	if (bpf_clone_redirect(skb, skb->ifindex, BPF_F_INGRESS) < 0)
 		sv_count(SV_ERR_CLONE);  /* the server's snd_una lags; TCP recovers by RTO */
