@@ -598,7 +598,7 @@ struct brc_replybuf {
 	X(SERVE_ERR_CLONE, "pure-ACK clones that failed (the server's snd_una lags to RTO)") \
 	X(SERVE_CSUM_PARTIAL, "answered requests that were CHECKSUM_PARTIAL") \
 	X(SERVE_DUP_DROPPED, "stale duplicates of an answered request, dropped") \
-	X(SACK_PERM_STRIPPED, "client SYNs whose SACK-permitted option became NOPs (serve mode built with BRC_SERVE_STRIP_SACK; by default SACK is kept and translated)") \
+	X(SACK_PERM_STRIPPED, "client SYNs whose SACK-permitted option became NOPs (serve mode)") \
 	X(SERVE_VERIFY_SAMPLED, "would-be hits sent to Redis anyway by verify_sample (compared)") \
 	X(SERVE_FLOWS_KEPT, "served connections kept after close for their last FIN/ACK translation") \
 	X(GET_UNCACHEABLE_SERVER, "GETs not answerable: Redis's users and rights are not loaded, or a change to them is in flight") \
@@ -618,9 +618,7 @@ struct brc_replybuf {
 	X(EXPIRY_WANTED, "keys put in brc_expiry_wanted for the agent to read their expiry") \
 	X(ANSWER_NEAR_EXPIRY, "would-be hits passed: the key expires in Redis within the margin") \
 	X(RESP3_NOT_REPLIES, "RESP3 pushes and top-level attributes seen (they pair with no command)") \
-	X(ANSWER_NIL_RESP3, "would-be hits passed: RESP2's nil for a RESP3 connection (whose nil is _)") \
-	X(SACK_TRANSLATED, "segments of served connections whose SACK blocks were translated (serve mode)") \
-	X(SACK_BLOCKS_REMOVED, "SACK blocks removed in translation: inside an injected reply, or a D-SACK older than the latest offset change")
+	X(ANSWER_NIL_RESP3, "would-be hits passed: RESP2's nil for a RESP3 connection (whose nil is _)")
 
 #define BRC_COUNTER_ENUM(name, doc) BRC_C_##name,
 enum brc_counter { BRC_COUNTERS(BRC_COUNTER_ENUM) BRC_C__MAX };
