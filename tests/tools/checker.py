@@ -153,8 +153,8 @@ def value_for(rng, size):
     return ("%x:" % rng.getrandbits(64)).encode().ljust(size, b"v")
 
 
-def owner_worker(conn, name, rng, result, deadline):
-    keys = [("brc-check:%s:%s:%d" % (RUN_ID, name, i)).encode() for i in range(8)]
+def owner_worker(conn, name, rng, result, deadline, run_id):
+    keys = [("brc-check:%s:%s:%d" % (run_id, name, i)).encode() for i in range(8)]
     while time.monotonic() < deadline:
         key = rng.choice(keys)
         # Mostly small values; some span several segments (larger than one MSS).
@@ -178,17 +178,19 @@ def owner_worker(conn, name, rng, result, deadline):
         result.add(reads + 4, reads + 1)
 
 
-def writer_worker(conn, name, rng, result, deadline):
+def writer_worker(conn, name, rng, result, deadline, run_id):
+    shared = shared_key(run_id)
     while time.monotonic() < deadline:
-        conn.call(b"INCR", SHARED_KEY)
-        conn.call(b"GET", SHARED_KEY)
+        conn.call(b"INCR", shared)
+        conn.call(b"GET", shared)
         result.add(2, 1)
 
 
-def reader_worker(conn, name, rng, result, deadline):
+def reader_worker(conn, name, rng, result, deadline, run_id):
+    shared = shared_key(run_id)
     last = -1
     while time.monotonic() < deadline:
-        raw = conn.call(b"GET", SHARED_KEY)
+        raw = conn.call(b"GET", shared)
         now = int(raw) if raw is not None else -1
         if now < last:
             raise AssertionError("shared counter went backwards: %d after %d" % (now, last))
@@ -196,8 +198,8 @@ def reader_worker(conn, name, rng, result, deadline):
         result.add(1, 1)
 
 
-def select_worker(conn, name, rng, result, deadline):
-    key = ("brc-check:%s:%s:db" % (RUN_ID, name)).encode()
+def select_worker(conn, name, rng, result, deadline, run_id):
+    key = ("brc-check:%s:%s:db" % (run_id, name)).encode()
     while time.monotonic() < deadline:
         in_db0, in_db1 = value_for(rng, 24), value_for(rng, 24)
         expect(conn.call(b"SELECT", b"0"), "OK", "SELECT 0")
@@ -214,8 +216,8 @@ def select_worker(conn, name, rng, result, deadline):
         result.add(11, 4)
 
 
-RUN_ID = "%d-%d" % (os.getpid(), int(time.time()))
-SHARED_KEY = ("brc-check:%s:shared" % RUN_ID).encode()
+def shared_key(run_id):
+    return ("brc-check:%s:shared" % run_id).encode()
 
 
 def plan(connections):
@@ -236,6 +238,9 @@ def run(host, port, connections=8, seconds=10.0, timeout=5.0, seed=None):
     result = Result()
     deadline = time.monotonic() + seconds
     seed = seed if seed is not None else random.randrange(1 << 30)
+    # A namespace of its own per run: a run cut short (a stall, a killed connection)
+    # leaves keys behind, and a later run in the same process must not read them.
+    run_id = "%d-%s" % (os.getpid(), os.urandom(6).hex())
     threads = []
 
     def body(kind, index):
@@ -244,7 +249,7 @@ def run(host, port, connections=8, seconds=10.0, timeout=5.0, seed=None):
         conn = None
         try:
             conn = RespConnection(host, port, timeout)
-            WORKERS[kind](conn, name, rng, result, deadline)
+            WORKERS[kind](conn, name, rng, result, deadline, run_id)
         except Stall as e:
             with result.lock:
                 result.stalls += 1
@@ -264,7 +269,7 @@ def run(host, port, connections=8, seconds=10.0, timeout=5.0, seed=None):
     hung = sum(1 for t in threads if t.is_alive())
     try:
         cleanup = RespConnection(host, port, timeout)
-        cleanup.call(b"DEL", SHARED_KEY)
+        cleanup.call(b"DEL", shared_key(run_id))
         cleanup.close()
     except Exception:
         pass
