@@ -261,6 +261,21 @@ done:
 	return TC_ACT_OK;
 }
 
+/* A segment to Redis's tls-port (brc_server, read from Redis): encrypted, so
+ * BRC can neither follow nor answer it; counting says why those clients are
+ * never answered. */
+static __always_inline void brc_count_tls(const struct brc_pkt *pkt)
+{
+	struct brc_server *sv = brc_get_server();
+
+	if (!sv || !sv->tls_port || pkt->dport != sv->tls_port)
+		return;
+	if ((pkt->tcp_flags & (BRC_TCP_SYN | BRC_TCP_ACK)) == BRC_TCP_SYN)
+		brc_count(TLS_CONNECTIONS);
+	else if (pkt->payload_len)
+		brc_count(TLS_SEGMENTS);
+}
+
 /* Count what the packet parser did not parse; at ingress, invalidate what it
  * may write. */
 static __always_inline void brc_unparsed(struct __sk_buff *skb, int kind, const struct brc_pkt *pkt,
@@ -363,8 +378,10 @@ int brc_ingress(struct __sk_buff *skb)
 		brc_unparsed(skb, kind, &pkt, cfg, sc, 1);
 		return TC_ACT_OK;
 	}
-	if (pkt.dport != cfg->port)
+	if (pkt.dport != cfg->port) {
+		brc_count_tls(&pkt);
 		return TC_ACT_OK;
+	}
 	sc->fk.cli_addr = pkt.saddr;
 	sc->fk.srv_addr = pkt.daddr;
 	sc->fk.cli_port = pkt.sport;

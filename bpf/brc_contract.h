@@ -432,6 +432,10 @@ struct brc_server {
 	__u64 idle_pass_ns;     /* Redis's `timeout` / 2: a served connection sends
 				 * Redis a request at least this often (0 = no timeout) */
 	__u64 loaded_ns;        /* CLOCK_MONOTONIC of the load (the programs' clock) */
+	__u32 tls_port;         /* Redis's `tls-port` (0 = none): its segments are
+				 * encrypted, so they are passed untouched and only
+				 * counted, to say why those clients are never answered */
+	__u32 pad;
 };
 
 #define BRC_EPOCH_NONE 0xffffffffffffffffULL
@@ -618,7 +622,9 @@ struct brc_replybuf {
 	X(EXPIRY_WANTED, "keys put in brc_expiry_wanted for the agent to read their expiry") \
 	X(ANSWER_NEAR_EXPIRY, "would-be hits passed: the key expires in Redis within the margin") \
 	X(RESP3_NOT_REPLIES, "RESP3 pushes and top-level attributes seen (they pair with no command)") \
-	X(ANSWER_NIL_RESP3, "would-be hits passed: RESP2's nil for a RESP3 connection (whose nil is _)")
+	X(ANSWER_NIL_RESP3, "would-be hits passed: RESP2's nil for a RESP3 connection (whose nil is _)") \
+	X(TLS_CONNECTIONS, "SYNs to Redis's tls-port: TLS connections, passed untouched (never parsed, never answered)") \
+	X(TLS_SEGMENTS, "payload segments to Redis's tls-port, passed untouched")
 
 #define BRC_COUNTER_ENUM(name, doc) BRC_C_##name,
 enum brc_counter { BRC_COUNTERS(BRC_COUNTER_ENUM) BRC_C__MAX };

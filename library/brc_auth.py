@@ -117,6 +117,13 @@ timeout:
   returned: success
   type: int
   sample: 0
+tls_port:
+  description:
+    - Redis's C(tls-port) (0 = none). BRC passes its connections untouched, since they are
+      encrypted, and counts them (C(tls_connections), C(tls_segments)) as never answered.
+  returned: success
+  type: int
+  sample: 0
 answering:
   description:
     - Whether the programs can answer after the load on every interface (the loaded epoch is current
@@ -129,7 +136,7 @@ interfaces:
   returned: success
   type: dict
   sample: {"eth0": {"users_added": ["app"], "users_changed": [], "users_removed": [], "epoch_changed": true,
-           "auth_epoch": 3, "idle_pass_ns": 0, "answering": true, "attempts": 1}}
+           "auth_epoch": 3, "idle_pass_ns": 0, "tls_port": 0, "answering": true, "attempts": 1}}
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -212,10 +219,10 @@ def main():
         before[iface] = _users_view(r["before"]["users"], contract)
         after[iface] = _users_view(r["after"]["users"], contract)
         if "server" in r["before"]:
-            before[iface] = {"users": before[iface], "auth_epoch": r["before"]["server"]["auth_epoch"],
-                             "idle_pass_ns": r["before"]["server"]["idle_pass_ns"]}
-            after[iface] = {"users": after[iface], "auth_epoch": r["after"]["server"]["auth_epoch"],
-                            "idle_pass_ns": r["after"]["server"]["idle_pass_ns"]}
+            before[iface] = dict(((f, r["before"]["server"].get(f)) for f in brc_auth.SERVER_READ_FIELDS),
+                                 users=before[iface])
+            after[iface] = dict(((f, r["after"]["server"].get(f)) for f in brc_auth.SERVER_READ_FIELDS),
+                                users=after[iface])
 
     c = contract.constants
     users = [{"name": _printable(n), "read_all": bool(f & c["BRC_USER_READ_ALL"]),
@@ -226,6 +233,7 @@ def main():
         users=users,
         auth_epoch=dict((i, r["auth_epoch"]) for i, r in results.items()),
         timeout=last["timeout"],
+        tls_port=last.get("tls_port", 0),
         answering=all(r["answering"] for r in results.values()),
         interfaces=dict((i, {"users_added": [_printable(n) for n in r["users_added"]],
                              "users_changed": [_printable(n) for n in r["users_changed"]],
@@ -233,6 +241,7 @@ def main():
                              "epoch_changed": r["epoch_changed"],
                              "auth_epoch": r["auth_epoch"],
                              "idle_pass_ns": r["after"].get("server", {}).get("idle_pass_ns"),
+                             "tls_port": r["after"].get("server", {}).get("tls_port"),
                              "answering": r["answering"], "attempts": r["attempts"]})
                         for i, r in results.items()),
         diff={"before": before, "after": after})

@@ -328,9 +328,13 @@ class _Redis:
             raise BrcError("Redis at %s answered %s with an error: %s" % (self.where, what, msg))
 
 
-def _config_int(call, name):
+def _config_int(call, name, missing=None):
+    """CONFIG GET name as an int; missing: the value when this Redis has no such
+    setting (tls-port on a build without TLS), else that is an error too."""
     reply = _fields(call("CONFIG", "GET", name))
     value = reply.get(name)
+    if value is None and missing is not None:
+        return missing
     try:
         return int(_text(value))
     except (TypeError, ValueError):
@@ -346,7 +350,8 @@ def read_state(contract, host="127.0.0.1", port=6379, unix_socket=None, user=Non
                timeout=5.0, proc="/proc", check_listeners=True):
     """Read Redis's users and rights.
 
-    Returns {"users": {name: flags}, "timeout": seconds, "reasons": {name: why}}:
+    Returns {"users": {name: flags}, "timeout": seconds, "tls_port": port or 0,
+    "reasons": {name: why}}:
     flags are BRC_USER_* bits; users whose name is longer than BRC_USER_MAX bytes
     are left out (never answered for). READ_ALL needs both the rules (some
     selector reads every key and allows GET) and Redis itself (ACL DRYRUN <user>
@@ -362,6 +367,7 @@ def read_state(contract, host="127.0.0.1", port=6379, unix_socket=None, user=Non
         names = [_text(n) for n in call("ACL", "USERS")]
         categories = get_categories(call("COMMAND", "INFO", "GET"))
         idle = _config_int(call, "timeout")
+        tls_port = _config_int(call, "tls-port", missing=0)
         served_port = _config_int(call, "port")
         if served_port != port:
             raise BrcError("the Redis at %s serves TCP port %d, not %d: its users are not the ones "
@@ -392,7 +398,7 @@ def read_state(contract, host="127.0.0.1", port=6379, unix_socket=None, user=Non
             call.client.close()
         except Exception:  # pylint: disable=broad-except
             pass
-    return {"users": users, "timeout": idle, "reasons": reasons}
+    return {"users": users, "timeout": idle, "tls_port": tls_port, "reasons": reasons}
 
 
 # --- map accessors --------------------------------------------------------------------
@@ -549,6 +555,15 @@ def idle_pass_ns(timeout_s):
     return int(timeout_s) * 1000000000 // 2 if timeout_s else 0
 
 
+# brc_server fields a load sets from what Redis said (loaded_ns is when, not what).
+SERVER_READ_FIELDS = ("auth_epoch", "idle_pass_ns", "tls_port")
+
+
+def server_settings(current):
+    """brc_server's fields taken from Redis's own settings (read_state()'s dict)."""
+    return {"idle_pass_ns": idle_pass_ns(current["timeout"]), "tls_port": current.get("tls_port", 0)}
+
+
 def _apply_users(maps, contract, want):
     """Make brc_users hold exactly want ({name: flags}): deletions first (room for adds)."""
     cls = contract.structs["brc_user"]
@@ -585,7 +600,7 @@ def load(maps, contract, state, check_mode=False, attempts=LOAD_ATTEMPTS, inflig
     Returns {"changed", "users": {name: flags}, "reasons", "timeout", "before",
     "after", "users_added", "users_changed", "users_removed", "epoch_changed",
     "auth_epoch", "answering", "attempts"}. changed is True only when brc_users or
-    brc_server's auth_epoch/idle_pass_ns end up different from before (loaded_ns
+    brc_server's auth_epoch/idle_pass_ns/tls_port end up different from before (loaded_ns
     and the temporary BRC_EPOCH_NONE do not count). check_mode reads and writes nothing.
     A hold (brc_global.auth_hold_until_ns) is waited out up to hold_wait_s before
     Redis is read; a longer one leaves answering False.
@@ -602,8 +617,7 @@ def load(maps, contract, state, check_mode=False, attempts=LOAD_ATTEMPTS, inflig
 
     def result(users, server, answering, tries):
         diff = user_changes(before_users, users)
-        epoch_changed = (server["auth_epoch"], server["idle_pass_ns"]) != \
-            (before_server["auth_epoch"], before_server["idle_pass_ns"])
+        epoch_changed = any(server.get(f) != before_server.get(f) for f in SERVER_READ_FIELDS)
         return {"changed": epoch_changed or any(diff.values()), "users": dict(users),
                 "reasons": dict(current.get("reasons", {})), "timeout": current["timeout"],
                 "before": {"users": before_users, "server": before_server},
@@ -614,7 +628,7 @@ def load(maps, contract, state, check_mode=False, attempts=LOAD_ATTEMPTS, inflig
 
     if check_mode:
         g = read_global(maps, contract)
-        server = dict(before_server, auth_epoch=g["auth_epoch"], idle_pass_ns=idle_pass_ns(current["timeout"]))
+        server = dict(before_server, auth_epoch=g["auth_epoch"], **server_settings(current))
         return result(current["users"], server, g["auth_inflight"] == 0, 0)
 
     why, tried = "no attempt made", 0
@@ -648,8 +662,7 @@ def load(maps, contract, state, check_mode=False, attempts=LOAD_ATTEMPTS, inflig
         # 3. valid only if nothing that changes who can read what completed meanwhile
         g = read_global(maps, contract)
         if g["auth_epoch"] == e0 and g["auth_inflight"] == 0:
-            server = {"auth_epoch": e0, "idle_pass_ns": idle_pass_ns(current["timeout"]),
-                      "loaded_ns": time.monotonic_ns()}
+            server = dict(server_settings(current), auth_epoch=e0, loaded_ns=time.monotonic_ns())
             _write_server(maps, contract, server)
             g = read_global(maps, contract)
             answering = g["auth_epoch"] == e0 and g["auth_inflight"] == 0 and \

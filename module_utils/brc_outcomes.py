@@ -200,6 +200,7 @@ NOT_PARTS = {
     "segments_untracked": "segments, not GETs: reported as unseen",
     "serve_err_clone": "the server's pure ACK of an answered GET (hit) failed, not the answer",
     "serve_flows_kept": "connections, not GETs",
+    "tls_connections": "connections, not GETs (their segments are reported as unseen)",
 }
 
 # Seen apart: traffic whose GETs bump no counter (not in the total).
@@ -207,6 +208,10 @@ UNSEEN = (
     ("segments_untracked", "payload segments of connections BRC did not see open (opened before it was "
                            "attached, or when its flow table was full): their GETs are in none of the numbers",
      "reconnect the clients (restart the application's connection pool)"),
+    ("tls_segments", "payload segments of TLS connections (Redis's tls-port): encrypted, so passed untouched; "
+                     "their GETs are in none of the numbers",
+     "nothing in BRC: TLS is never answered in the kernel; clients on a trusted network can use the "
+     "plain port to be served"),
 )
 
 # What to do about a dirty reason, where its description alone does not say.

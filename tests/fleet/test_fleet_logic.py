@@ -650,7 +650,8 @@ def test_fleet_outcomes_are_the_sum_of_the_hosts():
     assert fo["reasons"]["not_answered"]["pipelined"] == 2 and fo["reasons"]["not_answered"]["ttl"] == 1
     # a host whose brc_stats computed it is taken as it is
     pre = dict(b, get_outcomes=dict(O.breakdown(b["counters"]), unseen={"segments_untracked": 9}))
-    assert F.brc_fleet_totals({"a": a, "b": pre})["get_outcomes"]["unseen"] == {"segments_untracked": 9}
+    assert F.brc_fleet_totals({"a": a, "b": pre})["get_outcomes"]["unseen"] == {"segments_untracked": 9,
+                                                                                "tls_segments": 0}
 
 
 def test_prometheus_get_outcomes_sum_to_the_gets_seen():
@@ -686,7 +687,7 @@ def test_audit_shows_gets_by_outcome_with_what_to_change():
     out = F.brc_audit_fleet([busy, idle], ["redis1", "redis2"], generated_at="t")
     h = out["hosts"][0]["get_outcomes"]
     assert h["total"] == 100 and h["outcomes"] == {"answered": 0, "would_answer": 60, "not_answered": 40}
-    assert h["unseen"] == {"segments_untracked": 9} and h["dirty"] == {"resp3": 2}
+    assert h["unseen"] == {"segments_untracked": 9, "tls_segments": 0} and h["dirty"] == {"resp3": 2}
     assert out["fleet"]["get_outcomes"]["total"] == 100
     rows = F.brc_outcome_rows(out["fleet"]["get_outcomes"], out["get_outcome_definitions"])
     assert [(r["reason"], r["gets"], r["share"]) for r in rows] == \
