@@ -91,10 +91,25 @@ def test_rates_and_backwards_counters():
 
 # --- gates ------------------------------------------------------------------------------
 
+def test_gate_before_never_blocks_turning_off_or_staying():
+    """Off is the way out when Redis misbehaves, and a host already at the target changes
+    nothing: a failed baseline probe is said (warnings), not a reason to stop the rollout."""
+    bad = probe(ok=False, errors=1, problems=["connect timed out"])
+    for current, target in (("serve", "off"), ("observe", "off"), ("off", "off"), ("observe", "observe")):
+        v = F.brc_gate_before(stats(mode=current, pkt_ingress=1), bad, target)
+        assert v["ok"], (current, target, v)
+        assert "connect timed out" in v["warnings"][0]
+    v = F.brc_gate_before(stats(mode="off", pkt_ingress=1), bad, "observe")
+    assert not v["ok"] and "connect timed out" in v["failures"][0]
+    # BRC unreadable still stops it: the mode could not be set.
+    assert not F.brc_gate_before({"failed": True, "msg": "no pins"}, bad, "off")["ok"]
+
+
 def test_gate_before_needs_redis_and_brc():
     v = F.brc_gate_before({"failed": True, "msg": "no pins"}, probe(), "observe")
     assert not v["ok"] and "not loaded" in v["failures"][0]
-    v = F.brc_gate_before(stats(pkt_ingress=1), probe(ok=False, errors=1, problems=["connect refused"]), "observe")
+    v = F.brc_gate_before(stats(mode="off", pkt_ingress=1), probe(ok=False, errors=1, problems=["connect refused"]),
+                          "observe")
     assert not v["ok"] and "connect refused" in v["failures"][0]
     assert F.brc_gate_before(stats(pkt_ingress=1), probe(), "observe")["ok"]
     state = {"interface": "eth0", "attached": {"ingress": {"id": 1, "tag": "aa"}}, "errors": []}

@@ -241,17 +241,22 @@ def brc_gate_before(stats, probe, target_mode, settings=None):
     """
     settings = settings or {}
     failures = []
+    warnings = []
     numbers = {}
     probe = probe or {}
     if not probe.get("ok"):
-        failures.append("Redis does not answer correctly before the change: %s" % (
-            "; ".join(probe.get("problems") or [probe.get("msg") or "no probe result"])))
+        # Turning BRC off is the way out when Redis misbehaves, and a host already at the
+        # target changes nothing: neither waits for Redis to answer well (said, not fatal).
+        unchanged = (stats or {}).get("mode") == target_mode
+        (warnings if target_mode == "off" or unchanged else failures).append(
+            "Redis does not answer correctly before the change: %s" % (
+                "; ".join(probe.get("problems") or [probe.get("msg") or "no probe result"])))
     numbers["probe_errors"] = _num(probe.get("errors"))
     numbers["probe_wrong"] = _num(probe.get("wrong"))
     if not stats or stats.get("failed") or "counters" not in stats:
         failures.append("BRC is not loaded or its stats cannot be read: %s" % (
             (stats or {}).get("msg") or "no stats", ))
-        return _verdict("before", failures, numbers)
+        return dict(_verdict("before", failures, numbers), warnings=warnings)
     state = settings.get("state")
     if isinstance(state, dict):
         missing = [d for d in ("ingress", "egress") if not (state.get("attached") or {}).get(d)]
@@ -284,7 +289,7 @@ def brc_gate_before(stats, probe, target_mode, settings=None):
                             "(or brc_force=true)%s" % (
                                 numbers["would_hit"],
                                 "".join("; " + r for r in _why_no_would_hit(counters))))
-    return _verdict("before", failures, numbers)
+    return dict(_verdict("before", failures, numbers), warnings=warnings)
 
 
 def brc_latency_check(probe, baseline, settings=None):
