@@ -38,6 +38,7 @@
 #include "brc_flow.h"
 #include "brc_cache.h"
 #include "brc_resp.h"
+#include "brc_ooo.h"
 #include "brc_serve.h"
 
 #ifndef BRC_REQ_EVENTS
@@ -55,14 +56,17 @@ static __always_inline struct brc_scratch *brc_get_scratch(void)
 	return brc_scratch.lookup(&zero);
 }
 
-/* Load payload bytes [sc->off, sc->off + n) into sc->buf; n <= BRC_CHUNK. */
-static __always_inline __u32 brc_load_chunk(struct __sk_buff *skb, struct brc_scratch *sc)
+/* Load payload bytes [sc->off, sc->off + n) into sc->buf; n <= BRC_CHUNK.
+ * @held (a constant): from the flow's held out-of-order bytes instead. */
+static __always_inline __u32 brc_load_chunk(struct __sk_buff *skb, struct brc_scratch *sc, const int held)
 {
 	__u32 n = sc->end - sc->off;
 
 	if (n > BRC_CHUNK)
 		n = BRC_CHUNK;
 	n = ((n - 1) & (BRC_CHUNK - 1)) + 1;
+	if (held)
+		return brc_ooo_load_chunk(sc, n);
 	if (bpf_skb_load_bytes(skb, sc->off, sc->buf, n) < 0)
 		return 0;
 	return n;
@@ -74,7 +78,11 @@ static __always_inline void brc_in_release(struct brc_flow *f)
 	f->in_busy = 0;
 }
 
-int brc_parse_req(struct __sk_buff *skb)
+/* The request parser over the segment's bytes (@held 0) or over the bytes the
+ * flow held after a hole (@held 1, brc_ooo.h): one body, two programs, so that
+ * each is verified with one source of bytes (both in one program would take it
+ * past the verifier's 1M instructions). */
+static __always_inline int brc_parse_req_from(struct __sk_buff *skb, const int held)
 {
 	struct brc_config *cfg = brc_get_config();
 	struct brc_scratch *sc = brc_get_scratch();
@@ -98,7 +106,7 @@ int brc_parse_req(struct __sk_buff *skb)
 		if (!f)
 			return TC_ACT_OK;
 		if (sc->off >= sc->end || f->rq_state == BRC_RQ_LOST)
-			goto out;
+			goto done;
 		if (f->rq_state == BRC_RQ_BULK_SKIP) {
 			skip = sc->end - sc->off;
 			if (skip > f->rq_left)
@@ -112,7 +120,7 @@ int brc_parse_req(struct __sk_buff *skb)
 				f->rq_state = BRC_RQ_BULK_CR;
 			continue;
 		}
-		n = brc_load_chunk(skb, sc);
+		n = brc_load_chunk(skb, sc, held);
 		if (n == 0) {
 			brc_rq_lost(f, BRC_DIRTY_BIT_PARSER);
 			goto out;
@@ -147,19 +155,33 @@ int brc_parse_req(struct __sk_buff *skb)
 			break;
 		}
 	}
-	if (sc->off < sc->end) {
+done:
+	if (f->rq_state != BRC_RQ_LOST && (sc->off < sc->end || brc_ooo_next(sc, f))) {
 		sc->calls += 1;
 		if (sc->calls >= BRC_PASSES) {
 			brc_rq_lost(f, BRC_DIRTY_BIT_BUDGET);
 			goto out;
 		}
-		brc_jmp.call(skb, BRC_JMP_PARSE_REQ);
+		brc_jmp.call(skb, sc->src ? BRC_JMP_PARSE_REQ_HELD : BRC_JMP_PARSE_REQ);
 		brc_count(TAILCALL_FAILED);
 		brc_rq_lost(f, BRC_DIRTY_BIT_TAILCALL);
 	}
 out:
+	if (f->rq_state == BRC_RQ_LOST)
+		brc_ooo_next(sc, f);    /* given up: drop what it held */
+	sc->src = 0;
 	brc_in_release(f);
 	return TC_ACT_OK;
+}
+
+int brc_parse_req(struct __sk_buff *skb)
+{
+	return brc_parse_req_from(skb, 0);
+}
+
+int brc_parse_req_held(struct __sk_buff *skb)
+{
+	return brc_parse_req_from(skb, 1);
 }
 
 int brc_parse_rep(struct __sk_buff *skb)
@@ -212,7 +234,7 @@ int brc_parse_rep(struct __sk_buff *skb)
 				f->rp_state = BRC_RP_BULK_CR;
 			continue;
 		}
-		n = brc_load_chunk(skb, sc);
+		n = brc_load_chunk(skb, sc, 0);
 		if (n == 0) {
 			brc_rp_lost(f, BRC_DIRTY_BIT_PARSER);
 			goto done;
@@ -336,9 +358,12 @@ static __always_inline int brc_ingress_observe(struct __sk_buff *skb, struct brc
 	}
 	d = (__s32)(pkt->seq - f->cli_next);
 	if (d > 0) {
-		/* bytes before this segment were not seen: cannot follow */
-		if (f->rq_state != BRC_RQ_LOST)
+		/* bytes before this segment were not seen yet: hold it for when
+		 * they are (brc_ooo.h), or give up when it cannot be held */
+		if (f->rq_state != BRC_RQ_LOST && brc_ooo_hold(skb, sc, f, pkt) < 0) {
 			brc_rq_lost(f, BRC_DIRTY_BIT_GAP);
+			brc_ooo_next(sc, f);    /* given up: drop what it held */
+		}
 		goto out;
 	}
 	if ((__s32)(d + (__s32)pkt->payload_len) <= 0) {
@@ -352,6 +377,7 @@ static __always_inline int brc_ingress_observe(struct __sk_buff *skb, struct brc
 	sc->off = start;
 	sc->end = pkt->payload_off + pkt->payload_len;
 	sc->calls = 0;
+	sc->src = 0;
 	brc_jmp.call(skb, BRC_JMP_PARSE_REQ);
 	brc_count(TAILCALL_FAILED);
 	brc_rq_lost(f, BRC_DIRTY_BIT_TAILCALL);

@@ -40,6 +40,7 @@
 #define BRC_MAP_SERVED "brc_served"
 #define BRC_MAP_USERS "brc_users"
 #define BRC_MAP_SERVER "brc_server"
+#define BRC_MAP_OOO "brc_ooo"
 
 /* Layout-bearing sizes (fixed here, not overridable: they shape the values of
  * the pinned maps). Map capacities live in brc_maps.h and are overridable. */
@@ -92,6 +93,7 @@ struct brc_flow_key {
 #define BRC_FF_SERVE 32         /* serve mode at the SYN: seqadj state in serve_reserved is live */
 #define BRC_FF_SERVED 64        /* answered at least once: translation for the rest of its life */
 #define BRC_FF_CLOSED 128       /* closed, kept (in brc_transient) only to translate its last FIN/ACKs */
+#define BRC_FF_OOO_HELD 256     /* client bytes after a hole are held in brc_ooo: never answered until parsed */
 
 /* brc_flow.track: what the flow does with the reply to its tracked GET. */
 #define BRC_TRACK_NONE 0
@@ -537,6 +539,24 @@ struct brc_replybuf {
 	__u8 data[1024];        /* 2 * BRC_VAL_MAX: bounded copies need the headroom */
 };
 
+/* brc_ooo: LRU_HASH keyed by struct brc_flow_key: client bytes that arrived
+ * after a hole in the sequence (reordering, or a lost segment the client will
+ * resend), passed to Redis (whose kernel queues them likewise) and held here
+ * until the hole fills; the request parser then reads them after the filling
+ * segment, so out-of-order segments no longer give the connection up. Held
+ * bytes sit at their distance from `base` (the first missing byte when the
+ * first was held), at most BRC_OOO_MAX from it, as one contiguous range
+ * [lo, hi) that grows at either end; anything else (a second range, a
+ * different overlap, more bytes) gives the connection up (GAP), as before.
+ * Holding bytes Redis also holds is only sound because Linux keeps the bytes
+ * it queued first for a range it already has, as this does. */
+#define BRC_OOO_MAX 4096        /* window of held bytes per connection (a power of 2) */
+struct brc_ooo {
+	__u32 base;             /* client sequence number of data[0] */
+	__u16 lo, hi;           /* held: data[lo, hi) */
+	__u8 data[2 * BRC_OOO_MAX];   /* bounded copies need the headroom */
+};
+
 /* Counters: brc_stats is a PERCPU_ARRAY of BRC_STATS_SLOTS __u64 indexed by
  * BRC_C_<NAME>; the toolkit sums the CPUs and reports each under the lower-case
  * name. The capacity is fixed so that appending a counter keeps the map layout
@@ -624,7 +644,10 @@ struct brc_replybuf {
 	X(RESP3_NOT_REPLIES, "RESP3 pushes and top-level attributes seen (they pair with no command)") \
 	X(ANSWER_NIL_RESP3, "would-be hits passed: RESP2's nil for a RESP3 connection (whose nil is _)") \
 	X(TLS_CONNECTIONS, "SYNs to Redis's tls-port: TLS connections, passed untouched (never parsed, never answered)") \
-	X(TLS_SEGMENTS, "payload segments to Redis's tls-port, passed untouched")
+	X(TLS_SEGMENTS, "payload segments to Redis's tls-port, passed untouched") \
+	X(OOO_HELD, "client segments after a sequence hole, held in brc_ooo until the hole fills") \
+	X(OOO_RESENT, "client segments after a hole whose bytes were already held (a resend)") \
+	X(OOO_RESUMED, "held bytes parsed once the hole before them filled")
 
 #define BRC_COUNTER_ENUM(name, doc) BRC_C_##name,
 enum brc_counter { BRC_COUNTERS(BRC_COUNTER_ENUM) BRC_C__MAX };

@@ -398,6 +398,8 @@ static __always_inline void brc_flow_close(struct brc_scratch *sc, struct brc_fl
 		brc_flow_hold_unanswered(sc, f, g);
 	brc_release_marks(f, 0, 1);
 	brc_replybuf.delete(&sc->fk);
+	if (f->flags & BRC_FF_OOO_HELD)
+		brc_ooo.delete(&sc->fk);
 	brc_count(FLOWS_CLOSED);
 	if (g)
 		__sync_fetch_and_add(&g->flows_live, -1);

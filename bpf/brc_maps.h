@@ -60,7 +60,8 @@ BRC_PERSISTENT("percpu_array", __u32, __u64, brc_latency, BRC_LAT__MAX * BRC_LAT
 #define BRC_JMP_PARSE_REQ 0
 #define BRC_JMP_PARSE_REP 1
 #define BRC_JMP_SERVE 2
-#define BRC_JMP__MAX 3
+#define BRC_JMP_PARSE_REQ_HELD 3
+#define BRC_JMP__MAX 4
 
 /* brc_flows: per-connection TCP and RESP state, from the SYN on. A plain hash:
  * an evicted live connection would lose its translation (a served one stalls)
@@ -85,6 +86,13 @@ BRC_PERSISTENT("array", __u32, struct brc_global, brc_global, 1);
 
 /* brc_replybuf: reply bytes of tracked GETs while they stream out. */
 BRC_PERSISTENT("lru_hash", struct brc_flow_key, struct brc_replybuf, brc_replybuf, BRC_REPLYBUF_MAX);
+
+#ifndef BRC_OOO_FLOWS
+#define BRC_OOO_FLOWS 512           /* connections holding out-of-order bytes at once */
+#endif
+
+/* brc_ooo: client bytes after a sequence hole, per connection, until it fills. */
+BRC_PERSISTENT("lru_hash", struct brc_flow_key, struct brc_ooo, brc_ooo, BRC_OOO_FLOWS);
 
 /* brc_ttlkeys: keys given a TTL (exact, not per bucket: a plain SET of one
  * key must not make another key's TTL forgotten). Not LRU: when full, the

@@ -215,7 +215,9 @@ static __always_inline __u32 brc_serve_lookup(struct __sk_buff *skb, const struc
 
 	if (cfg->mode != BRC_MODE_SERVE)
 		return 0;
-	if ((f->flags & (BRC_FF_CLOSED | BRC_FF_CLI_FIN | BRC_FF_SRV_FIN)) || f->state != BRC_FS_EST)
+	/* BRC_FF_OOO_HELD: bytes after a hole were passed at today's offsets */
+	if ((f->flags & (BRC_FF_CLOSED | BRC_FF_CLI_FIN | BRC_FF_SRV_FIN | BRC_FF_OOO_HELD)) ||
+	    f->state != BRC_FS_EST)
 		return 0;
 	if (f->dirty || f->sent != f->replied || f->rq_state != BRC_RQ_IDLE || f->db != 0)
 		return 0;

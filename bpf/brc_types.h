@@ -26,6 +26,9 @@ struct brc_scratch {
 	struct brc_cache_entry entry;
 	struct brc_expiry expiry;   /* a brc_expiry record, copied to be checked */
 	struct brc_replybuf rb;
+	__u32 src;                  /* request parser's bytes: 0 the skb, 1 the flow's brc_ooo */
+	__u32 pad;
+	struct brc_ooo ooo;         /* the value a new brc_ooo element is created from */
 };
 
 #endif /* BRC_TYPES_H */

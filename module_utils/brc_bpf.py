@@ -47,6 +47,7 @@ PERSISTENT_MAPS = (
     "brc_served",
     "brc_users",
     "brc_server",
+    "brc_ooo",
 )
 
 # Entry programs, by hook.
@@ -57,7 +58,8 @@ ENTRY_PROGRAMS = {"ingress": "brc_ingress", "egress": "brc_egress"}
 HELPER_PROGRAMS = {"feed": "brc_feed"}
 
 # Tail-call arrays: {array name: [(slot, function name), ...]}.
-PROG_ARRAYS = {"brc_jmp": [(0, "brc_parse_req"), (1, "brc_parse_rep"), (2, "brc_serve_in")]}
+PROG_ARRAYS = {"brc_jmp": [(0, "brc_parse_req"), (1, "brc_parse_rep"), (2, "brc_serve_in"),
+                           (3, "brc_parse_req_held")]}
 
 # The Redis command table written to brc_cmds at build time: name -> (kind,
 # first, last, step, special, latency class), each named as in the contract

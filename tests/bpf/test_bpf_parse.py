@@ -205,9 +205,116 @@ def test_sequence_gap_and_retransmission(brc, port):
         c.send(cmd)
         brc.ingress(c.c2s("PA", cmd, seq=c.cseq - len(cmd)))       # retransmission
     assert d["segments_retransmitted"] == 1 and d["req_get"] == 1
+
+
+# --- reordering: bytes after a hole are held (brc_ooo) and parsed once it fills --------
+
+OOO_HELD = 256      # BRC_FF_OOO_HELD
+
+
+def _held(brc, c):
+    return bool(brc.flow(c).flags & OOO_HELD)
+
+
+def test_reordered_segments_are_parsed_in_order(brc, port):
+    """B overtakes A: B is held, A fills the hole, then both are parsed in order
+    (SET before GET): the GET is not tracked as a fill of the old value."""
+    c = Conn(brc, port).handshake()
+    a, b = resp("SET", "ooo:k", "v2"), resp("GET", "ooo:k")
     with Delta(brc) as d:
-        brc.ingress(c.c2s("PA", cmd, seq=c.cseq + 10))             # bytes missing before it
-    assert d["dirty_gap"] == 1 and brc.flow(c).dirty
+        brc.ingress(c.c2s("PA", b, seq=c.cseq + len(a)))
+    assert d["ooo_held"] == 1 and d["req_get"] == 0 and d["dirty_gap"] == 0
+    assert _held(brc, c) and not brc.flow(c).dirty
+    with Delta(brc) as d:
+        c.send(a)
+    c.cseq += len(b)
+    assert d["req_set"] == 1 and d["req_get"] == 1 and d["ooo_resumed"] == 1, d.nonzero()
+    f = brc.flow(c)
+    assert pending(f) == 2 and not f.dirty and not _held(brc, c)
+    assert f.cli_next == c.cseq
+    # the connection goes on being followed: replies pair, the next GET fills
+    c.reply(b"+OK\r\n" + bulk("v2"))
+    assert pending(brc.flow(c)) == 0
+    with Delta(brc) as d:
+        c.roundtrip(resp("GET", "ooo:k2"), bulk("x"))
+    assert d["req_get"] == 1 and d["dirty_gap"] == 0
+
+
+def test_held_bytes_resume_where_the_filling_segment_ends(brc, port):
+    """A filling segment that overlaps the held range: Redis's kernel keeps the
+    filling bytes and trims the queued ones; so does the parser."""
+    c = Conn(brc, port).handshake()
+    a, b, x = resp("GET", "ovl:a"), resp("GET", "ovl:b"), resp("GET", "ovl:c")
+    start = c.cseq
+    brc.ingress(c.c2s("PA", b + x, seq=start + len(a)))
+    with Delta(brc) as d:
+        brc.ingress(c.c2s("PA", a + b, seq=start))    # covers the first held command
+    assert d["req_get"] == 3 and d["ooo_resumed"] == 1, d.nonzero()
+    assert pending(brc.flow(c)) == 3 and not _held(brc, c)
+    assert brc.flow(c).cli_next == start + len(a + b + x)
+
+
+def test_held_bytes_covered_by_the_filling_segment_are_dropped(brc, port):
+    c = Conn(brc, port).handshake()
+    a, b = resp("GET", "cov:a"), resp("GET", "cov:b")
+    brc.ingress(c.c2s("PA", b, seq=c.cseq + len(a)))
+    with Delta(brc) as d:
+        c.send(a + b)
+    assert d["req_get"] == 2 and d["ooo_resumed"] == 0
+    assert pending(brc.flow(c)) == 2 and not _held(brc, c)
+
+
+def test_held_range_grows_at_its_end_and_ignores_resends(brc, port):
+    c = Conn(brc, port).handshake()
+    cmds = [resp("GET", "grow:%d" % i) for i in range(4)]
+    start = c.cseq
+    at = [start + sum(len(x) for x in cmds[:i]) for i in range(len(cmds) + 1)]
+    with Delta(brc) as d:
+        brc.ingress(c.c2s("PA", cmds[1], seq=at[1]))
+        brc.ingress(c.c2s("PA", cmds[2], seq=at[2]))      # contiguous: appended
+        brc.ingress(c.c2s("PA", cmds[1], seq=at[1]))      # resend of held bytes
+    assert d["ooo_held"] == 2 and d["ooo_resent"] == 1 and d["dirty_gap"] == 0
+    with Delta(brc) as d:
+        brc.ingress(c.c2s("PA", cmds[0], seq=at[0]))
+    assert d["req_get"] == 3 and d["ooo_resumed"] == 1
+    assert brc.flow(c).cli_next == at[3] and not brc.flow(c).dirty
+
+
+def test_held_range_grows_at_its_start(brc, port):
+    """Two segments overtaken: the later one is held first, the earlier one goes
+    in front of it, the first fills the hole."""
+    c = Conn(brc, port).handshake()
+    cmds = [resp("SET", "pre:k", "v%d" % i) if i % 2 == 0 else resp("GET", "pre:k") for i in range(3)]
+    at = [c.cseq + sum(len(x) for x in cmds[:i]) for i in range(len(cmds) + 1)]
+    with Delta(brc) as d:
+        brc.ingress(c.c2s("PA", cmds[2], seq=at[2]))
+        brc.ingress(c.c2s("PA", cmds[1], seq=at[1]))      # just before the held range
+    assert d["ooo_held"] == 2 and d["dirty_gap"] == 0 and d["req_set"] == 0
+    with Delta(brc) as d:
+        brc.ingress(c.c2s("PA", cmds[0], seq=at[0]))
+    assert d["req_set"] == 2 and d["req_get"] == 1 and d["ooo_resumed"] == 1
+    f = brc.flow(c)
+    assert f.cli_next == at[3] and not f.dirty and pending(f) == 3
+
+
+@pytest.mark.parametrize("case", ["second_range", "other_overlap", "too_far"])
+def test_what_cannot_be_held_gives_the_connection_up(brc, port, case):
+    c = Conn(brc, port).handshake()
+    a, b = resp("GET", "no:a"), resp("GET", "no:b")
+    start = c.cseq
+    with Delta(brc) as d:
+        if case == "too_far":       # ends past BRC_OOO_MAX bytes from the hole
+            brc.ingress(c.c2s("PA", resp("SET", "no:big", "x" * 300), seq=start + 4000))
+        else:
+            brc.ingress(c.c2s("PA", b, seq=start + len(a)))
+            if case == "second_range":
+                brc.ingress(c.c2s("PA", b, seq=start + len(a + b) + 5))
+            else:   # same start, more bytes: Linux would replace what it queued
+                brc.ingress(c.c2s("PA", b + a, seq=start + len(a)))
+    assert d["dirty_gap"] == 1 and brc.flow(c).dirty, d.nonzero()
+    with Delta(brc) as d:
+        c.send(a)
+    assert d["req_get"] == 0 and not _held(brc, c)
 
 
 def test_partial_overlap_parses_only_new_bytes(brc, port):

@@ -177,3 +177,36 @@ def test_verify_sample_passes_would_hits_to_redis(lab):
     finally:
         p.run("ingress", p.c2s("R"))
         lab.serve()
+
+
+def test_nothing_is_answered_while_bytes_after_a_hole_are_held(lab):
+    """A GET that overtook the one before it is passed and held (brc_ooo); the GET
+    that fills the hole is passed too, though its key is cached (answering it would
+    shift the sequence space of the bytes already passed); both are parsed in order,
+    and once their replies are through the connection is answered again."""
+    lab.serve(verify_sample=0)
+    p = _conn(lab, 42100, 3000, 9000)
+    try:
+        get = resp("GET", "brcsi:ooo")
+        val = bulk("ooo-value")
+        miss_and_fill(p, get, val)
+        before = lab.brc.counters()
+        later = p.c2s("PA", get, seq=(p.cseq + len(get)) & 0xFFFFFFFF)
+        rv, out = p.run("ingress", later)
+        assert rv == TC_ACT_OK and out[:len(later)] == later
+        rv, out = p.run("ingress", p.c2s("PA", get))
+        assert rv == TC_ACT_OK, "a cached GET is not answered while bytes after it are held"
+        d = lab.delta(lab.brc.counters(), before)
+        assert d.get("ooo_held") == 1 and d.get("ooo_resumed") == 1 and d.get("req_get") == 2, d
+        assert d.get("hit", 0) == 0 and d.get("dirty_gap", 0) == 0, d
+        p.cseq = (p.cseq + 2 * len(get)) & 0xFFFFFFFF
+        p.sts += 1
+        assert p.run("egress", p.s2c("PA", val + val))[0] == TC_ACT_OK
+        p.sseq = (p.sseq + 2 * len(val)) & 0xFFFFFFFF
+        p.cts += 1
+        assert p.run("ingress", p.c2s("A"))[0] == TC_ACT_OK
+        p.cts += 1
+        rv, out = p.run("ingress", p.c2s("PA", get))
+        assert rv == TC_ACT_REDIRECT and fields(out)["payload"] == val
+    finally:
+        p.run("ingress", p.c2s("R"))
