@@ -179,7 +179,7 @@ def _uid_of(pid):
 
 
 def record_argv(perf, data, seconds, frequency, stack_size, whole_machine, pids):
-    argv = [perf, "record", "--quiet", "-F", str(frequency), "--call-graph", "dwarf,%d" % stack_size,
+    argv = [perf, "record", "--quiet", "--no-buildid", "-F", str(frequency), "--call-graph", "dwarf,%d" % stack_size,
             "-o", data]
     argv += ["-a"] if whole_machine else ["-p", ",".join(str(p) for p in pids)]
     return argv + ["--", "sleep", str(seconds)]

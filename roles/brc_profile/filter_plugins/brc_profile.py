@@ -89,7 +89,7 @@ def brc_profile_summary(folded):
     for frames, count in parse_folded(folded):
         total += count
         by_comm[frames[0]] = by_comm.get(frames[0], 0) + count
-        names = [_frame(f)[0] for f in frames]
+        names = [_frame(f)[0].split(".")[0] for f in frames]   # do_softirq.part.0
         in_softirq = any(n in SOFTIRQ_FRAMES for n in names)
         in_brc = any(n.startswith("bpf_prog_") and BRC_MARK in n for n in names)
         softirq += count if in_softirq else 0
