@@ -3,7 +3,7 @@
   - under redis-benchmark (SET, GET, INCR, LPUSH, LRANGE) on every host, a flame graph per host
     with redis-server's own frames and one for the fleet; the fleet page renders in headless
     Chromium (screenshot kept in reports/test-artifacts/profile-fleet.png); nothing is left on
-    the hosts; --check samples nothing and writes nothing;
+    the hosts; the audit page links the profiles; --check samples nothing and writes nothing;
   - with brc_profile_whole_machine every CPU is sampled and softirq time shows;
   - perf missing, kernel.perf_event_paranoid refusing an unprivileged remote user (set to 2
     and restored: one kernel for every lab host), no redis-server running, a host cut off
@@ -157,6 +157,14 @@ def test_flame_graph_per_host_and_fleet_under_load(lab, report_dir):
     assert "profile: %d host(s)" % len(names) in out.stdout
     assert_nothing_left(lab, names)
     check_fleet_page_renders(os.path.join(pdir, "fleet.html"), names)
+
+    # The audit page links the profiles once they exist (read-only audit, one host is enough).
+    audit = subprocess.run([os.path.join(REPO, ".venv", "bin", "ansible-playbook"), "playbooks/audit.yml", "--check",
+                            "--limit", names[0], "-e", "brc_audit_check_build=false",
+                            "-e", "brc_report_dir=%s" % report_dir],
+                           cwd=REPO, env=ansible_env(lab), capture_output=True, text=True, timeout=600)
+    assert audit.returncode == 0, audit.stdout[-3000:]
+    assert '<a href="profile/index.html">' in open(os.path.join(report_dir, "audit.html")).read()
 
     again = playbook(lab, "--check", "-e", "brc_profile_seconds=3", "-e", "brc_report_dir=%s/check" % report_dir)
     assert again.returncode == 0, again.stdout[-3000:]
