@@ -9,7 +9,7 @@
     and restored: one kernel for every lab host), no redis-server running, a host cut off
     mid-run: each fails that host with a message naming the fix, and leaves nothing behind.
 """
-import glob
+import importlib.util
 import json
 import os
 import pwd
@@ -28,9 +28,17 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 ARTIFACTS = os.path.join(REPO, "reports", "test-artifacts")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 PARANOID = "/proc/sys/kernel/perf_event_paranoid"
-sys.path.insert(0, os.path.join(REPO, "roles", "brc_profile", "filter_plugins"))
 
-import brc_profile as fp  # noqa: E402  (the role's filter plugin)
+
+def _load(name, path):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, path))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+fp = _load("brc_profile_pages", "roles/brc_profile/filter_plugins/brc_profile_pages.py")   # the role's filters
+mod = _load("brc_profile_module", "library/brc_profile.py")                                # the module
 
 
 def log(msg):
@@ -129,6 +137,28 @@ def test_page_cannot_be_closed_by_a_frame_name():
     assert page.count("</script>") == 1 and "<b>" not in page and "<i>" not in page
     with pytest.raises(ValueError, match="make setup"):
         fp.brc_profile_page({}, "<html></html>")
+
+
+@pytest.mark.parametrize("euid, paranoid, whole, owners, expect", [
+    (0, 4, True, {7: 999}, None),                                # root bypasses paranoid and ownership
+    (1000, 2, False, {7: 1000}, None),                           # a user's own redis-server
+    (1000, 2, True, {}, "kernel.perf_event_paranoid=2 forbids"),  # every CPU needs 0 or less
+    (1000, 3, False, {7: 1000}, "kernel.perf_event_paranoid=3 forbids"),
+    (1000, -1, False, {7: 0, 8: 1000}, "redis-server (pid 7) runs as another user"),
+])
+def test_permission_problem(euid, paranoid, whole, owners, expect):
+    got = mod.permission_problem(euid, paranoid, whole, owners)
+    if expect is None:
+        assert got is None
+    else:
+        assert expect in got and "become: true" in got
+
+
+def test_record_argv_uses_dwarf_and_stops_by_itself():
+    argv = mod.record_argv("perf", "/d/perf.data", 5, 99, 16384, False, [7, 9])
+    assert argv[argv.index("--call-graph") + 1] == "dwarf,16384"
+    assert argv[argv.index("-p") + 1] == "7,9" and argv[-3:] == ["--", "sleep", "5"]
+    assert "-a" in mod.record_argv("perf", "/d/perf.data", 5, 99, 16384, True, [])
 
 
 # --- the lab ---------------------------------------------------------------------------------
