@@ -234,9 +234,11 @@ def test_whole_machine_shows_softirq(lab, report_dir):
     assert out.returncode == 0, out.stdout[-5000:] + out.stderr[-2000:]
     report = json.load(open(os.path.join(report_dir, "profile", "profile.json")))
     h = report["hosts"][host]
-    commands = [c["command"] for c in h["by_command"]]
-    assert "redis-server" in commands and len(commands) > 1, commands    # not only redis-server
-    assert h["softirq_samples"] > 0
+    # Every process of the VM (the other engineers' too: by_command is only the top 10).
+    folded = open(os.path.join(report_dir, "profile", host + ".folded")).read().splitlines()
+    commands = set(line.split(";", 1)[0] for line in folded)
+    assert "redis-server" in commands and len(commands) > 1, (commands, h)
+    assert h["softirq_samples"] > 0, h
     assert "in softirq" in out.stdout
     assert_nothing_left(lab, [host])
 
@@ -349,6 +351,10 @@ def test_host_cut_off_mid_run(lab, report_dir):
     seconds = 6
     env_extra = {"ANSIBLE_SSH_ARGS": "-o ControlMaster=no -o ControlPath=none -o ConnectTimeout=5 "
                                      "-o ServerAliveInterval=2 -o ServerAliveCountMax=2"}
+    stale = os.path.join(report_dir, "profile", host.name + ".html")
+    os.makedirs(os.path.dirname(stale))
+    with open(stale, "w") as f:
+        f.write("an earlier run's page")
     argv = [os.path.join(REPO, ".venv", "bin", "ansible-playbook"), "playbooks/profile.yml",
             "-e", "brc_profile_seconds=%d" % seconds, "-e", "brc_profile_timeout_margin=40",
             "-e", "brc_report_dir=%s" % report_dir]
@@ -376,7 +382,7 @@ def test_host_cut_off_mid_run(lab, report_dir):
                          re.sub(r"\s+", " ", stdout)), stdout[-4000:]
         report = json.load(open(os.path.join(report_dir, "profile", "profile.json")))
         assert sorted(report["hosts"]) == names[1:] and report["missing"] == [host.name]
-        assert not os.path.exists(os.path.join(report_dir, "profile", host.name + ".html"))
+        assert not os.path.exists(stale)   # no page from another run beside this one's
         # perf stops by itself after brc_profile_seconds and the module removes perf.data,
         # with nobody left to hear it.
         assert_nothing_left(lab, [host.name], wait=seconds + 60)
