@@ -20,7 +20,7 @@ description:
     address that is not the host's own, that are absent from BRC's flow tables (C(brc_flows),
     C(brc_transient)) and older than the attached programs (CLIENT LIST C(age) greater than the seconds
     since the later of the ingress and egress programs was loaded).
-  - Never closed, each counted under its reason in C(skipped) - C(self) (this module's connection),
+  - Never closed, each counted under its reason in C(left) - C(self) (this module's connection),
     C(unix), C(replication) (flags S or M), C(other_port), C(loopback), C(other_address), C(local) (from one
     of the host's own addresses; that traffic goes over lo), C(kept_user) (O(keep_users), the host agent's
     user), C(multi) (a transaction open), C(blocked), C(monitor) and C(pubsub) (unless O(include_monitor),
@@ -148,13 +148,13 @@ batches:
   returned: always
   type: int
   sample: 2
-skipped:
-  description: Clients left open, per reason (every reason, zeros included; see the description).
+left:
+  description: Clients left open, per reason (every reason, zeros included; see the description). Not named C(skipped), which Ansible would take for a skipped task.
   returned: always
   type: dict
   sample: {"replication": 1, "loopback": 2, "tracked": 3, "pubsub": 0, "multi": 0}
-skipped_definitions:
-  description: What each reason of C(skipped) means.
+left_definitions:
+  description: What each reason of C(left) means.
   returned: always
   type: dict
 candidate_ids:
@@ -219,7 +219,7 @@ def main():
         module.fail_json(msg="batch_size must be >= 1, max_clients and pause >= 0 (got %d, %d, %s)"
                          % (p["batch_size"], p["max_clients"], p["pause"]))
     result = dict(brc_reconnect.empty_result(), interface=iface, changed=False,
-                  skipped_definitions=brc_reconnect.REASON_DOCS)
+                  left_definitions=brc_reconnect.REASON_DOCS)
     flows = call = None
     try:
         contract = brc_maps.contract_for(p["src_dir"])

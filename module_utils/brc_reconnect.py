@@ -20,7 +20,7 @@ with no reason is a candidate:
     (flow table full) would come back untracked, reconnecting it does not help.
 
 Each batch re-reads CLIENT LIST and re-judges its clients (one that entered MULTI or
-subscribed meanwhile is skipped), then sends one `CLIENT KILL ID <id>` per client
+subscribed meanwhile is left open), then sends one `CLIENT KILL ID <id>` per client
 (Redis 7.0 takes one ID per filter and ANDs filters), and pauses before the next.
 Client ids are never reused by a Redis process, so a kill cannot hit another client.
 """
@@ -279,7 +279,7 @@ def connect(host="127.0.0.1", port=6379, unix_socket=None, user=None, password=N
 
 def empty_result():
     return {"clients": 0, "candidates": 0, "killed": 0, "failed": 0, "batches": 0,
-            "skipped": dict((r, 0) for r, _doc in REASONS), "killed_ids": [], "failed_ids": [],
+            "left": dict((r, 0) for r, _doc in REASONS), "killed_ids": [], "failed_ids": [],
             "errors": [], "would_kill": 0, "candidate_ids": []}
 
 
@@ -293,7 +293,7 @@ def run(call, judge, batch_size=10, pause_s=1.0, max_clients=1000, check_mode=Fa
     for c in clients:
         why = judge.reason(c)
         if why:
-            res["skipped"][why] += 1
+            res["left"][why] += 1
         else:
             targets.append(int(c["id"]))
     targets.sort()   # oldest first (ids grow with time)
@@ -301,7 +301,7 @@ def run(call, judge, batch_size=10, pause_s=1.0, max_clients=1000, check_mode=Fa
     res["candidate_ids"] = list(targets)
     over = targets[max_clients:]
     targets = targets[:max_clients]
-    res["skipped"]["over_limit"] += len(over)
+    res["left"]["over_limit"] += len(over)
     batches = [targets[i:i + batch_size] for i in range(0, len(targets), batch_size)]
     if check_mode:
         res["would_kill"] = len(targets)
@@ -316,7 +316,7 @@ def run(call, judge, batch_size=10, pause_s=1.0, max_clients=1000, check_mode=Fa
             c = now.get(str(cid))
             why = "gone" if c is None else judge.reason(c)
             if why:
-                res["skipped"][why] += 1
+                res["left"][why] += 1
                 continue
             try:
                 got = call("CLIENT", "KILL", "ID", str(cid))
@@ -332,16 +332,16 @@ def run(call, judge, batch_size=10, pause_s=1.0, max_clients=1000, check_mode=Fa
                 res["killed"] += 1
                 res["killed_ids"].append(cid)
             else:
-                res["skipped"]["gone"] += 1   # closed between CLIENT LIST and the kill
+                res["left"]["gone"] += 1   # closed between CLIENT LIST and the kill
     return res
 
 
 def summary(res, check_mode=False):
-    skipped = ", ".join("%s %d" % (k, v) for k, v in sorted(res["skipped"].items()) if v)
+    left = ", ".join("%s %d" % (k, v) for k, v in sorted(res["left"].items()) if v)
     if check_mode:
         head = "would reconnect %d of %d clients in %d batches" % (res["would_kill"], res["clients"],
                                                                   res["batches"])
     else:
         head = "reconnected %d of %d clients in %d batches, %d failed" % (res["killed"], res["clients"],
                                                                          res["batches"], res["failed"])
-    return "%s; left: %s" % (head, skipped or "none")
+    return "%s; left: %s" % (head, left or "none")

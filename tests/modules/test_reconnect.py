@@ -96,7 +96,7 @@ def test_run_closes_the_candidates_in_paced_batches_and_counts_the_rest():
     assert res["killed"] == 7 and res["killed_ids"] == list(range(10, 17)) and res["failed"] == 0
     assert res["batches"] == 3 and pauses == [0.5, 0.5] and redis.lists == 4
     assert res["clients"] == 10 and res["candidates"] == 7
-    assert dict((k, v) for k, v in res["skipped"].items() if v) == {"self": 1, "replication": 1, "loopback": 1}
+    assert dict((k, v) for k, v in res["left"].items() if v) == {"self": 1, "replication": 1, "loopback": 1}
     assert rc.summary(res) == "reconnected 7 of 10 clients in 3 batches, 0 failed; left: loopback 1, replication 1, self 1"
 
 
@@ -118,7 +118,7 @@ def test_each_batch_judges_its_clients_again():
     redis.on_list.append(change)
     res = rc.run(redis, judge(), batch_size=3, pause_s=0, sleep=lambda s: None)
     assert redis.kills == [10, 11, 12, 15]
-    assert res["killed"] == 4 and res["skipped"]["multi"] == 1 and res["skipped"]["gone"] == 1
+    assert res["killed"] == 4 and res["left"]["multi"] == 1 and res["left"]["gone"] == 1
 
 
 def test_max_clients_and_a_client_gone_at_the_kill():
@@ -130,7 +130,7 @@ def test_max_clients_and_a_client_gone_at_the_kill():
             redis.clients.pop(11)       # closed between CLIENT LIST and the kill: Redis answers 0
         return real(*args)
     res = rc.run(racing, judge(), batch_size=10, max_clients=3, sleep=lambda s: None)
-    assert res["killed_ids"] == [10, 12] and res["skipped"]["gone"] == 1 and res["skipped"]["over_limit"] == 2
+    assert res["killed_ids"] == [10, 12] and res["left"]["gone"] == 1 and res["left"]["over_limit"] == 2
 
 
 def test_a_failed_kill_is_counted_and_the_run_goes_on():
