@@ -138,8 +138,10 @@ would_kill:
   returned: always
   type: int
   sample: 0
-failed:
-  description: Clients whose C(CLIENT KILL ID) answered an error (C(errors) says which).
+kill_failed:
+  description:
+    - Clients whose C(CLIENT KILL ID) answered an error (C(errors) says which). Not named C(failed), which
+      Ansible would take for a failed task.
   returned: always
   type: int
   sample: 0
@@ -167,7 +169,7 @@ killed_ids:
   returned: always
   type: list
   elements: int
-failed_ids:
+kill_failed_ids:
   description: Redis client ids whose kill failed.
   returned: always
   type: list

@@ -278,8 +278,8 @@ def connect(host="127.0.0.1", port=6379, unix_socket=None, user=None, password=N
 # --- the run ---------------------------------------------------------------------------
 
 def empty_result():
-    return {"clients": 0, "candidates": 0, "killed": 0, "failed": 0, "batches": 0,
-            "left": dict((r, 0) for r, _doc in REASONS), "killed_ids": [], "failed_ids": [],
+    return {"clients": 0, "candidates": 0, "killed": 0, "kill_failed": 0, "batches": 0,
+            "left": dict((r, 0) for r, _doc in REASONS), "killed_ids": [], "kill_failed_ids": [],
             "errors": [], "would_kill": 0, "candidate_ids": []}
 
 
@@ -324,8 +324,8 @@ def run(call, judge, batch_size=10, pause_s=1.0, max_clients=1000, check_mode=Fa
                 if e.details.get("fatal"):
                     e.details.update(result=res)
                     raise
-                res["failed"] += 1
-                res["failed_ids"].append(cid)
+                res["kill_failed"] += 1
+                res["kill_failed_ids"].append(cid)
                 res["errors"].append("%d: %s" % (cid, e.msg))
                 continue
             if _int(got) >= 1:
@@ -343,5 +343,5 @@ def summary(res, check_mode=False):
                                                                   res["batches"])
     else:
         head = "reconnected %d of %d clients in %d batches, %d failed" % (res["killed"], res["clients"],
-                                                                         res["batches"], res["failed"])
+                                                                         res["batches"], res["kill_failed"])
     return "%s; left: %s" % (head, left or "none")
