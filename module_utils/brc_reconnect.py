@@ -175,6 +175,10 @@ def _prog_load_time_ns(prog_id):
 
 def attached_programs(interface):
     """{direction: prog id} of BRC's filters on interface (brc_tc)."""
+    from ansible.module_utils.brc_common import import_pyroute2
+    if import_pyroute2()[0] is None:
+        raise BrcError("pyroute2 is not importable: cannot read BRC's filters on %s" % interface,
+                       "install the Debian package python3-pyroute2")
     from ansible.module_utils import brc_tc
     with brc_tc.Tc(interface) as tc:
         out = {}
@@ -307,33 +311,39 @@ def run(call, judge, batch_size=10, pause_s=1.0, max_clients=1000, check_mode=Fa
         res["would_kill"] = len(targets)
         res["batches"] = len(batches)
         return res
-    for n, batch in enumerate(batches):
-        if n:
-            sleep(pause_s)
-        res["batches"] += 1
-        now = dict((c["id"], c) for c in parse_client_list(call("CLIENT", "LIST")))
-        for cid in batch:
-            c = now.get(str(cid))
-            why = "gone" if c is None else judge.reason(c)
-            if why:
-                res["left"][why] += 1
-                continue
-            try:
-                got = call("CLIENT", "KILL", "ID", str(cid))
-            except BrcError as e:
-                if e.details.get("fatal"):
-                    e.details.update(result=res)
-                    raise
-                res["kill_failed"] += 1
-                res["kill_failed_ids"].append(cid)
-                res["errors"].append("%d: %s" % (cid, e.msg))
-                continue
-            if _int(got) >= 1:
-                res["killed"] += 1
-                res["killed_ids"].append(cid)
-            else:
-                res["left"]["gone"] += 1   # closed between CLIENT LIST and the kill
+    try:
+        for n, batch in enumerate(batches):
+            if n:
+                sleep(pause_s)
+            res["batches"] += 1
+            now = dict((c["id"], c) for c in parse_client_list(call("CLIENT", "LIST")))
+            for cid in batch:
+                _kill_one(call, judge, res, cid, now.get(str(cid)))
+    except BrcError as e:
+        e.details.update(result=res)   # what was closed before it stopped
+        raise
     return res
+
+
+def _kill_one(call, judge, res, cid, client):
+    why = "gone" if client is None else judge.reason(client)
+    if why:
+        res["left"][why] += 1
+        return
+    try:
+        got = call("CLIENT", "KILL", "ID", str(cid))
+    except BrcError as e:
+        if e.details.get("fatal"):
+            raise
+        res["kill_failed"] += 1
+        res["kill_failed_ids"].append(cid)
+        res["errors"].append("%d: %s" % (cid, e.msg))
+        return
+    if _int(got) >= 1:
+        res["killed"] += 1
+        res["killed_ids"].append(cid)
+    else:
+        res["left"]["gone"] += 1   # closed between CLIENT LIST and the kill
 
 
 def summary(res, check_mode=False):

@@ -152,6 +152,17 @@ def test_a_fatal_error_stops_the_run_with_the_counts_so_far():
     assert e.value.details["result"]["killed_ids"] == [10]
 
 
+def test_redis_lost_between_batches_stops_the_run_with_the_counts_so_far():
+    redis = ScriptedRedis(pool(4))
+
+    def lost(_r):
+        raise BrcError("cannot reach Redis at x", "start it", fatal=True)
+    redis.on_list += [lambda r: None, lost]   # the first batch goes through, the second finds Redis gone
+    with pytest.raises(BrcError) as e:
+        rc.run(redis, judge(), batch_size=2, sleep=lambda s: None)
+    assert e.value.details["result"]["killed_ids"] == [10, 11] and e.value.details["result"]["batches"] == 2
+
+
 def test_flow_key_layout():
     from ansible.module_utils.brc_maps import contract_for
     from fixtures.paths import BPF_DIR
