@@ -207,7 +207,8 @@ NOT_PARTS = {
 UNSEEN = (
     ("segments_untracked", "payload segments of connections BRC did not see open (opened before it was "
                            "attached, or when its flow table was full): their GETs are in none of the numbers",
-     "reconnect the clients (restart the application's connection pool)"),
+     "reconnect the clients: restart the application's connection pool, or let the rollout close "
+     "them in paced batches (enable.yml -e brc_rollout_reconnect=true)"),
     ("tls_segments", "payload segments of TLS connections (Redis's tls-port): encrypted, so passed untouched; "
                      "their GETs are in none of the numbers",
      "nothing in BRC: TLS is never answered in the kernel; clients on a trusted network can use the "
