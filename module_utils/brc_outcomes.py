@@ -202,6 +202,7 @@ NOT_PARTS = {
     "serve_flows_kept": "connections, not GETs",
     "tls_connections": "connections, not GETs (their segments are reported as unseen)",
     "serve_busy_dropped": "segments dropped and sent again by the client, not GETs",
+    "ooo_held": "segments held until a hole before them fills, not GETs (their GETs are parsed then)",
 }
 
 # Seen apart: traffic whose GETs bump no counter (not in the total).
