@@ -99,7 +99,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.brc_common import BrcError, common_spec, fail
-from ansible.module_utils import brc_maps, brc_pins
+from ansible.module_utils import brc_discover, brc_maps, brc_pins
 
 SETTINGS = ("mode", "port", "max_key_len", "max_value_len", "max_age", "verify_sample")
 
@@ -118,11 +118,20 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
-    for k in SETTINGS:
-        if k != "mode" and p[k] is not None and p[k] < 0:
-            module.fail_json(msg="%s must be >= 0, got %d" % (k, p[k]))
-    if p["port"] is not None and not 0 < p["port"] < 65536:
-        module.fail_json(msg="port must be 1-65535, got %d" % p["port"])
+    u32 = 2 ** 32 - 1
+    try:
+        brc_discover.check_shared(p, module.check_mode, interface="pins")
+        brc_discover.check_port("port", p["port"])
+        brc_discover.check_range("max_key_len", p["max_key_len"], 0, u32,
+                                 "set max_key_len in bytes, 0 for the compiled maximum (BRC_KEY_MAX)")
+        brc_discover.check_range("max_value_len", p["max_value_len"], 0, u32,
+                                 "set max_value_len in bytes, up to the compiled maximum (BRC_VAL_MAX)")
+        brc_discover.check_range("max_age", p["max_age"], 0, u32,
+                                 "set max_age in seconds (the role's default is 30)")
+        brc_discover.check_range("verify_sample", p["verify_sample"], 0, u32,
+                                 "set verify_sample to N for 1 in N would-be hits, or 0 for none")
+    except BrcError as e:
+        fail(module, e, interface=p["interface"])
     pdir = brc_pins.pin_dir(p["pin_root"], p["interface"])
     wanted = dict((k, p[k]) for k in SETTINGS)
     try:

@@ -132,7 +132,7 @@ removed:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.brc_common import BrcError, common_spec, fail, require
-from ansible.module_utils import brc_build
+from ansible.module_utils import brc_build, brc_discover
 
 
 def main():
@@ -147,6 +147,14 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
+    try:
+        if p["state"] == "present":
+            brc_discover.check_shared(p, module.check_mode, interface="exists")
+            brc_discover.check_cflags(p["cflags"])
+        else:
+            brc_discover.check_shared(p, True, interface="name", src_dir=False)
+    except BrcError as e:
+        fail(module, e, interface=p["interface"])
     try:
         if p["state"] == "absent":
             result = brc_build.remove(p["interface"], p["pin_root"], module.check_mode)

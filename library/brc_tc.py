@@ -85,7 +85,7 @@ cache_flushed:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.brc_common import BrcError, common_spec, fail, require
-from ansible.module_utils import brc_maps, brc_pins, brc_tc
+from ansible.module_utils import brc_discover, brc_maps, brc_pins, brc_tc
 
 
 def main():
@@ -98,6 +98,15 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
+    try:
+        if p["state"] == "attached":
+            brc_discover.check_shared(p, module.check_mode, interface="exists")
+            if not module.check_mode:
+                brc_discover.check_interface_has_pins(p["interface"], p["pin_root"])
+        else:
+            brc_discover.check_shared(p, True, interface="name", src_dir=False)
+    except BrcError as e:
+        fail(module, e, interface=p["interface"])
     require(module, "pyroute2", "to manage tc clsact filters")
     try:
         if p["state"] == "attached":

@@ -74,6 +74,69 @@ def check_absolute(option, path, example):
                        "module's working directory)" % (option, path), "set %s to a path such as %s" % (option, example))
 
 
+def check_range(option, value, low, high, fix):
+    if value is not None and not low <= value <= high:
+        raise BrcError("%s must be %d-%d, got %d" % (option, low, high, value), fix)
+
+
+def check_cflags(cflags):
+    """brc_program's cflags: one compiler flag per element."""
+    for flag in cflags or []:
+        if not flag.startswith("-") or len(flag) < 2:
+            raise BrcError("cflags entry %r is not a compiler flag" % flag,
+                           "write each entry as a flag, such as -DBRC_CACHE_ENTRIES=65536")
+        if any(c.isspace() for c in flag):
+            raise BrcError("cflags entry %r holds several words" % flag,
+                           "give one flag per list element (cflags: [-DA=1, -DB=2])")
+
+
+def check_unix_socket(option, path):
+    import stat
+    if path is None:
+        return
+    check_absolute(option, path, "/run/redis/redis-server.sock")
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        raise BrcError("%s %s does not exist" % (option, path),
+                       "set %s to the unixsocket of Redis's config (redis-cli CONFIG GET unixsocket), "
+                       "or leave it out to connect over TCP" % option)
+    if not stat.S_ISSOCK(mode):
+        raise BrcError("%s %s is not a Unix socket" % (option, path),
+                       "set %s to the unixsocket of Redis's config (redis-cli CONFIG GET unixsocket), "
+                       "or leave it out to connect over TCP" % option)
+
+
+def check_not_empty(option, value, fix):
+    if value is not None and not value.strip():
+        raise BrcError("%s is empty" % option, fix)
+
+
+def check_shared(p, check_mode, interface="name", pin_root=True, src_dir=True):
+    """The options of common_spec(): interface per the module's need ('name', 'exists', 'pins' or None),
+    pin_root and src_dir as paths; outside check mode pin_root on a bpffs and src_dir holding the
+    sources (in check mode earlier tasks of the run would create them)."""
+    if pin_root:
+        check_pin_root(p["pin_root"], need_bpffs=False)
+    if p.get("interface") is not None and interface:
+        if interface == "exists":
+            check_interface_exists(p["interface"])
+        elif interface == "pins" and not (check_mode and not os.path.isdir(brc_pins.pin_dir(p["pin_root"],
+                                                                                             p["interface"]))):
+            check_interface_has_pins(p["interface"], p["pin_root"])
+        else:
+            check_interface_name(p["interface"])
+    if pin_root and not check_mode:
+        check_pin_root(p["pin_root"], need_bpffs=True)
+    if src_dir:
+        if check_mode:
+            check_absolute("src_dir", p["src_dir"], "/usr/local/lib/brc/bpf")
+            if os.path.isfile(p["src_dir"]):
+                check_src_dir(p["src_dir"])
+        else:
+            check_src_dir(p["src_dir"])
+
+
 def check_pin_root(path, need_bpffs=True, mountinfo="/proc/self/mountinfo"):
     """pin_root: absolute, a directory when it exists, and (need_bpffs) on a bpf filesystem."""
     check_absolute("pin_root", path, "/sys/fs/bpf/brc")
