@@ -75,6 +75,13 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+would_change:
+  description:
+    - Whether the task changes (in check mode, would change) something; equal to C(changed), and kept
+      when a caller overrides C(changed) with C(changed_when), as the read-only audit does.
+  returned: always
+  type: bool
+  sample: false
 config:
   description: Live configuration after the task.
   returned: success
@@ -144,7 +151,7 @@ def main():
                 raise
             # Check mode before the first deploy: no sources or map yet (earlier tasks would create them).
             after = dict((k, v) for k, v in wanted.items() if v is not None)
-            module.exit_json(changed=True, config=after, previous={},
+            module.exit_json(changed=True, would_change=True, config=after, previous={},
                              msg="would configure the map that brc_program creates",
                              diff={"before": {}, "after": after})
     except BrcError as e:
@@ -154,7 +161,7 @@ def main():
         if limit is not None and after.get(opt) and after[opt] > limit:
             module.warn("%s=%d is above the programs' compiled maximum %s=%d; they use %d"
                         % (opt, after[opt], const, limit, limit))
-    module.exit_json(changed=changed, config=after, previous=before, cache_flushed=flushed,
+    module.exit_json(changed=changed, would_change=changed, config=after, previous=before, cache_flushed=flushed,
                      diff={"before": before, "after": after})
 
 

@@ -85,6 +85,13 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+would_change:
+  description:
+    - Whether the task changes (in check mode, would change) something; equal to C(changed), and kept
+      when a caller overrides C(changed) with C(changed_when), as the read-only audit does.
+  returned: always
+  type: bool
+  sample: false
 pin_dir:
   description: Directory holding this interface's pins.
   returned: always
@@ -165,6 +172,7 @@ def main():
                                        p["reset_maps"], module.check_mode, p["predict_change"])
     except BrcError as e:
         fail(module, e, interface=p["interface"])
+    result["would_change"] = bool(result.get("changed"))
     module.exit_json(**result)
 
 

@@ -64,6 +64,13 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+would_change:
+  description:
+    - Whether the task changes (in check mode, would change) something; equal to C(changed), and kept
+      when a caller overrides C(changed) with C(changed_when), as the read-only audit does.
+  returned: always
+  type: bool
+  sample: false
 attached:
   description: Program id and tag of the BRC filter at each hook after the task (empty when detached).
   returned: always
@@ -123,6 +130,7 @@ def main():
             result = brc_tc.detach(p["interface"], module.check_mode)
     except BrcError as e:
         fail(module, e, interface=p["interface"])
+    result["would_change"] = bool(result.get("changed"))
     module.exit_json(**result)
 
 
