@@ -127,7 +127,6 @@ def main():
     p = module.params
     u32 = 2 ** 32 - 1
     try:
-        brc_discover.check_shared(p, module.check_mode, interface="pins")
         brc_discover.check_port("port", p["port"])
         brc_discover.check_range("max_key_len", p["max_key_len"], 0, u32,
                                  "set max_key_len in bytes, 0 for the compiled maximum (BRC_KEY_MAX)")
@@ -137,6 +136,7 @@ def main():
                                  "set max_age in seconds (the role's default is 30)")
         brc_discover.check_range("verify_sample", p["verify_sample"], 0, u32,
                                  "set verify_sample to N for 1 in N would-be hits, or 0 for none")
+        brc_discover.check_shared(p, module.check_mode, interface="pins")
     except BrcError as e:
         fail(module, e, interface=p["interface"])
     pdir = brc_pins.pin_dir(p["pin_root"], p["interface"])

@@ -154,6 +154,8 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
+    if p["state"] == "present" and not module.check_mode:
+        require(module, "bcc", "to compile and load the BRC programs")
     try:
         if p["state"] == "present":
             brc_discover.check_shared(p, module.check_mode, interface="exists")
@@ -166,8 +168,6 @@ def main():
         if p["state"] == "absent":
             result = brc_build.remove(p["interface"], p["pin_root"], module.check_mode)
         else:
-            if not module.check_mode:
-                require(module, "bcc", "to compile and load the BRC programs")
             result = brc_build.install(p["interface"], p["src_dir"], p["pin_root"], p["cflags"],
                                        p["reset_maps"], module.check_mode, p["predict_change"])
     except BrcError as e:

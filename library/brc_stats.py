@@ -31,7 +31,7 @@ options:
       - Default every interface BRC is on (see above).
     type: str
   reset:
-    description: Zero the counters and histograms after reading them.
+    description: Zero the counters and histograms after reading them (without O(interface), of every interface read).
     type: bool
     default: false
 attributes:
@@ -174,6 +174,8 @@ def main():
     try:
         brc_discover.check_pin_root(p["pin_root"], need_bpffs=False)
         if p["interface"]:
+            brc_discover.check_interface_name(p["interface"])
+            brc_discover.check_src_dir(p["src_dir"])
             brc_discover.check_interface_has_pins(p["interface"], p["pin_root"])
             found = {p["interface"]: {"pinned": True}}
         else:

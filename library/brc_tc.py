@@ -105,6 +105,7 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
+    require(module, "pyroute2", "to manage tc clsact filters")
     try:
         if p["state"] == "attached":
             brc_discover.check_shared(p, module.check_mode, interface="exists")
@@ -114,7 +115,6 @@ def main():
             brc_discover.check_shared(p, True, interface="name", src_dir=False)
     except BrcError as e:
         fail(module, e, interface=p["interface"])
-    require(module, "pyroute2", "to manage tc clsact filters")
     try:
         if p["state"] == "attached":
             pdir = brc_pins.pin_dir(p["pin_root"], p["interface"])

@@ -144,7 +144,7 @@ def check_pin_root(path, need_bpffs=True, mountinfo="/proc/self/mountinfo"):
         raise BrcError("pin_root %s is a file, not a directory" % path,
                        "set pin_root to a directory on a bpffs, such as /sys/fs/bpf/brc (the default)")
     if need_bpffs and brc_pins.bpffs_covering(path, mountinfo) is None:
-        raise BrcError("pin_root %s is not on a bpf filesystem, so nothing can be pinned or read there" % path,
+        raise BrcError("pin_root %s is not on a mounted bpffs, so nothing can be pinned or read there" % path,
                        "mount one with brc_bpffs (path=/sys/fs/bpf) or set pin_root to a directory under a "
                        "bpffs mount, such as /sys/fs/bpf/brc (the default)")
 
@@ -154,14 +154,15 @@ def check_src_dir(path):
     check_absolute("src_dir", path, "/usr/local/lib/brc/bpf")
     fix = "ship the repository's bpf/ directory there with brc_sources (the brc role does) or point src_dir at it"
     if not os.path.isdir(path):
-        raise BrcError("src_dir %s %s" % (path, "is not a directory" if os.path.exists(path) else "does not exist"), fix)
+        raise BrcError("src_dir %s %s (it should hold BRC's bpf/ sources and their %s)"
+                       % (path, "is not a directory" if os.path.exists(path) else "does not exist", CONTRACT_FILE), fix)
     if not os.path.isfile(os.path.join(path, CONTRACT_FILE)):
         raise BrcError("src_dir %s holds no %s: it is not a copy of BRC's bpf/ sources" % (path, CONTRACT_FILE), fix)
 
 
 def check_port(option, value):
     if value is not None and not 0 < value < 65536:
-        raise BrcError("%s must be a TCP port, 1-65535, got %d" % (option, value),
+        raise BrcError("%s must be 1-65535 (a TCP port), got %d" % (option, value),
                        "set %s to the port Redis listens on (6379 by default)" % option)
 
 

@@ -1,6 +1,7 @@
 """brc_stats and brc_facts with no arguments (`ansible redis -m brc_stats`) find where BRC
 is: nowhere (said plainly, not a failure), one interface (reported as if named), several
 (each reported), and an interface whose filter is attached but whose pins are elsewhere.
+Also brc_config's would_change, which the audit's check-mode probes report drift with.
 Real bpffs, real bcc builds of bpf/ and real tc filters on veths, in a throwaway namespace."""
 import pytest
 
@@ -12,7 +13,7 @@ sys.path.insert(0, REPO + "/library")
 from ansible.module_utils.testing import patch_module_args
 from ansible.module_utils import brc_bpffs, brc_build, brc_maps, brc_pins, brc_tc
 from ansible.module_utils.brc_contract import load_contract
-import brc_facts, brc_stats
+import brc_config, brc_facts, brc_stats
 
 def run(module, **args):
     args.setdefault("src_dir", BPF_DIR)
@@ -47,6 +48,9 @@ brc_maps.configure(brc_pins.pin_dir(ROOT, "brcd0"), c, {"mode": "observe", "port
 out["one_stats"] = run(brc_stats)
 out["one_facts"] = facts()
 out["named"] = run(brc_stats, interface="brcd0")
+# What the audit's probes rely on: would_change says what changed says, in and out of check mode.
+out["cfg_same"] = run(brc_config, interface="brcd0", mode="observe", _ansible_check_mode=True)
+out["cfg_other"] = run(brc_config, interface="brcd0", mode="serve", _ansible_check_mode=True)
 
 # A second interface's pins: the same programs and maps pinned again under brcd1/ (one
 # build is enough to show both are found; a second compile would only cost time).
@@ -86,6 +90,9 @@ def test_adhoc_stats_and_facts_find_where_brc_is(in_netns):
     assert of["on"] == {"brcd0": {"pinned": True, "attached": ["ingress", "egress"], "exists": True}}
     assert of["interface"] == of["state_interface"] == "brcd0" and of["mode"] == "observe"
     assert of["msg"] == "BRC is on brcd0"
+
+    for name, want in (("cfg_same", False), ("cfg_other", True)):
+        assert not r[name].get("failed") and r[name]["changed"] is r[name]["would_change"] is want, r[name]
 
     two = r["two_stats"]
     assert not two.get("failed") and two["interface"] is None and "counters" not in two
