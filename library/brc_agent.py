@@ -268,8 +268,8 @@ def main():
     try:
         brc_discover.check_interface_name(p["interface"])
         brc_discover.check_port("redis_port", p["redis_port"])
-        for opt, example in (("lib_dir", brc_agent_ctl.DEFAULT_LIB_DIR), ("password_file", brc_agent_ctl.DEFAULT_PASSWORD_FILE),
-                             ("redis_socket", "/run/redis/redis-server.sock"), ("pidfile", "/run/brc-agent-eth0.pid"),
+        for opt, example in (("lib_dir", brc_agent_ctl.DEFAULT_LIB_DIR),
+                             ("password_file", brc_agent_ctl.DEFAULT_PASSWORD_FILE), ("redis_socket", "/run/redis/redis-server.sock"), ("pidfile", "/run/brc-agent-eth0.pid"),
                              ("log", "/var/log/brc-agent-eth0.log"), ("pin_root", "/sys/fs/bpf/brc"),
                              ("src_dir", "/usr/local/lib/brc/bpf")):
             if p[opt] is not None:

@@ -181,7 +181,8 @@ def main():
         else:
             found = brc_discover.discover(p["pin_root"])
         if not found:
-            module.exit_json(changed=False, interface=None, interfaces={}, msg=brc_discover.not_found_msg(p["pin_root"]))
+            module.exit_json(changed=False, interface=None, interfaces={},
+                             msg=brc_discover.not_found_msg(p["pin_root"]))
         brc_discover.check_src_dir(p["src_dir"])
         contract = brc_maps.contract_for(p["src_dir"])
     except BrcError as e:

@@ -71,7 +71,8 @@ def check_interface_has_pins(name, pin_root, sys_net=SYS_NET):
 def check_absolute(option, path, example):
     if not os.path.isabs(path):
         raise BrcError("%s must be an absolute path, got %r (a relative path would be taken from the "
-                       "module's working directory)" % (option, path), "set %s to a path such as %s" % (option, example))
+                       "module's working directory)" % (option, path),
+                       "set %s to a path such as %s" % (option, example))
 
 
 def check_range(option, value, low, high, fix):
