@@ -619,9 +619,10 @@ def present(interface, pin_root, src_dir, lib_dir=DEFAULT_LIB_DIR, redis_host="1
     argv = agent_argv(lib_dir, pdir, src_dir, redis_host, redis_port, redis_socket, user, password_file, log)
     unit_text = render_unit(argv, pin_root, interface, python) if systemd else None   # may refuse: before changes
 
-    password, res["password_changed"] = ensure_password(password, password_file, check_mode)
     admin = Admin(redis_host, redis_port, redis_socket, admin_user, admin_password)
     try:
+        admin("PING")   # Redis reachable and the credentials good before anything is written
+        password, res["password_changed"] = ensure_password(password, password_file, check_mode)
         res["user_changed"], res["user_persisted"], warning = ensure_user(admin, user, password, check_mode)
     finally:
         admin.close()

@@ -291,6 +291,17 @@ def test_missing_agent_files_say_ship_them(env, tmp_path):
     assert getuser(env["redis"], USER) is None and not os.path.exists(env["args"]["pidfile"])
 
 
+def test_unreachable_redis_names_the_options_and_starts_nothing(env):
+    import socket
+    with socket.socket() as s:          # a loopback port nothing listens on once closed
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    r = run(env, redis_port=closed_port)
+    assert r["failed"] and "is not reachable" in r["msg"] and "redis_port" in r["msg"], r["msg"]
+    assert getuser(env["redis"], USER) is None
+    assert not os.path.exists(env["args"]["pidfile"]) and not os.path.exists(env["args"]["password_file"])
+
+
 def test_refused_admin_credentials_name_the_option(env):
     r = run(env, admin_user="nobody", admin_password="wrong")
     assert r["failed"] and "refused the admin credentials" in r["msg"] and "admin_password" in r["msg"]
