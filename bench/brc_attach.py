@@ -124,7 +124,7 @@ class Brc:
         return max(0.0, left / 1e9)
 
     def counters(self):
-        """Named counters, plus the latency histogram buckets as 'lat.<class>.<slot>'
+        """Named counters, plus the latency histogram buckets as 'lat.<command>.<slot>'
         (only non-zero ones), so one before/after delta covers both."""
         table = self.build.bpf.get_table(self.contract.map_name("stats").encode())
         out = {}
@@ -134,8 +134,9 @@ class Brc:
             lat = self.build.bpf.get_table(self.contract.map_name("latency").encode())
         except Exception:
             return out
+        from ansible.module_utils.brc_commands import LATENCY_NAMES
         slots = self.contract.latency_slots
-        for c, cls in enumerate(self.contract.latency_classes):
+        for c, cls in enumerate(LATENCY_NAMES):
             for slot in range(slots):
                 n = int(sum(lat[lat.Key(c * slots + slot)]))
                 if n:
@@ -144,7 +145,7 @@ class Brc:
 
 
 def histogram_summary(counters):
-    """{'get': {'count', 'p50_us', 'p99_us'}, ...} from 'lat.<class>.<slot>' deltas; a
+    """{'get': {'count', 'p50_us', 'p99_us'}, ...} from 'lat.<command>.<slot>' deltas; a
     percentile is the upper bound of its log2-nanosecond bucket."""
     classes = {}
     for key, n in counters.items():

@@ -563,7 +563,7 @@ syn_done:
 			}
 			/* what the client waits for at this host: ingress to the
 			 * reply's redirect (a resend is not a new request) */
-			brc_latency_add(BRC_LAT_GET, bpf_ktime_get_ns() - sc->now);
+			brc_latency_add(BRC_LAT_ID_GET, bpf_ktime_get_ns() - sc->now);
 			data = ss->entry.reply;
 			goto emit;
 		}

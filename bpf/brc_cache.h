@@ -23,13 +23,25 @@
 #define BRC_FIFO_F_TRACKED 1ULL     /* the tracked GET */
 #define BRC_FIFO_F_GET 2ULL         /* a GET: its reply is a bulk string or an error */
 #define BRC_FIFO_F_STATE 4ULL       /* its reply decides the state change in chg_* */
-#define BRC_FIFO_TS_BITS 40
+/* Ingress time in 16 ns units: 36 bits span 1099 s, as 40 bits of ns did, and
+ * leave 8 for the command's histogram id (log2 slots below 16 ns stay empty). */
+#define BRC_FIFO_TS_SHIFT 4
+#define BRC_FIFO_TS_BITS 36
 #define BRC_FIFO_TS_MASK ((1ULL << BRC_FIFO_TS_BITS) - 1)
+#define BRC_FIFO_SEQ_SHIFT 36
+#define BRC_FIFO_ID_SHIFT 52
 
-static __always_inline __u64 brc_fifo_entry(__u64 now, __u32 seq, __u32 cls, __u64 flags)
+static __always_inline __u64 brc_fifo_entry(__u64 now, __u32 seq, __u32 id, __u64 flags)
 {
-	return (now & BRC_FIFO_TS_MASK) | ((__u64)(seq & 0xffff) << 40) |
-	       ((__u64)(cls & 0xf) << 56) | (flags << 60);
+	return ((now >> BRC_FIFO_TS_SHIFT) & BRC_FIFO_TS_MASK) |
+	       ((__u64)(seq & 0xffff) << BRC_FIFO_SEQ_SHIFT) |
+	       ((__u64)(id & 0xff) << BRC_FIFO_ID_SHIFT) | (flags << 60);
+}
+
+/* Nanoseconds from FIFO entry @e's ingress to @now. */
+static __always_inline __u64 brc_fifo_age(__u64 e, __u64 now)
+{
+	return (((now >> BRC_FIFO_TS_SHIFT) - e) & BRC_FIFO_TS_MASK) << BRC_FIFO_TS_SHIFT;
 }
 
 /* The FIFO entry of command @seq, or 0 when its slot was not written for it. */
@@ -37,7 +49,7 @@ static __always_inline __u64 brc_fifo_get(const struct brc_flow *f, __u32 seq)
 {
 	__u64 e = f->fifo[seq & (BRC_FIFO_LEN - 1)];
 
-	if (((e >> 40) & 0xffff) != (seq & 0xffff) || !e)
+	if (((e >> BRC_FIFO_SEQ_SHIFT) & 0xffff) != (seq & 0xffff) || !e)
 		return 0;
 	return e;
 }

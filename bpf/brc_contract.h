@@ -135,7 +135,7 @@ struct brc_flow {
 	 * other's update when the two hooks run on different CPUs. */
 	__u32 sent;             /* commands passed to Redis */
 	__u32 replied;          /* replies paired with them */
-	__u64 fifo[BRC_FIFO_LEN]; /* command n at [n % LEN]: ingress ns (low 40 bits) | (n & 0xffff) << 40 | class << 56 | BRC_FIFO_F_* << 60 */
+	__u64 fifo[BRC_FIFO_LEN]; /* command n at [n % LEN]: ingress time in 16 ns units (low 36 bits) | (n & 0xffff) << 36 | brc_cmd.id << 52 | BRC_FIFO_F_* << 60 */
 	/* Writes in flight, one word each: (bucket + 1) << 32 | number of the
 	 * command that wrote it last; 0 = free. Taken at ingress, released at
 	 * egress once that command's reply is seen (compare-and-swap both ways). */
@@ -178,13 +178,14 @@ struct brc_flow {
 	__u8 rq_last;           /* last key argument, 255 = through the end */
 	__u8 rq_step;
 	__u8 rq_special;        /* BRC_SP_* */
-	__u8 rq_class;          /* BRC_LAT_* */
+	__u8 rq_group;          /* BRC_REQ_*: which request counter */
 	__u8 rq_cflags;         /* BRC_CF_*: observations about this command */
 	__u8 rq_inline;         /* 1 = this command is inline (space separated) */
 	__u32 rq_key_len;       /* the copied argument (a key, or a user name) */
 	__u32 rq_key_bucket;    /* its version bucket */
 	__u32 rq_keyarg;        /* which argument is copied (1, or 2 for RENAME/COPY) */
-	__u32 rq_pad;
+	__u8 rq_cmd;            /* its latency histogram: brc_cmd.id (0 = not in the table) */
+	__u8 rq_pad[3];
 	__u64 rq_hash;          /* FNV-1a of the current argument's first BRC_KEY_MAX bytes */
 	__u8 rq_tok[BRC_TOK_LEN]; /* current argument's first bytes, upper-cased */
 	__u8 rq_key[BRC_KEY_MAX]; /* the copied argument's first bytes, as sent */
@@ -247,9 +248,9 @@ struct brc_cmd {
 	__u8 last;
 	__u8 step;
 	__u8 special;           /* BRC_SP_*: handled by name in brc_resp.h */
-	__u8 cls;               /* BRC_LAT_*: latency histogram and request counter */
+	__u8 group;             /* BRC_REQ_*: which request counter */
 	__u8 flags;             /* BRC_CMDF_* */
-	__u8 pad1;
+	__u8 id;                /* its latency histogram in brc_latency, 1 .. BRC_LAT_COMMANDS - 1 */
 };
 
 #define BRC_CMDF_INLINE 1       /* its inline form is followed (others inline give up:
@@ -655,12 +656,21 @@ enum brc_counter { BRC_COUNTERS(BRC_COUNTER_ENUM) BRC_C__MAX };
 #undef BRC_COUNTER_ENUM
 _Static_assert(BRC_C__MAX <= BRC_DIRTY_SLOT_BASE, "counters reached the dirty-reason slots");
 
-/* Latency histograms: brc_latency is a PERCPU_ARRAY of __u64 indexed by
- * class * BRC_LAT_SLOTS + slot, slot = log2(nanoseconds from request ingress to
- * reply egress; for a GET answered in the kernel, to the reply's redirect),
- * clamped to BRC_LAT_SLOTS - 1. */
+/* Latency histograms, one per command: brc_latency is a PERCPU_ARRAY of __u64
+ * indexed by id * BRC_LAT_SLOTS + slot, slot = log2(nanoseconds from request
+ * ingress to reply egress; for a GET answered in the kernel, to the reply's
+ * redirect), clamped to BRC_LAT_SLOTS - 1. id is the command's brc_cmd.id:
+ * the build numbers its command table (module_utils/brc_commands.py) and
+ * records the names in id order as latency_names in its build record, which
+ * is how readers label the histograms. Id 0 counts commands missing from the
+ * table; GET is always BRC_LAT_ID_GET, so the serve path needs no lookup. */
 #define BRC_LAT_SLOTS 40
-#define BRC_LAT_CLASSES(X) \
+#define BRC_LAT_COMMANDS 256    /* ids fit brc_cmd.id and the FIFO's 8 bits */
+#define BRC_LAT_ID_OTHER 0
+#define BRC_LAT_ID_GET 1
+
+/* Request counters (REQ_GET, REQ_SET, REQ_OTHER): which one a command bumps. */
+#define BRC_REQ_GROUPS(X) \
 	X(GET, "GET") \
 	X(SET, "SET and its variants") \
 	X(OTHER, "every other command")
@@ -674,8 +684,8 @@ _Static_assert(BRC_DIRTY_SLOT_BASE + BRC_DIRTY__MAX <= BRC_STATS_SLOTS,
 /* Every reason but MULTI gives the connection up (see BRC_DIRTY_REASONS). */
 #define BRC_DIRTY_GIVEUP (((1ULL << BRC_DIRTY__MAX) - 1) & ~BRC_DIRTY(MULTI))
 
-#define BRC_LAT_ENUM(name, doc) BRC_LAT_##name,
-enum brc_lat_class { BRC_LAT_CLASSES(BRC_LAT_ENUM) BRC_LAT__MAX };
-#undef BRC_LAT_ENUM
+#define BRC_REQ_ENUM(name, doc) BRC_REQ_##name,
+enum brc_req_group { BRC_REQ_GROUPS(BRC_REQ_ENUM) BRC_REQ__MAX };
+#undef BRC_REQ_ENUM
 
 #endif /* BRC_CONTRACT_H */

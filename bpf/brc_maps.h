@@ -32,8 +32,8 @@ BRC_PERSISTENT("array", __u32, struct brc_config, brc_config, 1);
 /* brc_stats: named counters, per CPU so the hot path never shares a line. */
 BRC_PERSISTENT("percpu_array", __u32, __u64, brc_stats, BRC_STATS_SLOTS);
 
-/* brc_latency: log2 histograms, request ingress to reply egress, per class. */
-BRC_PERSISTENT("percpu_array", __u32, __u64, brc_latency, BRC_LAT__MAX * BRC_LAT_SLOTS);
+/* brc_latency: log2 histograms, request ingress to reply egress, per command. */
+BRC_PERSISTENT("percpu_array", __u32, __u64, brc_latency, BRC_LAT_COMMANDS * BRC_LAT_SLOTS);
 
 #ifndef BRC_FLOWS_MAX
 #define BRC_FLOWS_MAX 16384         /* tracked connections (Redis maxclients is 10000) */

@@ -484,7 +484,8 @@ static __always_inline void brc_rq_cmd_begin(struct brc_scratch *sc, struct brc_
 		/* its replies and keys are unknown: everything may change */
 		f->rq_kind = BRC_K_UNKNOWN;
 		f->rq_special = BRC_SP_NONE;
-		f->rq_class = BRC_LAT_OTHER;
+		f->rq_group = BRC_REQ_OTHER;
+		f->rq_cmd = BRC_LAT_ID_OTHER;
 		brc_rq_lost(f, BRC_DIRTY_BIT_UNKNOWN);
 		return;
 	}
@@ -493,7 +494,8 @@ static __always_inline void brc_rq_cmd_begin(struct brc_scratch *sc, struct brc_
 	f->rq_last = cmd->last;
 	f->rq_step = cmd->step;
 	f->rq_special = cmd->special;
-	f->rq_class = cmd->cls;
+	f->rq_group = cmd->group;
+	f->rq_cmd = cmd->id;
 	f->rq_keyarg = cmd->special == BRC_SP_CARRY_TTL ? 2 : 1;
 	if (f->rq_inline && !(cmd->flags & BRC_CMDF_INLINE)) {
 		/* inline AUTH, SELECT, CONFIG ...: people type them, not programs, and
@@ -702,9 +704,9 @@ static __always_inline void brc_rq_cmd_done(struct brc_scratch *sc, struct brc_f
 
 	if (f->rq_inline)
 		brc_count(REQ_INLINE);
-	if (f->rq_class == BRC_LAT_GET)
+	if (f->rq_group == BRC_REQ_GET)
 		brc_count(REQ_GET);
-	else if (f->rq_class == BRC_LAT_SET)
+	else if (f->rq_group == BRC_REQ_SET)
 		brc_count(REQ_SET);
 	else
 		brc_count(REQ_OTHER);
@@ -767,7 +769,7 @@ static __always_inline void brc_rq_cmd_done(struct brc_scratch *sc, struct brc_f
 	}
 
 	if ((__u32)(seq - replied) < BRC_FIFO_LEN)
-		f->fifo[seq & (BRC_FIFO_LEN - 1)] = brc_fifo_entry(sc->now, seq, f->rq_class, flags);
+		f->fifo[seq & (BRC_FIFO_LEN - 1)] = brc_fifo_entry(sc->now, seq, f->rq_cmd, flags);
 	/* publish the command only after its FIFO slot and state change */
 	asm volatile("" ::: "memory");
 	f->sent = seq + 1;
@@ -1121,7 +1123,7 @@ static __always_inline void brc_rp_reply_done(struct brc_scratch *sc, struct brc
 	e = brc_fifo_get(f, r);
 	flags = e >> 60;
 	if (e)
-		brc_latency_add((e >> 56) & 0xf, (sc->now - e) & BRC_FIFO_TS_MASK);
+		brc_latency_add((e >> BRC_FIFO_ID_SHIFT) & 0xff, brc_fifo_age(e, sc->now));
 	else
 		brc_count(LATENCY_UNTIMED);
 	if ((flags & BRC_FIFO_F_GET) && f->rp_type != '$' && f->rp_type != '-' &&

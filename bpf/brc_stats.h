@@ -29,8 +29,8 @@ static __always_inline __u32 brc_log2(__u64 v)
 	return r;
 }
 
-/* Record one request/reply latency of @ns nanoseconds for class @cls. */
-static __always_inline void brc_latency_add(__u32 cls, __u64 ns)
+/* Record one request/reply latency of @ns nanoseconds for command id @id. */
+static __always_inline void brc_latency_add(__u32 id, __u64 ns)
 {
 	__u32 slot = brc_log2(ns);
 	__u32 idx;
@@ -38,9 +38,9 @@ static __always_inline void brc_latency_add(__u32 cls, __u64 ns)
 
 	if (slot > BRC_LAT_SLOTS - 1)
 		slot = BRC_LAT_SLOTS - 1;
-	if (cls >= BRC_LAT__MAX)
-		cls = BRC_LAT_OTHER;
-	idx = cls * BRC_LAT_SLOTS + slot;
+	if (id >= BRC_LAT_COMMANDS)
+		id = BRC_LAT_ID_OTHER;
+	idx = id * BRC_LAT_SLOTS + slot;
 	v = brc_latency.lookup(&idx);
 	if (v)
 		*v += 1;

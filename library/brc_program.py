@@ -18,7 +18,9 @@ description:
     pinned programs' ids and tags, as recorded in C(/var/lib/brc/<interface>/build.json).
   - On an upgrade, pinned maps whose layout (type, key and value size, max entries) equals the new
     build's are reused, so the cache and stats survive; a differing layout is refused unless
-    O(reset_maps=true). Program pins are replaced atomically (pinned under a temporary name,
+    O(reset_maps=true). The latency histograms are recreated instead, without O(reset_maps), when
+    their layout or the numbering of the command table changed (their counts would be misnamed).
+    Program pins are replaced atomically (pinned under a temporary name,
     then renamed over the old pin). Attaching the new programs is M(brc_tc)'s job.
 version_added: "1.0.0"
 author: BRC fleet toolkit
@@ -126,7 +128,9 @@ maps_reused:
   type: list
   elements: str
 maps_reset:
-  description: Persistent maps dropped because their layout changed (O(reset_maps=true)).
+  description:
+    - Persistent maps dropped because their layout changed (O(reset_maps=true)), and latency
+      histograms recreated because their layout or command numbering changed.
   returned: when a build ran
   type: list
   elements: str

@@ -12,8 +12,8 @@ module: brc_stats
 short_description: Read (and optionally reset) BRC's counters and latency histograms
 description:
   - Reads the pinned per-CPU stats and latency maps under C(<pin_root>/<interface>/), sums the
-    CPUs, and returns named counters, hit ratios and latency percentiles per command class.
-  - Counter names, histogram classes and slot count come from C(brc_contract.h) in O(src_dir).
+    CPUs, and returns named counters, hit ratios and latency percentiles per Redis command.
+  - Counter names and slot count come from C(brc_contract.h) in O(src_dir); histogram names from the build record.
   - Splits every GET the programs saw into answered, would answer and not answered, by reason
     (C(get_outcomes)), with what an operator can change for each reason (C(get_outcome_definitions)).
   - With O(reset=true), zeroes both maps after reading; C(changed) is true only when something was non-zero.
@@ -92,10 +92,18 @@ ratios:
   type: dict
   sample: {"hit_ratio": 0.82, "would_hit_ratio": 0.0}
 latency:
-  description: Per command class, request count, p50/p90/p99 in microseconds, and the log2-ns buckets.
+  description:
+    - Per Redis command, from request ingress to reply egress as seen on the wire (GETs answered in
+      the kernel included, which Redis's C(INFO commandstats) never sees), with the count of timed replies,
+      p50/p90/p99 in microseconds, and the log2-ns buckets.
+    - One entry per command of BRC's command table that has a count, and C(get) always; C(other) counts
+      commands missing from the table. Named as the build that is pinned numbered them (its record).
+    - Replies to commands pipelined deeper than the per-connection FIFO have no timestamp and are
+      counted in C(counters.latency_untimed) instead.
   returned: when one interface is read
   type: dict
-  sample: {"get": {"count": 10, "p50_us": 65.536, "p90_us": 131.072, "p99_us": 131.072, "buckets": [0, 0]}}
+  sample: {"get": {"count": 10, "p50_us": 65.536, "p90_us": 131.072, "p99_us": 131.072, "buckets": [0, 0]},
+           "hset": {"count": 2, "p50_us": 32.768, "p90_us": 65.536, "p99_us": 65.536, "buckets": [0, 0]}}
 ratio_definitions:
   description:
     - How each ratio is computed, so that fleet tools can recompute them from summed counters
@@ -146,14 +154,15 @@ agent:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.brc_common import BrcError, common_spec, fail
-from ansible.module_utils import brc_discover, brc_maps, brc_outcomes, brc_pins
+from ansible.module_utils.brc_common import BrcError, common_spec, fail, read_json
+from ansible.module_utils import brc_build, brc_discover, brc_maps, brc_outcomes, brc_pins
 
 
-def read_one(pdir, contract, src_dir, reset, check_mode):
+def read_one(iface, pdir, contract, src_dir, reset, check_mode):
     """(changed, result) for the pins in pdir."""
     counters = brc_maps.read_counters(pdir, contract)
-    hist = brc_maps.read_latency(pdir, contract)
+    record = read_json(brc_build.build_record_path(iface))
+    hist = brc_maps.read_latency(pdir, contract, brc_maps.latency_names(contract, record))
     mode = brc_maps.read_config(pdir, contract, src_dir).get("mode")
     agent = brc_maps.read_agent(pdir, contract)
     changed = brc_maps.reset_stats(pdir, contract, check_mode) if reset else False
@@ -196,7 +205,7 @@ def main():
             module.warn("%s. Fix: %s" % (results[iface]["error"], results[iface]["fix"]))
             continue
         try:
-            one_changed, results[iface] = read_one(brc_pins.pin_dir(p["pin_root"], iface), contract, p["src_dir"],
+            one_changed, results[iface] = read_one(iface, brc_pins.pin_dir(p["pin_root"], iface), contract, p["src_dir"],
                                                    p["reset"], module.check_mode)
         except BrcError as e:
             fail(module, e, interface=iface, changed=changed, interfaces=results)

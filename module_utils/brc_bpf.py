@@ -23,8 +23,10 @@ import re
 
 try:
     from ansible.module_utils.brc_contract import load_contract
+    from ansible.module_utils.brc_commands import COMMANDS, LATENCY_NAMES, SUBCOMMANDS, command_numbers
 except ImportError:     # bench/ runs with module_utils/ itself on sys.path
     from brc_contract import load_contract
+    from brc_commands import COMMANDS, LATENCY_NAMES, SUBCOMMANDS, command_numbers
 
 # Maps pinned under <pin_root>/<ifname>/ and reused across upgrades: everything
 # whose content must outlive one loader run. Tail-call arrays and scratch maps
@@ -61,120 +63,22 @@ HELPER_PROGRAMS = {"feed": "brc_feed"}
 PROG_ARRAYS = {"brc_jmp": [(0, "brc_parse_req"), (1, "brc_parse_rep"), (2, "brc_serve_in"),
                            (3, "brc_parse_req_held")]}
 
-# The Redis command table written to brc_cmds at build time: name -> (kind,
-# first, last, step, special, latency class), each named as in the contract
-# (BRC_K_<KIND>, BRC_SP_<SPECIAL>, BRC_LAT_CLASSES) and turned into numbers
-# from bpf/brc_contract.h by fill_command_table().
-# kind: nokey (no key is invalidated: also every read-only command but GET) /
-# read (GET) / write (keys invalidated by position) / global (everything
-# invalidated). A command missing here is unknown: it invalidates everything
-# and gives its connection up (its replies are unknown), so an omission costs
-# hit rate, never correctness; tests/bpf/test_bpf_commands.py checks the table
-# against the running Redis's own COMMAND INFO. Key positions as there: first,
-# last (-1 = through the end), step. special: handled by name in bpf/brc_resp.h.
-def _cmds():
-    t = {}
-
-    def add(kind, names, first=0, last=0, step=1, special="none", cls="other"):
-        for name in names.split():
-            t[name] = (kind, first, last, step, special, cls)
-
-    # read-only: nothing to invalidate, nothing to read (only GET is cached)
-    add("nokey", "MGET EXISTS TTL PTTL EXPIRETIME PEXPIRETIME TYPE STRLEN GETRANGE SUBSTR "
-        "GETBIT BITCOUNT BITPOS BITFIELD_RO LLEN LRANGE LINDEX LPOS HGET HMGET HGETALL HKEYS "
-        "HVALS HLEN HEXISTS HSTRLEN HRANDFIELD SMEMBERS SISMEMBER SMISMEMBER SCARD "
-        "SRANDMEMBER SINTER SUNION SDIFF SINTERCARD ZRANGE ZRANGEBYSCORE ZREVRANGE "
-        "ZREVRANGEBYSCORE ZRANGEBYLEX ZREVRANGEBYLEX ZSCORE ZMSCORE ZCARD ZCOUNT ZLEXCOUNT "
-        "ZRANK ZREVRANK ZRANDMEMBER ZDIFF ZINTER ZUNION ZINTERCARD XRANGE XREVRANGE XLEN "
-        "XPENDING XINFO XREAD GEOPOS GEODIST GEOHASH GEOSEARCH GEORADIUS_RO DUMP TOUCH LCS "
-        "SORT_RO SSCAN HSCAN ZSCAN WATCH")
-    add("read", "GET", 1, 1, special="get", cls="get")
-    add("nokey", "PING ECHO INFO TIME COMMAND QUIT LASTSAVE SAVE BGSAVE BGREWRITEAOF "
-        "SLOWLOG LATENCY ROLE READONLY READWRITE WAIT PUBLISH SPUBLISH DISCARD UNWATCH "
-        "DBSIZE KEYS SCAN RANDOMKEY OBJECT MEMORY LOLWUT PUBSUB SCRIPT FUNCTION CLUSTER "
-        "ASKING PFSELFTEST")
-    # connection state: applied on Redis's success reply
-    add("nokey", "AUTH", special="auth")
-    add("nokey", "HELLO", special="hello")
-    add("nokey", "SELECT", special="select")
-    add("nokey", "RESET", special="reset")
-    add("nokey", "CLIENT", special="client")
-    # replies that stop pairing with commands: the connection is given up
-    add("nokey", "SUBSCRIBE PSUBSCRIBE SSUBSCRIBE UNSUBSCRIBE PUNSUBSCRIBE SUNSUBSCRIBE",
-        special="subscribe")
-    add("nokey", "MONITOR", special="monitor")
-    add("nokey", "REPLCONF SYNC PSYNC", special="replication")
-    # who may read what, and what the server is
-    add("nokey", "CONFIG", special="config")
-    add("nokey", "ACL", special="acl")
-    add("global", "REPLICAOF SLAVEOF FAILOVER SHUTDOWN MODULE DEBUG", special="server")
-    # writes, keys by position
-    add("write", "SET", 1, 1, special="set", cls="set")
-    add("write", "SETNX", 1, 1, cls="set")
-    add("write", "SETEX PSETEX", 1, 1, special="ttl", cls="set")
-    add("write", "EXPIRE PEXPIRE EXPIREAT PEXPIREAT RESTORE RESTORE-ASKING MOVE", 1, 1,
-        special="ttl")
-    add("write", "GETEX", 1, 1, special="getex")
-    add("write", "GETSET GETDEL APPEND SETRANGE INCR DECR INCRBY DECRBY INCRBYFLOAT SETBIT "
-        "BITFIELD PERSIST LPUSH RPUSH LPUSHX RPUSHX LPOP RPOP LSET LREM LTRIM LINSERT "
-        "HSET HSETNX HMSET HDEL HINCRBY HINCRBYFLOAT SADD SREM SPOP ZADD ZINCRBY ZREM "
-        "ZREMRANGEBYSCORE ZREMRANGEBYRANK ZREMRANGEBYLEX ZPOPMIN ZPOPMAX GEOADD XADD XDEL "
-        "XTRIM XACK XCLAIM XAUTOCLAIM XSETID", 1, 1)
-    add("write", "DEL UNLINK PFADD PFCOUNT PFMERGE BLPOP BRPOP BZPOPMIN BZPOPMAX "
-        "SINTERSTORE SUNIONSTORE SDIFFSTORE ZUNIONSTORE ZINTERSTORE ZDIFFSTORE", 1, -1)
-    add("write", "MSET MSETNX", 1, -1, 2, cls="set")
-    add("write", "RENAME RENAMENX COPY", 1, 2, special="carry_ttl")
-    add("write", "LMOVE BLMOVE RPOPLPUSH BRPOPLPUSH SMOVE ZRANGESTORE GEOSEARCHSTORE", 1, 2)
-    add("write", "PFDEBUG", 2, 2)
-    add("write", "BITOP LMPOP ZMPOP XGROUP", 2, -1)
-    add("write", "BLMPOP BZMPOP", 3, -1)
-    # may write anything
-    add("global", "FLUSHALL FLUSHDB SWAPDB EVAL EVALSHA EVAL_RO EVALSHA_RO FCALL FCALL_RO "
-        "EXEC SORT GEORADIUS XREADGROUP")
-    add("global", "MIGRATE", special="secret")      # may carry AUTH / AUTH2 passwords
-    add("global", "MULTI", special="multi")
-    return t
-
-
-COMMANDS = _cmds()
-
-# Specials whose inline form BRC follows (BRC_CMDF_INLINE); any other special
-# arriving inline gives its connection up.
-INLINE_SPECIALS = ("none", "get", "set", "ttl", "getex", "carry_ttl")
-
-# What argument 1 of CLIENT, CONFIG and ACL means (brc_subcmds, BRC_SUB_*). A
-# CONFIG or ACL subcommand missing here is taken to change who may read what.
-SUBCOMMANDS = {
-    ("client", "REPLY"): "giveup_reply",
-    ("client", "TRACKING"): "giveup_tracking",
-    ("client", "CACHING"): "giveup_tracking",
-    ("config", "GET"): "read_only",
-    ("config", "HELP"): "read_only",
-}
-SUBCOMMANDS.update((("acl", name), "read_only") for name in
-                   "WHOAMI LIST USERS GETUSER CAT LOG GENPASS DRYRUN HELP".split())
-
-
-def command_numbers(contract, name):
-    """(kind, first, last, step, special, class, flags) of command @name as
-    numbers, from the contract's BRC_K_*, BRC_SP_*, BRC_LAT_CLASSES, BRC_CMDF_*."""
-    kind, first, last, step, special, cls = COMMANDS[name]
-    flags = contract.constants["BRC_CMDF_INLINE"] if special in INLINE_SPECIALS else 0
-    return (contract.constants["BRC_K_" + kind.upper()], first, 255 if last < 0 else last, step,
-            contract.constants["BRC_SP_" + special.upper()], contract.latency_classes.index(cls),
-            flags)
-
-
 def fill_command_table(bpf, contract):
     """Write COMMANDS into the build's brc_cmds and SUBCOMMANDS into brc_subcmds."""
+    if (len(LATENCY_NAMES) > contract.constants["BRC_LAT_COMMANDS"] or
+            LATENCY_NAMES.index("get") != contract.constants["BRC_LAT_ID_GET"] or
+            LATENCY_NAMES.index("other") != contract.constants["BRC_LAT_ID_OTHER"]):
+        raise ValueError("brc_commands.LATENCY_NAMES does not fit brc_latency: %d names for "
+                         "BRC_LAT_COMMANDS %d, get and other at BRC_LAT_ID_GET and BRC_LAT_ID_OTHER"
+                         % (len(LATENCY_NAMES), contract.constants["BRC_LAT_COMMANDS"]))
     table = bpf.get_table(b"brc_cmds")
     for name in COMMANDS:
         key = table.Key()
         for i, ch in enumerate(name.encode()):
             key.name[i] = ch
         val = table.Leaf()
-        (val.kind, val.first, val.last, val.step, val.special, val.cls,
-         val.flags) = command_numbers(contract, name)
+        (val.kind, val.first, val.last, val.step, val.special, val.group, val.flags,
+         val.id) = command_numbers(contract, name)
         table[key] = val
     table = bpf.get_table(b"brc_subcmds")
     for (command, sub), action in SUBCOMMANDS.items():

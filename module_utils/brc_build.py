@@ -9,6 +9,10 @@
 #   - persistent maps are reused when their pinned layout equals the new build's
 #     declared layout (cache and stats survive); a differing layout is refused
 #     unless reset_maps, which removes only the differing pins;
+#   - histograms (HISTOGRAM_MAPS) are the exception: a differing layout, or a
+#     command table numbered differently (latency_names in the record), drops
+#     and recreates them without reset_maps, since counts labelled with another
+#     build's names would be wrong and losing them costs no cache;
 #   - programs and tail-call arrays are pinned under a temporary name and renamed
 #     over the old pins, so a reader always finds a complete program.
 
@@ -21,10 +25,14 @@ import time
 
 from ansible.module_utils.brc_common import BrcError, STATE_DIR, iface_state_dir, read_json, \
     write_json, remove_file, source_hash, headers_info
+from ansible.module_utils.brc_commands import LATENCY_NAMES
 from ansible.module_utils.brc_contract import ContractError, load_contract
 from ansible.module_utils import brc_pins
 
 LAYOUT_KEYS = ("type", "key_size", "value_size", "max_entries")
+
+# Persistent maps holding only histograms: recreated rather than refused (see above).
+HISTOGRAM_MAPS = ("brc_latency",)
 
 
 def build_record_path(interface, state_dir=STATE_DIR):
@@ -149,6 +157,10 @@ def install(interface, src_dir, pin_root, cflags=(), reset_maps=False, check_mod
         finally:
             _close_build(probe)
         bad = layout_mismatches(declared, pinned_persistent)
+        stale_histograms = set(b[0] for b in bad if b[0] in HISTOGRAM_MAPS)
+        if (record or {}).get("latency_names") != LATENCY_NAMES:
+            stale_histograms.update(n for n in HISTOGRAM_MAPS if n in pinned_persistent)
+        bad = [b for b in bad if b[0] not in HISTOGRAM_MAPS]
         if bad and not reset_maps:
             raise BrcError(
                 "the pinned maps in %s have a different layout than the new build: %s" % (
@@ -156,7 +168,7 @@ def install(interface, src_dir, pin_root, cflags=(), reset_maps=False, check_mod
                 "set reset_maps: true to drop and recreate those maps (their cache entries and "
                 "stats are lost), or deploy sources with the pinned layout",
                 mismatches=[dict(zip(("map", "field", "pinned", "new"), b)) for b in bad])
-        for name in sorted(set(b[0] for b in bad)):
+        for name in sorted(set(b[0] for b in bad) | stale_histograms):
             os.unlink(os.path.join(pdir, name))
             dropped.append(name)
 
@@ -220,7 +232,7 @@ def install(interface, src_dir, pin_root, cflags=(), reset_maps=False, check_mod
     record = {"interface": interface, "pin_dir": pdir, "source_hash": shash, "cflags": cflags,
               "src_dir": src_dir, "layout_digest": contract.layout_digest, "programs": programs,
               "helpers": helpers, "maps": maps, "headers": headers, "built_at": int(time.time()),
-              "maps_reused": reused, "maps_reset": dropped}
+              "maps_reused": reused, "maps_reset": dropped, "latency_names": list(LATENCY_NAMES)}
     write_json(build_record_path(interface, state_dir), record)
     res = _result_from_record(record, True)
     res.update(diff=diff, maps_reused=reused, maps_reset=dropped, stale_pins_removed=stale)

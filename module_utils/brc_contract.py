@@ -51,7 +51,7 @@ class Contract:
         self.xlists = {}
         for name, body in _XLIST.findall(header_text):
             self.xlists[name] = _XITEM.findall(body)
-        for required in ("BRC_COUNTERS", "BRC_LAT_CLASSES", "BRC_DIRTY_REASONS"):
+        for required in ("BRC_COUNTERS", "BRC_DIRTY_REASONS"):
             if not self.xlists.get(required):
                 raise ContractError("%s has no %s list" % (CONTRACT_HEADER, required))
         # Not required: reports read a host's shipped header, which may predate the
@@ -117,8 +117,15 @@ class Contract:
         return reasons.index(reason) if reason in reasons else reasons.index("other")
 
     @property
-    def latency_classes(self):
-        return [name.lower() for name, _doc in self.xlists["BRC_LAT_CLASSES"]]
+    def request_groups(self):
+        """Which request counter a command bumps: ['get', 'set', 'other']."""
+        return [name.lower() for name, _doc in self.xlists["BRC_REQ_GROUPS"]]
+
+    @property
+    def latency_ids(self):
+        """How many histograms brc_latency holds (histogram ids)."""
+        # A header from before per-command histograms had one per BRC_LAT_CLASSES entry.
+        return self.constants.get("BRC_LAT_COMMANDS") or len(self.xlists.get("BRC_LAT_CLASSES", []))
 
     @property
     def latency_slots(self):

@@ -12,6 +12,7 @@ import os
 import struct
 import time
 
+from ansible.module_utils.brc_commands import LATENCY_NAMES
 from ansible.module_utils.brc_common import BrcError
 from ansible.module_utils.brc_contract import ContractError, load_contract
 from ansible.module_utils import brc_pins
@@ -192,13 +193,29 @@ def read_counters(pdir, contract):
         return dict((name, _sum_u64(m, m.lookup(slot))) for slot, name, _doc in contract.counter_slots)
 
 
-def read_latency(pdir, contract):
-    """{class: [count per log2-ns slot]}"""
+def latency_names(contract, record=None):
+    """Names of brc_latency's histograms in id order: the list the build of
+    @record (its build record) numbered its command table with, else this
+    toolkit's; for a build from before per-command histograms, its header's
+    classes (get, set, other)."""
+    names = (record or {}).get("latency_names")
+    if names:
+        return list(names)
+    if "BRC_LAT_COMMANDS" in contract.constants:    # built without a record (tests)
+        return list(LATENCY_NAMES)
+    return [name.lower() for name, _doc in contract.xlists.get("BRC_LAT_CLASSES", [])]
+
+
+def read_latency(pdir, contract, names):
+    """{command: [count per log2-ns slot]} for 'get' and every command with a count.
+    @names labels the histogram ids (latency_names(contract, build record))."""
     slots = contract.latency_slots
     out = {}
     with open_map(pdir, contract, "latency") as m:
-        for c, name in enumerate(contract.latency_classes):
-            out[name] = [_sum_u64(m, m.lookup(c * slots + s)) for s in range(slots)]
+        for i, name in enumerate(names[:contract.latency_ids]):
+            buckets = [_sum_u64(m, m.lookup(i * slots + s)) for s in range(slots)]
+            if name == "get" or any(buckets):
+                out[name] = buckets
     return out
 
 

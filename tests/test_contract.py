@@ -3,6 +3,7 @@ import ctypes
 
 import pytest
 
+from ansible.module_utils.brc_commands import LATENCY_NAMES
 from ansible.module_utils.brc_contract import load_contract
 
 from fixtures.paths import BPF_DIR
@@ -13,7 +14,11 @@ def test_contract_parses_names_and_modes():
     assert contract.modes == {"off": 0, "observe": 1, "serve": 2}
     assert len(contract.counters) == len(set(contract.counters))
     assert len(contract.counters) <= contract.constants["BRC_STATS_SLOTS"]
-    assert contract.latency_classes[:3] == ["get", "set", "other"]
+    assert contract.request_groups == ["get", "set", "other"]
+    names = LATENCY_NAMES
+    assert names[contract.constants["BRC_LAT_ID_OTHER"]] == "other"
+    assert names[contract.constants["BRC_LAT_ID_GET"]] == "get"
+    assert len(names) == len(set(names)) <= contract.latency_ids
     assert ctypes.sizeof(contract.structs["brc_config"]) % 8 == 0
 
 

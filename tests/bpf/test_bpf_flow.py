@@ -135,4 +135,4 @@ def test_contract_layouts_match_what_the_compiler_built(brc_build):
         if key:
             assert layout[name]["key_size"] == ctypes.sizeof(CONTRACT.structs[key]), name
     assert layout["brc_stats"]["max_entries"] == CONTRACT.constants["BRC_STATS_SLOTS"]
-    assert layout["brc_latency"]["max_entries"] == len(CONTRACT.latency_classes) * CONTRACT.latency_slots
+    assert layout["brc_latency"]["max_entries"] == CONTRACT.latency_ids * CONTRACT.latency_slots

@@ -29,6 +29,7 @@ import pytest
 import promtext
 from fixtures.lab import ansible_env
 
+from ansible.module_utils.brc_commands import LATENCY_NAMES
 from ansible.module_utils.brc_contract import load_contract
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -119,6 +120,10 @@ def redis_ok(addr, tries=20):
             last = e
         time.sleep(0.5)
     raise AssertionError("Redis at %s does not serve: %s" % (addr, last))
+
+
+# redis-benchmark tests (-t) that send one command each, named as BRC's histograms are.
+LOADED_COMMANDS = ("incr", "lpush", "rpush", "sadd", "hset")
 
 
 def warm_up(lab, rounds=200):
@@ -407,7 +412,7 @@ def test_audit_flags_drift_and_reports_the_rest_clean(fleet, report_dir):
         log("drift found: %s" % json.dumps(dict((h, by[h]["problems"]) for h in (h2.name, h3.name)))[:1500])
         for h in audit["hosts"]:
             assert h["mode"] == "observe" and h["capabilities"]["clsact"] is True
-            assert set(h["latency"]) >= {"get", "set", "other"}
+            assert "get" in h["latency"] and set(h["latency"]) <= set(LATENCY_NAMES), h["latency"]
         # The HTML report renders and names every host.
         html = os.path.join(report_dir, "audit.html")
         check_html_renders(html, [h.name for h in lab.hosts], expect_drift=True)
@@ -458,7 +463,14 @@ def check_html_renders(html, hosts, expect_drift):
 def test_stats_fleet_totals_and_prometheus_files(fleet, report_dir):
     lab = fleet
     set_all(lab, "observe")
-    warm_up(lab, rounds=100)
+    adhoc(lab, "brc_stats", "reset=true")     # histograms counted from here: exact counts below
+    warm_up(lab, rounds=100)                   # 50 SET and 100 GET per host
+    per_command = 300
+    for h in lab.hosts:                        # five more commands, on connections opened now
+        bench = subprocess.run(["redis-benchmark", "-h", h.addr, "-p", "6379", "-c", "2", "-P", "1",
+                                "-n", str(per_command), "-t", ",".join(LOADED_COMMANDS), "-q"],
+                               capture_output=True, text=True, timeout=120)
+        assert bench.returncode == 0, bench.stdout + bench.stderr
     out, took = playbook(lab, "playbooks/stats.yml", "-e", "brc_stats_interval=2",
                          "-e", "brc_report_dir=%s" % report_dir)
     assert out.returncode == 0, out.stdout[-5000:]
@@ -471,8 +483,14 @@ def test_stats_fleet_totals_and_prometheus_files(fleet, report_dir):
     for name, total in fleet_counters.items():
         assert total == sum(h["counters"][name] for h in hosts.values()), name
     assert any(v > 0 for v in fleet_counters.values()), "no counter moved under real traffic"
+    for h in hosts.values():
+        # one histogram per command, as many timed replies as the load sent
+        counts = dict((cmd, hist["count"]) for cmd, hist in h["latency"].items())
+        assert counts["set"] == 50 and counts["get"] == 100, counts
+        assert all(counts.get(cmd) == per_command for cmd in LOADED_COMMANDS), counts
     for cls, hist in stats["fleet"]["latency"].items():
-        per_host = [h["latency"][cls]["buckets"] for h in hosts.values()]
+        per_host = [h["latency"].get(cls, {}).get("buckets") or [0] * len(hist["buckets"])
+                    for h in hosts.values()]
         assert hist["buckets"] == [sum(col) for col in zip(*per_host)], cls
         assert hist["count"] == sum(hist["buckets"])
     for h in hosts.values():
@@ -485,6 +503,9 @@ def test_stats_fleet_totals_and_prometheus_files(fleet, report_dir):
             assert labels == {"host": h.name, "interface": "eth0"}
             assert got == value
         assert fams["brc_latency_seconds"]["type"] == "histogram"
+        counts = dict((labels["command"], v) for n, labels, v in fams["brc_latency_seconds"]["samples"]
+                      if n == "brc_latency_seconds_count")
+        assert all(counts[cmd] == per_command for cmd in LOADED_COMMANDS), counts
         # the host agent the role runs: in charge and beating
         assert [v for _n, _l, v in fams["brc_agent_in_charge"]["samples"]] == [1]
         assert [v for _n, _l, v in fams["brc_agent_answering"]["samples"]] == [1]

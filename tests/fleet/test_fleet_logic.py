@@ -300,8 +300,8 @@ def test_prometheus_text_parses_strictly_and_carries_the_numbers():
     modes = dict((l["mode"], v) for _n, l, v in fams["brc_mode"]["samples"])
     assert modes == {"off": 0, "observe": 0, "serve": 1}
     hist = [(l, v) for n, l, v in fams["brc_latency_seconds"]["samples"]
-            if n.endswith("_bucket") and l["class"] == "get"]
-    assert hist[-1] == (dict(host='red"is\\1', interface="eth0", **{"class": "get", "le": "+Inf"}), 7)
+            if n.endswith("_bucket") and l["command"] == "get"]
+    assert hist[-1] == (dict(host='red"is\\1', interface="eth0", command="get", le="+Inf"), 7)
     assert math.isclose(float(hist[15][0]["le"]), 2 ** 16 / 1e9)
     assert [v for _n, l, v in fams["brc_rate_per_second"]["samples"]] == [1.5]
 

@@ -35,9 +35,9 @@ def test_bpffs_mount_unmount_and_foreign_mounts(in_netns):
 
 
 LIFECYCLE = r"""
-import re, shutil, tempfile
+import json, re, shutil, tempfile
 from ansible.module_utils import brc_bpffs, brc_build, brc_tc, brc_maps, brc_pins
-from ansible.module_utils.brc_common import BrcError
+from ansible.module_utils.brc_common import BrcError, read_json
 from ansible.module_utils.brc_contract import load_contract
 
 brc_bpffs.ensure_bpffs(Runner(), "/sys/fs/bpf", "mounted", state_path=STATE + "/state")
@@ -71,22 +71,36 @@ out["mode_after_check"] = brc_maps.read_config(PD, c)["mode"]
 
 client_traffic(PEER, n=5)
 out["counters1"] = brc_maps.read_counters(PD, c)
-out["latency_classes"] = sorted(brc_maps.latency_summary(brc_maps.read_latency(PD, c)))
+record = read_json(brc_build.build_record_path(IF, STATE))
+out["latency"] = brc_maps.latency_summary(brc_maps.read_latency(PD, c, brc_maps.latency_names(c, record)))
+
+def upgrade(base, comment):
+    # install a copy of base that differs by a comment: (result, {map: kept}, sources)
+    d = tempfile.mkdtemp(prefix="brcmt-up-")
+    shutil.rmtree(d); shutil.copytree(base, d)
+    with open(d + "/brc.c", "a") as f:
+        f.write("\n/* %s */\n" % comment)
+    before = ids()
+    res = install(src=d)
+    return res, {n: ids().get(n) == before[n] for n in persistent}, d
 
 # Upgrade with a harmless source change: maps (and their contents) survive.
-up = tempfile.mkdtemp(prefix="brcmt-up-")
-shutil.rmtree(up); shutil.copytree(BPF_DIR, up)
-with open(up + "/brc.c", "a") as f:
-    f.write("\n/* upgrade test */\n")
-maps_before = ids()
-out["upgrade"] = install(src=up)
-out["maps_same"] = {n: ids().get(n) == maps_before[n] for n in persistent}
+out["upgrade"], out["maps_same"], up = upgrade(BPF_DIR, "upgrade test")
 out["counters2"] = brc_maps.read_counters(PD, c)
 out["reattach"] = brc_tc.attach(IF, PD, state_dir=STATE)
 with brc_tc.Tc(IF) as tc:
     out["filters"] = {d: tc.filters(d) for d in ("ingress", "egress")}
 client_traffic(PEER, n=3)
 out["counters3"] = brc_maps.read_counters(PD, c)
+
+# A build whose command table is numbered differently recreates only the
+# histograms (their counts would carry the wrong names), without reset_maps.
+rec_path = brc_build.build_record_path(IF, STATE)
+rec = read_json(rec_path)
+rec["latency_names"] = list(reversed(rec["latency_names"]))
+with open(rec_path, "w") as f:
+    json.dump(rec, f)
+out["renumbered"], out["renumbered_same"], up = upgrade(up, "renumbered command table")
 
 # Layout change (stats capacity): refused, nothing touched; then reset_maps.
 lay = tempfile.mkdtemp(prefix="brcmt-lay-")
@@ -151,7 +165,9 @@ def test_program_tc_config_stats_lifecycle(in_netns):
     assert r["cfg_check"][0] and r["mode_after_check"] == "observe"
     # real traffic moved the counters in both directions
     assert r["counters1"]["pkt_ingress"] > 0 and r["counters1"]["pkt_egress"] > 0
-    assert r["latency_classes"][:3] == ["get", "other", "set"] or {"get", "set", "other"} <= set(r["latency_classes"])
+    # one histogram per command, named by the build's record: the 5 PINGs, and GET always
+    assert r["latency"]["ping"]["count"] == 5 and r["latency"]["get"]["count"] == 0
+    assert set(r["latency"]) == {"ping", "get"}
     # upgrade: new programs, same maps, stats kept, filter replaced in place
     up = r["upgrade"]
     assert up["changed"] and up["programs"]["ingress"]["id"] != first["programs"]["ingress"]["id"]
@@ -162,6 +178,9 @@ def test_program_tc_config_stats_lifecycle(in_netns):
     for d in ("ingress", "egress"):
         assert len(r["filters"][d]) == 1  # replaced, not added next to the old one
     assert r["counters3"]["pkt_ingress"] > r["counters2"]["pkt_ingress"]
+    renum = r["renumbered"]
+    assert renum["changed"] and renum["maps_reset"] == ["brc_latency"]
+    assert [n for n, same in r["renumbered_same"].items() if not same] == ["brc_latency"]
     # layout change refused with the fix, nothing touched; reset_maps drops only that map
     assert r["refused"] and "reset_maps" in r["refused"]["text"]
     assert [m["map"] for m in r["refused"]["details"]["mismatches"]] == ["brc_stats"]

@@ -460,7 +460,8 @@ def brc_prometheus(stats, host, interface, rates=None, docs=None):
     latency = stats.get("latency") or {}
     if latency:
         metric = "brc_latency_seconds"
-        lines.append("# HELP %s Request ingress to reply egress time seen by BRC, log2 buckets." % metric)
+        lines.append("# HELP %s Request ingress to reply egress time seen by BRC per Redis command "
+                     "(GETs answered in the kernel included), log2 buckets." % metric)
         lines.append("# TYPE %s histogram" % metric)
         for cls in sorted(latency):
             buckets = [_num(b) for b in (latency[cls] or {}).get("buckets") or []]
@@ -469,10 +470,10 @@ def brc_prometheus(stats, host, interface, rates=None, docs=None):
             for slot, n in enumerate(buckets[:-1]):
                 cum += n
                 le = (2 ** (slot + 1)) / 1e9
-                lines.append("%s_bucket%s %d" % (metric, _labels(base, **{"class": cls, "le": repr(le)}), cum))
+                lines.append("%s_bucket%s %d" % (metric, _labels(base, command=cls, le=repr(le)), cum))
             total = sum(buckets)
-            lines.append("%s_bucket%s %d" % (metric, _labels(base, **{"class": cls, "le": "+Inf"}), total))
-            lines.append("%s_count%s %d" % (metric, _labels(base, **{"class": cls}), total))
+            lines.append("%s_bucket%s %d" % (metric, _labels(base, command=cls, le="+Inf"), total))
+            lines.append("%s_count%s %d" % (metric, _labels(base, command=cls), total))
     agent = stats.get("agent")
     if agent:
         for metric, what, value in (
