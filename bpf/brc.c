@@ -437,8 +437,21 @@ int brc_ingress(struct __sk_buff *skb)
 			return TC_ACT_OK;
 		}
 	}
-	if (!(f->flags & BRC_FF_CLOSED) && __sync_val_compare_and_swap(&f->in_busy, 0, 1) != 0) {
-		/* another CPU is in the middle of this connection's client bytes */
+	if (!(f->flags & BRC_FF_CLOSED) &&
+	    __sync_val_compare_and_swap(&f->in_busy, 0, sc->now | 1) != 0) {
+		/* Another CPU is in the middle of this connection's client bytes
+		 * (a retransmission timer's send beside the application's). In
+		 * serve mode drop the segment: the client sends it again, and the
+		 * connection is kept; giving it up would hold a global mark, so no
+		 * key could be filled for its whole life. A lock older than
+		 * BRC_BUSY_FRESH_NS is not another CPU at work: give up, as
+		 * observe mode (which never alters traffic) always does. Signed:
+		 * the holder may have read a later clock than sc->now. */
+		if ((f->flags & BRC_FF_SERVE) &&
+		    (__s64)(sc->now - f->in_busy) < (__s64)BRC_BUSY_FRESH_NS) {
+			brc_count(SERVE_BUSY_DROPPED);
+			return TC_ACT_SHOT;
+		}
 		brc_rq_lost(f, BRC_DIRTY_BIT_CONCURRENT);
 		return (f->flags & BRC_FF_SERVED) ? TC_ACT_SHOT : TC_ACT_OK;
 	}

@@ -127,7 +127,7 @@ struct brc_flow {
 	__u64 created_ns;
 	__u64 last_ns;
 	__u64 last_pass_ns;     /* last client payload passed to Redis (Redis's `timeout` counts from it) */
-	__u64 in_busy;          /* 1 while a CPU processes a client segment (cmpxchg): two at once give up */
+	__u64 in_busy;          /* while a CPU processes a client segment, when it began (cmpxchg from 0) */
 	/* serve phase: struct brc_seqadj (bpf/seqadj.h) lives here */
 	__u32 serve_reserved[12];
 	/* Request accounting. `sent` is written only at ingress, `replied` only
@@ -649,7 +649,8 @@ struct brc_ooo {
 	X(OOO_RESENT, "client segments after a hole whose bytes were already held (a resend)") \
 	X(OOO_RESUMED, "held bytes parsed once the hole before them filled") \
 	X(SACK_TRANSLATED, "segments of served connections whose SACK blocks were translated (serve mode)") \
-	X(SACK_BLOCKS_REMOVED, "SACK blocks removed in translation: inside an injected reply, or a D-SACK older than the latest offset change")
+	X(SACK_BLOCKS_REMOVED, "SACK blocks removed in translation: inside an injected reply, or a D-SACK older than the latest offset change") \
+	X(SERVE_BUSY_DROPPED, "serve mode: client segments dropped while another CPU parsed the connection (sent again by the client)")
 
 #define BRC_COUNTER_ENUM(name, doc) BRC_C_##name,
 enum brc_counter { BRC_COUNTERS(BRC_COUNTER_ENUM) BRC_C__MAX };

@@ -15,8 +15,9 @@
  * replied, rp_*, db, user, chg_done), and the fields both change (dirty, flags,
  * marks) change only by atomic or/and/compare-and-swap. Egress of one
  * connection is serialized by its socket's lock; ingress is not on every
- * device (veth queues per sending CPU), so in_busy makes a second CPU give the
- * connection up instead of parsing beside the first.
+ * device (veth queues per sending CPU), so in_busy makes a second CPU drop its
+ * segment (serve mode: the client sends it again) or give the connection up
+ * (observe mode) instead of parsing beside the first.
  */
 #ifndef BRC_FLOW_H
 #define BRC_FLOW_H
@@ -25,6 +26,9 @@
 #include "brc_stats.h"
 #include "seqadj.h"        /* brc_seq_after(): serial-number comparison */
 
+#ifndef BRC_BUSY_FRESH_NS
+#define BRC_BUSY_FRESH_NS 1000000ULL    /* in_busy older than this (1 ms) is not a CPU at work */
+#endif
 #ifndef BRC_UNTRACKED_LEASE_NS
 #define BRC_UNTRACKED_LEASE_NS 1000000000ULL   /* 1 s after untracked traffic */
 #endif

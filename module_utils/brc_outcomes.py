@@ -201,6 +201,7 @@ NOT_PARTS = {
     "serve_err_clone": "the server's pure ACK of an answered GET (hit) failed, not the answer",
     "serve_flows_kept": "connections, not GETs",
     "tls_connections": "connections, not GETs (their segments are reported as unseen)",
+    "serve_busy_dropped": "segments dropped and sent again by the client, not GETs",
 }
 
 # Seen apart: traffic whose GETs bump no counter (not in the total).

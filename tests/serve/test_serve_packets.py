@@ -5,6 +5,7 @@ a retransmitted GET gets identical bytes; the client SYN keeps SACK-permitted (i
 SACK blocks are translated, tests/serve_blocks/test_sack.py)."""
 import socket
 import struct
+import time
 
 from brc_testlib import _csum, ipv4_tcp, prog_test_run, resp, bulk
 
@@ -210,4 +211,59 @@ def test_nothing_is_answered_while_bytes_after_a_hole_are_held(lab):
         rv, out = p.run("ingress", p.c2s("PA", get))
         assert rv == TC_ACT_REDIRECT and fields(out)["payload"] == val
     finally:
+        p.run("ingress", p.c2s("R"))
+
+
+def _flows(lab):
+    return lab.brc.build.bpf.get_table(b"brc_flows")
+
+
+def _flow_key(table, cport):
+    k = table.Key()
+    k.cli_addr = struct.unpack("<I", socket.inet_aton(CLI))[0]
+    k.srv_addr = struct.unpack("<I", socket.inet_aton(SRV))[0]
+    k.cli_port, k.srv_port = cport, PORT
+    return k
+
+
+def _set_busy(lab, cport, since_ns):
+    t = _flows(lab)
+    k = _flow_key(t, cport)
+    f = t[k]
+    f.in_busy = since_ns
+    t[k] = f
+
+
+def test_a_segment_beside_another_cpu_is_dropped_not_the_connection(lab):
+    """A client segment that arrives while another CPU parses the connection (a
+    retransmission timer's send beside the application's): serve mode drops it and
+    the client sends it again, so the connection is kept (giving it up held a global
+    mark: no fill for anyone while it lived). A lock that is not fresh is no CPU at
+    work: the connection is given up, as before."""
+    lab.serve(verify_sample=0)
+    p = _conn(lab, 42200, 4000, 11000)
+    try:
+        get = resp("GET", "brcsi:busy")
+        val = bulk("busy-value")
+        miss_and_fill(p, get, val)
+        before = lab.brc.counters()
+        _set_busy(lab, p.cport, time.monotonic_ns())
+        p.cts += 1
+        rv, _ = p.run("ingress", p.c2s("PA", get))
+        assert rv == TC_ACT_SHOT
+        d = lab.delta(lab.brc.counters(), before)
+        assert d.get("serve_busy_dropped") == 1 and not d.get("dirty_concurrent"), d
+        assert _flows(lab)[_flow_key(_flows(lab), p.cport)].dirty == 0
+        _set_busy(lab, p.cport, 0)        # the other CPU is done: the resend is answered
+        rv, out = p.run("ingress", p.c2s("PA", get))
+        assert rv == TC_ACT_REDIRECT and fields(out)["payload"] == val
+        p.cseq = (p.cseq + len(get)) & 0xFFFFFFFF
+        before = lab.brc.counters()
+        _set_busy(lab, p.cport, time.monotonic_ns() - 50 * 10 ** 6)   # a stale lock
+        p.cts += 1
+        rv, _ = p.run("ingress", p.c2s("PA", resp("PING")))
+        d = lab.delta(lab.brc.counters(), before)
+        assert d.get("dirty_concurrent") == 1 and not d.get("serve_busy_dropped"), d
+    finally:
+        _set_busy(lab, p.cport, 0)
         p.run("ingress", p.c2s("R"))
