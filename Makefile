@@ -5,7 +5,7 @@ VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: setup demo test lab-up lab-status lab-down bench bench-faults bench-agent lint fuzz fuzz-agent
+.PHONY: setup demo test lab-up lab-status lab-down bench bench-faults bench-agent lint fuzz fuzz-agent profile
 
 setup:
 	@bash scripts/setup
@@ -54,3 +54,8 @@ fuzz: setup
 # keys with a TTL answered until Redis's deadline.
 fuzz-agent: setup
 	@$(MAKE) --no-print-directory fuzz FUZZ_ARGS="--agent $(FUZZ_ARGS)"
+
+# perf flame graphs of redis-server per host and for the fleet (reports/profile/); run it
+# under load. PROFILE_ARGS="-e brc_profile_whole_machine=true -e brc_profile_seconds=30".
+profile: setup
+	@$(VENV)/bin/ansible-playbook playbooks/profile.yml $(PROFILE_ARGS)

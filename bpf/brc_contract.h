@@ -648,9 +648,9 @@ struct brc_ooo {
 	X(OOO_HELD, "client segments after a sequence hole, held in brc_ooo until the hole fills") \
 	X(OOO_RESENT, "client segments after a hole whose bytes were already held (a resend)") \
 	X(OOO_RESUMED, "held bytes parsed once the hole before them filled") \
+	X(SERVE_BUSY_DROPPED, "serve mode: client segments dropped while another CPU parsed the connection (sent again by the client)") \
 	X(SACK_TRANSLATED, "segments of served connections whose SACK blocks were translated (serve mode)") \
-	X(SACK_BLOCKS_REMOVED, "SACK blocks removed in translation: inside an injected reply, or a D-SACK older than the latest offset change") \
-	X(SERVE_BUSY_DROPPED, "serve mode: client segments dropped while another CPU parsed the connection (sent again by the client)")
+	X(SACK_BLOCKS_REMOVED, "SACK blocks removed in translation: inside an injected reply, or a D-SACK older than the latest offset change")
 
 #define BRC_COUNTER_ENUM(name, doc) BRC_C_##name,
 enum brc_counter { BRC_COUNTERS(BRC_COUNTER_ENUM) BRC_C__MAX };

@@ -241,7 +241,7 @@ password_file:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.brc_common import BrcError, common_spec, fail, require
-from ansible.module_utils import brc_agent_ctl
+from ansible.module_utils import brc_agent_ctl, brc_discover
 
 
 def main():
@@ -265,8 +265,17 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
-    if not 0 < p["redis_port"] < 65536:
-        module.fail_json(msg="redis_port must be 1-65535, got %d" % p["redis_port"])
+    try:
+        brc_discover.check_interface_name(p["interface"])
+        brc_discover.check_port("redis_port", p["redis_port"])
+        for opt, example in (("lib_dir", brc_agent_ctl.DEFAULT_LIB_DIR),
+                             ("password_file", brc_agent_ctl.DEFAULT_PASSWORD_FILE), ("redis_socket", "/run/redis/redis-server.sock"), ("pidfile", "/run/brc-agent-eth0.pid"),
+                             ("log", "/var/log/brc-agent-eth0.log"), ("pin_root", "/sys/fs/bpf/brc"),
+                             ("src_dir", "/usr/local/lib/brc/bpf")):
+            if p[opt] is not None:
+                brc_discover.check_absolute(opt, p[opt], example)
+    except BrcError as e:
+        fail(module, e, interface=p["interface"])
     require(module, "redis", "to manage the agent's ACL user")
     args = dict((k, p[k]) for k in ("interface", "pin_root", "src_dir", "lib_dir", "redis_host", "redis_port",
                                     "redis_socket", "user", "password_file", "admin_user", "admin_password",

@@ -141,7 +141,7 @@ interfaces:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.brc_common import BrcError, common_spec, fail, require
-from ansible.module_utils import brc_auth, brc_maps, brc_pins
+from ansible.module_utils import brc_auth, brc_discover, brc_maps, brc_pins
 
 
 def _printable(name):
@@ -168,8 +168,18 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
-    if not 0 < p["redis_port"] < 65536:
-        module.fail_json(msg="redis_port must be 1-65535, got %d" % p["redis_port"])
+    try:
+        brc_discover.check_pin_root(p["pin_root"], need_bpffs=False)   # no pins there: nothing to load, said plainly
+        brc_discover.check_shared(p, module.check_mode, interface="pins", pin_root=False, src_dir=False)
+        brc_discover.check_absolute("src_dir", p["src_dir"], "/usr/local/lib/brc/bpf")
+        brc_discover.check_not_empty("redis_host", p["redis_host"],
+                                     "set redis_host to the address Redis listens on (127.0.0.1 by default)")
+        brc_discover.check_port("redis_port", p["redis_port"])
+        brc_discover.check_unix_socket("redis_unix_socket", p["redis_unix_socket"])
+        brc_discover.check_not_empty("redis_user", p["redis_user"],
+                                     "set redis_user to the toolkit's ACL user, or leave it out for the default user")
+    except BrcError as e:
+        fail(module, e, interface=p["interface"])
     require(module, "redis", "to read Redis's ACL users")
     interfaces = [p["interface"]] if p["interface"] else brc_auth.pin_interfaces(p["pin_root"])
     if not interfaces:

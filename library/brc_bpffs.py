@@ -20,7 +20,9 @@ version_added: "1.0.0"
 author: BRC fleet toolkit
 options:
   path:
-    description: Mount point.
+    description:
+      - Mount point, an absolute path.
+      - To mount, an empty directory (created when missing) or one that already holds a bpffs.
     type: path
     default: /sys/fs/bpf
   state:
@@ -73,6 +75,7 @@ owned:
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.brc_bpffs import ensure_bpffs
 from ansible.module_utils.brc_common import BrcError, fail
+from ansible.module_utils.brc_discover import check_bpffs_path
 
 
 def main():
@@ -86,6 +89,7 @@ def main():
     )
     p = module.params
     try:
+        check_bpffs_path(p["path"], p["state"])
         result = ensure_bpffs(module, p["path"], p["state"], p["force"], module.check_mode)
     except BrcError as e:
         fail(module, e, path=p["path"])

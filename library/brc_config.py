@@ -75,6 +75,13 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+would_change:
+  description:
+    - Whether the task changes (in check mode, would change) something; equal to C(changed), and kept
+      when a caller overrides C(changed) with C(changed_when), as the read-only audit does.
+  returned: always
+  type: bool
+  sample: false
 config:
   description: Live configuration after the task.
   returned: success
@@ -99,7 +106,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.brc_common import BrcError, common_spec, fail
-from ansible.module_utils import brc_maps, brc_pins
+from ansible.module_utils import brc_discover, brc_maps, brc_pins
 
 SETTINGS = ("mode", "port", "max_key_len", "max_value_len", "max_age", "verify_sample")
 
@@ -118,11 +125,20 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
-    for k in SETTINGS:
-        if k != "mode" and p[k] is not None and p[k] < 0:
-            module.fail_json(msg="%s must be >= 0, got %d" % (k, p[k]))
-    if p["port"] is not None and not 0 < p["port"] < 65536:
-        module.fail_json(msg="port must be 1-65535, got %d" % p["port"])
+    u32 = 2 ** 32 - 1
+    try:
+        brc_discover.check_port("port", p["port"])
+        brc_discover.check_range("max_key_len", p["max_key_len"], 0, u32,
+                                 "set max_key_len in bytes, 0 for the compiled maximum (BRC_KEY_MAX)")
+        brc_discover.check_range("max_value_len", p["max_value_len"], 0, u32,
+                                 "set max_value_len in bytes, up to the compiled maximum (BRC_VAL_MAX)")
+        brc_discover.check_range("max_age", p["max_age"], 0, u32,
+                                 "set max_age in seconds (the role's default is 30)")
+        brc_discover.check_range("verify_sample", p["verify_sample"], 0, u32,
+                                 "set verify_sample to N for 1 in N would-be hits, or 0 for none")
+        brc_discover.check_shared(p, module.check_mode, interface="pins")
+    except BrcError as e:
+        fail(module, e, interface=p["interface"])
     pdir = brc_pins.pin_dir(p["pin_root"], p["interface"])
     wanted = dict((k, p[k]) for k in SETTINGS)
     try:
@@ -135,7 +151,7 @@ def main():
                 raise
             # Check mode before the first deploy: no sources or map yet (earlier tasks would create them).
             after = dict((k, v) for k, v in wanted.items() if v is not None)
-            module.exit_json(changed=True, config=after, previous={},
+            module.exit_json(changed=True, would_change=True, config=after, previous={},
                              msg="would configure the map that brc_program creates",
                              diff={"before": {}, "after": after})
     except BrcError as e:
@@ -145,7 +161,7 @@ def main():
         if limit is not None and after.get(opt) and after[opt] > limit:
             module.warn("%s=%d is above the programs' compiled maximum %s=%d; they use %d"
                         % (opt, after[opt], const, limit, limit))
-    module.exit_json(changed=changed, config=after, previous=before, cache_flushed=flushed,
+    module.exit_json(changed=changed, would_change=changed, config=after, previous=before, cache_flushed=flushed,
                      diff={"before": before, "after": after})
 
 

@@ -17,6 +17,9 @@ description:
     BRC filters attached with tc, pins, map ids and fill), plus the build record.
   - With O(port), where Redis listens and the interface carrying that address (RV(ansible_facts.brc.detected_interface)).
   - RV(ansible_facts.brc.problems) lists what blocks a deploy, each with its fix.
+  - Without O(interface) and O(port) (such as C(ansible redis -m brc_facts)), RV(ansible_facts.brc.state)
+    describes the interface BRC is on when there is one; RV(ansible_facts.brc.on_interfaces) lists every
+    interface BRC is on and RV(msg) says where it is, or that it is on none (not a failure).
   - Never changes anything.
 version_added: "1.0.0"
 author: BRC fleet toolkit
@@ -24,7 +27,9 @@ extends_documentation_fragment:
   - brc
 options:
   interface:
-    description: Interface to report as RV(ansible_facts.brc.state); default the detected one.
+    description:
+      - Interface to report as RV(ansible_facts.brc.state); default the detected one (O(port)), else
+        the one BRC is on when it is on exactly one.
     type: str
   port:
     description: Redis TCP port, to find its listening addresses and interface.
@@ -91,6 +96,13 @@ ansible_facts:
           description: The same state for every interface with BRC pins or records.
           type: dict
           returned: always
+        on_interfaces:
+          description:
+            - Every interface BRC is on, with whether it has pins under O(pin_root) (C(pinned)), the hooks
+              BRC's tc filter is attached at (C(attached)) and whether the interface C(exists).
+          type: dict
+          returned: always
+          sample: {"eth0": {"pinned": true, "attached": ["ingress", "egress"], "exists": true}}
         interface:
           description: The interface RV(ansible_facts.brc.state) describes.
           type: str
@@ -113,11 +125,16 @@ ansible_facts:
           type: list
           elements: dict
           returned: always
+msg:
+  description: Which interfaces BRC is on, or that it is on none.
+  returned: always
+  type: str
+  sample: "BRC is on eth0"
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.brc_common import common_spec
-from ansible.module_utils import brc_facts
+from ansible.module_utils.brc_common import BrcError, common_spec, fail
+from ansible.module_utils import brc_discover, brc_facts
 
 
 def main():
@@ -132,9 +149,23 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
-    facts = brc_facts.gather(p["interface"] or None, p["pin_root"], p["src_dir"], p["port"],
+    try:
+        if p["interface"]:
+            brc_discover.check_interface_name(p["interface"])
+        brc_discover.check_port("port", p["port"])
+        brc_discover.check_pin_root(p["pin_root"], need_bpffs=False)
+        brc_discover.check_absolute("src_dir", p["src_dir"], "/usr/local/lib/brc/bpf")
+    except BrcError as e:
+        fail(module, e)
+    found = brc_discover.discover(p["pin_root"])
+    interface = p["interface"] or None
+    if interface is None and p["port"] is None and len(found) == 1:
+        interface = list(found)[0]
+    facts = brc_facts.gather(interface, p["pin_root"], p["src_dir"], p["port"],
                              p["address"], p["probe_bcc"], packages=p["packages"])
-    module.exit_json(changed=False, ansible_facts={"brc": facts})
+    facts["on_interfaces"] = found
+    msg = brc_discover.found_msg(found) if found else brc_discover.not_found_msg(p["pin_root"])
+    module.exit_json(changed=False, msg=msg, ansible_facts={"brc": facts})
 
 
 if __name__ == "__main__":

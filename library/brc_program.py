@@ -85,6 +85,13 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+would_change:
+  description:
+    - Whether the task changes (in check mode, would change) something; equal to C(changed), and kept
+      when a caller overrides C(changed) with C(changed_when), as the read-only audit does.
+  returned: always
+  type: bool
+  sample: false
 pin_dir:
   description: Directory holding this interface's pins.
   returned: always
@@ -132,7 +139,7 @@ removed:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.brc_common import BrcError, common_spec, fail, require
-from ansible.module_utils import brc_build
+from ansible.module_utils import brc_build, brc_discover
 
 
 def main():
@@ -147,16 +154,25 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
+    if p["state"] == "present" and not module.check_mode:
+        require(module, "bcc", "to compile and load the BRC programs")
+    try:
+        if p["state"] == "present":
+            brc_discover.check_shared(p, module.check_mode, interface="exists")
+            brc_discover.check_cflags(p["cflags"])
+        else:
+            brc_discover.check_shared(p, True, interface="name", src_dir=False)
+    except BrcError as e:
+        fail(module, e, interface=p["interface"])
     try:
         if p["state"] == "absent":
             result = brc_build.remove(p["interface"], p["pin_root"], module.check_mode)
         else:
-            if not module.check_mode:
-                require(module, "bcc", "to compile and load the BRC programs")
             result = brc_build.install(p["interface"], p["src_dir"], p["pin_root"], p["cflags"],
                                        p["reset_maps"], module.check_mode, p["predict_change"])
     except BrcError as e:
         fail(module, e, interface=p["interface"])
+    result["would_change"] = bool(result.get("changed"))
     module.exit_json(**result)
 
 

@@ -17,17 +17,21 @@ description:
   - Splits every GET the programs saw into answered, would answer and not answered, by reason
     (C(get_outcomes)), with what an operator can change for each reason (C(get_outcome_definitions)).
   - With O(reset=true), zeroes both maps after reading; C(changed) is true only when something was non-zero.
+  - Without O(interface) (such as C(ansible redis -m brc_stats)), reads every interface BRC is on (those
+    with pins under O(pin_root) or BRC's tc filter). One found is reported as with O(interface); several
+    are each reported under RV(interfaces); none is not a failure, RV(msg) says so.
 version_added: "1.0.0"
 author: BRC fleet toolkit
 extends_documentation_fragment:
   - brc
 options:
   interface:
-    description: Interface whose pins to read.
+    description:
+      - Interface whose pins to read.
+      - Default every interface BRC is on (see above).
     type: str
-    required: true
   reset:
-    description: Zero the counters and histograms after reading them.
+    description: Zero the counters and histograms after reading them (without O(interface), of every interface read).
     type: bool
     default: false
 attributes:
@@ -45,6 +49,9 @@ EXAMPLES = r"""
     interface: eth0
   register: stats
 
+- name: Read the stats of wherever BRC is attached (ad hoc, ansible redis -m brc_stats)
+  brc_stats:
+
 - name: Show the hit ratio
   ansible.builtin.debug:
     msg: "{{ stats.ratios.hit_ratio | default('n/a') }}"
@@ -56,19 +63,37 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+interface:
+  description: The interface read; null when none or several were read.
+  returned: always
+  type: str
+  sample: eth0
+interfaces:
+  description:
+    - Every interface read, one entry per interface BRC is on, holding the results below for it
+      (C(counters), C(ratios), C(latency), C(get_outcomes), C(mode), C(agent)); or C(error) and
+      C(fix) for an interface with BRC's tc filter but no pins under O(pin_root).
+  returned: always
+  type: dict
+  sample: {"eth0": {"mode": "observe", "counters": {"pkt_ingress": 1024}}}
+msg:
+  description: What was read, or that BRC is not on this host.
+  returned: always
+  type: str
+  sample: "BRC is not on this host: no pins under /sys/fs/bpf/brc and no BRC tc filter on any interface"
 counters:
   description: Every counter of the contract, summed over CPUs (values before a reset).
-  returned: success
+  returned: when one interface is read
   type: dict
   sample: {"pkt_ingress": 1024, "pkt_egress": 998}
 ratios:
   description: Ratios derived from the counters that exist in the contract (0.0 while the denominator is 0).
-  returned: success
+  returned: when one interface is read
   type: dict
   sample: {"hit_ratio": 0.82, "would_hit_ratio": 0.0}
 latency:
   description: Per command class, request count, p50/p90/p99 in microseconds, and the log2-ns buckets.
-  returned: success
+  returned: when one interface is read
   type: dict
   sample: {"get": {"count": 10, "p50_us": 65.536, "p90_us": 131.072, "p99_us": 131.072, "buckets": [0, 0]}}
 ratio_definitions:
@@ -87,7 +112,7 @@ get_outcomes:
     - C(unseen) counts traffic whose GETs are in none of the numbers (connections opened before BRC
       was attached); C(dirty) the connections given up, by reason; C(unclassified) non-zero
       GET-outcome counters this toolkit does not place (a contract newer than the toolkit).
-  returned: success
+  returned: when one interface is read
   type: dict
   sample: {"total": 150, "outcomes": {"answered": 50, "would_answer": 40, "not_answered": 60},
            "reasons": {"answered": {"served": 50}, "would_answer": {"not_served": 40},
@@ -104,7 +129,7 @@ get_outcome_definitions:
                          "fix": "nothing: a GET is answerable only with nothing pending, by design"}}
 mode:
   description: Live mode from the config map.
-  returned: success
+  returned: when one interface is read
   type: str
   sample: observe
 agent:
@@ -113,7 +138,7 @@ agent:
     - C(answering) false while C(in_charge) means serve answers nothing (agent down, Redis restarted or loading, role change).
     - C(flushes_by_reason) splits C(feed_flushes) by why the agent flushed, one entry per reason of
       C(BRC_AGENT_FLUSH_REASONS) in C(brc_contract.h) (zeros included; C(slot_<n>) for a slot the contract does not name).
-  returned: success
+  returned: when one interface is read
   type: dict
   sample: {"in_charge": true, "answering": true, "beat_age_ms": 38.2, "pid": 311, "feed_keys": 1204,
            "feed_flushes": 2, "feed_lag_ns": 71000, "touched_keys": 96, "flags": 1,
@@ -122,36 +147,70 @@ agent:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.brc_common import BrcError, common_spec, fail
-from ansible.module_utils import brc_maps, brc_outcomes, brc_pins
+from ansible.module_utils import brc_discover, brc_maps, brc_outcomes, brc_pins
+
+
+def read_one(pdir, contract, src_dir, reset, check_mode):
+    """(changed, result) for the pins in pdir."""
+    counters = brc_maps.read_counters(pdir, contract)
+    hist = brc_maps.read_latency(pdir, contract)
+    mode = brc_maps.read_config(pdir, contract, src_dir).get("mode")
+    agent = brc_maps.read_agent(pdir, contract)
+    changed = brc_maps.reset_stats(pdir, contract, check_mode) if reset else False
+    return changed, dict(counters=counters, ratios=brc_maps.ratios(counters),
+                         latency=brc_maps.latency_summary(hist), mode=mode, agent=agent,
+                         get_outcomes=brc_outcomes.breakdown(counters, contract.counter_docs))
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            common_spec(interface_required=True),
+            common_spec(),
             reset=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
     )
     p = module.params
-    pdir = brc_pins.pin_dir(p["pin_root"], p["interface"])
     try:
+        brc_discover.check_pin_root(p["pin_root"], need_bpffs=False)
+        if p["interface"]:
+            brc_discover.check_interface_name(p["interface"])
+            brc_discover.check_src_dir(p["src_dir"])
+            brc_discover.check_interface_has_pins(p["interface"], p["pin_root"])
+            found = {p["interface"]: {"pinned": True}}
+        else:
+            found = brc_discover.discover(p["pin_root"])
+        if not found:
+            module.exit_json(changed=False, interface=None, interfaces={},
+                             msg=brc_discover.not_found_msg(p["pin_root"]))
+        brc_discover.check_src_dir(p["src_dir"])
         contract = brc_maps.contract_for(p["src_dir"])
-        counters = brc_maps.read_counters(pdir, contract)
-        hist = brc_maps.read_latency(pdir, contract)
-        mode = brc_maps.read_config(pdir, contract, p["src_dir"]).get("mode")
-        agent = brc_maps.read_agent(pdir, contract)
-        changed = False
-        if p["reset"]:
-            changed = brc_maps.reset_stats(pdir, contract, module.check_mode)
     except BrcError as e:
         fail(module, e, interface=p["interface"])
-    module.exit_json(changed=changed, counters=counters, ratios=brc_maps.ratios(counters),
-                     latency=brc_maps.latency_summary(hist), mode=mode, agent=agent,
-                     get_outcomes=brc_outcomes.breakdown(counters, contract.counter_docs),
-                     get_outcome_definitions=brc_outcomes.definitions(contract.constants),
-                     ratio_definitions=dict((k, {"numerator": list(n), "denominator": list(d)})
-                                            for k, (n, d) in brc_maps.RATIOS.items()))
+    changed, results = False, {}
+    for iface, where in sorted(found.items()):
+        if not where["pinned"]:
+            results[iface] = {"error": "BRC's tc filter is attached on %s but nothing is pinned under %s" % (
+                iface, brc_pins.pin_dir(p["pin_root"], iface)),
+                "fix": "pass the pin_root it was deployed with, or redeploy BRC on %s" % iface}
+            module.warn("%s. Fix: %s" % (results[iface]["error"], results[iface]["fix"]))
+            continue
+        try:
+            one_changed, results[iface] = read_one(brc_pins.pin_dir(p["pin_root"], iface), contract, p["src_dir"],
+                                                   p["reset"], module.check_mode)
+        except BrcError as e:
+            fail(module, e, interface=iface, changed=changed, interfaces=results)
+        changed = changed or one_changed
+    extra = dict(ratio_definitions=dict((k, {"numerator": list(n), "denominator": list(d)})
+                                        for k, (n, d) in brc_maps.RATIOS.items()),
+                 get_outcome_definitions=brc_outcomes.definitions(contract.constants))
+    readable = [i for i, r in results.items() if "error" not in r]
+    if len(results) == 1 and readable:
+        iface = readable[0]
+        extra.update(results[iface])
+        module.exit_json(changed=changed, interface=iface, interfaces=results,
+                         msg="read the stats of %s" % iface, **extra)
+    module.exit_json(changed=changed, interface=None, interfaces=results, msg=brc_discover.found_msg(results), **extra)
 
 
 if __name__ == "__main__":

@@ -64,6 +64,13 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+would_change:
+  description:
+    - Whether the task changes (in check mode, would change) something; equal to C(changed), and kept
+      when a caller overrides C(changed) with C(changed_when), as the read-only audit does.
+  returned: always
+  type: bool
+  sample: false
 attached:
   description: Program id and tag of the BRC filter at each hook after the task (empty when detached).
   returned: always
@@ -85,7 +92,7 @@ cache_flushed:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.brc_common import BrcError, common_spec, fail, require
-from ansible.module_utils import brc_maps, brc_pins, brc_tc
+from ansible.module_utils import brc_discover, brc_maps, brc_pins, brc_tc
 
 
 def main():
@@ -101,6 +108,15 @@ def main():
     require(module, "pyroute2", "to manage tc clsact filters")
     try:
         if p["state"] == "attached":
+            brc_discover.check_shared(p, module.check_mode, interface="exists")
+            if not module.check_mode:
+                brc_discover.check_interface_has_pins(p["interface"], p["pin_root"])
+        else:
+            brc_discover.check_shared(p, True, interface="name", src_dir=False)
+    except BrcError as e:
+        fail(module, e, interface=p["interface"])
+    try:
+        if p["state"] == "attached":
             pdir = brc_pins.pin_dir(p["pin_root"], p["interface"])
             try:
                 cache = brc_maps.cache_pin(pdir, brc_maps.contract_for(p["src_dir"]))
@@ -114,6 +130,7 @@ def main():
             result = brc_tc.detach(p["interface"], module.check_mode)
     except BrcError as e:
         fail(module, e, interface=p["interface"])
+    result["would_change"] = bool(result.get("changed"))
     module.exit_json(**result)
 
 

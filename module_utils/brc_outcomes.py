@@ -202,13 +202,15 @@ NOT_PARTS = {
     "serve_flows_kept": "connections, not GETs",
     "tls_connections": "connections, not GETs (their segments are reported as unseen)",
     "serve_busy_dropped": "segments dropped and sent again by the client, not GETs",
+    "ooo_held": "segments held until a hole before them fills, not GETs (their GETs are parsed then)",
 }
 
 # Seen apart: traffic whose GETs bump no counter (not in the total).
 UNSEEN = (
     ("segments_untracked", "payload segments of connections BRC did not see open (opened before it was "
                            "attached, or when its flow table was full): their GETs are in none of the numbers",
-     "reconnect the clients (restart the application's connection pool)"),
+     "reconnect the clients: restart the application's connection pool, or let the rollout close "
+     "them in paced batches (enable.yml -e brc_rollout_reconnect=true)"),
     ("tls_segments", "payload segments of TLS connections (Redis's tls-port): encrypted, so passed untouched; "
                      "their GETs are in none of the numbers",
      "nothing in BRC: TLS is never answered in the kernel; clients on a trusted network can use the "
