@@ -61,8 +61,10 @@ REDIS_PORT = 6379
 # /root too: the machine's root home has shell start-up files (pyenv init) that slow every ssh
 # command by ~0.4 s and put another python3 first in PATH, and ansible keeps ~/.ansible/tmp
 # and ~/.ansible_async there; a real host has its own.
+# /etc/brc holds the host agent's generated password (role brc): shared, three hosts
+# deploying at once each wrote their own and one agent was refused (WRONGPASS).
 PRIVATE_DIRS = ["/run", "/var/tmp", "/var/lib/redis", "/etc/redis", "/var/lib/brc",
-                "/usr/local/lib/brc", "/root"]
+                "/usr/local/lib/brc", "/etc/brc", "/root"]
 TMPFS_MODES = {"/var/tmp": "1777", "/root": "0700"}
 # What an ssh session on a host gets (sshd's compiled-in default PATH); Lab.exec uses the same.
 HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"

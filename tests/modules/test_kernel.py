@@ -128,7 +128,9 @@ emit(out)
 
 
 def test_program_tc_config_stats_lifecycle(in_netns):
-    r = in_netns(LIFECYCLE, peer=True)
+    # several real builds (bcc compile + verifier, ~1 min each on a busy machine): a bound
+    # for a hang, not a timing
+    r = in_netns(LIFECYCLE, peer=True, timeout=600)
     first = r["first"]
     assert first["changed"] and set(first["programs"]) == {"ingress", "egress"}
     assert {"prog_ingress", "prog_egress", "brc_config", "brc_stats", "brc_latency"} <= set(r["pins"])

@@ -46,6 +46,7 @@ def _report(name, summary, delta, extra=None):
     if extra:
         line.update(extra)
     print("\nSERVE-RUN " + json.dumps(line))
+    print("\nSERVE-DELTA " + json.dumps(dict((k, v) for k, v in delta.items() if v)))
     if os.environ.get("BRC_SERVE_REPORT"):
         with open(os.environ["BRC_SERVE_REPORT"], "a") as f:
             f.write(json.dumps(line) + "\n")
