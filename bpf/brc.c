@@ -474,6 +474,30 @@ int brc_ingress(struct __sk_buff *skb)
 	return brc_ingress_observe(skb, sc, f, &pkt);
 }
 
+/* The SACK blocks of a served flow's passed segment, after its seq/ack were
+ * translated: found by the option walk already made into ss (brc_serve_in()'s,
+ * brc_serve_out()'s for the TSval) and mapped to the receiver's space
+ * (seqadj.h). Nothing to do before the flow has offsets.
+ * Returns 0, or -1 on a helper error (drop: the segment is half rewritten). */
+static __always_inline int brc_serve_sack(struct __sk_buff *skb, struct brc_serve_scratch *ss,
+					  const struct brc_seqadj *sa, const struct brc_seg *seg,
+					  int c2s)
+{
+	int removed;
+
+	/* a malformed tail still leaves the SACK option the walk found before
+	 * it, which is the one Linux uses too */
+	if (!(sa->flags & BRC_SA_F_INJECTED) || !ss->o.sack_n)
+		return 0;
+	removed = brc_seqadj_rewrite_sack(skb, sa, seg, ss->hdr, &ss->o, c2s);
+	if (removed < 0)
+		return -1;
+	brc_count(SACK_TRANSLATED);
+	if (removed)
+		brc_count_n(BRC_C_SACK_BLOCKS_REMOVED, removed);
+	return 0;
+}
+
 /* Serve mode, every client segment of a flow tracked in serve mode (and the
  * client's SYN): the table of bpf/SERVE.md, then the observe-mode work. The
  * caller holds f->in_busy. */
@@ -488,7 +512,7 @@ int brc_serve_in(struct __sk_buff *skb)
 	struct brc_flow *f;
 	const __u8 *data;
 	__u32 len;
-	int rc;
+	int rc = 0, syn, walk, rst_ignored = 0;
 
 	if (!cfg || !sc || !ss)
 		return TC_ACT_OK;
@@ -500,22 +524,10 @@ int brc_serve_in(struct __sk_buff *skb)
 		brc_in_release(f);
 		return (f->flags & BRC_FF_SERVED) ? TC_ACT_SHOT : TC_ACT_OK;
 	}
-	if ((seg.flags & (BRC_TCP_SYN | BRC_TCP_ACK | BRC_TCP_RST)) == BRC_TCP_SYN) {
-		/* brc_flow_syn() just (re)started this flow */
-		brc_seqadj_init_syn(sa, &seg);
-		rc = brc_tcp_opts_load(skb, seg.l4_off, seg.thl, ss->hdr, &ss->o);
-		if (rc < 0 || (ss->o.flags & (BRC_OPT_F_OTHER | BRC_OPT_F_MALFORMED)) ||
-		    seg.l3_off != ETH_HLEN)
-			goto syn_done;          /* unknown options or headers: never served */
-		rc = brc_tcp_opts_strip_sackperm(skb, seg.l4_off, &ss->o);
-		if (rc < 0)
-			goto syn_done;          /* SACK may be negotiated: never served */
-		if (rc > 0)
-			brc_count(SACK_PERM_STRIPPED);
-		brc_flag_set(f, BRC_FF_SERVE);
-syn_done:
-		brc_in_release(f);
-		return TC_ACT_OK;
+	syn = (seg.flags & (BRC_TCP_SYN | BRC_TCP_ACK | BRC_TCP_RST)) == BRC_TCP_SYN;
+	if (syn) {
+		brc_seqadj_init_syn(sa, &seg);  /* brc_flow_syn() just (re)started this flow */
+		goto options;
 	}
 	if (!(f->flags & BRC_FF_SERVE)) {
 		brc_in_release(f);
@@ -527,7 +539,8 @@ syn_done:
 		 * it, change nothing */
 		brc_count(RST_IGNORED);
 		brc_in_release(f);
-		return brc_seqadj_rewrite_ingress(skb, sa, &seg) < 0 ? TC_ACT_SHOT : TC_ACT_OK;
+		rst_ignored = 1;
+		goto translate;
 	}
 	brc_seqadj_track_ingress(sa, &seg);
 	if (brc_seqadj_classify(sa, &seg) == BRC_SEQADJ_RESEND) {
@@ -568,13 +581,51 @@ syn_done:
 			goto emit;
 		}
 	}
-	if (brc_seqadj_rewrite_ingress(skb, sa, &seg) < 0) {
+translate:
+	if (brc_seqadj_rewrite_ingress(skb, sa, &seg) < 0)
+		goto drop;
+options:
+	/* One option walk, for the SYN's options and for the SACK blocks of a
+	 * flow with offsets (a SACK option needs 10 bytes; Linux's NOP,NOP,TS
+	 * alone makes 32). Inlined once and here, near the end: every state the
+	 * walk leaves is carried through what follows it, which the verifier
+	 * could not afford before the serve path (1M instructions), and a
+	 * second copy would take brc_serve_in past the 32k-instruction jump
+	 * range. */
+	ss->o.sack_n = 0;
+	walk = syn || ((sa->flags & BRC_SA_F_INJECTED) && seg.thl >= BRC_TCP_HDR_MIN + 10);
+	asm volatile("" : "+r"(walk));  /* or clang threads `syn` through and copies the walk */
+	if (walk)
+		rc = brc_tcp_opts_load(skb, seg.l4_off, seg.thl, ss->hdr, &ss->o);
+	if (syn) {
+		if (rc < 0 || (ss->o.flags & (BRC_OPT_F_OTHER | BRC_OPT_F_MALFORMED)) ||
+		    seg.l3_off != ETH_HLEN)
+			goto syn_done;          /* unknown options or headers: never served */
+#ifdef BRC_SERVE_STRIP_SACK
+		/* the behaviour before SACK blocks were translated (issue 11) */
+		rc = brc_tcp_opts_strip_sackperm(skb, seg.l4_off, &ss->o);
+		if (rc < 0)
+			goto syn_done;          /* SACK may be negotiated: never served */
+		if (rc > 0)
+			brc_count(SACK_PERM_STRIPPED);
+#endif
+		/* SACK is negotiated as the ends ask: brc_serve_sack() translates
+		 * the blocks both ways once the flow has offsets */
+		brc_flag_set(f, BRC_FF_SERVE);
+syn_done:
 		brc_in_release(f);
-		return TC_ACT_SHOT;
+		return TC_ACT_OK;
 	}
-	if (f->flags & BRC_FF_CLOSED)
+	if (brc_serve_sack(skb, ss, sa, &seg, 1) < 0)
+		goto drop;
+	if (rst_ignored || (f->flags & BRC_FF_CLOSED))
 		return TC_ACT_OK;
 	return brc_ingress_observe(skb, sc, f, &ss->pkt);
+drop:
+	/* half rewritten: the client retransmits */
+	if (!rst_ignored)
+		brc_in_release(f);
+	return TC_ACT_SHOT;
 emit:
 	brc_in_release(f);
 	return brc_serve_emit(skb, ss, &seg, sa, data, len);
@@ -605,6 +656,8 @@ static __always_inline int brc_serve_out(struct __sk_buff *skb, const struct brc
 	}
 	brc_seqadj_track_egress(sa, &seg, has_ts, ss->o.tsval);
 	held = brc_seqadj_rewrite_egress(skb, sa, &seg);
+	if (held < 0 || brc_serve_sack(skb, ss, sa, &seg, 0) < 0)
+		return -1;
 	if (held > 0)
 		brc_count(ACK_HELD);
 	return held;

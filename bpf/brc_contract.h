@@ -623,7 +623,7 @@ struct brc_ooo {
 	X(SERVE_ERR_CLONE, "pure-ACK clones that failed (the server's snd_una lags to RTO)") \
 	X(SERVE_CSUM_PARTIAL, "answered requests that were CHECKSUM_PARTIAL") \
 	X(SERVE_DUP_DROPPED, "stale duplicates of an answered request, dropped") \
-	X(SACK_PERM_STRIPPED, "client SYNs whose SACK-permitted option became NOPs (serve mode)") \
+	X(SACK_PERM_STRIPPED, "client SYNs whose SACK-permitted option became NOPs (serve mode built with BRC_SERVE_STRIP_SACK; by default SACK is kept and translated)") \
 	X(SERVE_VERIFY_SAMPLED, "would-be hits sent to Redis anyway by verify_sample (compared)") \
 	X(SERVE_FLOWS_KEPT, "served connections kept after close for their last FIN/ACK translation") \
 	X(GET_UNCACHEABLE_SERVER, "GETs not answerable: Redis's users and rights are not loaded, or a change to them is in flight") \
@@ -649,7 +649,9 @@ struct brc_ooo {
 	X(OOO_HELD, "client segments after a sequence hole, held in brc_ooo until the hole fills") \
 	X(OOO_RESENT, "client segments after a hole whose bytes were already held (a resend)") \
 	X(OOO_RESUMED, "held bytes parsed once the hole before them filled") \
-	X(SERVE_BUSY_DROPPED, "serve mode: client segments dropped while another CPU parsed the connection (sent again by the client)")
+	X(SERVE_BUSY_DROPPED, "serve mode: client segments dropped while another CPU parsed the connection (sent again by the client)") \
+	X(SACK_TRANSLATED, "segments of served connections whose SACK blocks were translated (serve mode)") \
+	X(SACK_BLOCKS_REMOVED, "SACK blocks removed in translation: inside an injected reply, or a D-SACK older than the latest offset change")
 
 #define BRC_COUNTER_ENUM(name, doc) BRC_C_##name,
 enum brc_counter { BRC_COUNTERS(BRC_COUNTER_ENUM) BRC_C__MAX };

@@ -142,7 +142,7 @@ static __always_inline int brc_serve_emit(struct __sk_buff *skb, struct brc_serv
 	if (partial)
 		brc_count(SERVE_CSUM_PARTIAL);
 	if (brc_pure_ack_build(skb, seg, brc_seqadj_pure_ack_seq(sa),
-			       brc_seqadj_c2s_ack(sa, seg->ack), partial, &ss->rs) < 0)
+			       brc_seqadj_c2s_ack(sa, seg->ack), partial, sa, &ss->rs) < 0)
 		goto err;
 	if (bpf_clone_redirect(skb, skb->ifindex, BPF_F_INGRESS) < 0)
 		brc_count(SERVE_ERR_CLONE);

@@ -37,6 +37,8 @@
 
 #include <uapi/linux/bpf.h>
 
+#include "tcp_opts.h"   /* the walked option buffer the SACK translation works on */
+
 /* TCP flag bits of header byte 13 (same values as brc_pkt.h's). */
 #ifndef BRC_TCP_FIN
 #define BRC_TCP_FIN 0x01
@@ -383,6 +385,115 @@ static __always_inline int brc_seqadj_rewrite_egress(struct __sk_buff *skb, cons
 	    brc_seqadj_store32(skb, s->l4_off, BRC_TCP_ACK_OFF, s->ack, brc_seqadj_s2c_ack(sa, s->ack, &held)) < 0)
 		return -1;
 	return held;
+}
+
+/* SACK blocks (RFC 2018; D-SACK, RFC 2883: a first block below the cumulative
+ * ack or inside the second block) name the *other* direction's stream, so they
+ * are translated like that direction's ack, edge by edge (as netfilter's
+ * nf_ct_sack_block_adjust does), with two rules netfilter does not need
+ * because it never adds or removes whole ranges:
+ *
+ * 1. Never tell a sender it delivered bytes it did not send (client blocks,
+ *    server stream) or never tell the client the server got the consumed
+ *    request (server blocks, client stream: the client would mark the GET
+ *    SACKed, not retransmit it, and a lost reply would never be resent).
+ *    Client side: an edge inside the injected reply clamps to inj_pos, exactly
+ *    as brc_seqadj_c2s_ack() does. That is exact, not lossy: the injected
+ *    bytes have no server-space extent, so [l, r) maps to precisely the server
+ *    bytes the client holds; a block wholly inside the reply (the D-SACK of a
+ *    resent reply) maps to nothing and is removed. Server side: a block that
+ *    starts before the consumed request and ends after it keeps only its part
+ *    before it (it can only be a D-SACK: the server acked everything before
+ *    the request when it was consumed, so its ordinary blocks start after it).
+ * 2. One correction point per direction is exact only from the previous one
+ *    on. Ordinary blocks lie above the receiver's cumulative ack, which was
+ *    past the latest correction point when it was made (brc_seqadj_can_inject()),
+ *    so they are always exact. A D-SACK block can name older bytes: one that
+ *    starts before the latest correction point while an earlier one exists
+ *    (inj_before / cons_before non-zero) may be from before that, with an
+ *    offset no longer known, and is removed. A D-SACK only feeds the sender's
+ *    undo and reordering heuristics; losing one costs nothing else.
+ * Returns 1 with the edges translated in place, or 0: remove the block. */
+static __always_inline int brc_seqadj_sack_c2s(const struct brc_seqadj *sa, __u32 *l, __u32 *r)
+{
+	/* client-space start of the latest injected reply */
+	if (sa->inj_before && brc_seq_after(sa->inj_pos + sa->inj_before, *l))
+		return 0;
+	*l = brc_seqadj_c2s_ack(sa, *l);
+	*r = brc_seqadj_c2s_ack(sa, *r);
+	return brc_seq_after(*r, *l);
+}
+
+static __always_inline int brc_seqadj_sack_s2c(const struct brc_seqadj *sa, __u32 *l, __u32 *r)
+{
+	__u32 gap = sa->cons_start - sa->cons_before; /* server-space seq of the consumed request */
+
+	if (brc_seq_geq(*l, gap)) {
+		*l += sa->cons_after;
+		*r += sa->cons_after;
+	} else {
+		if (sa->cons_before)
+			return 0;
+		/* before the first consumed request: no offset; clip at its start */
+		if (brc_seq_after(*r, gap))
+			*r = gap;
+	}
+	return brc_seq_after(*r, *l);
+}
+
+/* Translate every SACK block of a header buffer walked into @o, in place:
+ * @c2s = 1 for a client segment (client space -> server space), 0 for a server
+ * segment. Removed blocks (brc_seqadj_sack_c2s()/_s2c() said 0) close up, the
+ * option shrinks (brc_tcp_opts_sack_keep()). Returns the number removed. Only
+ * meaningful once the flow has offsets (BRC_SA_F_INJECTED); without, every
+ * block maps to itself and callers skip the work. */
+static __always_inline __u32 brc_seqadj_sack_buf(const struct brc_seqadj *sa, __u8 *hdr,
+						 const struct brc_tcp_opts *o, int c2s)
+{
+	__u32 n = o->sack_n, keep = 0, i, off, l, r;
+	int ok;
+
+	/* Each block is written to slot `keep` whether kept or not, and `keep`
+	 * counts on: no branch per outcome (the verifier would walk every
+	 * combination). keep <= i, so slot `keep` was already read. A real
+	 * (bounded) loop, not unrolled: brc_serve_in is near the 32k-instruction
+	 * jump range, and this runs there twice (passed segment, pure ACK). */
+#pragma clang loop unroll(disable)
+	for (i = 0; i < BRC_SACK_BLOCKS_MAX; i++) {
+		if (i < n) {
+			off = brc_tcp_opts_sack_block(o, i);
+			l = brc_buf_be32(hdr, off);
+			r = brc_buf_be32(hdr, off + 4);
+			ok = c2s ? brc_seqadj_sack_c2s(sa, &l, &r) : brc_seqadj_sack_s2c(sa, &l, &r);
+			off = brc_tcp_opts_sack_block(o, keep);
+			brc_buf_put_be32(hdr, off, l);
+			brc_buf_put_be32(hdr, off + 4, r);
+			keep += !!ok;
+		}
+	}
+	brc_tcp_opts_sack_keep(hdr, o, keep);
+	return n > keep ? n - keep : 0;
+}
+
+/* Translate the SACK blocks of a passed segment in the skb (after
+ * brc_seqadj_rewrite_ingress()/_egress(), which leave the options alone):
+ * @hdr/@o from brc_tcp_opts_load() on this very skb, in a map value.
+ * Returns the number of blocks removed (>= 0), or -1 on a helper error (drop
+ * the segment: half rewritten). Nothing to do, and no helper call, for a
+ * flow without offsets or a segment without SACK blocks. */
+static __always_inline int brc_seqadj_rewrite_sack(struct __sk_buff *skb, const struct brc_seqadj *sa,
+						   const struct brc_seg *s, __u8 *hdr,
+						   const struct brc_tcp_opts *o, int c2s)
+{
+	__u32 seed, removed;
+
+	if (!(sa->flags & BRC_SA_F_INJECTED) || !o->sack_n)
+		return 0;
+	seed = brc_tcp_opts_csum_begin(hdr);
+	removed = brc_seqadj_sack_buf(sa, hdr, o, c2s);
+	if (brc_tcp_opts_commit(skb, s->l4_off, s->thl, hdr, seed) < 0)
+		return -1;
+	return removed;
 }
 
 #endif /* BRC_SEQADJ_H */

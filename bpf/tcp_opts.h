@@ -1,14 +1,21 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /* TCP options for the serve path: walk them with bounded loops, read MSS/TS,
- * turn SACK-permitted on a SYN into NOPs, rewrite the timestamps option.
+ * find the SACK blocks (seqadj.h translates them), turn SACK-permitted on a SYN
+ * into NOPs (only with BRC_SERVE_STRIP_SACK), rewrite the timestamps option,
+ * rewrite a SACK option's blocks in a header buffer.
  *
  * Integration contract (see bpf/SERVE.md):
  *   - tc ingress, client SYN of a flow that may be served:
  *         brc_tcp_opts_load(skb, l4_off, thl, hdr, &opts);
- *         brc_tcp_opts_strip_sackperm(skb, l4_off, &opts);
- *     so SACK is never negotiated and no SACK block ever needs translating.
+ *     SACK is negotiated as the two ends ask. (Built with -DBRC_SERVE_STRIP_SACK,
+ *     the behaviour before issue 11, also brc_tcp_opts_strip_sackperm(), so
+ *     SACK is never negotiated.)
  *   - tc egress, every server segment of a served flow: brc_tcp_opts_load() to
- *     learn the newest server TSval (brc_seqadj_track_egress() takes it).
+ *     learn the newest server TSval (brc_seqadj_track_egress() takes it) and
+ *     where its SACK blocks are (sack_off, sack_n).
+ *   - tc ingress, a client segment of a flow with offsets: brc_tcp_opts_load()
+ *     for its SACK blocks. seqadj.h maps them (brc_seqadj_rewrite_sack()) with
+ *     brc_tcp_opts_sack_get()/_put() below on the walked header buffer.
  *   - tcp_reply.h uses brc_tcp_opts_parse_buf()/brc_tcp_opts_reply_buf() on its own
  *     copy of the TCP header; callers never need to.
  * Nothing here touches maps or flow state; every function works on the skb and
@@ -48,12 +55,14 @@
 #define BRC_TCPOPT_SACK 5
 #define BRC_TCPOPT_TS 8
 #define BRC_TCPOLEN_TS 10
+#define BRC_TCPOLEN_SACK_BLOCK 8
+#define BRC_SACK_BLOCKS_MAX 4    /* (40 - 2) / 8 */
 
 /* brc_tcp_opts.flags */
 #define BRC_OPT_F_MSS (1 << 0)
 #define BRC_OPT_F_WSCALE (1 << 1)
 #define BRC_OPT_F_SACK_PERM (1 << 2)
-#define BRC_OPT_F_SACK (1 << 3)      /* SACK blocks present (never, once SACK-perm is stripped) */
+#define BRC_OPT_F_SACK (1 << 3)      /* a SACK option present (blocks in sack_off/sack_n if well formed) */
 #define BRC_OPT_F_TS (1 << 4)
 #define BRC_OPT_F_OTHER (1 << 5)     /* an option this file does not know (MD5, AO, MPTCP, ...) */
 #define BRC_OPT_F_MALFORMED (1 << 7) /* bad length: callers must not serve this flow/segment */
@@ -68,7 +77,8 @@ struct brc_tcp_opts {
 	__u8 sackperm_off;  /* offset of the SACK-permitted kind byte */
 	__u8 wscale;        /* valid with BRC_OPT_F_WSCALE */
 	__u8 flags;         /* BRC_OPT_F_* */
-	__u8 pad[2];
+	__u8 sack_off;      /* offset of the SACK kind byte (the last SACK option, as Linux reads it) */
+	__u8 sack_n;        /* its blocks (1..4); 0 = none, or a length Linux ignores too */
 };
 
 /* Read a big-endian u32 at @off of a header buffer (indices masked). */
@@ -99,7 +109,7 @@ static __always_inline void brc_buf_put_be32(__u8 *hdr, __u32 off, __u32 v)
  * malformed (BRC_OPT_F_MALFORMED is then set too). */
 /* One position @i of the walk: 0 = go on, 1 = stop (end of options), -1 = malformed. */
 static __always_inline int brc__opt_step(const __u8 *hdr, __u32 thl, const __u32 i, __u32 *next,
-					 struct brc_tcp_opts *o)
+					 struct brc_tcp_opts *o, const int sack)
 {
 	__u8 kind, len;
 
@@ -136,7 +146,13 @@ static __always_inline int brc__opt_step(const __u8 *hdr, __u32 thl, const __u32
 		o->sackperm_off = i;
 		o->flags |= BRC_OPT_F_SACK_PERM;
 	} else if (kind == BRC_TCPOPT_SACK) {
+		/* the last one, as Linux (tcp_parse_options) reads it; its length is
+		 * checked once after the walk (this code is repeated 40 times) */
 		o->flags |= BRC_OPT_F_SACK;
+		if (sack) {
+			o->sack_off = i;
+			o->sack_n = len;
+		}
 	} else if (kind == BRC_TCPOPT_TS) {
 		if (len != BRC_TCPOLEN_TS)
 			return -1;
@@ -151,8 +167,8 @@ static __always_inline int brc__opt_step(const __u8 *hdr, __u32 thl, const __u32
 	return 0;
 }
 
-static __always_inline int brc_tcp_opts_parse_buf(const __u8 *hdr, __u32 thl,
-						  struct brc_tcp_opts *o)
+static __always_inline int brc__opts_parse(const __u8 *hdr, __u32 thl, struct brc_tcp_opts *o,
+					   const int sack)
 {
 	__u32 next = BRC_TCP_HDR_MIN;
 	int r = 0;
@@ -167,12 +183,19 @@ static __always_inline int brc_tcp_opts_parse_buf(const __u8 *hdr, __u32 thl,
 	 * position below would keep every path's state distinct. */
 	asm volatile("%0 &= 0xff" : "+r"(thl));
 	/* unrolled by hand: clang will not fully unroll a loop with an early exit */
-#define BRC__OPT_STEP(i) if (!r) r = brc__opt_step(hdr, thl, i, &next, o);
+#define BRC__OPT_STEP(i) if (!r) r = brc__opt_step(hdr, thl, i, &next, o, sack);
 #define BRC__OPT_STEP4(i) BRC__OPT_STEP(i) BRC__OPT_STEP(i + 1) BRC__OPT_STEP(i + 2) BRC__OPT_STEP(i + 3)
 	BRC__OPT_STEP4(20) BRC__OPT_STEP4(24) BRC__OPT_STEP4(28) BRC__OPT_STEP4(32) BRC__OPT_STEP4(36)
 	BRC__OPT_STEP4(40) BRC__OPT_STEP4(44) BRC__OPT_STEP4(48) BRC__OPT_STEP4(52) BRC__OPT_STEP4(56)
 #undef BRC__OPT_STEP4
 #undef BRC__OPT_STEP
+	/* sack_n holds the SACK option's length so far: Linux uses it only if it
+	 * is 2 + 8n, n >= 1 (n <= 4 follows from the 40 option bytes) */
+	if (o->sack_n >= 2 + BRC_TCPOLEN_SACK_BLOCK &&
+	    ((o->sack_n - 2) & (BRC_TCPOLEN_SACK_BLOCK - 1)) == 0)
+		o->sack_n = (o->sack_n - 2) / BRC_TCPOLEN_SACK_BLOCK;
+	else
+		o->sack_n = 0;
 	if (r < 0) {
 		o->flags |= BRC_OPT_F_MALFORMED;
 		return -1;
@@ -180,10 +203,36 @@ static __always_inline int brc_tcp_opts_parse_buf(const __u8 *hdr, __u32 thl,
 	return 0;
 }
 
+/* The walk, with the SACK option's place (sack_off, sack_n) found. */
+static __always_inline int brc_tcp_opts_parse_buf(const __u8 *hdr, __u32 thl, struct brc_tcp_opts *o)
+{
+	return brc__opts_parse(hdr, thl, o, 1);
+}
+
+static __always_inline int brc__opts_load(struct __sk_buff *skb, __u32 l4_off, __u32 thl,
+					  __u8 *hdr, struct brc_tcp_opts *o, const int sack);
+
 /* Copy the TCP header at @l4_off (@thl bytes, 20..60) into @hdr and walk its
  * options into @o. Returns 0, -1 on malformed options, -2 if the load failed. */
 static __always_inline int brc_tcp_opts_load(struct __sk_buff *skb, __u32 l4_off, __u32 thl,
 					     __u8 *hdr, struct brc_tcp_opts *o)
+{
+	return brc__opts_load(skb, l4_off, thl, hdr, o, 1);
+}
+
+/* The same without the SACK option's place (sack_n stays 0): for callers that
+ * drop the client's options anyway (tcp_reply.h's reply and RSTs). Recording
+ * it costs little per walk, but these walks are inlined several times into
+ * one program (brc_serve_in), which must stay within the 32k-instruction
+ * jump range. */
+static __always_inline int brc_tcp_opts_load_no_sack(struct __sk_buff *skb, __u32 l4_off, __u32 thl,
+						     __u8 *hdr, struct brc_tcp_opts *o)
+{
+	return brc__opts_load(skb, l4_off, thl, hdr, o, 0);
+}
+
+static __always_inline int brc__opts_load(struct __sk_buff *skb, __u32 l4_off, __u32 thl,
+					  __u8 *hdr, struct brc_tcp_opts *o, const int sack)
 {
 	__builtin_memset(o, 0, sizeof(*o));
 	if (thl < BRC_TCP_HDR_MIN || thl > BRC_TCP_HDR_MAX)
@@ -194,7 +243,7 @@ static __always_inline int brc_tcp_opts_load(struct __sk_buff *skb, __u32 l4_off
 		return -1;
 	if (bpf_skb_load_bytes(skb, l4_off, hdr, thl) < 0)
 		return -2;
-	return brc_tcp_opts_parse_buf(hdr, thl, o);
+	return brc__opts_parse(hdr, thl, o, sack);
 }
 
 /* Set one byte of the TCP header (@off from its start) and fix the checksum
@@ -254,6 +303,77 @@ static __always_inline int brc_tcp_opts_strip_sackperm(struct __sk_buff *skb, __
 	    brc_tcp_set_byte(skb, l4_off, o->sackperm_off + 1, BRC_TCPOPT_NOP) < 0)
 		return -1;
 	return 1;
+}
+
+/* The SACK option found by the walk, in the header buffer it was walked in:
+ * block @i (0..sack_n-1) starts at brc_tcp_opts_sack_block(o, i), its left
+ * edge there and its right edge 4 bytes later (brc_buf_be32/brc_buf_put_be32). */
+static __always_inline __u32 brc_tcp_opts_sack_block(const struct brc_tcp_opts *o, __u32 i)
+{
+	return o->sack_off + 2 + i * BRC_TCPOLEN_SACK_BLOCK;
+}
+
+/* Keep only the first @keep blocks of the walked SACK option in @hdr: its
+ * length byte shrinks and the bytes of the blocks dropped become NOPs; with
+ * none kept the whole option becomes NOPs. The header length never changes
+ * (Linux reads NOPs after a SACK option, and no option at all, fine). */
+static __always_inline void brc_tcp_opts_sack_keep(__u8 *hdr, const struct brc_tcp_opts *o, __u32 keep)
+{
+	__u32 n = o->sack_n, slot, off, j;
+
+	if (keep >= n)
+		return;
+	if (keep) {
+		hdr[(o->sack_off + 1) & (BRC_TCP_HDR_BUF - 1)] = 2 + keep * BRC_TCPOLEN_SACK_BLOCK;
+	} else {
+		hdr[o->sack_off & (BRC_TCP_HDR_BUF - 1)] = BRC_TCPOPT_NOP;
+		hdr[(o->sack_off + 1) & (BRC_TCP_HDR_BUF - 1)] = BRC_TCPOPT_NOP;
+	}
+	/* a few branches per block slot, not per byte: the verifier walks this
+	 * after the translation's own branches (tcp_reply.h's pure ACK too) */
+#pragma clang loop unroll(disable)
+	for (slot = 0; slot < BRC_SACK_BLOCKS_MAX; slot++) {
+		if (slot < keep || slot >= n)
+			continue;
+		off = brc_tcp_opts_sack_block(o, slot);
+#pragma unroll
+		for (j = 0; j < BRC_TCPOLEN_SACK_BLOCK; j++)
+			hdr[(off + j) & (BRC_TCP_HDR_BUF - 1)] = BRC_TCPOPT_NOP;
+	}
+}
+
+/* Rewriting options in place through a header buffer: take the checksum seed
+ * before changing @hdr (as loaded by brc_tcp_opts_load()), change the option
+ * bytes in @hdr, then brc_tcp_opts_commit() stores the option area and fixes
+ * the TCP checksum by the difference of the two sums (bpf_l4_csum_replace in
+ * diff mode, no pseudo-header flag: right for CHECKSUM_PARTIAL skbs, whose
+ * field holds only the pseudo-header sum, and for the others). The sums run
+ * over all 40 option bytes of the buffer: bytes past the header length are
+ * the same in both and cancel out. */
+static __always_inline __u32 brc_tcp_opts_csum_begin(__u8 *hdr)
+{
+	return (__u32)bpf_csum_diff((__be32 *)(hdr + BRC_TCP_HDR_MIN), BRC_TCP_HDR_MAX - BRC_TCP_HDR_MIN,
+				    NULL, 0, 0);
+}
+
+static __always_inline int brc_tcp_opts_commit(struct __sk_buff *skb, __u32 l4_off, __u32 thl,
+					       __u8 *hdr, __u32 seed)
+{
+	__u32 diff;
+	__u64 n;
+
+	diff = (__u32)bpf_csum_diff(NULL, 0, (__be32 *)(hdr + BRC_TCP_HDR_MIN),
+				    BRC_TCP_HDR_MAX - BRC_TCP_HDR_MIN, seed);
+	if (thl <= BRC_TCP_HDR_MIN || thl > BRC_TCP_HDR_MAX)
+		return -1;
+	n = thl - BRC_TCP_HDR_MIN;
+	/* the bound on the register the helper gets (clang merges the checks) */
+	asm volatile("" : "+r"(n));
+	if (n == 0 || n > BRC_TCP_HDR_MAX - BRC_TCP_HDR_MIN)
+		return -1;
+	if (bpf_skb_store_bytes(skb, l4_off + BRC_TCP_HDR_MIN, hdr + BRC_TCP_HDR_MIN, n, 0) < 0)
+		return -1;
+	return bpf_l4_csum_replace(skb, l4_off + BRC_TCP_CSUM_OFF, 0, diff, 0);
 }
 
 /* Rewrite TSval/TSecr of the TS option found by the walk, in the skb, checksum

@@ -8,7 +8,7 @@
  *     partial = brc_csum_is_partial(skb, &seg);          // before any change
  *     brc_seqadj_record(sa, &seg, len);                   // or, on a resend, nothing
  *     brc_pure_ack_build(skb, &seg, brc_seqadj_pure_ack_seq(sa),
- *                        brc_seqadj_c2s_ack(sa, seg.ack), partial, scratch);
+ *                        brc_seqadj_c2s_ack(sa, seg.ack), partial, sa, scratch);
  *     bpf_clone_redirect(skb, skb->ifindex, BPF_F_INGRESS);  // clone -> server
  *     facts = { brc_seqadj_reply_seq(sa), brc_seqadj_reply_ack(sa),
  *               sa->srv_tsval, sa->srv_win };
@@ -237,10 +237,11 @@ static __always_inline int brc__emit(struct __sk_buff *skb, const struct brc_seg
 	return 0;
 }
 
-/* Load and check the IPv4 and TCP headers of @s into @ip and @hdr. Returns the
- * TCP header length (20..60) or a negative BRC_REPLY_E_*. */
+/* Load and check the IPv4 and TCP headers of @s into @ip and @hdr (@sack:
+ * also find the SACK option, for the pure ACK). Returns the TCP header length
+ * (20..60) or a negative BRC_REPLY_E_*. */
 static __always_inline int brc__load_hdrs(struct __sk_buff *skb, const struct brc_seg *s,
-					  struct iphdr *ip, struct brc_reply_scratch *sc)
+					  struct iphdr *ip, struct brc_reply_scratch *sc, const int sack)
 {
 	__u32 thl = s->thl;
 	int ret;
@@ -251,7 +252,8 @@ static __always_inline int brc__load_hdrs(struct __sk_buff *skb, const struct br
 		return BRC_REPLY_E_HELPER;
 	if (ip->version != 4 || ip->ihl != 5)
 		return BRC_REPLY_E_IP;
-	ret = brc_tcp_opts_load(skb, s->l4_off, thl, sc->hdr, &sc->opts);
+	ret = sack ? brc_tcp_opts_load(skb, s->l4_off, thl, sc->hdr, &sc->opts) :
+		     brc_tcp_opts_load_no_sack(skb, s->l4_off, thl, sc->hdr, &sc->opts);
 	if (ret == -2)
 		return BRC_REPLY_E_HELPER;
 	if (ret < 0)
@@ -261,18 +263,22 @@ static __always_inline int brc__load_hdrs(struct __sk_buff *skb, const struct br
 
 /* Turn the request skb into the pure ACK for the server: payload stripped,
  * seq/ack given in server space (brc_seqadj_pure_ack_seq(), brc_seqadj_c2s_ack()),
- * flags ACK only, the client's own options and TSval kept, checksums for the
- * new length (@partial from brc_csum_is_partial() on the original request).
+ * flags ACK only, the client's own options and TSval kept, its SACK blocks
+ * translated to server space by @sa's offsets (brc_seqadj_sack_buf(); a
+ * retransmitted GET carries blocks of the server data after a lost reply;
+ * NULL: options kept as they are), checksums for the new length (@partial
+ * from brc_csum_is_partial() on the original request).
  * Returns 0 or a negative BRC_REPLY_E_*. */
 static __always_inline int brc_pure_ack_build(struct __sk_buff *skb, const struct brc_seg *s,
 					      __u32 srv_seq, __u32 srv_ack, int partial,
+					      const struct brc_seqadj *sa,
 					      struct brc_reply_scratch *sc)
 {
 	__u8 *hdr = sc->hdr;
 	struct iphdr ip;
 	int thl;
 
-	thl = brc__load_hdrs(skb, s, &ip, sc);
+	thl = brc__load_hdrs(skb, s, &ip, sc, 1);
 	if (thl < 0)
 		return thl;
 	if (thl < BRC_TCP_HDR_MIN || thl > BRC_TCP_HDR_MAX)
@@ -280,6 +286,8 @@ static __always_inline int brc_pure_ack_build(struct __sk_buff *skb, const struc
 	brc_buf_put_be32(hdr, BRC_TCP_SEQ_OFF, srv_seq);
 	brc_buf_put_be32(hdr, BRC_TCP_ACK_OFF, srv_ack);
 	hdr[13] = BRC_TCP_ACK;
+	if (sa && (sa->flags & BRC_SA_F_INJECTED) && sc->opts.sack_n)
+		brc_seqadj_sack_buf(sa, hdr, &sc->opts, 1);   /* the checksum is recomputed below */
 	return brc__emit(skb, s, &ip, hdr, thl, NULL, 0, partial);
 }
 
@@ -302,7 +310,7 @@ static __always_inline int brc_reply_build(struct __sk_buff *skb, const struct b
 
 	if (len == 0 || len > BRC_REPLY_MAX)
 		return BRC_REPLY_E_LEN;
-	thl = brc__load_hdrs(skb, s, &ip, sc);
+	thl = brc__load_hdrs(skb, s, &ip, sc, 0);
 	if (thl < 0)
 		return thl;
 	if (thl < BRC_TCP_HDR_MIN || thl > BRC_TCP_HDR_MAX)
@@ -366,7 +374,7 @@ static __always_inline int brc_rst_build(struct __sk_buff *skb, const struct brc
 	__be32 addr;
 	int thl, i;
 
-	thl = brc__load_hdrs(skb, s, &ip, sc);
+	thl = brc__load_hdrs(skb, s, &ip, sc, 0);
 	if (thl < 0)
 		return thl;
 	if (thl < BRC_TCP_HDR_MIN || thl > BRC_TCP_HDR_MAX)

@@ -64,7 +64,7 @@ int it_ingress(struct __sk_buff *skb)
 	if (partial < 0)
 		return TC_ACT_SHOT;
 	if (brc_pure_ack_build(skb, &s, brc_seqadj_pure_ack_seq(sa), brc_seqadj_c2s_ack(sa, s.ack),
-			       partial, sc) < 0)
+			       partial, sa, sc) < 0)
 		return TC_ACT_SHOT;
 	bpf_clone_redirect(skb, skb->ifindex, BPF_F_INGRESS);
 	f.seq = brc_seqadj_reply_seq(sa);

@@ -47,7 +47,7 @@ static __always_inline int h_build(struct __sk_buff *skb, int mode)
 	if (mode == 4)        /* detection only: the frame must come out untouched */
 		out->ret = 0;
 	else if (mode == 1)
-		out->ret = brc_pure_ack_build(skb, &s, ctl->srv_seq, ctl->srv_ack, partial, sc);
+		out->ret = brc_pure_ack_build(skb, &s, ctl->srv_seq, ctl->srv_ack, partial, 0, sc);
 	else if (mode == 2)   /* RST to the client: seq/ack from the reply facts */
 		out->ret = brc_rst_build(skb, &s, ctl->f.seq, ctl->f.ack, 1, partial, sc);
 	else if (mode == 3)   /* RST to the server: pure-ACK numbers */

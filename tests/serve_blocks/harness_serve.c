@@ -106,7 +106,7 @@ static __always_inline int sv_serve(struct __sk_buff *skb, const struct brc_seg 
 	if (partial)
 		sv_count(SV_CSUM_PARTIAL);
 	if (brc_pure_ack_build(skb, s, brc_seqadj_pure_ack_seq(sa),
-			       brc_seqadj_c2s_ack(sa, s->ack), partial, &sc->rs) < 0)
+			       brc_seqadj_c2s_ack(sa, s->ack), partial, sa, &sc->rs) < 0)
 		goto err;
 	if (bpf_clone_redirect(skb, skb->ifindex, BPF_F_INGRESS) < 0)
 		sv_count(SV_ERR_CLONE);  /* the server's snd_una lags; TCP recovers by RTO */
@@ -151,7 +151,7 @@ int sv_ingress(struct __sk_buff *skb)
 	struct brc_seg s = {};
 	__u16 sport, dport;
 	__be32 addrs[2];
-	int zero = 0;
+	int zero = 0, serve = 0;
 	__u32 key;
 	struct sv_cfg *cfg = sv_cfg.lookup(&zero);
 	struct brc_reply_buf *r = sv_reply.lookup(&zero);
@@ -199,16 +199,21 @@ int sv_ingress(struct __sk_buff *skb)
 		if (r->len == 0 || r->len != fl->sa.inj_after - fl->sa.inj_before)
 			return sv_reset(skb, &s, fl, sc);
 		sv_count(SV_RESENT);
-		return sv_serve(skb, &s, &fl->sa, r, sc);
-	}
-	if (sv_is_key_get(skb, &s, cfg, sc)) {
+		serve = 1;
+	} else if (sv_is_key_get(skb, &s, cfg, sc)) {
 		if (brc_seqadj_can_inject(&fl->sa, &s) && r->len && r->len <= BRC_REPLY_MAX) {
 			brc_seqadj_record(&fl->sa, &s, r->len);
 			sv_count(SV_HIT);
-			return sv_serve(skb, &s, &fl->sa, r, sc);
+			serve = 1;
+		} else {
+			sv_count(SV_REFUSED);
 		}
-		sv_count(SV_REFUSED);
 	}
+	/* one inlined copy of the builders (two took sv_ingress past the
+	 * 32k-instruction jump range) */
+	asm volatile("" : "+r"(serve));
+	if (serve)
+		return sv_serve(skb, &s, &fl->sa, r, sc);
 	sv_count(SV_PASS_IN);
 	if (brc_seqadj_rewrite_ingress(skb, &fl->sa, &s) < 0)
 		return TC_ACT_SHOT;

@@ -1,7 +1,7 @@
-"""bpf/tcp_opts.h on crafted segments: walk, SACK-permitted -> NOPs, TS rewrite."""
+"""bpf/tcp_opts.h on crafted segments: walk (SACK blocks found), SACK-permitted -> NOPs, TS rewrite."""
 import pytest
 
-from packets import (ACK, SYN, Pkt, linux_syn_opts, linux_ts_opts, opt_mss, opt_nop,
+from packets import (ACK, SYN, Pkt, linux_syn_opts, linux_ts_opts, opt_mss, opt_nop, opt_sack,
                      opt_sackperm, opt_ts, opt_ws, tcp_packet)
 
 F_MSS, F_WS, F_SACKPERM, F_SACK, F_TS, F_OTHER, F_BAD = 1, 2, 4, 8, 16, 32, 128
@@ -85,3 +85,17 @@ def test_set_ts(h, lead):
     assert after.ts == (0xfffffffe, 0x80000001)
     assert after.tcp_csum_ok
     assert after.payload == b"+OK\r\n"
+
+
+@pytest.mark.parametrize("opts,off,n", [
+    (linux_ts_opts(1, 2) + opt_nop() * 2 + opt_sack((1, 2), (3, 4)), 34, 2),   # Linux's layout
+    (opt_nop() * 2 + opt_sack((1, 2), (3, 4), (5, 6), (7, 8)), 22, 4),           # four blocks
+    (opt_nop() + opt_sack((1, 2)) + opt_ts(1, 2), 21, 1),                         # odd offset
+    (linux_ts_opts(1, 2) + bytes([5, 7, 0, 0, 0, 1, 0]), 32, 0),                 # length Linux ignores
+])
+def test_walk_finds_sack_blocks(h, opts, off, n):
+    out, _ = run(h, "h_opts_parse", tcp_packet(1, 2, ACK, options=opts))
+    assert out.ret == 0 and out.o.flags & F_SACK
+    assert out.o.sack_n == n
+    if n:
+        assert out.o.sack_off == off
