@@ -43,9 +43,7 @@ description:
     programs then stand alone: leases and holds), removes the pidfile, the state files, the ACL user
     (persisted as above) and O(password_file)."
 version_added: "1.2.0"
-author: BRC fleet toolkit
-extends_documentation_fragment:
-  - brc
+extends_documentation_fragment: [brc, brc.pins]
 options:
   interface:
     description: Interface whose pins (C(<pin_root>/<interface>)) the agent serves.
@@ -114,7 +112,6 @@ options:
     type: path
 attributes:
   check_mode:
-    support: full
     details: Reads Redis, the pidfile, the unit and the pins, reports what would change and changes nothing.
   diff_mode:
     support: none

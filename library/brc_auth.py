@@ -34,9 +34,7 @@ description:
   - Also reads Redis's C(timeout) with C(CONFIG GET). Served connections send Redis a request at least every
     half of it so that Redis does not close them as idle.
 version_added: "1.1.0"
-author: BRC fleet toolkit
-extends_documentation_fragment:
-  - brc
+extends_documentation_fragment: [brc, brc.pins, brc.redis]
 options:
   interface:
     description:
@@ -44,35 +42,19 @@ options:
       - When omitted, every interface with BRC pins under O(pin_root); when there is none, the module
         says so and reports no change.
     type: str
-  redis_host:
-    description: Address the module reaches Redis at on the host (ignored with O(redis_unix_socket)).
-    type: str
-    default: 127.0.0.1
   redis_port:
     description:
       - Redis's TCP port, the one BRC watches. The Redis reached must report this port (C(CONFIG GET port)),
         also through O(redis_unix_socket).
-    type: int
-    default: 6379
-  redis_unix_socket:
-    description: Reach Redis through this Unix socket instead of TCP.
-    type: path
   redis_user:
     description:
       - ACL user the module authenticates as; empty for the default user.
       - "It needs C(+acl|getuser +acl|users +acl|dryrun +config|get +command|info)."
-    type: str
-  redis_password:
-    description: Password of O(redis_user) (or of the default user); empty when it has none.
-    type: str
 attributes:
   check_mode:
-    support: full
     details: Check mode reads Redis and the maps, reports what would change and writes nothing.
   diff_mode:
     support: full
-requirements:
-  - redis-py (Debian package python3-redis)
 notes:
   - C(changed) is true only when the users loaded, or the epoch or idle interval in C(brc_server), differ
     from before; the load time and the temporary stop during the load do not count.
@@ -140,7 +122,7 @@ interfaces:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.brc_common import BrcError, common_spec, fail, require
+from ansible.module_utils.brc_common import BrcError, common_spec, fail, redis_spec, require
 from ansible.module_utils import brc_auth, brc_discover, brc_maps, brc_pins
 
 
@@ -159,11 +141,7 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             common_spec(),
-            redis_host=dict(type="str", default="127.0.0.1"),
-            redis_port=dict(type="int", default=6379),
-            redis_unix_socket=dict(type="path"),
-            redis_user=dict(type="str"),
-            redis_password=dict(type="str", no_log=True),
+            **redis_spec()
         ),
         supports_check_mode=True,
     )

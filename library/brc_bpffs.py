@@ -17,7 +17,7 @@ description:
     such a mount, unless O(force=true). A bpffs that was already there is left alone.
   - Unmounting drops every pin under it; programs still attached with tc keep running.
 version_added: "1.0.0"
-author: BRC fleet toolkit
+extends_documentation_fragment: [brc]
 options:
   path:
     description:
@@ -35,8 +35,6 @@ options:
     type: bool
     default: false
 attributes:
-  check_mode:
-    support: full
   diff_mode:
     support: full
 notes:

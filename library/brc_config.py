@@ -16,9 +16,7 @@ description:
   - The value layout comes from the contract header C(brc_contract.h) in O(src_dir).
   - The programs read the config per packet, so a change takes effect without a reload.
 version_added: "1.0.0"
-author: BRC fleet toolkit
-extends_documentation_fragment:
-  - brc
+extends_documentation_fragment: [brc, brc.pins]
 options:
   interface:
     description: Interface whose pins to configure.
@@ -48,8 +46,6 @@ notes:
   - Fields of the contract's C(brc_config) that this module has no option for are kept as they are
     and returned as integers.
 attributes:
-  check_mode:
-    support: full
   diff_mode:
     support: full
 seealso:

@@ -22,9 +22,7 @@ description:
     interface BRC is on and RV(msg) says where it is, or that it is on none (not a failure).
   - Never changes anything.
 version_added: "1.0.0"
-author: BRC fleet toolkit
-extends_documentation_fragment:
-  - brc
+extends_documentation_fragment: [brc, brc.pins]
 options:
   interface:
     description:
@@ -46,8 +44,6 @@ options:
     type: bool
     default: false
 attributes:
-  check_mode:
-    support: full
   diff_mode:
     support: none
   facts:

@@ -66,8 +66,7 @@ options:
         returned for a gate to judge.
     type: bool
     default: true
-author:
-  - BRC fleet toolkit
+extends_documentation_fragment: [brc]
 """
 
 EXAMPLES = r"""

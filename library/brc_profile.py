@@ -23,7 +23,7 @@ description:
     forbidding a non-root user, the process not running or owned by another user).
   - Reads only, so never reports C(changed). In check mode only the checks run.
 version_added: "1.0.0"
-author: BRC fleet toolkit
+extends_documentation_fragment: [brc]
 options:
   seconds:
     description: How long to sample.
@@ -56,8 +56,6 @@ options:
     type: path
     default: /var/tmp
 attributes:
-  check_mode:
-    support: full
   diff_mode:
     support: none
 notes:

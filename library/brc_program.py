@@ -23,9 +23,7 @@ description:
     Program pins are replaced atomically (pinned under a temporary name,
     then renamed over the old pin). Attaching the new programs is M(brc_tc)'s job.
 version_added: "1.0.0"
-author: BRC fleet toolkit
-extends_documentation_fragment:
-  - brc
+extends_documentation_fragment: [brc, brc.pins]
 options:
   interface:
     description: Interface the programs are built for (names the pin directory).
@@ -55,7 +53,6 @@ options:
     default: false
 attributes:
   check_mode:
-    support: full
     details: Check mode does not compile; it compares the source hash and pins with the record.
   diff_mode:
     support: full

@@ -34,33 +34,18 @@ description:
     C(CLIENT LIST), C(CLIENT ID) or C(CLIENT KILL), or has CLIENT renamed; when BRC is not attached on
     O(interface) or its flow table is not pinned. The counts of a run stopped midway are in the result.
 version_added: "1.2.0"
-author: BRC fleet toolkit
-extends_documentation_fragment:
-  - brc
+extends_documentation_fragment: [brc, brc.pins, brc.redis]
 options:
   interface:
     description: The BRC interface (the one carrying the address clients reach Redis at).
     type: str
     required: true
-  redis_host:
-    description: Address the module reaches Redis at on the host (ignored with O(redis_unix_socket)).
-    type: str
-    default: 127.0.0.1
   redis_port:
     description: Redis's TCP port, the one BRC watches. Only clients connected to it are closed.
-    type: int
-    default: 6379
-  redis_unix_socket:
-    description: Reach Redis through this Unix socket instead of TCP.
-    type: path
   redis_user:
     description:
       - ACL user the module logs in as (empty - the default user). It needs C(+client|list +client|kill
         +client|id).
-    type: str
-  redis_password:
-    description: Its password.
-    type: str
   batch_size:
     description: Clients closed per batch.
     type: int
@@ -91,8 +76,6 @@ options:
     type: float
     default: 5.0
 attributes:
-  check_mode:
-    support: full
   diff_mode:
     support: none
 notes:
@@ -192,7 +175,7 @@ summary:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.brc_common import BrcError, common_spec, fail
+from ansible.module_utils.brc_common import BrcError, common_spec, fail, redis_spec
 from ansible.module_utils import brc_facts, brc_maps, brc_pins, brc_reconnect
 
 
@@ -200,11 +183,7 @@ def main():
     module = AnsibleModule(
         argument_spec=dict(
             common_spec(interface_required=True),
-            redis_host=dict(type="str", default="127.0.0.1"),
-            redis_port=dict(type="int", default=6379),
-            redis_unix_socket=dict(type="path"),
-            redis_user=dict(type="str"),
-            redis_password=dict(type="str", no_log=True),
+            **redis_spec(),
             batch_size=dict(type="int", default=10),
             pause=dict(type="float", default=1.0),
             max_clients=dict(type="int", default=1000),

@@ -18,7 +18,7 @@ description:
   - Returns the same source hash M(brc_program) computes (without cflags), so a playbook can tell
     which build a host should run.
 version_added: "1.0.0"
-author: BRC fleet toolkit
+extends_documentation_fragment: [brc]
 options:
   dest:
     description: Directory on the host.
@@ -37,8 +37,6 @@ options:
     type: raw
     default: "0644"
 attributes:
-  check_mode:
-    support: full
   diff_mode:
     support: full
 """

@@ -21,9 +21,7 @@ description:
     with pins under O(pin_root) or BRC's tc filter). One found is reported as with O(interface); several
     are each reported under RV(interfaces); none is not a failure, RV(msg) says so.
 version_added: "1.0.0"
-author: BRC fleet toolkit
-extends_documentation_fragment:
-  - brc
+extends_documentation_fragment: [brc, brc.pins]
 options:
   interface:
     description:
@@ -35,8 +33,6 @@ options:
     type: bool
     default: false
 attributes:
-  check_mode:
-    support: full
   diff_mode:
     support: none
 notes:

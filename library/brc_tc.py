@@ -22,9 +22,7 @@ description:
     cache map (named by C(brc_contract.h) in O(src_dir)) is emptied before the filter goes in
     (see RV(cache_flushed)).
 version_added: "1.0.0"
-author: BRC fleet toolkit
-extends_documentation_fragment:
-  - brc
+extends_documentation_fragment: [brc, brc.pins]
 options:
   interface:
     description: Network interface.
@@ -42,8 +40,6 @@ options:
     type: bool
     default: false
 attributes:
-  check_mode:
-    support: full
   diff_mode:
     support: full
 requirements:

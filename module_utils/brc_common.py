@@ -52,6 +52,17 @@ def common_spec(interface_required=False):
     )
 
 
+def redis_spec():
+    """Options of the modules that log in to Redis with a toolkit user (doc fragment brc.redis)."""
+    return dict(
+        redis_host=dict(type="str", default="127.0.0.1"),
+        redis_port=dict(type="int", default=6379),
+        redis_unix_socket=dict(type="path"),
+        redis_user=dict(type="str"),
+        redis_password=dict(type="str", no_log=True),
+    )
+
+
 def missing_lib_msg(name, reason):
     """missing_required_lib() text naming the Debian package that provides name."""
     from ansible.module_utils.basic import missing_required_lib

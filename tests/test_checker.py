@@ -7,31 +7,23 @@ checker must report a wrong reply, respectively a stall, and exit non-zero.
 import socket
 import threading
 
+from fixtures.redis import LoopbackServer
 from tools import checker
 
 
-class FaultyProxy:
+class FaultyProxy(LoopbackServer):
     """Forwards TCP to Redis; after `after` reply bytes, corrupts one byte or stalls."""
 
     def __init__(self, upstream, fault, after=20000):
         self.upstream, self.fault, self.after = upstream, fault, after
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(64)
-        self.port = self.listener.getsockname()[1]
         self.sent = 0
         self.lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
+        LoopbackServer.__init__(self)
 
-    def _accept(self):
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(self.upstream)
-            threading.Thread(target=self._pump, args=(client, server, False), daemon=True).start()
-            threading.Thread(target=self._pump, args=(server, client, True), daemon=True).start()
+    def handle(self, conn):
+        server = socket.create_connection(self.upstream)
+        threading.Thread(target=self._pump, args=(conn, server, False), daemon=True).start()
+        self._pump(server, conn, True)
 
     def _pump(self, src, dst, is_reply):
         while True:
@@ -54,9 +46,6 @@ class FaultyProxy:
                 dst.sendall(data)
             except OSError:
                 return
-
-    def close(self):
-        self.listener.close()
 
 
 def test_checker_passes_against_real_redis(redis_server):

@@ -283,11 +283,23 @@ def filled(brc, c, key, val="v"):
     assert brc.cache_get(key) == bulk(val), key
 
 
-def answerable(brc, c, key, val="v"):
-    """Would serve answer @c's GET of @key now (a verified would-hit)?"""
+def filled_conn(brc, port, key):
+    """A new connection to @port (handshake done) on which @key was filled."""
+    c = Conn(brc, port).handshake()
+    filled(brc, c, key)
+    return c
+
+
+def counted_get(brc, c, key, val="v"):
+    """GET @key on connection @c with Redis answering @val; the counters it moved (a Delta)."""
     with Delta(brc) as d:
         c.roundtrip(resp("GET", key), bulk(val))
-    return d["would_hit"] == 1
+    return d
+
+
+def answerable(brc, c, key, val="v"):
+    """Would serve answer @c's GET of @key now (a verified would-hit)?"""
+    return counted_get(brc, c, key, val)["would_hit"] == 1
 
 
 def pending(flow):

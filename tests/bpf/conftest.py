@@ -9,22 +9,14 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import brc_testlib  # noqa: E402
+from fixtures.kernel import skip_unless_kernel  # noqa: E402
 
 _ports = itertools.count(20000)
 
 
-def _need_root():
-    if os.geteuid() != 0:
-        pytest.skip("needs root (BPF)")
-    try:
-        import bcc  # noqa: F401
-    except ImportError:
-        pytest.skip("needs bcc (python3-bpfcc)")
-
-
 @pytest.fixture(scope="session")
 def brc_build():
-    _need_root()
+    skip_unless_kernel("BPF", libs=("bcc",))
     build = brc_testlib.brc_bpf.compile_programs(brc_testlib.BPF_DIR)
     yield build
 

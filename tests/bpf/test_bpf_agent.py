@@ -4,35 +4,41 @@ versions through the feed program, traffic BRC cannot follow at all needs no lea
 (the feed reports its writes), and fills need Redis's deadline for the key
 (brc_expiry). Crafted segments through the loaded programs; tests/agent drives
 them with the real agent."""
+import contextlib
 import time
 
-from brc_testlib import (CONTRACT, Conn, Delta, answerable, bulk, dirty_reasons, filled, ipv6_tcp,
-                        marks, resp)
+from brc_testlib import (CONTRACT, Conn, Delta, answerable, counted_get, dirty_reasons, filled,
+                        filled_conn, ipv6_tcp, marks, resp)
 
 STALE_NS = CONTRACT.constants["BRC_AGENT_STALE_NS"]
 
 
-def test_answers_need_a_fresh_heartbeat_when_an_agent_is_in_charge(brc, port):
-    key = "agent:beat:%d" % port
-    c = Conn(brc, port).handshake()
-    filled(brc, c, key)
+@contextlib.contextmanager
+def agent_in_charge(brc):
+    """An agent in charge, beating now, through the with-block; the programs alone after it
+    (also when the block fails)."""
     try:
         brc.set_agent(on=True)
-        assert answerable(brc, c, key)
-        brc.set_agent(on=True, beat_ns=time.monotonic_ns() - STALE_NS - 1)
-        with Delta(brc) as d:
-            c.roundtrip(resp("GET", key), bulk("v"))
-        assert d["would_hit"] == 0 and d["get_uncacheable_agent"] == 1
-        brc.set_agent(on=False, beat_ns=0)        # no agent: the programs alone
-        assert answerable(brc, c, key)
+        yield
     finally:
         brc.set_agent(on=False, beat_ns=0)
 
 
+def test_answers_need_a_fresh_heartbeat_when_an_agent_is_in_charge(brc, port):
+    key = "agent:beat:%d" % port
+    c = filled_conn(brc, port, key)
+    with agent_in_charge(brc):
+        assert answerable(brc, c, key)
+        brc.set_agent(on=True, beat_ns=time.monotonic_ns() - STALE_NS - 1)
+        d = counted_get(brc, c, key)
+        assert d["would_hit"] == 0 and d["get_uncacheable_agent"] == 1
+        brc.set_agent(on=False, beat_ns=0)        # no agent: the programs alone
+        assert answerable(brc, c, key)
+
+
 def test_the_feed_bumps_the_keys_redis_reported_and_flushes(brc, port):
     key, other = "agent:feed:%d" % port, "agent:other:%d" % port
-    c = Conn(brc, port).handshake()
-    filled(brc, c, key)
+    c = filled_conn(brc, port, key)
     filled(brc, c, other)
     with Delta(brc) as d:
         assert brc.feed([key]) == 1
@@ -49,19 +55,15 @@ def test_with_an_agent_untracked_and_unparsed_traffic_needs_no_lease(brc, port):
     """D15: with the feed, connections BRC did not see open (and packets it cannot
     parse) no longer invalidate everything and hold it for a lease."""
     key = "agent:lease:%d" % port
-    c = Conn(brc, port).handshake()
-    filled(brc, c, key)
+    c = filled_conn(brc, port, key)
     u = Conn(brc, port + 30000)                  # opened before the attach
-    try:
-        brc.set_agent(on=True)
+    with agent_in_charge(brc):
         with Delta(brc) as d:
             u.send(resp("SET", "agent:elsewhere", "x"))
             brc.ingress(ipv6_tcp(port, 6379, resp("SET", "agent:v6", "x")))
         assert d["segments_untracked"] == 1 and d["invalidate_untracked"] == 0
         assert d["invalidate_unparsed"] == 0 and brc.global_state()["hold_until_ns"] == 0
         assert answerable(brc, c, key)
-    finally:
-        brc.set_agent(on=False, beat_ns=0)
 
 
 def test_with_an_agent_a_lost_parser_and_a_reset_writer_still_hold(brc, port):
@@ -70,8 +72,7 @@ def test_with_an_agent_a_lost_parser_and_a_reset_writer_still_hold(brc, port):
     a write unanswered holds what it could change, as with no agent (answers in
     between would be stale until Redis's report arrives)."""
     key = "agent:lost:%d" % port
-    c = Conn(brc, port).handshake()
-    filled(brc, c, key)
+    c = filled_conn(brc, port, key)
     try:
         brc.set_agent(on=True)
         j = Conn(brc, port + 30000).handshake()
@@ -102,19 +103,14 @@ def test_under_an_agent_a_fill_waits_for_the_keys_expiry_record(brc, port):
     (brc_expiry_wanted) and not filled; with one it is, and answered."""
     key = "agent:exp:%d" % port
     c = Conn(brc, port).handshake()
-    try:
-        brc.set_agent(on=True)
-        with Delta(brc) as d:
-            c.roundtrip(resp("GET", key), bulk("v"))
+    with agent_in_charge(brc):
+        d = counted_get(brc, c, key)
         assert d["expiry_wanted"] == 1 and d["fill_refused_expiry"] == 1 and d["fill"] == 0
         assert key.encode() in brc.expiry_wanted()
         brc.set_expiry(key, NEVER)
-        with Delta(brc) as d:
-            c.roundtrip(resp("GET", key), bulk("v"))
+        d = counted_get(brc, c, key)
         assert d["expiry_wanted"] == 0 and d["fill"] == 1
         assert answerable(brc, c, key)
-    finally:
-        brc.set_agent(on=False, beat_ns=0)
 
 
 def test_a_stale_torn_or_foreign_expiry_record_fills_nothing(brc, port):
@@ -122,15 +118,11 @@ def test_a_stale_torn_or_foreign_expiry_record_fills_nothing(brc, port):
     not one write, or another key's record recycled under the reader: no fill."""
     key = "agent:exp-bad:%d" % port
     c = Conn(brc, port).handshake()
-    try:
-        brc.set_agent(on=True)
+    with agent_in_charge(brc):
         for bad in ({"stale": True}, {"torn": True}, {"other_key": key + ":x"}):
             brc.set_expiry(key, NEVER, **bad)
-            with Delta(brc) as d:
-                c.roundtrip(resp("GET", key), bulk("v"))
+            d = counted_get(brc, c, key)
             assert d["fill_refused_expiry"] == 1 and d["fill"] == 0, bad
-    finally:
-        brc.set_agent(on=False, beat_ns=0)
 
 
 def test_a_key_with_a_ttl_is_answered_only_until_its_deadline_less_the_margin(brc, port):
@@ -139,19 +131,16 @@ def test_a_key_with_a_ttl_is_answered_only_until_its_deadline_less_the_margin(br
     within BRC_EXPIRY_MARGIN_NS of it (served GETs never make Redis expire a key)."""
     key = "agent:exp-ttl:%d" % port
     c = Conn(brc, port).handshake()
-    try:
-        brc.set_agent(on=True)
+    with agent_in_charge(brc):
         with Delta(brc) as d:
             c.roundtrip(resp("SET", key, "v", "PX", "200"), b"+OK\r\n")
         assert d["ttl_marked"] == 1
         brc.set_expiry(key, time.monotonic_ns() + MARGIN_NS // 2)
-        with Delta(brc) as d:
-            c.roundtrip(resp("GET", key), bulk("v"))
+        d = counted_get(brc, c, key)
         assert d["fill_refused_ttl"] == 1 and d["fill"] == 0
         deadline = time.monotonic_ns() + MARGIN_NS + 150000000
         brc.set_expiry(key, deadline)
-        with Delta(brc) as d:
-            c.roundtrip(resp("GET", key), bulk("v"))
+        d = counted_get(brc, c, key)
         assert d["fill"] == 1
         assert answerable(brc, c, key)
         while time.monotonic_ns() < deadline - MARGIN_NS:
@@ -159,17 +148,11 @@ def test_a_key_with_a_ttl_is_answered_only_until_its_deadline_less_the_margin(br
         with Delta(brc) as d:
             c.roundtrip(resp("GET", key), b"$-1\r\n")
         assert d["would_hit"] == 0 and d["answer_near_expiry"] == 1 and d["mismatch"] == 0
-    finally:
-        brc.set_agent(on=False, beat_ns=0)
 
 
 def test_entries_filled_by_the_programs_alone_keep_the_ttl_marks_under_an_agent(brc, port):
     """An entry filled with no agent in charge has no deadline: the TTL marks decide."""
     key = "agent:exp-alone:%d" % port
-    c = Conn(brc, port).handshake()
-    filled(brc, c, key)
-    try:
-        brc.set_agent(on=True)
+    c = filled_conn(brc, port, key)
+    with agent_in_charge(brc):
         assert answerable(brc, c, key)
-    finally:
-        brc.set_agent(on=False, beat_ns=0)

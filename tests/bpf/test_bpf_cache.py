@@ -9,8 +9,8 @@ import socket
 import struct
 
 import brc_testlib
-from brc_testlib import (Conn, Delta, bulk, filled, ipv4_tcp, marks, pending, resp,
-                        tcp_options, user)
+from brc_testlib import (Conn, Delta, bulk, counted_get, filled, filled_conn, ipv4_tcp, marks, pending,
+                        resp, tcp_options, user)
 
 
 def test_write_in_flight_refuses_the_fill(brc, port):
@@ -84,8 +84,7 @@ def test_mset_values_are_not_keys(brc, port):
     with Delta(brc) as d:
         c.roundtrip(resp("MSET", "other:%d" % port, key), b"+OK\r\n")
     assert d["invalidate_key"] == 1
-    with Delta(brc) as d:
-        c.roundtrip(resp("GET", key), bulk("v"))
+    d = counted_get(brc, c, key)
     assert d["would_hit"] == 1
 
 
@@ -115,12 +114,10 @@ def test_ttl_keys_are_not_cached_until_overwritten(brc, port, cmd):
     with Delta(brc) as d:
         c.roundtrip(resp(*[a.replace("{k}", key) for a in cmd]), b"+OK\r\n")
     assert d["ttl_marked"] == 1
-    with Delta(brc) as d:
-        c.roundtrip(resp("GET", key), bulk("v"))
+    d = counted_get(brc, c, key)
     assert d["fill_refused_ttl"] == 1 and d["fill"] == 0
     c.roundtrip(resp("SET", key, "plain"), b"+OK\r\n")
-    with Delta(brc) as d:
-        c.roundtrip(resp("GET", key), bulk("plain"))
+    d = counted_get(brc, c, key, "plain")
     assert d["fill"] == 1
 
 
@@ -146,12 +143,10 @@ def test_select_tracks_the_db(brc, port):
     key = "sel:%d" % port
     c = Conn(brc, port).handshake()
     c.roundtrip(resp("SELECT", "1"), b"+OK\r\n")
-    with Delta(brc) as d:
-        c.roundtrip(resp("GET", key), bulk("db1"))
+    d = counted_get(brc, c, key, "db1")
     assert d["get_uncacheable_db"] == 1 and d["fill"] == 0
     c.roundtrip(resp("SELECT", "0"), b"+OK\r\n")
-    with Delta(brc) as d:
-        c.roundtrip(resp("GET", key), bulk("db0"))
+    d = counted_get(brc, c, key, "db0")
     assert d["fill"] == 1
     # a write in another db still invalidates the name (conservative)
     o = Conn(brc, port + 30000).handshake()
@@ -186,8 +181,7 @@ def test_answers_only_for_users_redis_authenticated_and_lets_read_every_key(brc,
     assert user(brc.flow(c)) == (b"default", False)
     c.roundtrip(resp("AUTH", "secretpass"), b"+OK\r\n")
     assert user(brc.flow(c)) == (b"default", True)
-    with Delta(brc) as d:
-        c.roundtrip(resp("GET", key), bulk("v"))
+    d = counted_get(brc, c, key)
     assert d["would_hit"] == 1
     f = brc.flow(c)
     assert b"secret" not in bytes(f.rq_tok) + bytes(f.rq_key) + bytes(f.chg_buf)
@@ -212,11 +206,9 @@ def test_answers_only_for_users_redis_authenticated_and_lets_read_every_key(brc,
 def test_max_age(brc, port):
     key = "age:%d" % port
     brc.configure(max_age_ns=50_000_000)
-    c = Conn(brc, port).handshake()
-    filled(brc, c, key)
+    c = filled_conn(brc, port, key)
     time.sleep(0.1)
-    with Delta(brc) as d:
-        c.roundtrip(resp("GET", key), bulk("v"))
+    d = counted_get(brc, c, key)
     assert d["cache_expired"] == 1 and d["would_hit"] == 0 and d["fill"] == 1
 
 

@@ -9,7 +9,7 @@ import pytest
 
 import brc_testlib
 from brc_testlib import (CONTRACT, Conn, Delta, bulk, dirty_reasons, ipv4_tcp, ipv6_tcp, marks,
-                         pending, resp, tcp_options, user, answerable, filled)
+                         pending, resp, tcp_options, user, answerable, counted_get, filled_conn, filled)
 
 READ_ALL = CONTRACT.constants["BRC_USER_READ_ALL"]
 OPEN = CONTRACT.constants["BRC_USER_OPEN"]
@@ -33,8 +33,7 @@ def test_commands_whose_replies_do_not_pair_give_the_connection_up(brc, port, cm
     """D1, D9: any command whose replies BRC cannot count (or that needs Redis to
     see the connection's reads) gives the connection up for good."""
     key = "giveup:%d" % port
-    c = Conn(brc, port).handshake()
-    filled(brc, c, key)
+    c = filled_conn(brc, port, key)
     with Delta(brc) as d:
         c.send(cmd)
     assert reason in dirty_reasons(brc.flow(c)) and d["dirty_" + reason] == 1
@@ -63,8 +62,7 @@ def test_d1_a_shifted_reply_is_neverfilled(brc, port):
 
 def test_a_reply_with_nothing_pending_gives_up(brc, port):
     key = "unm:%d" % port
-    c = Conn(brc, port).handshake()
-    filled(brc, c, key)
+    c = filled_conn(brc, port, key)
     with Delta(brc) as d:
         c.reply(b"+OK\r\n")
     assert d["replies_unmatched"] == 1 and "unmatched" in dirty_reasons(brc.flow(c))
@@ -134,8 +132,7 @@ def test_select_takes_effect_only_on_redis_ok(brc, port, arg):
     assert brc.flow(c).db == 1
     c.roundtrip(resp("SELECT", arg), b"-ERR value is not an integer or out of range\r\n")
     assert brc.flow(c).db == 1
-    with Delta(brc) as d:
-        c.roundtrip(resp("GET", key), bulk("db1"))
+    d = counted_get(brc, c, key, "db1")
     assert d["get_uncacheable_db"] == 1 and d["fill"] == 0
 
 
@@ -201,11 +198,9 @@ def test_a_user_name_brc_cannot_hold_is_never_answered(brc, port):
     key = "longuser:%d" % port
     name = "u" * 65
     brc.load_users({"default": READ_ALL | OPEN, name[:64]: READ_ALL})
-    c = Conn(brc, port).handshake()
-    filled(brc, c, key)
+    c = filled_conn(brc, port, key)
     c.roundtrip(resp("AUTH", name, "pw"), b"+OK\r\n")
-    with Delta(brc) as d:
-        c.roundtrip(resp("GET", key), bulk("v"))
+    d = counted_get(brc, c, key)
     assert d["would_hit"] == 0 and d["get_uncacheable_auth"] == 1
 
 
@@ -227,8 +222,7 @@ def test_commands_that_may_change_who_reads_what_stop_answers_until_reloaded(brc
     epoch = brc.global_state()["auth_epoch"]
     a.reply(b"+OK\r\n")
     assert brc.global_state()["auth_inflight"] == 0 and brc.global_state()["auth_epoch"] == epoch + 1
-    with Delta(brc) as d:
-        c.roundtrip(resp("GET", key), bulk("v"))
+    d = counted_get(brc, c, key)
     assert d["would_hit"] == 0
     if cmd[0] in ("CONFIG", "ACL"):     # the others also invalidate everything
         assert d["get_uncacheable_server"] == 1
@@ -241,8 +235,7 @@ def test_commands_that_may_change_who_reads_what_stop_answers_until_reloaded(brc
                                  ("CLIENT", "SETNAME", "n"), ("ACL", "DRYRUN", "u", "GET", "k")])
 def test_read_only_subcommands_change_nothing(brc, port, cmd):
     key = "ro:%d" % port
-    c = Conn(brc, port).handshake()
-    filled(brc, c, key)
+    c = filled_conn(brc, port, key)
     with Delta(brc) as d:
         c.roundtrip(resp(*cmd), b"+OK\r\n")
     assert d["server_changes"] == 0 and brc.flow(c).dirty == 0
@@ -277,8 +270,7 @@ def test_a_ttl_record_goes_only_when_redis_applied_a_plain_set(brc, port, cmd, r
     with Delta(brc) as d:
         c.roundtrip(resp(*[a.replace("{k}", key) for a in cmd]), reply)
     assert d["ttl_cleared"] == (1 if cleared else 0)
-    with Delta(brc) as d:
-        c.roundtrip(resp("GET", key), bulk("new"))
+    d = counted_get(brc, c, key, "new")
     assert (d["fill"], d["fill_refused_ttl"]) == ((1, 0) if cleared else (0, 1))
 
 
@@ -291,8 +283,7 @@ def test_a_plain_set_in_another_db_keeps_db0s_ttl_record(brc, port):
         c.roundtrip(resp("SET", key, "db1"), b"+OK\r\n")
     assert d["ttl_cleared"] == 0
     c.roundtrip(resp("SELECT", "0"), b"+OK\r\n")
-    with Delta(brc) as d:
-        c.roundtrip(resp("GET", key), bulk("v"))
+    d = counted_get(brc, c, key)
     assert d["fill_refused_ttl"] == 1
 
 
@@ -333,8 +324,7 @@ def test_a_key_whose_hash_is_zero_is_invalidated_where_it_is_looked_up(brc, port
     c, w = Conn(brc, port).handshake(), Conn(brc, port + 30000).handshake()
     filled(brc, c, key)
     w.roundtrip(resp("SET", key, "w"), b"+OK\r\n")
-    with Delta(brc) as d:
-        c.roundtrip(resp("GET", key), bulk("w"))
+    d = counted_get(brc, c, key, "w")
     assert d["would_hit"] == 0 and d["fill"] == 1
 
 
@@ -376,20 +366,17 @@ def test_packets_brc_does_not_parse_invalidate_what_they_could_write(brc, port, 
     """D7: IPv6, IPv4 with options and fragments to the Redis port pass unparsed:
     everything is invalidated and held in flight for a while."""
     key = "unparsed:%d" % port
-    c = Conn(brc, port).handshake()
-    filled(brc, c, key)
+    c = filled_conn(brc, port, key)
     with Delta(brc) as d:
         brc.ingress(frame_of(c))
     assert d["invalidate_unparsed"] == 1
-    with Delta(brc) as d:
-        c.roundtrip(resp("GET", key), bulk("v"))
+    d = counted_get(brc, c, key)
     assert d["would_hit"] == 0 and d["fill_refused_inflight"] == 1
 
 
 def test_ipv6_traffic_to_other_ports_changes_nothing(brc, port):
     key = "v6other:%d" % port
-    c = Conn(brc, port).handshake()
-    filled(brc, c, key)
+    c = filled_conn(brc, port, key)
     with Delta(brc) as d:
         brc.ingress(ipv6_tcp(c.cport, 22, b"ssh"))
     assert d["invalidate_unparsed"] == 0 and answerable(brc, c, key)
@@ -402,8 +389,7 @@ def test_a_verify_mismatch_evicts_invalidates_and_gives_up(brc, port):
     c, o = Conn(brc, port).handshake(), Conn(brc, port + 30000).handshake()
     filled(brc, c, key)
     ver = brc.global_state()["ver"]
-    with Delta(brc) as d:
-        c.roundtrip(resp("GET", key), bulk("other"))
+    d = counted_get(brc, c, key, "other")
     assert d["mismatch"] == 1 and d["mismatch_evicted"] == 1 and brc.cache_get(key) is None
     assert brc.global_state()["ver"] == ver + 1 and "mismatch" in dirty_reasons(brc.flow(c))
     assert brc.flow(o).dirty == 0

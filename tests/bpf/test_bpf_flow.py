@@ -17,7 +17,7 @@ handshake, fill, would-hit, invalidation, close -- with ISNs on both sides of
 """
 import pytest
 
-from brc_testlib import Conn, Delta, bulk, resp, pending, marks
+from brc_testlib import Conn, Delta, bulk, counted_get, resp, pending, marks
 
 ISNS = [(1000, 5000), (0xFFFFFFF0, 0x80000010), (0x80000000, 0x7FFFFFF0), (0xFFFFFFFF, 0xFFFFFFFF)]
 
@@ -40,13 +40,11 @@ def test_full_flow(brc, port, cisn, sisn, timestamps):
     assert d["req_set"] == 1 and d["invalidate_key"] == 1 and d["replies"] == 1
     assert pending(brc.flow(c)) == 0 and marks(brc.flow(c)) == 0
 
-    with Delta(brc) as d:
-        c.roundtrip(resp("GET", key), bulk("v1"))
+    d = counted_get(brc, c, key, "v1")
     assert d["req_get"] == 1 and d["miss"] == 1 and d["fill"] == 1, d.nonzero()
     assert brc.cache_get(key) == b"$2\r\nv1\r\n"
 
-    with Delta(brc) as d:
-        c.roundtrip(resp("GET", key), bulk("v1"))
+    d = counted_get(brc, c, key, "v1")
     assert d["would_hit"] == 1 and d["mismatch"] == 0 and d["miss"] == 0, d.nonzero()
 
     with Delta(brc) as d:
@@ -71,8 +69,7 @@ def test_oracle_reports_a_wrong_cache(brc, port):
     key = "oracle:%d" % port
     c = Conn(brc, port).handshake()
     c.roundtrip(resp("GET", key), bulk("old"))
-    with Delta(brc) as d:
-        c.roundtrip(resp("GET", key), bulk("new"))
+    d = counted_get(brc, c, key, "new")
     assert d["mismatch"] == 1 and d["would_hit"] == 0
 
 

@@ -19,6 +19,17 @@ def resp3(brc, port):
     return c
 
 
+def get_replied_after(brc, c, key, frame):
+    """GET @key on @c, Redis sending @frame (no reply) before the reply v: the GET stays
+    pending through @frame. The counters it all moved (a Delta)."""
+    with Delta(brc) as d:
+        c.send(resp("GET", key))
+        c.reply(frame)
+        assert pending(brc.flow(c)) == 1
+        c.reply(bulk("v"))
+    return d
+
+
 def test_hello_3_answered_with_a_map_makes_the_connection_resp3_and_it_is_served(brc, port):
     key = "r3:get:%d" % port
     c = resp3(brc, port)
@@ -84,11 +95,7 @@ def test_every_resp3_type_pairs_with_its_command(brc, port, reply):
 def test_pushes_between_replies_pair_with_nothing(brc, port):
     key = "r3:push:%d" % port
     c = resp3(brc, port)
-    with Delta(brc) as d:
-        c.send(resp("GET", key))
-        c.reply(b">3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$5\r\nhello\r\n")
-        assert pending(brc.flow(c)) == 1
-        c.reply(bulk("v"))
+    d = get_replied_after(brc, c, key, b">3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$5\r\nhello\r\n")
     assert d["resp3_not_replies"] == 1 and d["fill"] == 1 and pending(brc.flow(c)) == 0
     assert not dirty_reasons(brc.flow(c))
     c.reply(b">0\r\n")                                  # an empty push, with nothing pending
@@ -98,11 +105,7 @@ def test_pushes_between_replies_pair_with_nothing(brc, port):
 def test_an_attribute_is_not_a_reply_and_the_reply_it_describes_fills_nothing(brc, port):
     key = "r3:attr:%d" % port
     c = resp3(brc, port)
-    with Delta(brc) as d:
-        c.send(resp("GET", key))
-        c.reply(b"|1\r\n+key-popularity\r\n%1\r\n$1\r\na\r\n,0.19\r\n")
-        assert pending(brc.flow(c)) == 1
-        c.reply(bulk("v"))
+    d = get_replied_after(brc, c, key, b"|1\r\n+key-popularity\r\n%1\r\n$1\r\na\r\n,0.19\r\n")
     assert d["fill"] == 0 and pending(brc.flow(c)) == 0 and not dirty_reasons(brc.flow(c))
     # inside an aggregate, an attribute is not one of its elements
     c.roundtrip(resp("CONFIG", "GET", "x"), b"*2\r\n|1\r\n+a\r\n+b\r\n:1\r\n:2\r\n")

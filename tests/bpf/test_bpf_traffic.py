@@ -17,6 +17,7 @@ import time
 import pytest
 
 from brc_testlib import REPO, Brc, marks, pending
+from tools import netfault
 
 SRV_IP, CLI_IP = "10.66.0.1", "10.66.0.2"
 CHECKER = os.path.join(REPO, "tests", "tools", "checker.py")
@@ -35,14 +36,7 @@ class NetnsPair:
         self.srv_if, self.cli_if = "brcbtS%s" % tag, "brcbtC%s" % tag
 
     def up(self):
-        _run("ip", "netns", "add", self.srv)
-        _run("ip", "netns", "add", self.cli)
-        _run("ip", "link", "add", self.srv_if, "netns", self.srv, "type", "veth",
-             "peer", "name", self.cli_if, "netns", self.cli)
-        for ns, ifn, ip in ((self.srv, self.srv_if, SRV_IP), (self.cli, self.cli_if, CLI_IP)):
-            _run("ip", "-n", ns, "addr", "add", ip + "/24", "dev", ifn)
-            _run("ip", "-n", ns, "link", "set", ifn, "up")
-            _run("ip", "-n", ns, "link", "set", "lo", "up")
+        netfault.veth_pair((self.srv, self.srv_if, SRV_IP), (self.cli, self.cli_if, CLI_IP))
 
     def down(self):
         for ns in (self.srv, self.cli):

@@ -53,6 +53,17 @@ def mismatches(lab):
     return {h: r["counters"]["mismatch"] for h, r in module(lab, "brc_stats", "interface=eth0").items()}
 
 
+def flushes_what_brc_missed(lab, name, args, missed):
+    """Module name (args) on every host changes something and empties the cache, so reads
+    return @missed, written while BRC could not see writes, and count no mismatch."""
+    before = mismatches(lab)
+    for h, r in module(lab, name, args).items():
+        assert r["changed"] and r["cache_flushed"] >= 1, r
+    for h in lab.hosts:
+        assert set_then_read(h, None) == [missed] * 2
+    assert mismatches(lab) == before
+
+
 @pytest.fixture(scope="module")
 def deployed(lab):
     play(lab, "playbooks/undeploy.yml")
@@ -68,13 +79,7 @@ def test_leaving_mode_off_empties_the_cache(deployed):
     module(lab, "brc_config", "interface=eth0 mode=off")
     for h in lab.hosts:                      # unseen by BRC: the programs are off
         assert set_then_read(h, b"v2-while-off", reads=0) == []
-    before = mismatches(lab)
-    enabled = module(lab, "brc_config", "interface=eth0 mode=observe")
-    for h, r in enabled.items():
-        assert r["changed"] and r["cache_flushed"] >= 1, r
-    for h in lab.hosts:
-        assert set_then_read(h, None) == [b"v2-while-off"] * 2
-    assert mismatches(lab) == before
+    flushes_what_brc_missed(lab, "brc_config", "interface=eth0 mode=observe", b"v2-while-off")
 
 
 def test_recreating_a_missing_filter_empties_the_cache(deployed):
@@ -83,13 +88,7 @@ def test_recreating_a_missing_filter_empties_the_cache(deployed):
         assert cached(h, b"v3-before-gap") == [b"v3-before-gap"] * 30
         lab.exec(h.name, "tc filter del dev eth0 ingress", check=True, timeout=30)
         assert set_then_read(h, b"v4-in-gap", reads=0) == []
-    before = mismatches(lab)
-    attached = module(lab, "brc_tc", "interface=eth0")
-    for h, r in attached.items():
-        assert r["changed"] and r["cache_flushed"] >= 1, r
-    for h in lab.hosts:
-        assert set_then_read(h, None) == [b"v4-in-gap"] * 2
-    assert mismatches(lab) == before
+    flushes_what_brc_missed(lab, "brc_tc", "interface=eth0", b"v4-in-gap")
     # A second run has nothing to re-create: no flush, nothing changed.
     again = module(lab, "brc_tc", "interface=eth0")
     assert all(not r["changed"] and r["cache_flushed"] == 0 for r in again.values()), again

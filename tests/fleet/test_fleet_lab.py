@@ -228,6 +228,15 @@ def test_canary_whose_redis_stops_answering_is_rolled_back(fleet, report_dir):
         redis_ok(h.addr)
 
 
+def refused_before(lab, out, canary, why, mode):
+    """The rollout failed at the canary's gate before (regex @why) and changed nothing:
+    every host is still in @mode."""
+    assert out.returncode != 0
+    assert re.search(r"%s: gate before failed \(nothing was changed\): " % canary.name + why,
+                     out.stdout.replace("\n", " ")), out.stdout[-3000:]
+    assert modes(lab) == dict((h.name, mode) for h in lab.hosts)
+
+
 def test_gates_before_refuse_and_change_nothing(fleet):
     lab = fleet
     set_all(lab, "observe")
@@ -235,11 +244,7 @@ def test_gates_before_refuse_and_change_nothing(fleet):
     # No observe history (counters zeroed): promotion to serve is refused unless forced.
     adhoc(lab, "brc_stats", "interface=eth0 reset=true")
     out, _t = playbook(lab, "playbooks/enable.yml", "-e", "brc_enable_mode=serve")
-    text = out.stdout.replace("\n", " ")
-    assert out.returncode != 0
-    assert re.search(r"%s: gate before failed \(nothing was changed\): promotion to serve needs observe history"
-                     % canary.name, text), out.stdout[-3000:]
-    assert modes(lab) == dict((h.name, "observe") for h in lab.hosts)
+    refused_before(lab, out, canary, r"promotion to serve needs observe history", "observe")
     assert not any(host_ran(out.stdout, h.name) for h in lab.hosts[1:])
     # Redis stopped on the canary: the rollout stops before touching anything.
     set_all(lab, "off")
@@ -249,12 +254,8 @@ def test_gates_before_refuse_and_change_nothing(fleet):
     finally:
         # The lab's own config (private /etc/redis of the host), as labctl started it.
         lab.exec(canary.name, ["redis-server", "/etc/redis/redis.conf", "--daemonize", "yes"], check=True)
-    text = out.stdout.replace("\n", " ")
-    assert out.returncode != 0
-    assert re.search(r"%s: gate before failed \(nothing was changed\): Redis does not answer correctly"
-                     r".*connect %s:6379: \[Errno 111\] Connection refused" % (canary.name, canary.addr),
-                     text), out.stdout[-3000:]
-    assert modes(lab) == dict((h.name, "off") for h in lab.hosts)
+    refused_before(lab, out, canary, r"Redis does not answer correctly.*connect %s:6379: \[Errno 111\] "
+                   r"Connection refused" % canary.addr, "off")
     for h in lab.hosts:
         redis_ok(h.addr)
 

@@ -13,6 +13,7 @@ import time
 import pytest
 
 import promtext
+from fixtures.redis import LoopbackServer
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ROLE = os.path.join(REPO, "roles", "brc_fleet")
@@ -373,29 +374,10 @@ def test_probe_reports_a_dead_redis_quickly():
     assert "connect 127.0.0.1:1" in res["problems"][0]
 
 
-class FakeRedis:
+class FakeRedis(LoopbackServer):
     """A RESP server that answers every GET with a stale value (what a broken cache does)."""
 
-    def __init__(self):
-        import socket
-        import threading
-        self.srv = socket.socket()
-        self.srv.bind(("127.0.0.1", 0))
-        self.srv.listen(8)
-        self.port = self.srv.getsockname()[1]
-        threading.Thread(target=self.loop, daemon=True).start()
-
-    def loop(self):
-        import threading
-        while True:
-            try:
-                conn, _addr = self.srv.accept()
-            except OSError:
-                return
-            threading.Thread(target=self.client, args=(conn,), daemon=True).start()
-
-    @staticmethod
-    def client(conn):
+    def handle(self, conn):
         f = conn.makefile("rb")
         try:
             while True:
@@ -414,9 +396,6 @@ class FakeRedis:
             return
         finally:
             conn.close()
-
-    def close(self):
-        self.srv.close()
 
 
 def test_probe_detects_a_wrong_value():

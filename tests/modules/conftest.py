@@ -22,6 +22,7 @@ import pytest
 
 from ansible.module_utils.testing import patch_module_args
 
+from fixtures.kernel import skip_unless_kernel
 from fixtures.paths import BPF_DIR, REPO
 
 PRELUDE = textwrap.dedent("""
@@ -29,7 +30,10 @@ PRELUDE = textwrap.dedent("""
     import ansible.module_utils
     ansible.module_utils.__path__.append(%(mu)r)
     REPO, BPF_DIR = %(repo)r, %(bpf)r
+    sys.path.insert(0, REPO + "/library")     # the modules themselves, for run_main()
     STATE = "/tmp/brcmt-state-" + str(os.getpid())
+    ROOT, IF = "/sys/fs/bpf/brc", "brcmt0"    # the pin root and the interface (veth) snippets use
+    PD = ROOT + "/" + IF
 
     def sh(cmd):
         subprocess.run(cmd, shell=True, check=True)
@@ -41,6 +45,27 @@ PRELUDE = textwrap.dedent("""
         def run_command(self, argv):
             p = subprocess.run(argv, capture_output=True, text=True)
             return p.returncode, p.stdout, p.stderr
+
+    def mount_bpffs():
+        # bpffs at /sys/fs/bpf of this namespace's private /sys, recorded under STATE.
+        from ansible.module_utils import brc_bpffs
+        return brc_bpffs.ensure_bpffs(Runner(), "/sys/fs/bpf", "mounted", state_path=STATE + "/state")
+
+    def run_main(module, check=False, **args):
+        # run_module() inside the snippet: module.main() with args (src_dir the repository's
+        # bpf/ unless given), its JSON result; fail_json's too.
+        import contextlib, io
+        from ansible.module_utils.testing import patch_module_args
+        args.setdefault("src_dir", BPF_DIR)
+        if check:
+            args["_ansible_check_mode"] = True
+        out = io.StringIO()
+        with patch_module_args(args), contextlib.redirect_stdout(out):
+            try:
+                module.main()
+            except SystemExit:
+                pass
+        return json.loads(out.getvalue())
 
     def veth(peer_ns):
         # brcmt0 (10.251.0.1) here, brcmt1 (10.251.0.2) in peer_ns: traffic between them
@@ -76,23 +101,10 @@ PRELUDE = textwrap.dedent("""
 """)
 
 
-def _can_run_kernel_tests():
-    if os.geteuid() != 0:
-        return "needs root"
-    try:
-        import bcc  # noqa: F401
-        import pyroute2  # noqa: F401
-    except ImportError as e:
-        return "needs bcc and pyroute2 (python3-bpfcc, python3-pyroute2): %s" % e
-    return None
-
-
 @pytest.fixture
 def kernel():
     """Skip unless real-kernel tests can run here (root, bcc, pyroute2)."""
-    why = _can_run_kernel_tests()
-    if why:
-        pytest.skip(why)
+    skip_unless_kernel()
 
 
 @pytest.fixture

@@ -8,49 +8,35 @@ import pytest
 pytestmark = pytest.mark.usefixtures("kernel")
 
 ADHOC = r"""
-import contextlib, io
-sys.path.insert(0, REPO + "/library")
-from ansible.module_utils.testing import patch_module_args
-from ansible.module_utils import brc_bpffs, brc_build, brc_maps, brc_pins, brc_tc
+from ansible.module_utils import brc_build, brc_maps, brc_pins, brc_tc
 from ansible.module_utils.brc_contract import load_contract
 import brc_config, brc_facts, brc_stats
 
-def run(module, **args):
-    args.setdefault("src_dir", BPF_DIR)
-    out = io.StringIO()
-    with patch_module_args(args), contextlib.redirect_stdout(out):
-        try:
-            module.main()
-        except SystemExit:
-            pass
-    return json.loads(out.getvalue())
-
 def facts(**args):
-    r = run(brc_facts, **args)
+    r = run_main(brc_facts, **args)
     b = r["ansible_facts"]["brc"]
     return {"msg": r["msg"], "failed": r.get("failed", False), "changed": r["changed"],
             "on": b["on_interfaces"], "interface": b["interface"],
             "state_interface": (b["state"] or {}).get("interface"), "mode": (b["state"] or {}).get("mode")}
 
-brc_bpffs.ensure_bpffs(Runner(), "/sys/fs/bpf", "mounted", state_path=STATE + "/state")
-ROOT = "/sys/fs/bpf/brc"
+mount_bpffs()
 c = load_contract(BPF_DIR)
 sh("ip link set lo up")
 for i in ("brcd0", "brcd1"):
     sh("ip link add %s type veth peer name %sp && ip link set %s up" % (i, i, i))
 out = {}
-out["none_stats"] = run(brc_stats)
+out["none_stats"] = run_main(brc_stats)
 out["none_facts"] = facts()
 
 brc_build.install("brcd0", BPF_DIR, ROOT, state_dir=STATE)
 brc_tc.attach("brcd0", brc_pins.pin_dir(ROOT, "brcd0"), state_dir=STATE)
 brc_maps.configure(brc_pins.pin_dir(ROOT, "brcd0"), c, {"mode": "observe", "port": 6379})
-out["one_stats"] = run(brc_stats)
+out["one_stats"] = run_main(brc_stats)
 out["one_facts"] = facts()
-out["named"] = run(brc_stats, interface="brcd0")
+out["named"] = run_main(brc_stats, interface="brcd0")
 # What the audit's probes rely on: would_change says what changed says, in and out of check mode.
-out["cfg_same"] = run(brc_config, interface="brcd0", mode="observe", _ansible_check_mode=True)
-out["cfg_other"] = run(brc_config, interface="brcd0", mode="serve", _ansible_check_mode=True)
+out["cfg_same"] = run_main(brc_config, interface="brcd0", mode="observe", _ansible_check_mode=True)
+out["cfg_other"] = run_main(brc_config, interface="brcd0", mode="serve", _ansible_check_mode=True)
 
 # A second interface's pins: the same programs and maps pinned again under brcd1/ (one
 # build is enough to show both are found; a second compile would only cost time).
@@ -59,13 +45,13 @@ for name in brc_pins.list_pins(ROOT + "/brcd0"):
     fd = brc_pins.obj_get(ROOT + "/brcd0/" + name)
     brc_pins.obj_pin(fd, ROOT + "/brcd1/" + name)
     os.close(fd)
-out["two_stats"] = run(brc_stats)
+out["two_stats"] = run_main(brc_stats)
 out["two_facts"] = facts()
-out["reset_check"] = run(brc_stats, reset=True, _ansible_check_mode=True)
+out["reset_check"] = run_main(brc_stats, reset=True, _ansible_check_mode=True)
 
 # brcd0's filters stay attached but its pins are looked for under another root.
 sh("mkdir -p /sys/fs/bpf/elsewhere")
-out["elsewhere_stats"] = run(brc_stats, pin_root="/sys/fs/bpf/elsewhere")
+out["elsewhere_stats"] = run_main(brc_stats, pin_root="/sys/fs/bpf/elsewhere")
 out["elsewhere_facts"] = facts(pin_root="/sys/fs/bpf/elsewhere")
 emit(out)
 """

@@ -20,27 +20,20 @@ import redis
 
 import brc_agent as brc_agent_module
 from ansible.module_utils import brc_agent, brc_agent_ctl, brc_build, brc_maps, brc_pins
-from ansible.module_utils.brc_contract import load_contract
 
+from fixtures.kernel import skip_unless_kernel
 from fixtures.paths import BPF_DIR, REPO
 from fixtures.redis import RedisServer
-from modules.conftest import _can_run_kernel_tests, run_module
+from modules.conftest import run_module
 
 IFACE = "brcag0"      # only a pin directory name: the agent needs the maps, not an attachment
 USER = "brc-agent"
 
 
 @pytest.fixture(scope="module")
-def contract():
-    return load_contract(BPF_DIR)
-
-
-@pytest.fixture(scope="module")
 def pin_root():
     """The real build's pins for IFACE in a bpffs of this module's own."""
-    why = _can_run_kernel_tests()
-    if why:
-        pytest.skip(why)
+    skip_unless_kernel()
     tmp = tempfile.mkdtemp(prefix="brcagm-")
     bpffs = os.path.join(tmp, "bpffs")
     os.mkdir(bpffs)

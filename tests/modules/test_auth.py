@@ -18,16 +18,12 @@ from ansible.module_utils import brc_auth, brc_common
 from ansible.module_utils.brc_common import BrcError
 from ansible.module_utils.brc_contract import load_contract
 
+from fixtures.kernel import skip_unless_kernel
 from fixtures.paths import BPF_DIR, REPO
 from fixtures.redis import RedisServer, free_port
-from modules.conftest import _can_run_kernel_tests, run_module
+from modules.conftest import run_module
 
 PASSWORD = "s3cret-pw"
-
-
-@pytest.fixture(scope="module")
-def contract():
-    return load_contract(BPF_DIR)
 
 
 @pytest.fixture(scope="module")
@@ -363,9 +359,7 @@ def test_hosts_redis_py_reads_the_same(acl_server, pw_server, admin, contract):
 
 @pytest.fixture(scope="module")
 def build():
-    why = _can_run_kernel_tests()
-    if why:
-        pytest.skip(why)
+    skip_unless_kernel()
     from ansible.module_utils.brc_bpf import compile_programs
     return compile_programs(BPF_DIR)
 
@@ -537,26 +531,14 @@ def test_module_without_redis_py(tmp_path, monkeypatch):
 
 
 MODULE_E2E = r"""
-import contextlib, io, shutil, tempfile
-sys.path.insert(0, REPO + "/library")
-from ansible.module_utils.testing import patch_module_args
-from ansible.module_utils import brc_auth as ba, brc_bpffs, brc_build, brc_pins
+import shutil, tempfile
+from ansible.module_utils import brc_auth as ba, brc_build, brc_pins
 from ansible.module_utils.brc_contract import load_contract
 import brc_auth
 
 def run(check=False, **args):
     args.setdefault("redis_password", "s3cret-pw")
-    args.setdefault("src_dir", BPF_DIR)
-    if check:
-        args["_ansible_check_mode"] = True
-    args["_ansible_diff"] = True
-    out = io.StringIO()
-    with patch_module_args(args), contextlib.redirect_stdout(out):
-        try:
-            brc_auth.main()
-        except SystemExit:
-            pass
-    return json.loads(out.getvalue())
+    return run_main(brc_auth, check=check, _ansible_diff=True, **args)
 
 def rcli(*args):
     return subprocess.run(["redis-cli", "-a", "s3cret-pw", "--no-auth-warning"] + list(args),
@@ -573,8 +555,7 @@ for _ in range(100):
         break
     except OSError:
         time.sleep(0.05)
-brc_bpffs.ensure_bpffs(Runner(), "/sys/fs/bpf", "mounted", state_path=STATE + "/state")
-ROOT, IF = "/sys/fs/bpf/brc", "brcmt0"
+mount_bpffs()
 c = load_contract(BPF_DIR)
 out = {}
 out["no_pins"] = run()

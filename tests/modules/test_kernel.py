@@ -36,15 +36,13 @@ def test_bpffs_mount_unmount_and_foreign_mounts(in_netns):
 
 LIFECYCLE = r"""
 import json, re, shutil, tempfile
-from ansible.module_utils import brc_bpffs, brc_build, brc_tc, brc_maps, brc_pins
+from ansible.module_utils import brc_build, brc_tc, brc_maps, brc_pins
 from ansible.module_utils.brc_common import BrcError, read_json
 from ansible.module_utils.brc_contract import load_contract
 
-brc_bpffs.ensure_bpffs(Runner(), "/sys/fs/bpf", "mounted", state_path=STATE + "/state")
+mount_bpffs()
 veth(PEER)
 srv = tcp_server()
-ROOT, IF = "/sys/fs/bpf/brc", "brcmt0"
-PD = ROOT + "/" + IF
 out = {}
 c = load_contract(BPF_DIR)
 from ansible.module_utils.brc_bpf import persistent_map_names
@@ -220,7 +218,7 @@ def test_facts_find_redis_interface_and_problems(in_netns):
 TAILCALL = r"""
 import shutil, tempfile, ctypes
 from bcc import BPF
-from ansible.module_utils import brc_bpffs, brc_build, brc_tc, brc_pins
+from ansible.module_utils import brc_build, brc_tc, brc_pins
 
 # A stand-in for brc_bpf with a tail-call array: the entry programs tail-call slot 0,
 # which counts into a pinned per-build-surviving map (slot 0: entry ran, 1: tail ran).
@@ -266,11 +264,9 @@ def counts():
     with brc_pins.PinnedMap(PD + "/tc_count") as m:
         return [sum(int.from_bytes(m.lookup(k)[i:i + 8], "little") for i in (0,)) for k in range(3)]
 
-brc_bpffs.ensure_bpffs(Runner(), "/sys/fs/bpf", "mounted", state_path=STATE + "/state")
+mount_bpffs()
 veth(PEER)
 srv = tcp_server()
-ROOT, IF = "/sys/fs/bpf/brc", "brcmt0"
-PD = ROOT + "/" + IF
 out = {}
 out["v1"] = brc_build.install(IF, src("v1"), ROOT, state_dir=STATE, api=Api)
 brc_tc.attach(IF, PD, state_dir=STATE)
@@ -301,7 +297,7 @@ def test_upgrade_keeps_old_tail_calls_working_until_the_filters_move(in_netns):
 ROLLBACK = r"""
 import tempfile
 from bcc import BPF
-from ansible.module_utils import brc_bpffs, brc_build, brc_tc
+from ansible.module_utils import brc_build, brc_tc
 from ansible.module_utils.brc_common import BrcError
 
 # A stand-in build whose egress program tc must refuse (a socket filter, not
@@ -347,10 +343,8 @@ def attach_error():
         return e.text
     return None
 
-brc_bpffs.ensure_bpffs(Runner(), "/sys/fs/bpf", "mounted", state_path=STATE + "/state")
+mount_bpffs()
 veth(PEER)
-ROOT, IF = "/sys/fs/bpf/brc", "brcmt0"
-PD = ROOT + "/" + IF
 out = {}
 brc_build.install(IF, src("bad first"), ROOT, state_dir=STATE, api=Api)
 out["fresh_error"] = attach_error()

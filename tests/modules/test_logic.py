@@ -12,15 +12,9 @@ import brc_stats
 import brc_tc
 from ansible.module_utils import brc_common, brc_maps
 from ansible.module_utils.brc_common import source_hash
-from ansible.module_utils.brc_contract import load_contract
 
 from fixtures.paths import BPF_DIR
 from modules.conftest import run_module
-
-
-@pytest.fixture(scope="module")
-def contract():
-    return load_contract(BPF_DIR)
 
 
 def test_config_roundtrip_uses_contract_layout(contract):

@@ -14,13 +14,17 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+def bench(script, args, out, timeout):
+    """Run bench/<script> with args, its report written under out; the finished process."""
+    return subprocess.run(
+        [sys.executable, os.path.join(REPO, "bench", script)] + args + ["--out", str(out)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=timeout)
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, tc, bpf)")
 def test_bench_quick_run_reports_and_cleans_up(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, os.path.join(REPO, "bench", "run.py"), "--rounds", "1",
-         "--requests", "3000", "--keys", "200", "--configs", "plain,observe,serve",
-         "--out", str(tmp_path)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=240)
+    proc = bench("run.py", ["--rounds", "1", "--requests", "3000", "--keys", "200",
+                            "--configs", "plain,observe,serve"], tmp_path, timeout=240)
     assert proc.returncode == 0, proc.stderr[-2000:]
     [path] = glob.glob(str(tmp_path / "*.json"))
     report = json.load(open(path))
@@ -45,11 +49,8 @@ def test_bench_quick_run_reports_and_cleans_up(tmp_path):
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, nft, iptables)")
 def test_faults_report_runs_and_cleans_up(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, os.path.join(REPO, "bench", "faults.py"), "--modes", "plain",
-         "--cells", "clean,loss", "--offloads", "default", "--seconds", "2",
-         "--out", str(tmp_path)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=120)
+    proc = bench("faults.py", ["--modes", "plain", "--cells", "clean,loss", "--offloads", "default",
+                               "--seconds", "2"], tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr[-2000:]
     [path] = glob.glob(str(tmp_path / "faults-*.json"))
     rows = json.load(open(path))["rows"]

@@ -149,6 +149,12 @@ def warm(lab, c, key, value, tries=40, pause=0.05):
                          % (key, tries, total.d))
 
 
+def set_hot(lab, c, key, value):
+    """SET key value through c, then warm() it: the kernel answers its GETs from now on."""
+    ok(c.call("SET", key, value))
+    return warm(lab, c, key, value)
+
+
 def gets_answered(lab, c, key, n):
     """n GETs on c; returns (replies, hits)."""
     with Delta(lab) as d:

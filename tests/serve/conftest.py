@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from fixtures.kernel import skip_unless_kernel
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 # module_utils is imported the way Ansible sees it (tests/conftest.py), never put on
@@ -17,19 +19,9 @@ for p in (os.path.join(REPO, "tests", "tools"), os.path.join(REPO, "bench"),
         sys.path.append(p)
 
 
-def _need_root():
-    if os.geteuid() != 0:
-        pytest.skip("needs root (BPF, namespaces)")
-    try:
-        import bcc  # noqa: F401
-        import pyroute2  # noqa: F401
-    except ImportError:
-        pytest.skip("needs bcc and pyroute2")
-
-
 @pytest.fixture(scope="session")
 def lab():
-    _need_root()
+    skip_unless_kernel("BPF, namespaces")
     from serve_lab import ServeLab, running
     with running(ServeLab, "brcsi", "10.69.0") as lab:
         yield lab

@@ -22,7 +22,7 @@ import pytest
 from blackbox import (Client, Delta, Sniffer, Stall, VlanTagger, address, client, config,
                       cpus, ethtool, fnv1a64, gets_answered, in_netns, is_error, link_sizes_set, ok,
                       raw_send, redis_bind, redis_server, restore_open_default as restore_requirepass,
-                      requirepass, snd_nxt, sysctl, truth, warm)
+                      requirepass, set_hot, snd_nxt, sysctl, truth, warm)
 from brc_testlib import ipv4_tcp, tcp_options
 from netfault import tcp_ext
 from serve_lab import PORT
@@ -99,8 +99,7 @@ def test_d18_a_key_whose_hash_is_zero_is_invalidated(lab):
     assert fnv1a64(key) == 0
     try:
         with client(lab) as c, client(lab) as w:
-            ok(c.call("SET", key, "old"))
-            warm(lab, c, key, "old")
+            set_hot(lab, c, key, "old")
             with Delta(lab) as d:
                 ok(w.call("SET", key, "new"))
             assert d["invalidate_key"] == 1, d
@@ -251,8 +250,7 @@ def test_d4_inline_writes_read_as_redis_reads_them(lab, raw, value):
     key = b"bb:d4:k"
     try:
         with client(lab) as c, client(lab) as w:
-            ok(c.call("SET", key, "v1"))
-            warm(lab, c, key, "v1")
+            set_hot(lab, c, key, "v1")
             with Delta(lab) as d:
                 w.send(raw)
                 ok(w.read_reply(), "inline write")
@@ -279,8 +277,7 @@ def test_d5_select_follows_what_redis_accepted(lab):
     key = "bb:d5:k"
     try:
         with client(lab) as c:
-            ok(c.call("SET", key, "db0"))
-            warm(lab, c, key, "db0")
+            set_hot(lab, c, key, "db0")
             ok(c.call("SELECT", "1"))
             ok(c.call("SET", key, "db1"))
             with Delta(lab) as d:
@@ -318,8 +315,7 @@ def test_d6_keys_with_a_ttl_expire_as_redis_says(lab):
     try:
         with client(lab) as c:
             for dst in (d1, d2):
-                ok(c.call("SET", dst, "old"))
-                warm(lab, c, dst, "old")
+                set_hot(lab, c, dst, "old")
             with Delta(lab) as d:
                 start = time.monotonic()
                 ok(c.call("SET", k, "v", "EX", "3"))
@@ -358,8 +354,7 @@ def test_d7_writes_brc_cannot_parse_invalidate(lab):
         with address(pair.server, pair.server_dev, V6_SERVER + "/64", v6=True), \
                 address(pair.client, pair.client_dev, V6_CLIENT + "/64", v6=True), \
                 redis_bind(lab, V6_SERVER), client(lab) as c:
-            ok(c.call("SET", key, "v1"))
-            warm(lab, c, key, "v1")
+            set_hot(lab, c, key, "v1")
             with client(lab, host=V6_SERVER) as w6, Delta(lab) as d:
                 ok(w6.call("SET", key, "v2-over-ipv6"))
                 got = [c.call("GET", key) for _ in range(5)]
@@ -392,8 +387,7 @@ def test_d8_a_reset_writer_never_leaves_a_stale_value(lab):
     paused = False
     try:
         with client(lab) as r, truth(lab) as t:
-            ok(r.call("SET", key, "v1"))
-            warm(lab, r, key, "v1")
+            set_hot(lab, r, key, "v1")
             with Delta(lab) as d:
                 ok(t.call("CLIENT", "PAUSE", "3000", "WRITE"))
                 paused = True
@@ -440,8 +434,7 @@ def test_d9_client_tracking_sees_every_read(lab):
     key = "bb:d9:k"
     try:
         with client(lab) as other, client(lab) as t, client(lab) as a, client(lab) as b_:
-            ok(other.call("SET", key, "v1"))
-            warm(lab, other, key, "v1")
+            set_hot(lab, other, key, "v1")
             tid = t.call("CLIENT", "ID")
             assert t.call("SUBSCRIBE", "__redis__:invalidate") == [b"subscribe", b"__redis__:invalidate", 1]
             with Delta(lab) as d:
@@ -571,8 +564,7 @@ def test_d13_spoofed_syn_and_stray_rst_change_nothing(lab):
     pair = lab.pair
     try:
         with client(lab) as c:
-            ok(c.call("SET", key, "v1"))
-            warm(lab, c, key, "v1")
+            set_hot(lab, c, key, "v1")
             cport = c.local_port()
             with Delta(lab) as d:
                 syn = ipv4_tcp(pair.client_ip, pair.server_ip, cport, PORT, random.getrandbits(32), 0, "S",
@@ -708,8 +700,7 @@ def test_d16_an_idle_pooled_connection_survives_many_short_ones(lab):
     pair = lab.pair
     try:
         with sysctl(pair.client, "net.ipv4.ip_local_port_range", "1024 65000"), client(lab) as pooled:
-            ok(pooled.call("SET", hot, "hot-value"))
-            warm(lab, pooled, hot, "hot-value")
+            set_hot(lab, pooled, hot, "hot-value")
             errors, done = [], [0] * D16_THREADS
 
             def shorts(n):
@@ -758,8 +749,7 @@ def test_d17_redis_timeout_never_closes_a_served_connection(lab):
         with config(lab, "timeout", "5"):
             lab.refresh_auth()
             with client(lab) as c:
-                ok(c.call("SET", hot, "v"))
-                warm(lab, c, hot, "v")
+                set_hot(lab, c, hot, "v")
                 with Delta(lab) as d:
                     got = []
                     for _ in range(12):
@@ -795,8 +785,7 @@ def test_item9_data_on_a_syn_is_never_followed(lab, server_takes_it):
     pair = lab.pair
     try:
         with client(lab) as c:
-            ok(c.call("SET", key, "v1"))
-            warm(lab, c, key, "v1")
+            set_hot(lab, c, key, "v1")
             with sysctl(pair.client, "net.ipv4.tcp_fastopen", TFO_CLIENT), \
                     sysctl(pair.server, "net.ipv4.tcp_fastopen", TFO_SERVER if server_takes_it else "1"), \
                     redis_bind(lab, "127.0.0.1"), Delta(lab) as d:

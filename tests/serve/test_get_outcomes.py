@@ -17,12 +17,11 @@ they show as unseen segments.
 """
 import importlib.util
 import os
-import socket
 import sys
 import time
 
 import brc_attach
-from checker import encode
+from checker import RespConnection
 from serve_lab import PORT
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -41,30 +40,17 @@ def _filters():
     return mod
 
 
-class Resp:
-    """One raw RESP connection from the client namespace (RESP2 or RESP3 replies)."""
+class Resp(RespConnection):
+    """One raw RESP connection from the client namespace (RESP2 or RESP3 replies, raw: a
+    status line is its bytes); the checker's connection reads the lines."""
 
     def __init__(self, lab):
         with brc_attach.in_netns(lab.pair.client):
-            self.sock = socket.create_connection((lab.pair.server_ip, PORT), timeout=10)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.buf = b""
-
-    encode = staticmethod(encode)
-
-    def _line(self):
-        while b"\r\n" not in self.buf:
-            chunk = self.sock.recv(65536)
-            assert chunk, "Redis closed the connection"
-            self.buf += chunk
-        line, self.buf = self.buf.split(b"\r\n", 1)
-        return line
+            RespConnection.__init__(self, lab.pair.server_ip, PORT, timeout=10)
 
     def _exact(self, n):
         while len(self.buf) < n + 2:
-            chunk = self.sock.recv(65536)
-            assert chunk, "Redis closed the connection"
-            self.buf += chunk
+            self._fill()
         data, self.buf = self.buf[:n], self.buf[n + 2:]
         return data
 
@@ -86,9 +72,6 @@ class Resp:
     def call(self, *args):
         self.sock.sendall(self.encode(*args))
         return self.reply()
-
-    def close(self):
-        self.sock.close()
 
 
 def test_every_get_sent_lands_in_one_bucket(lab):

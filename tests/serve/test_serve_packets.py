@@ -1,8 +1,9 @@
 """Packet-level serve tests through BPF_PROG_TEST_RUN (tests/bpf's harness) on the
 lab's build (its own flow keys, 10.66.9.x, never on the wire): the reply's addresses,
 seq/ack, TSval/TSecr, window and checksums; translation of later segments both ways;
-a retransmitted GET gets identical bytes; the client SYN keeps SACK-permitted (issue 11:
-SACK blocks are translated, tests/serve_blocks/test_sack.py)."""
+a retransmitted GET gets identical bytes; the client SYN keeps SACK-permitted (SACK
+blocks are translated, tests/serve_blocks/test_sack.py)."""
+import contextlib
 import socket
 import struct
 import time
@@ -84,16 +85,23 @@ def _conn(lab, cport, cisn, sisn):
     return p
 
 
+@contextlib.contextmanager
+def _connection(lab, cport, cisn, sisn):
+    """_conn() for a with-block: the client's RST releases the flow (and any mark it
+    holds) after it, whatever happened."""
+    p = _conn(lab, cport, cisn, sisn)
+    try:
+        yield p
+    finally:
+        p.run("ingress", p.c2s("R"))
+
+
 def test_reply_fields_translation_and_resend(lab):
     for n, (cisn, sisn) in enumerate(((1000, 5000), (0xFFFFFF00, 0x7FFFFFF0),
                                       (0x80000010, 0xFFFFFFF0))):
         lab.serve()
-        p = _conn(lab, 41000 + n, cisn, sisn)
-        try:
+        with _connection(lab, 41000 + n, cisn, sisn) as p:
             _one_conversation(lab, p, n)
-        finally:
-            # release the flow (and any mark it holds) whatever happened
-            p.run("ingress", p.c2s("R"))
 
 
 def _get_latency_samples(lab):
@@ -165,19 +173,18 @@ def _one_conversation(lab, p, n):
 def test_verify_sample_passes_would_hits_to_redis(lab):
     """verify_sample=1: every would-be hit still goes to Redis and is compared."""
     lab.serve(verify_sample=1)
-    p = _conn(lab, 41100, 0x7FFFFFF0, 0x12345678)
     try:
-        key = "brcsi:pkt:verify"
-        get, val = resp("GET", key), bulk("verified-by-redis")
-        before = lab.counters()
-        for _ in range(2):                 # a fill, then a would-be hit: both reach Redis
-            p.cts += 1
-            miss_and_fill(p, get, val)
-        d = lab.delta(lab.counters(), before)
-        assert d.get("fill") == 1 and d.get("serve_verify_sampled") == 1
-        assert d.get("would_hit") == 1 and not d.get("hit") and not d.get("mismatch")
+        with _connection(lab, 41100, 0x7FFFFFF0, 0x12345678) as p:
+            key = "brcsi:pkt:verify"
+            get, val = resp("GET", key), bulk("verified-by-redis")
+            before = lab.counters()
+            for _ in range(2):                 # a fill, then a would-be hit: both reach Redis
+                p.cts += 1
+                miss_and_fill(p, get, val)
+            d = lab.delta(lab.counters(), before)
+            assert d.get("fill") == 1 and d.get("serve_verify_sampled") == 1
+            assert d.get("would_hit") == 1 and not d.get("hit") and not d.get("mismatch")
     finally:
-        p.run("ingress", p.c2s("R"))
         lab.serve()
 
 
@@ -187,8 +194,7 @@ def test_nothing_is_answered_while_bytes_after_a_hole_are_held(lab):
     shift the sequence space of the bytes already passed); both are parsed in order,
     and once their replies are through the connection is answered again."""
     lab.serve(verify_sample=0)
-    p = _conn(lab, 42100, 3000, 9000)
-    try:
+    with _connection(lab, 42100, 3000, 9000) as p:
         get = resp("GET", "brcsi:ooo")
         val = bulk("ooo-value")
         miss_and_fill(p, get, val)
@@ -210,8 +216,6 @@ def test_nothing_is_answered_while_bytes_after_a_hole_are_held(lab):
         p.cts += 1
         rv, out = p.run("ingress", p.c2s("PA", get))
         assert rv == TC_ACT_REDIRECT and fields(out)["payload"] == val
-    finally:
-        p.run("ingress", p.c2s("R"))
 
 
 def _flows(lab):
@@ -241,29 +245,28 @@ def test_a_segment_beside_another_cpu_is_dropped_not_the_connection(lab):
     mark: no fill for anyone while it lived). A lock that is not fresh is no CPU at
     work: the connection is given up, as before."""
     lab.serve(verify_sample=0)
-    p = _conn(lab, 42200, 4000, 11000)
-    try:
-        get = resp("GET", "brcsi:busy")
-        val = bulk("busy-value")
-        miss_and_fill(p, get, val)
-        before = lab.brc.counters()
-        _set_busy(lab, p.cport, time.monotonic_ns())
-        p.cts += 1
-        rv, _ = p.run("ingress", p.c2s("PA", get))
-        assert rv == TC_ACT_SHOT
-        d = lab.delta(lab.brc.counters(), before)
-        assert d.get("serve_busy_dropped") == 1 and not d.get("dirty_concurrent"), d
-        assert _flows(lab)[_flow_key(_flows(lab), p.cport)].dirty == 0
-        _set_busy(lab, p.cport, 0)        # the other CPU is done: the resend is answered
-        rv, out = p.run("ingress", p.c2s("PA", get))
-        assert rv == TC_ACT_REDIRECT and fields(out)["payload"] == val
-        p.cseq = (p.cseq + len(get)) & 0xFFFFFFFF
-        before = lab.brc.counters()
-        _set_busy(lab, p.cport, time.monotonic_ns() - 50 * 10 ** 6)   # a stale lock
-        p.cts += 1
-        rv, _ = p.run("ingress", p.c2s("PA", resp("PING")))
-        d = lab.delta(lab.brc.counters(), before)
-        assert d.get("dirty_concurrent") == 1 and not d.get("serve_busy_dropped"), d
-    finally:
-        _set_busy(lab, p.cport, 0)
-        p.run("ingress", p.c2s("R"))
+    with _connection(lab, 42200, 4000, 11000) as p:
+        try:
+            get = resp("GET", "brcsi:busy")
+            val = bulk("busy-value")
+            miss_and_fill(p, get, val)
+            before = lab.brc.counters()
+            _set_busy(lab, p.cport, time.monotonic_ns())
+            p.cts += 1
+            rv, _ = p.run("ingress", p.c2s("PA", get))
+            assert rv == TC_ACT_SHOT
+            d = lab.delta(lab.brc.counters(), before)
+            assert d.get("serve_busy_dropped") == 1 and not d.get("dirty_concurrent"), d
+            assert _flows(lab)[_flow_key(_flows(lab), p.cport)].dirty == 0
+            _set_busy(lab, p.cport, 0)        # the other CPU is done: the resend is answered
+            rv, out = p.run("ingress", p.c2s("PA", get))
+            assert rv == TC_ACT_REDIRECT and fields(out)["payload"] == val
+            p.cseq = (p.cseq + len(get)) & 0xFFFFFFFF
+            before = lab.brc.counters()
+            _set_busy(lab, p.cport, time.monotonic_ns() - 50 * 10 ** 6)   # a stale lock
+            p.cts += 1
+            rv, _ = p.run("ingress", p.c2s("PA", resp("PING")))
+            d = lab.delta(lab.brc.counters(), before)
+            assert d.get("dirty_concurrent") == 1 and not d.get("serve_busy_dropped"), d
+        finally:
+            _set_busy(lab, p.cport, 0)

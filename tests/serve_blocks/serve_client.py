@@ -61,6 +61,16 @@ class Conn:
         self.s.close()
 
 
+def count_get(res, got, kv, rv, what):
+    """Count a GET of the preloaded key as answered by the kernel (kv) or by Redis (rv)."""
+    if got == kv:
+        res["kernel"] += 1
+    elif got == rv:
+        res["redis"] += 1
+    else:
+        raise ValueError("%s: wrong value %r" % (what, got))
+
+
 def pipeline_rounds(a, conn, c, res, kv, rv):
     """GET key and SET own leave as two segments before any reply: the GET is
     answered in the kernel while the SET goes on to Redis behind it."""
@@ -69,13 +79,7 @@ def pipeline_rounds(a, conn, c, res, kv, rv):
         own = "k:%s:%d:%d" % (a.tag, c, i)
         conn.send("GET", a.key)
         conn.send("SET", own, "p:%d" % i)
-        got = conn.read()
-        if got == kv:
-            res["kernel"] += 1
-        elif got == rv:
-            res["redis"] += 1
-        else:
-            raise ValueError("pipelined GET key round %d: wrong value %r" % (i, got))
+        count_get(res, conn.read(), kv, rv, "pipelined GET key round %d" % i)
         got = conn.read()
         if got != b"+OK":
             raise ValueError("pipelined SET round %d: got %r" % (i, got))
@@ -145,12 +149,7 @@ def main():
                 ):
                     got = conn.cmd(*args)
                     if check is None:
-                        if got == kv:
-                            res["kernel"] += 1
-                        elif got == rv:
-                            res["redis"] += 1
-                        else:
-                            raise ValueError("%s: wrong value %r" % (step, got))
+                        count_get(res, got, kv, rv, step)
                     elif got != check:
                         raise ValueError("%s round %d: got %r want %r" % (step, i, got, check))
                 res["rounds"] += 1

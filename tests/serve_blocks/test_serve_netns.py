@@ -47,14 +47,7 @@ class Topology:
         self.dir = tempfile.mkdtemp(prefix="brcsv-")
 
     def up(self):
-        sh("ip", "netns", "add", self.cns)
-        sh("ip", "netns", "add", self.sns)
-        sh("ip", "link", "add", self.cdev, "netns", self.cns, "type", "veth",
-           "peer", "name", self.sdev, "netns", self.sns)
-        for ns, dev, ip in ((self.cns, self.cdev, CLI_IP), (self.sns, self.sdev, SRV_IP)):
-            sh("ip", "-n", ns, "addr", "add", ip + "/24", "dev", dev)
-            sh("ip", "-n", ns, "link", "set", dev, "up")
-            sh("ip", "-n", ns, "link", "set", "lo", "up")
+        netfault.veth_pair((self.cns, self.cdev, CLI_IP), (self.sns, self.sdev, SRV_IP))
         self.redis = subprocess.Popen(
             ["ip", "netns", "exec", self.sns, "redis-server", "--bind", SRV_IP, "--port", str(PORT),
              "--save", "", "--appendonly", "no", "--protected-mode", "no", "--dir", self.dir],

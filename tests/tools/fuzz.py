@@ -186,6 +186,18 @@ def _freeze(v):
     return tuple(_freeze(x) for x in v) if isinstance(v, list) else v
 
 
+def _length(kind, line, nil_kind, forms):
+    """The length after kind; None for RESP2's nil, -1 after nil_kind only (counted in forms)."""
+    n = int(line)
+    if n >= 0:
+        return n
+    if kind != nil_kind:
+        raise ValueError("negative length after %r" % kind)
+    if forms is not None:
+        forms.nil2 += 1
+    return None
+
+
 def parse(buf, pos, forms=None):
     """One reply from buf[pos:], RESP2 or RESP3; returns (value, new pos) or raises
     Incomplete. RESP2: +Simple -Err :int $bytes/None *list/None. RESP3 adds _ None,
@@ -206,12 +218,8 @@ def parse(buf, pos, forms=None):
     if kind == b":":
         return int(line), pos
     if kind in (b"$", b"!", b"="):
-        n = int(line)
-        if n < 0:
-            if kind != b"$":
-                raise ValueError("negative length after %r" % kind)
-            if forms is not None:
-                forms.nil2 += 1
+        n = _length(kind, line, b"$", forms)
+        if n is None:
             return None, pos
         if len(buf) < pos + n + 2:
             raise Incomplete()
@@ -227,12 +235,8 @@ def parse(buf, pos, forms=None):
             return Verbatim(data[:3], data[4:]), pos
         return data, pos
     if kind in (b"*", b"~", b">", b"%", b"|"):
-        n = int(line)
-        if n < 0:
-            if kind != b"*":
-                raise ValueError("negative length after %r" % kind)
-            if forms is not None:
-                forms.nil2 += 1
+        n = _length(kind, line, b"*", forms)
+        if n is None:
             return None, pos
         items = []
         while len(items) < (n * 2 if kind in (b"%", b"|") else n):

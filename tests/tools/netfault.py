@@ -133,6 +133,20 @@ def route_device(netns, peer):
 
 # --------------------------------------------------------------------------- namespaces
 
+def veth_pair(a, b, mtu=None):
+    """Namespaces a and b, each (netns, dev, ip), made and joined by a veth: dev in each
+    with ip/24 on it, up, as is lo."""
+    for ns, _dev, _ip in (a, b):
+        sh(["ip", "netns", "add", ns])
+        sh(["ip", "link", "set", "lo", "up"], ns)
+    sh(["ip", "link", "add", a[1], "netns", a[0], "type", "veth", "peer", "name", b[1], "netns", b[0]])
+    for ns, dev, ip in (a, b):
+        sh(["ip", "addr", "add", ip + "/24", "dev", dev], ns)
+        if mtu:
+            sh(["ip", "link", "set", dev, "mtu", str(mtu)], ns)
+        sh(["ip", "link", "set", dev, "up"], ns)
+
+
 class NetnsPair:
     """Client and server namespaces over one veth pair.
 
@@ -174,17 +188,8 @@ class NetnsPair:
         self.sweep_stale()
         self.destroy()
         try:
-            for ns in (self.client, self.server):
-                sh(["ip", "netns", "add", ns])
-                sh(["ip", "link", "set", "lo", "up"], ns)
-            sh(["ip", "link", "add", self.client_dev, "netns", self.client, "type", "veth",
-                "peer", "name", self.server_dev, "netns", self.server])
-            for ns, dev, ip in ((self.client, self.client_dev, self.client_ip),
-                                (self.server, self.server_dev, self.server_ip)):
-                sh(["ip", "addr", "add", ip + "/24", "dev", dev], ns)
-                if self.mtu:
-                    sh(["ip", "link", "set", dev, "mtu", str(self.mtu)], ns)
-                sh(["ip", "link", "set", dev, "up"], ns)
+            veth_pair((self.client, self.client_dev, self.client_ip),
+                      (self.server, self.server_dev, self.server_ip), mtu=self.mtu)
         except BaseException:
             self.destroy()
             raise
@@ -864,29 +869,34 @@ def main(argv=None):
         p.add_argument("--netns", required=True)
 
     args = parser.parse_args(argv)
-    if args.cmd == "loss":
-        with Loss(args.netns, args.percent, args.port, args.peer, args.device,
-                  args.direction, use_device=not args.inet) as loss:
+
+    def hold(fault):
+        # Keep fault in place for --seconds (or until ^C), then print its counts.
+        with fault:
             try:
                 time.sleep(args.seconds)
             except KeyboardInterrupt:
                 pass
-            print(json.dumps(loss.stats()))
+            print(json.dumps(fault.stats()))
         return 0
+
+    def again_without_netns():
+        # This command line without "--netns NS", to run again inside NS.
+        cmd = [sys.executable, HERE] + list(argv or sys.argv[1:])
+        i = cmd.index("--netns")
+        del cmd[i:i + 2]
+        return cmd
+
+    if args.cmd == "loss":
+        return hold(Loss(args.netns, args.percent, args.port, args.peer, args.device,
+                         args.direction, use_device=not args.inet))
     if args.cmd == "reorder":
         if args.netns:
-            cmd = ["ip", "netns", "exec", args.netns, sys.executable, HERE] + \
-                [a for a in (argv or sys.argv[1:])]
-            i = cmd.index("--netns")
-            del cmd[i:i + 2]
-            return subprocess.call(cmd)
+            return subprocess.call(["ip", "netns", "exec", args.netns] + again_without_netns())
         return reorder_main(args)
     if args.cmd == "offload":
         if args.netns:
-            cmd = [sys.executable, HERE] + [a for a in (argv or sys.argv[1:])]
-            i = cmd.index("--netns")
-            del cmd[i:i + 2]
-            proc = sh(cmd, args.netns, check=False)
+            proc = sh(again_without_netns(), args.netns, check=False)
             sys.stdout.write(proc.stdout)
             sys.stderr.write(proc.stderr)
             return proc.returncode
@@ -897,13 +907,7 @@ def main(argv=None):
               " ".join("%s %s" % (k, "on" if v else "off") for k, v in state.items()))
         return 0
     if args.cmd == "isn":
-        with IsnCounter(args.netns, args.port) as isn:
-            try:
-                time.sleep(args.seconds)
-            except KeyboardInterrupt:
-                pass
-            print(json.dumps(isn.stats()))
-        return 0
+        return hold(IsnCounter(args.netns, args.port))
     if args.cmd == "status":
         print(json.dumps(status(args.netns)))
         return 0
