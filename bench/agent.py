@@ -1,4 +1,4 @@
-"""Feed lag of the host agent (issue 10), measured, not asserted.
+"""Feed lag of the host agent, measured, not asserted.
 
 Builds the agent lab of tests/agent (redis-server, the pinned BRC build in serve
 mode, brc-agent as its own process), then writes keys over loopback in the

@@ -602,7 +602,7 @@ options:
 		    seg.l3_off != ETH_HLEN)
 			goto syn_done;          /* unknown options or headers: never served */
 #ifdef BRC_SERVE_STRIP_SACK
-		/* the behaviour before SACK blocks were translated (issue 11) */
+		/* the behaviour before SACK blocks were translated */
 		rc = brc_tcp_opts_strip_sackperm(skb, seg.l4_off, &ss->o);
 		if (rc < 0)
 			goto syn_done;          /* SACK may be negotiated: never served */

@@ -22,7 +22,9 @@
 #define BRC_MODE_OBSERVE 1
 #define BRC_MODE_SERVE 2
 
-/* Map names as seen by bpftool and as pinned under <pin_root>/<ifname>/. */
+/* Persistent map names as seen by bpftool and as pinned under
+ * <pin_root>/<ifname>/ (the loader pins and reuses exactly these: brc_maps.h
+ * declares each with BRC_PERSISTENT). */
 #define BRC_MAP_CONFIG "brc_config"
 #define BRC_MAP_STATS "brc_stats"
 #define BRC_MAP_LATENCY "brc_latency"
@@ -41,6 +43,18 @@
 #define BRC_MAP_USERS "brc_users"
 #define BRC_MAP_SERVER "brc_server"
 #define BRC_MAP_OOO "brc_ooo"
+
+/* The tail-call array the loader fills (one build's, pinned beside the
+ * programs), slot n = the n-th entry: the program (function) it calls. */
+#define BRC_PROG_ARRAY "brc_jmp"
+#define BRC_JMP_SLOTS(X) \
+	X(PARSE_REQ, "brc_parse_req") \
+	X(PARSE_REP, "brc_parse_rep") \
+	X(SERVE, "brc_serve_in") \
+	X(PARSE_REQ_HELD, "brc_parse_req_held")
+#define BRC_JMP_ENUM(name, func) BRC_JMP_##name,
+enum brc_jmp_slot { BRC_JMP_SLOTS(BRC_JMP_ENUM) BRC_JMP__MAX };
+#undef BRC_JMP_ENUM
 
 /* Layout-bearing sizes (fixed here, not overridable: they shape the values of
  * the pinned maps). Map capacities live in brc_maps.h and are overridable. */

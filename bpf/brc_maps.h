@@ -56,12 +56,6 @@ BRC_PERSISTENT("percpu_array", __u32, __u64, brc_latency, BRC_LAT_COMMANDS * BRC
 #ifndef BRC_TTLKEYS_MAX
 #define BRC_TTLKEYS_MAX 65536       /* keys with a TTL remembered exactly */
 #endif
-/* brc_jmp slots: the parser continuations and the serve stage. */
-#define BRC_JMP_PARSE_REQ 0
-#define BRC_JMP_PARSE_REP 1
-#define BRC_JMP_SERVE 2
-#define BRC_JMP_PARSE_REQ_HELD 3
-#define BRC_JMP__MAX 4
 
 /* brc_flows: per-connection TCP and RESP state, from the SYN on. A plain hash:
  * an evicted live connection would lose its translation (a served one stalls)

@@ -8,7 +8,8 @@
  *   - tc ingress, client SYN of a flow that may be served:
  *         brc_tcp_opts_load(skb, l4_off, thl, hdr, &opts);
  *     SACK is negotiated as the two ends ask. (Built with -DBRC_SERVE_STRIP_SACK,
- *     the behaviour before issue 11, also brc_tcp_opts_strip_sackperm(), so
+ *     the behaviour before SACK blocks were translated, also
+ *     brc_tcp_opts_strip_sackperm(), so
  *     SACK is never negotiated.)
  *   - tc egress, every server segment of a served flow: brc_tcp_opts_load() to
  *     learn the newest server TSval (brc_seqadj_track_egress() takes it) and

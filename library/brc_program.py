@@ -14,7 +14,8 @@ description:
   - Compiles the BRC sources in O(src_dir) with bcc against the host's kernel headers and pins
     the tc programs (C(prog_ingress), C(prog_egress)), the tail-call arrays and the persistent
     maps under C(<pin_root>/<interface>/).
-  - Idempotent by source hash (sha256 of every file in O(src_dir) plus O(cflags)) and by the
+  - Idempotent by source hash (sha256 of the C(.c) and C(.h) files in O(src_dir), O(cflags) and the
+    command table of C(module_utils/brc_commands.py)) and by the
     pinned programs' ids and tags, as recorded in C(/var/lib/brc/<interface>/build.json).
   - On an upgrade, pinned maps whose layout (type, key and value size, max entries) equals the new
     build's are reused, so the cache and stats survive; a differing layout is refused unless
@@ -97,7 +98,7 @@ pin_dir:
   type: str
   sample: /sys/fs/bpf/brc/eth0
 source_hash:
-  description: sha256 of the sources and cflags that the pinned programs were built from.
+  description: sha256 of the sources, cflags and command table that the pinned programs were built from.
   returned: always
   type: str
 layout_digest:

@@ -62,20 +62,17 @@ removed:
   type: list
   elements: str
 source_hash:
-  description: sha256 of the shipped sources as M(brc_program) computes it (no cflags).
+  description:
+    - sha256 of the shipped build inputs (the C(.c) and C(.h) files; documents change nothing), as
+      M(brc_program) computes it before adding its cflags and the command table.
   returned: always
   type: str
 """
 
-import hashlib
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.brc_common import source_files
-
-
-def _sha(data):
-    return hashlib.sha256(data).hexdigest()
+from ansible.module_utils.brc_common import source_digest, source_files
 
 
 def main():
@@ -107,18 +104,15 @@ def main():
         if not same:
             written.append(rel)
     removed = sorted(set(present) - set(files)) if module.params["exact"] else []
-    # brc_common.source_hash over the files as they will be (same algorithm, no I/O).
-    h = hashlib.sha256()
+    # brc_common.source_hash over the files as they will be.
     final = dict(files)
     if not module.params["exact"]:
         for rel in present:
             if rel not in final:
                 with open(os.path.join(dest, rel), "rb") as f:
                     final[rel] = f.read()
-    for rel in sorted(final):
-        h.update(rel.encode() + b"\0" + final[rel] + b"\0")
     changed = bool(written or removed)
-    result = dict(changed=changed, written=written, removed=removed, source_hash=h.hexdigest(), dest=dest,
+    result = dict(changed=changed, written=written, removed=removed, source_hash=source_digest(final), dest=dest,
                   diff={"before": {"files": sorted(present)}, "after": {"files": sorted(final)}})
     if changed and not module.check_mode:
         for rel in written:

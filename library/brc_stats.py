@@ -150,14 +150,14 @@ agent:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.brc_common import BrcError, common_spec, fail, read_json
-from ansible.module_utils import brc_build, brc_discover, brc_maps, brc_outcomes, brc_pins
+from ansible.module_utils.brc_common import BrcError, build_record_path, common_spec, fail, read_json
+from ansible.module_utils import brc_discover, brc_maps, brc_outcomes, brc_pins
 
 
 def read_one(iface, pdir, contract, src_dir, reset, check_mode):
     """(changed, result) for the pins in pdir."""
     counters = brc_maps.read_counters(pdir, contract)
-    record = read_json(brc_build.build_record_path(iface))
+    record = read_json(build_record_path(iface))
     hist = brc_maps.read_latency(pdir, contract, brc_maps.latency_names(contract, record))
     mode = brc_maps.read_config(pdir, contract, src_dir).get("mode")
     agent = brc_maps.read_agent(pdir, contract)

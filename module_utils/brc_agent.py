@@ -1,5 +1,5 @@
 # -*- coding: utf-8 -*-
-"""brc-agent: the host agent that tells BRC what Redis changed (issue 10).
+"""brc-agent: the host agent that tells BRC what Redis changed.
 
 BRC learns about writes from the traffic on its interface; everything else
 (loopback and Unix-socket writes, expiry, eviction, scripts, a replica's stream,

@@ -16,41 +16,18 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import ctypes
-import ctypes.util
 import errno
 import os
 import re
 
 try:
     from ansible.module_utils.brc_contract import load_contract
+    from ansible.module_utils.brc_pins import BPF_MAP_TYPES
     from ansible.module_utils.brc_commands import COMMANDS, LATENCY_NAMES, SUBCOMMANDS, command_numbers
 except ImportError:     # bench/ runs with module_utils/ itself on sys.path
     from brc_contract import load_contract
+    from brc_pins import BPF_MAP_TYPES
     from brc_commands import COMMANDS, LATENCY_NAMES, SUBCOMMANDS, command_numbers
-
-# Maps pinned under <pin_root>/<ifname>/ and reused across upgrades: everything
-# whose content must outlive one loader run. Tail-call arrays and scratch maps
-# belong to one build. Names are the C variable names (= kernel map names).
-PERSISTENT_MAPS = (
-    "brc_config",
-    "brc_stats",
-    "brc_latency",
-    "brc_flows",
-    "brc_cache",
-    "brc_keyver",
-    "brc_global",
-    "brc_replybuf",
-    "brc_transient",
-    "brc_agent",
-    "brc_touched",
-    "brc_ttlkeys",
-    "brc_expiry",
-    "brc_expiry_wanted",
-    "brc_served",
-    "brc_users",
-    "brc_server",
-    "brc_ooo",
-)
 
 # Entry programs, by hook.
 ENTRY_PROGRAMS = {"ingress": "brc_ingress", "egress": "brc_egress"}
@@ -59,9 +36,8 @@ ENTRY_PROGRAMS = {"ingress": "brc_ingress", "egress": "brc_egress"}
 # BPF_PROG_TEST_RUN (pinned as prog_feed next to prog_ingress and prog_egress).
 HELPER_PROGRAMS = {"feed": "brc_feed"}
 
-# Tail-call arrays: {array name: [(slot, function name), ...]}.
-PROG_ARRAYS = {"brc_jmp": [(0, "brc_parse_req"), (1, "brc_parse_rep"), (2, "brc_serve_in"),
-                           (3, "brc_parse_req_held")]}
+# Persistent maps (pinned, reused across upgrades) and tail-call arrays come from
+# the contract: Contract.persistent_maps and Contract.prog_arrays.
 
 def fill_command_table(bpf, contract):
     """Write COMMANDS into the build's brc_cmds and SUBCOMMANDS into brc_subcmds."""
@@ -91,21 +67,10 @@ def fill_command_table(bpf, contract):
         table[key] = val
 
 
-# Kernel map type numbers (uapi enum bpf_map_type) to the names bcc uses.
-MAP_TYPE_NAMES = {
-    1: "hash",
-    2: "array",
-    3: "prog_array",
-    5: "percpu_hash",
-    6: "percpu_array",
-    9: "lru_hash",
-    10: "lru_percpu_hash",
-}
-
-
-def persistent_map_names():
-    """Names of the maps that are pinned and reused across upgrades."""
-    return list(PERSISTENT_MAPS)
+def persistent_map_names(contract):
+    """Names of the maps that are pinned and reused across upgrades (the contract's
+    BRC_MAP_*; everything else, tail-call arrays and scratch, belongs to one build)."""
+    return list(contract.persistent_maps)
 
 
 class BrcBuild:
@@ -118,8 +83,9 @@ class BrcBuild:
                  user reference goes, so the caller pins them with the programs
     """
 
-    def __init__(self, bpf, programs, prog_arrays, helpers=None):
+    def __init__(self, bpf, contract, programs, prog_arrays, helpers=None):
         self.bpf = bpf
+        self.contract = contract
         self.programs = programs
         self.prog_arrays = prog_arrays
         self.helpers = helpers or {}
@@ -127,14 +93,14 @@ class BrcBuild:
     def declared_layout(self):
         """{map_name: {"type", "key_size", "value_size", "max_entries"}} for every
         persistent map, as this build declares it (not as a reused pin has it:
-        compare with pinned_map_layout() before building with pin_dir)."""
+        compare with the pins' brc_pins.map_info() before building with pin_dir)."""
         import ctypes as ct
         out = {}
-        for name in PERSISTENT_MAPS:
+        for name in persistent_map_names(self.contract):
             table = self.bpf.get_table(name.encode())
             leaf = getattr(table, "sLeaf", table.Leaf)
             out[name] = {
-                "type": MAP_TYPE_NAMES.get(table.ttype, str(table.ttype)),
+                "type": BPF_MAP_TYPES.get(table.ttype, str(table.ttype)),
                 "key_size": ct.sizeof(table.Key),
                 "value_size": ct.sizeof(leaf),
                 "max_entries": int(table.max_entries),
@@ -152,7 +118,7 @@ def compile_programs(src_dir, pin_dir=None, extra_cflags=(), load=True):
     With pin_dir, every persistent map is declared BPF_TABLE_PINNED at
     <pin_dir>/<name>: bcc creates the pin if missing and REUSES it if present,
     without checking its layout (check declared_layout() against
-    pinned_map_layout() first). Returns a BrcBuild.
+    the pins' brc_pins.map_info() first). Returns a BrcBuild.
 
     load=False compiles and creates the maps but loads no program (the
     verifier pass is most of a build's 15-20 s): enough for declared_layout()
@@ -173,11 +139,12 @@ def compile_programs(src_dir, pin_dir=None, extra_cflags=(), load=True):
         cflags.append("-DBRC_LAYOUT_PROBE")   # maps only: no program is loaded anyway
     text = amalgamate(os.path.join(src_dir, "brc.c"))
     bpf = BPF(text=text.encode(), cflags=cflags)
+    contract = load_contract(src_dir)
     if not load:
-        return BrcBuild(bpf, {}, {})
-    fill_command_table(bpf, load_contract(src_dir))
+        return BrcBuild(bpf, contract, {}, {})
+    fill_command_table(bpf, contract)
     prog_arrays = {}
-    for array_name, slots in PROG_ARRAYS.items():
+    for array_name, slots in contract.prog_arrays.items():
         table = bpf.get_table(array_name.encode())
         for slot, func_name in slots:
             fn = bpf.load_func(func_name.encode(), BPF.SCHED_CLS)
@@ -188,7 +155,7 @@ def compile_programs(src_dir, pin_dir=None, extra_cflags=(), load=True):
         programs[hook] = bpf.load_func(func_name.encode(), BPF.SCHED_CLS).fd
     helpers = dict((name, bpf.load_func(func_name.encode(), BPF.SCHED_CLS).fd)
                    for name, func_name in HELPER_PROGRAMS.items())
-    return BrcBuild(bpf, programs, prog_arrays, helpers)
+    return BrcBuild(bpf, contract, programs, prog_arrays, helpers)
 
 
 _INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"')
@@ -225,82 +192,3 @@ def _makedirs(path):
     except OSError as e:
         if e.errno != errno.EEXIST:
             raise
-
-
-# --- bpf(2) without bcc: layouts of pinned maps -----------------------------
-
-_BPF_OBJ_GET = 7
-_BPF_OBJ_GET_INFO_BY_FD = 15
-_SYS_BPF = {"x86_64": 321, "aarch64": 280}
-
-
-class _MapInfo(ctypes.Structure):
-    _fields_ = [
-        ("type", ctypes.c_uint32), ("id", ctypes.c_uint32),
-        ("key_size", ctypes.c_uint32), ("value_size", ctypes.c_uint32),
-        ("max_entries", ctypes.c_uint32), ("map_flags", ctypes.c_uint32),
-        ("name", ctypes.c_char * 16), ("_rest", ctypes.c_uint8 * 64),
-    ]
-
-
-def bpf_syscall(cmd, attr):
-    """Call bpf(2) with a ctypes structure @attr; returns the result or raises OSError."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    nr = _SYS_BPF.get(os.uname()[4])
-    if nr is None:
-        raise OSError(errno.ENOSYS, "unknown bpf syscall number for %s" % os.uname()[4])
-    ret = libc.syscall(ctypes.c_long(nr), ctypes.c_int(cmd), ctypes.byref(attr),
-                       ctypes.c_uint(ctypes.sizeof(attr)))
-    if ret < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-    return ret
-
-
-def map_layout_by_fd(fd):
-    """{"type", "key_size", "value_size", "max_entries", "name", "id"} of map @fd."""
-    info = _MapInfo()
-
-    class Attr(ctypes.Structure):
-        _fields_ = [("bpf_fd", ctypes.c_uint32), ("info_len", ctypes.c_uint32),
-                    ("info", ctypes.c_uint64)]
-
-    attr = Attr(fd, ctypes.sizeof(info), ctypes.addressof(info))
-    bpf_syscall(_BPF_OBJ_GET_INFO_BY_FD, attr)
-    return {
-        "type": MAP_TYPE_NAMES.get(info.type, str(info.type)),
-        "key_size": info.key_size,
-        "value_size": info.value_size,
-        "max_entries": info.max_entries,
-        "name": info.name.decode(errors="replace"),
-        "id": info.id,
-    }
-
-
-def obj_get(path):
-    """Open a pinned object; returns an fd (caller closes) or raises OSError."""
-
-    class Attr(ctypes.Structure):
-        _fields_ = [("pathname", ctypes.c_uint64), ("bpf_fd", ctypes.c_uint32),
-                    ("file_flags", ctypes.c_uint32)]
-
-    buf = ctypes.create_string_buffer(path.encode() if not isinstance(path, bytes) else path)
-    return bpf_syscall(_BPF_OBJ_GET, Attr(ctypes.addressof(buf), 0, 0))
-
-
-def pinned_map_layout(path):
-    """Layout of the map pinned at @path (same keys as declared_layout()), or
-    None if nothing is pinned there."""
-    try:
-        fd = obj_get(path)
-    except OSError as e:
-        if e.errno == errno.ENOENT:
-            return None
-        raise
-    try:
-        layout = map_layout_by_fd(fd)
-    finally:
-        os.close(fd)
-    layout.pop("name", None)
-    layout.pop("id", None)
-    return layout

@@ -4,7 +4,7 @@
 # and keep /var/lib/brc/<interface>/build.json as the record of what is pinned.
 #
 # Upgrade rules:
-#   - unchanged when the source hash (files + cflags) matches the record and the
+#   - unchanged when the build hash (sources + cflags + command table) matches the record and the
 #     pinned programs are the recorded ones (id and tag);
 #   - persistent maps are reused when their pinned layout equals the new build's
 #     declared layout (cache and stats survive); a differing layout is refused
@@ -23,9 +23,9 @@ __metaclass__ = type
 import os
 import time
 
-from ansible.module_utils.brc_common import BrcError, STATE_DIR, iface_state_dir, read_json, \
+from ansible.module_utils.brc_common import BrcError, STATE_DIR, build_record_path, iface_state_dir, read_json, \
     write_json, remove_file, source_hash, headers_info
-from ansible.module_utils.brc_commands import LATENCY_NAMES
+from ansible.module_utils.brc_commands import LATENCY_NAMES, table_digest
 from ansible.module_utils.brc_contract import ContractError, load_contract
 from ansible.module_utils import brc_pins
 
@@ -35,8 +35,10 @@ LAYOUT_KEYS = ("type", "key_size", "value_size", "max_entries")
 HISTOGRAM_MAPS = ("brc_latency",)
 
 
-def build_record_path(interface, state_dir=STATE_DIR):
-    return os.path.join(iface_state_dir(interface, state_dir), "build.json")
+def build_hash(src_dir, cflags):
+    """source_hash of the sources and cflags plus the command table the build writes
+    (module_utils/brc_commands.py): a change to any of them rebuilds."""
+    return source_hash(src_dir, list(cflags) + ["brc_commands " + table_digest()])
 
 
 def _bpf_api():
@@ -123,7 +125,7 @@ def install(interface, src_dir, pin_root, cflags=(), reset_maps=False, check_mod
     if not on_bpffs:
         raise BrcError("%s is not on a mounted bpffs" % pin_root,
                        "mount one first (brc_bpffs path=/sys/fs/bpf) or set pin_root under a bpffs")
-    shash = source_hash(src_dir, cflags)
+    shash = build_hash(src_dir, cflags)
     try:
         contract = load_contract(src_dir)
     except ContractError as e:
@@ -147,7 +149,7 @@ def install(interface, src_dir, pin_root, cflags=(), reset_maps=False, check_mod
                        headers["fix"])
 
     api = api or _bpf_api()
-    persistent = list(api.persistent_map_names())
+    persistent = list(api.persistent_map_names(contract))
     pinned_persistent = dict((n, cur["maps"][n]) for n in persistent if n in cur["maps"])
     dropped = []
     if pinned_persistent:

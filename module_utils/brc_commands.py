@@ -9,6 +9,9 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import hashlib
+import json
+
 
 # The Redis command table written to brc_cmds at build time: name -> (kind,
 # first, last, step, special, request group), each named as in the contract
@@ -125,3 +128,11 @@ def command_numbers(contract, name):
 
 
 LATENCY_NAMES = _histogram_order()
+
+
+def table_digest():
+    """sha256 of everything the build writes into brc_cmds and brc_subcmds: part of
+    the build's hash, so a changed table rebuilds as a changed source does."""
+    table = [sorted(COMMANDS.items()), sorted(["%s %s" % k, v] for k, v in SUBCOMMANDS.items()),
+             sorted(INLINE_SPECIALS), LATENCY_NAMES]
+    return hashlib.sha256(json.dumps(table, sort_keys=True).encode()).hexdigest()

@@ -121,6 +121,11 @@ def iface_state_dir(interface, state_dir=STATE_DIR):
     return os.path.join(state_dir, interface)
 
 
+def build_record_path(interface, state_dir=STATE_DIR):
+    """The build record brc_program keeps of what it pinned for @interface."""
+    return os.path.join(iface_state_dir(interface, state_dir), "build.json")
+
+
 def read_json(path, default=None):
     try:
         with open(path) as f:
@@ -162,8 +167,14 @@ def remove_file(path):
 
 # --- sources ---------------------------------------------------------------
 
+# What a build reads from the sources directory; everything else there (docs) is
+# shipped by older toolkits at most and never changes what is built.
+BUILD_SUFFIXES = (".c", ".h")
+
+
 def source_files(src_dir):
-    """Relative paths of the files that make up the BPF sources, sorted."""
+    """Relative paths of every file under src_dir (hidden files and build products
+    left out), sorted."""
     out = []
     for root, dirs, files in os.walk(src_dir):
         dirs[:] = sorted(d for d in dirs if not d.startswith(".") and d != "__pycache__")
@@ -174,20 +185,28 @@ def source_files(src_dir):
     return sorted(out)
 
 
-def source_hash(src_dir, extra=()):
-    """sha256 over every source file (name and content) plus extra strings (cflags)."""
-    if not os.path.isdir(src_dir):
-        raise BrcError("BPF sources not found at %s" % src_dir,
-                       "ship the repository's bpf/ directory there (the brc role does) or set src_dir")
+def source_digest(contents, extra=()):
+    """sha256 over the build inputs (BUILD_SUFFIXES) among @contents, {relative path:
+    bytes}, names and contents, plus extra strings (cflags)."""
     h = hashlib.sha256()
-    for rel in source_files(src_dir):
-        h.update(rel.encode() + b"\0")
-        with open(os.path.join(src_dir, rel), "rb") as f:
-            h.update(f.read())
-        h.update(b"\0")
+    for rel in sorted(r for r in contents if r.endswith(BUILD_SUFFIXES)):
+        h.update(rel.encode() + b"\0" + contents[rel] + b"\0")
     for item in extra:
         h.update(b"cflag\0" + item.encode() + b"\0")
     return h.hexdigest()
+
+
+def source_hash(src_dir, extra=()):
+    """source_digest() of the files under src_dir: editing a document there changes nothing."""
+    if not os.path.isdir(src_dir):
+        raise BrcError("BPF sources not found at %s" % src_dir,
+                       "ship the repository's bpf/ directory there (the brc role does) or set src_dir")
+    contents = {}
+    for rel in source_files(src_dir):
+        if rel.endswith(BUILD_SUFFIXES):
+            with open(os.path.join(src_dir, rel), "rb") as f:
+                contents[rel] = f.read()
+    return source_digest(contents, extra)
 
 
 # --- kernel headers ----------------------------------------------------------

@@ -117,6 +117,17 @@ class Contract:
         return reasons.index(reason) if reason in reasons else reasons.index("other")
 
     @property
+    def persistent_maps(self):
+        """Names of the maps the loader pins and reuses across upgrades (BRC_MAP_*)."""
+        return [v for k, v in self.strings.items() if k.startswith("BRC_MAP_")]
+
+    @property
+    def prog_arrays(self):
+        """{tail-call array: [(slot, program name), ...]} the loader fills (BRC_JMP_SLOTS)."""
+        slots = self.xlists.get("BRC_JMP_SLOTS", [])
+        return {self.strings["BRC_PROG_ARRAY"]: [(i, func) for i, (_name, func) in enumerate(slots)]}
+
+    @property
     def request_groups(self):
         """Which request counter a command bumps: ['get', 'set', 'other']."""
         return [name.lower() for name, _doc in self.xlists["BRC_REQ_GROUPS"]]

@@ -11,7 +11,7 @@ import os
 import socket
 import struct
 
-from ansible.module_utils.brc_common import BrcError, STATE_DIR, DEBIAN_PACKAGES, headers_info, \
+from ansible.module_utils.brc_common import BrcError, STATE_DIR, DEBIAN_PACKAGES, build_record_path, headers_info, \
     import_bcc, import_pyroute2, kernel_config, kernel_release, read_json
 from ansible.module_utils import brc_pins
 
@@ -193,7 +193,7 @@ def interface_state(interface, pin_root, src_dir, state_dir=STATE_DIR):
     st = {"interface": interface, "pin_dir": pdir, "pins": brc_pins.list_pins(pdir), "programs": {},
           "attached": {}, "clsact": None, "clsact_owned": False, "maps": {}, "map_fill": {}, "mode": None,
           "config": None, "agent": None, "build": None, "errors": []}
-    rec = read_json(os.path.join(state_dir, interface, "build.json"))
+    rec = read_json(build_record_path(interface, state_dir))
     if rec:
         st["build"] = dict((k, rec.get(k)) for k in ("source_hash", "layout_digest", "programs", "headers",
                                                        "built_at", "cflags"))

@@ -31,13 +31,21 @@ def test_layout_digest_ignores_counter_docs_but_not_struct_changes():
 
 
 def test_every_contract_map_is_pinned_and_reused():
-    """The maps the contract names (BRC_MAP_*) are exactly the ones the loader
-    pins and reuses across upgrades: a map added to one list only would either
-    lose its contents on every upgrade or escape the layout check."""
-    from ansible.module_utils.brc_bpf import persistent_map_names
+    """The maps the contract names (BRC_MAP_*) are exactly the ones brc_maps.h
+    declares persistent (BRC_PERSISTENT), and every tail-call slot names a program
+    of brc.c: a map in one list only would either lose its contents on every
+    upgrade or escape the layout check (tests/bpf checks the pins of a real build)."""
+    import os
+    import re
     contract = load_contract(BPF_DIR)
-    named = sorted(v for k, v in contract.strings.items() if k.startswith("BRC_MAP_"))
-    assert named == sorted(persistent_map_names())
+    maps_h = open(os.path.join(BPF_DIR, "brc_maps.h")).read()
+    declared = re.findall(r"^BRC_PERSISTENT(?:_F)?\([^,]+,[^,]+,[^,]+,\s*(\w+)\s*,", maps_h, re.M)
+    assert sorted(declared) == sorted(contract.persistent_maps)
+    brc_c = open(os.path.join(BPF_DIR, "brc.c")).read()
+    (array, slots), = contract.prog_arrays.items()
+    assert array == "brc_jmp" and [slot for slot, _f in slots] == list(range(len(slots)))
+    for _slot, func in slots:
+        assert re.search(r"^int %s\(struct __sk_buff \*skb\)" % func, brc_c, re.M), func
 
 
 def test_agent_flush_reasons_come_from_the_header_with_other_at_slot_0():

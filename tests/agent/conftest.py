@@ -1,4 +1,4 @@
-"""Fixtures for issue 10's host agent: the real BRC build pinned in a bpffs of the
+"""Fixtures for the host agent: the real BRC build pinned in a bpffs of the
 lab's own and attached in serve mode on the server veth of a namespace pair
 brcag<pid>-client/-server (10.71.0.0/24, only inside them), a real redis-server,
 and brc-agent as a separate process. Everything started here is killed by PID,

@@ -1,4 +1,4 @@
-"""brc-agent against the real thing (issue 10): what a client through BRC gets,
+"""brc-agent against the real thing: what a client through BRC gets,
 compared with what Redis holds (read over loopback in the server namespace, a path
 BRC does not see). No timed waits: every wait is a bounded poll for an agent
 report (a marker write's bucket bumped by the feed, a heartbeat, a counter)."""

@@ -1,5 +1,5 @@
 """Fail closed, packet by packet: where BRC's model of a connection or of the server
-could disagree with Redis (shared/notes/serve-review.md, D1-D19), the connection is
+could disagree with Redis (the serve review's findings D1-D19), the connection is
 given up (never answered or filled from, its marks held until it closes) and what it
 could affect is invalidated. Each case runs crafted segments through the loaded
 programs; the black-box versions against a real Redis are in tests/serve/."""

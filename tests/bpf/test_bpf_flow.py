@@ -90,7 +90,7 @@ def test_layout_probe_without_loading(brc_build):
     probe = brc_bpf.compile_programs(BPF_DIR, load=False)
     assert probe.programs == {} and time.time() - t < 15
     assert probe.declared_layout() == brc_build.declared_layout()
-    assert set(brc_build.declared_layout()) == set(brc_bpf.persistent_map_names())
+    assert set(brc_build.declared_layout()) == set(brc_bpf.persistent_map_names(brc_bpf.load_contract(BPF_DIR)))
 
 
 def test_pinned_maps_are_created_and_reused(brc_build, tmp_path):
@@ -103,14 +103,16 @@ def test_pinned_maps_are_created_and_reused(brc_build, tmp_path):
     try:
         a = brc_bpf.compile_programs(BPF_DIR, pin_dir=pin, load=False)
         names = sorted(os.listdir(pin))
-        assert names == sorted(brc_bpf.persistent_map_names())
+        assert names == sorted(brc_bpf.persistent_map_names(brc_bpf.load_contract(BPF_DIR)))
+        from ansible.module_utils import brc_pins
         for n in names:
             want = a.declared_layout()[n]
-            assert brc_bpf.pinned_map_layout(os.path.join(pin, n)) == want
+            info = brc_pins.pinned_info(os.path.join(pin, n), "map")
+            assert dict((k, info[k]) for k in want) == want
         a.map_fd("brc_stats")
         b = brc_bpf.compile_programs(BPF_DIR, pin_dir=pin, load=False)
         for name in names:
-            ids = [brc_bpf.map_layout_by_fd(x.map_fd(name))["id"] for x in (a, b)]
+            ids = [brc_pins.map_info(x.map_fd(name))["id"] for x in (a, b)]
             assert ids[0] == ids[1], "%s was not reused" % name
     finally:
         import shutil

@@ -21,6 +21,7 @@ def _tree(tmp_path, files):
     (lambda d: (d / "new.h").write_text(""), True),                 # new file
     (lambda d: (d / ".swp").write_text("junk"), False),             # hidden files ignored
     (lambda d: (d / "x.o").write_text("junk"), False),              # build products ignored
+    (lambda d: (d / "README.md").write_text("docs"), False),        # documents build nothing
 ])
 def test_source_hash_tracks_names_and_contents(tmp_path, change, differs):
     d = _tree(tmp_path, {"brc.c": "int x;\n", "brc_contract.h": "/* c */\n"})
@@ -73,3 +74,12 @@ def test_write_json_is_atomic_and_readable(tmp_path):
     assert read_json(p) == {"x": 1}
     assert [n for n in os.listdir(str(tmp_path / "a"))] == ["b.json"]
     assert read_json(str(tmp_path / "none.json"), {}) == {}
+
+
+def test_build_hash_covers_the_command_table(tmp_path, monkeypatch):
+    from ansible.module_utils import brc_build, brc_commands
+    d = _tree(tmp_path, {"brc.c": "int x;\n"})
+    before = brc_build.build_hash(d, [])
+    assert before == brc_build.build_hash(d, []) and before != source_hash(d)
+    monkeypatch.setitem(brc_commands.COMMANDS, "NEWCMD", ("nokey", 0, 0, 1, "none", "other"))
+    assert brc_build.build_hash(d, []) != before

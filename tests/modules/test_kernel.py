@@ -46,7 +46,7 @@ srv = tcp_server()
 out = {}
 c = load_contract(BPF_DIR)
 from ansible.module_utils.brc_bpf import persistent_map_names
-persistent = persistent_map_names()
+persistent = persistent_map_names(c)
 
 def install(src=BPF_DIR, **kw):
     return brc_build.install(IF, src, ROOT, state_dir=STATE, **kw)
@@ -251,7 +251,7 @@ class Build:
 class Api:
     compile_programs = Build
     @staticmethod
-    def persistent_map_names():
+    def persistent_map_names(contract):
         return ["tc_count"]
 
 def src(tag):
@@ -322,7 +322,7 @@ class Build:
 class Api:
     compile_programs = Build
     @staticmethod
-    def persistent_map_names():
+    def persistent_map_names(contract):
         return []
 
 def src(tag):

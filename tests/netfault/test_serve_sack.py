@@ -1,4 +1,4 @@
-"""Issue 11: serve mode with SACK kept, under loss and reordering, real traffic.
+"""Serve mode with SACK kept, under loss and reordering, real traffic.
 
 The real BRC build (bpf/brc.c) in mode serve on the server veth of a namespace pair
 brcsk<pid>-client/-server (10.73.0.0/24, only inside them), a real redis-server, and the

@@ -1,4 +1,4 @@
-"""Fail closed, black-box: the findings of shared/notes/serve-review.md (D1-D19)
+"""Fail closed, black-box: the findings of the serve review (D1-D19)
 replayed against the session's served Redis (serve mode, verify_sample 0, the real
 BRC build on the server veth). Clients speak RESP from the client namespace through
 BRC; the truth is read over loopback inside the server namespace, which BRC never

@@ -1,4 +1,4 @@
-"""Issue 11, "why not answered", on real traffic: the real BRC build serving a real
+"""Why GETs are not answered, on real traffic: the real BRC build serving a real
 redis-server (serve_lab, no host agent), a known mix of GETs sent from the client
 namespace over raw RESP, then module_utils/brc_outcomes.py's split of the counters'
 delta (what brc_stats returns) must put every GET sent on a tracked connection in one

@@ -1,4 +1,4 @@
-"""RESP3 clients through serve mode (issue 11), black-box against the session's served
+"""RESP3 clients through serve mode, black-box against the session's served
 Redis: redis-py 8 as installed (it sends HELLO 3 unless told protocol=2) and
 `redis-cli -3` get their repeated GETs answered in the kernel with the values Redis
 holds (read over loopback in the server namespace, a path BRC never sees), and a

@@ -1,4 +1,4 @@
-"""Issue 5: redis-benchmark through the served path completes (GET hits with -P 1 and
+"""redis-benchmark through the served path completes (GET hits with -P 1 and
 -P 16, mixed SET/GET with -r), then every key has the right value: written with
 values recorded here, read through BRC (served), and read again with BRC detached."""
 import os

@@ -1,4 +1,4 @@
-"""Issue 5's real-traffic runs: real redis-server, the real BRC build in mode serve
+"""Serve mode on real traffic: real redis-server, the real BRC build in mode serve
 on the server veth (tc clsact), clients in the client namespace. Each runs with the
 default veth offloads (requests arrive CHECKSUM_PARTIAL) and with tx checksum offload
 off on both ends (full checksums, verified by the receiver).
@@ -61,7 +61,7 @@ def _assert_consistent(summary, delta):
 
 
 def test_checker_clean(lab, offload):
-    """Issue 5: >= 8 connections, >= 60 s, 0 wrong replies, 0 stalls, hits > 50% of GETs."""
+    """>= 8 connections, >= 60 s, 0 wrong replies, 0 stalls, hits > 50% of GETs."""
     lab.serve()
     summary, delta = lab.checker(CLEAN_SECONDS, connections=8)
     line = _report("clean/" + offload, summary, delta)
@@ -73,7 +73,7 @@ def test_checker_clean(lab, offload):
 
 
 def test_checker_loss(lab, offload):
-    """Issue 5: 2% random loss in both directions (nftables in the client namespace)."""
+    """2% random loss in both directions (nftables in the client namespace)."""
     lab.serve()
     with netfault.Loss(lab.pair.client, 2.0, PORT, peer=lab.pair.server_ip) as loss:
         summary, delta = lab.checker(FAULT_SECONDS, connections=8, timeout=10.0)
@@ -84,7 +84,7 @@ def test_checker_loss(lab, offload):
 
 
 def test_checker_reorder(lab, offload):
-    """Issue 5: reordering (20% of data segments held 2-6 ms, NFQUEUE in the client ns)."""
+    """Reordering (20% of data segments held 2-6 ms, NFQUEUE in the client ns)."""
     lab.serve()
     with netfault.Reorder(lab.pair.client, PORT, fraction=0.2, delay_ms=4.0,
                           max_seconds=FAULT_SECONDS + 40) as reorder:

@@ -3,7 +3,7 @@ request/response RESP over one TCP connection per --conns, printing a JSON summa
 
 Each round: GET <key> (the kernel answers it), SET k:i, GET k:i, PING, GET <key>
 again, INCR ctr. Every read has a timeout: a connection that stops making
-progress (the failure mode in shared/notes/datapath.md) is reported as a stall.
+progress (a connection that stopped moving) is reported as a stall.
 """
 import argparse
 import json
