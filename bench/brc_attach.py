@@ -47,13 +47,36 @@ def in_netns(name):
         os.close(home)
 
 
+# The floor's build (bpf/brc_floor.c): its entry programs by hook, and the
+# capacities of brc_maps.h's maps it declares but never uses (the headers are
+# the product's; their preallocated maps need not be).
+FLOOR_PROGRAMS = {"ingress": "brc_floor_in", "egress": "brc_floor_out"}
+FLOOR_CFLAGS = ["-DBRC_FLOWS_MAX=64", "-DBRC_TRANSIENT_MAX=64", "-DBRC_CACHE_MAX=64",
+                "-DBRC_REPLYBUF_MAX=64", "-DBRC_TTLKEYS_MAX=64", "-DBRC_OOO_FLOWS=16",
+                "-DBRC_USERS_MAX=16", "-DBRC_TOUCHED_MAX=64", "-DBRC_EXPIRY_WANTED_MAX=64"]
+
+
+def compile_floor(src_dir):
+    """Compile <src_dir>/brc_floor.c (same headers, same amalgamation as brc.c)
+    and load its two entry programs; a BrcBuild without tail-call arrays."""
+    from bcc import BPF
+    from ansible.module_utils import brc_bpf
+    src_dir = os.path.abspath(src_dir)
+    text = brc_bpf.amalgamate(os.path.join(src_dir, "brc_floor.c"))
+    bpf = BPF(text=text.encode(), cflags=["-I" + src_dir, "-Wno-unused-function"] + FLOOR_CFLAGS)
+    programs = dict((hook, bpf.load_func(name.encode(), BPF.SCHED_CLS).fd)
+                    for hook, name in FLOOR_PROGRAMS.items())
+    return brc_bpf.BrcBuild(bpf, programs, {})
+
+
 class Brc:
-    def __init__(self, src_dir, netns, device, port):
+    def __init__(self, src_dir, netns, device, port, floor=False):
         from ansible.module_utils import brc_bpf
         from ansible.module_utils.brc_contract import load_contract
         self.netns, self.device, self.port = netns, device, port
         self.contract = load_contract(src_dir)
-        self.build = brc_bpf.compile_programs(src_dir)
+        self.floor = floor
+        self.build = compile_floor(src_dir) if floor else brc_bpf.compile_programs(src_dir)
         self.attached = False
         with in_netns(netns):
             from pyroute2 import IPRoute
@@ -102,6 +125,17 @@ class Brc:
         ctypes.memmove(ctypes.addressof(leaf), ctypes.addressof(cfg), size)
         table[table.Key(0)] = leaf
         return dict((n, getattr(cfg, n)) for n in names)
+
+    def set_floor_reply(self, reply):
+        """The floor's one reply (RESP bytes, at most BRC_REPLY_MAX)."""
+        table = self.build.bpf.get_table(b"brc_floor_reply")
+        leaf = table.Leaf()
+        if len(reply) > len(leaf.data):
+            raise ValueError("floor reply of %d bytes, the reply path takes %d at most"
+                             % (len(reply), len(leaf.data)))
+        leaf.len = len(reply)
+        ctypes.memmove(ctypes.addressof(leaf.data), reply, len(reply))
+        table[table.Key(0)] = leaf
 
     def refresh_auth(self, host, unix_socket=None, user=None, password=None, **load_args):
         """Load the Redis's users and rights into the programs, as the toolkit's brc_auth
