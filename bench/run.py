@@ -104,6 +104,7 @@ class Bench:
         self.brc = None
         self.floor = None       # the floor's own build (bpf/brc_floor.c)
         self.profiled = {}
+        self.floor_probe = None
         self.notes = {}
         self.available = []
         self.values = None
@@ -171,7 +172,9 @@ class Bench:
         finally:
             self.floor.detach()
         hits = w["counters"].get("hit", 0)
-        if hits > 0 and got == benchmark_payload(self.args.value_size):
+        want = benchmark_payload(self.args.value_size)
+        self.floor_probe = {"warm_gets": w["requests"], "hit": hits, "reply_ok": got == want}
+        if hits > 0 and got == want:
             self.available.append("floor")
         else:
             self.notes["floor"] = ("attached, but %d of %d warm GETs answered, and a fresh "
@@ -680,7 +683,8 @@ def bench_main(args, configs):
     meta["brc_config"] = bench.written
     ratios = floor_ratios(summary, usable)
     report = {"meta": meta, "notes": bench.notes, "summary": summary, "rounds": rounds,
-              "floor_ratios": ratios, "profile": bench.profiled,
+              "floor_ratios": ratios, "floor_probe": bench.floor_probe,
+              "profile": bench.profiled,
               "workloads": dict((n, {"description": d, "redis_benchmark": [j[0] for j in jobs]})
                                 for n, d, jobs in WORKLOADS_FOR_SUMMARY)}
     text = markdown(meta, summary, usable, bench.notes, ratios, bench.profiled)
