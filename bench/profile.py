@@ -22,6 +22,7 @@ import subprocess
 import time
 
 BPF_OBJ_GET_INFO_BY_FD = 15
+FREQ = 999          # samples per second per CPU (cpu-clock: one sample = 1/FREQ s of CPU)
 
 
 class _ProgInfo(ctypes.Structure):
@@ -96,7 +97,7 @@ class Recording:
     disabled (-D -1) and is enabled and disabled through its control FIFO, so the
     seconds perf takes to start and stop are not sampled; .data is the file."""
 
-    def __init__(self, path, freq=999):
+    def __init__(self, path, freq=FREQ):
         self.data, self.freq = path, freq
 
     def _cmd(self, word):

@@ -10,7 +10,7 @@ configuration runs the same redis-benchmark workloads from the client namespace:
   observe   BRC attached (tc clsact on the server's veth), mode observe
   serve     BRC attached, mode serve; used only if GETs are really answered in the kernel
             (the `hit` counter moves), otherwise skipped with the reason
-  floor     bpf/brc_floor.c instead of BRC: one fixed reply (redis-benchmark's payload)
+  floor     bench/brc_floor.c instead of BRC: one fixed reply (redis-benchmark's payload)
             for every lone GET, through serve's reply path, nothing else; serve's CPU is
             reported as a multiple of it
   off       (only when asked for) BRC attached in mode off: what the hooks alone cost
@@ -102,7 +102,7 @@ class Bench:
     def __init__(self, args, pair, redis, groups):
         self.args, self.pair, self.redis, self.groups = args, pair, redis, groups
         self.brc = None
-        self.floor = None       # the floor's own build (bpf/brc_floor.c)
+        self.floor = None       # the floor's own build (bench/brc_floor.c)
         self.profiled = {}
         self.floor_probe = None
         self.notes = {}
@@ -280,10 +280,15 @@ class Bench:
                     try:
                         with brc_profile.Recording(data):
                             run = measure.measured(self.pair.client, self.pair.server_ip, PORT,
-                                                   self.redis.pid, jobs, timeout=self.args.timeout)
+                                                   self.redis.pid, jobs, timeout=self.args.timeout,
+                                                   counters=counters)
                         entry = brc_profile.attribute(data, ranges)
                         entry["requests"] = run["requests"]
                         entry["wall_s"] = run["wall_s"]
+                        entry["hit"] = run.get("counters", {}).get("hit", 0)
+                        # cpu-clock: one sample = 1/freq s of CPU where it landed
+                        entry["brc_us_per_req"] = (entry["brc"] * 1e6 / brc_profile.FREQ /
+                                                   run["requests"])
                     except Exception as e:
                         entry = {"error": _last_line(e)}
                     out[config][name] = entry
@@ -333,9 +338,12 @@ def _brief_profile(entry):
         "%s %d" % (n, p["samples"]) for n, p in sorted(entry["programs"].items())))
 
 
-def floor_ratios(summary, configs):
+def floor_ratios(summary, configs, prof=None):
     """Serve's CPU per answered GET as a multiple of the floor's, per workload: CPU of
-    the run / GETs answered in the kernel (`hit`), all cores and bench processes."""
+    the run / GETs answered in the kernel (`hit`), all cores and bench processes; and,
+    from the perf run when there is one, the CPU of the BRC programs alone (with the
+    helpers they call) / GETs answered in that run."""
+    prof = prof or {}
     out = {}
     if "serve" not in configs or "floor" not in configs:
         return out
@@ -354,9 +362,14 @@ def floor_ratios(summary, configs):
                            "cpu_procs_us_per_answered":
                                e["cpu_procs_us"] * requests / hits
                                if hits and e["cpu_procs_us"] is not None else None}
+            p = prof.get(config, {}).get(name, {})
+            row[config]["brc_us_per_answered"] = (
+                p["brc"] * 1e6 / brc_profile.FREQ / p["hit"]
+                if p.get("hit") and "error" not in p else None)
         else:
             s, f = row["serve"], row["floor"]
-            for key in ("cpu_all_us_per_answered", "cpu_procs_us_per_answered"):
+            for key in ("cpu_all_us_per_answered", "cpu_procs_us_per_answered",
+                        "brc_us_per_answered"):
                 row[key.replace("_per_answered", "_x_floor")] = (
                     s[key] / f[key] if s[key] and f[key] else None)
             out[name] = row
@@ -459,19 +472,25 @@ def floor_markdown(ratios):
     if not ratios:
         return []
     lines = ["## serve vs floor: CPU per GET answered in the kernel", "",
-             "floor = bpf/brc_floor.c: one fixed reply for every lone GET through serve's reply "
+             "floor = bench/brc_floor.c: one fixed reply for every lone GET through serve's reply "
              "path, no parsing, lookups or accounting; the cost of answering at tc at all. "
-             "CPU of the run / GETs answered (`hit`), medians over rounds.", "",
+             "CPU of the run / GETs answered (`hit`), medians over rounds; BRC programs = "
+             "perf samples in the BRC (or floor) programs and what they call / GETs answered, "
+             "from the perf run (next section). Where not everything is answered (mix), the "
+             "run's CPU includes what went to Redis: read the BRC-programs column there.", "",
              "| workload | answered serve | answered floor | all cores us/GET serve | floor "
-             "| serve x floor | bench processes us/GET serve | floor | serve x floor |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| serve x floor | bench processes us/GET serve | floor | serve x floor "
+             "| BRC programs us/GET serve | floor | serve x floor |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, r in ratios.items():
         s, f = r["serve"], r["floor"]
-        lines.append("| %s | %.1f%% | %.1f%% | %s | %s | %s | %s | %s | %s |" % (
+        lines.append("| %s | %.1f%% | %.1f%% | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
             name, 100 * s["answered"], 100 * f["answered"],
             num(s["cpu_all_us_per_answered"]), num(f["cpu_all_us_per_answered"]),
             _xf(r["cpu_all_us_x_floor"]), num(s["cpu_procs_us_per_answered"]),
-            num(f["cpu_procs_us_per_answered"]), _xf(r["cpu_procs_us_x_floor"])))
+            num(f["cpu_procs_us_per_answered"]), _xf(r["cpu_procs_us_x_floor"]),
+            num(s["brc_us_per_answered"]), num(f["brc_us_per_answered"]),
+            _xf(r["brc_us_x_floor"])))
     return lines + ["", "A workload nothing is answered in (get_p16: a pipelined segment is "
                     "never one lone GET) has no row.", ""]
 
@@ -484,24 +503,28 @@ def profile_markdown(prof):
              "(cpu-clock, 999 Hz, all CPUs; not the measured runs). A sample is charged to the "
              "innermost BRC program on its call chain, by JITed address: helpers and kernel "
              "functions a program calls count as its own (`self`: the JITed code alone). "
-             "Shares: of BRC's samples, and of all samples of all CPUs (idle included).", ""]
+             "Shares: of BRC's samples, and of all samples of all CPUs (idle included); "
+             "us/req: the program's samples as CPU time (1 sample = 1/999 s) / requests of "
+             "that run.", ""]
     for name, _desc, _jobs in WORKLOADS_FOR_SUMMARY:
         lines += ["### %s" % name, "",
                   "| config | program | share of BRC | share of all CPU | self, of all CPU | "
-                  "samples |", "|---|---|---:|---:|---:|---:|"]
+                  "us/req | samples |", "|---|---|---:|---:|---:|---:|---:|"]
         for config, per in prof.items():
             e = per.get(name) if "error" not in per else per
             if not e or "error" in e:
                 lines.append("| %s | error: %s | | | | |" % (config, (e or {}).get("error")))
                 continue
             total, brc = e["samples"] or 1, e["brc"] or 1
-            lines.append("| %s | **all BRC** | 100%% | %.1f%% | %.1f%% | %d |" % (
+            per_req = 1e6 / brc_profile.FREQ / e["requests"]
+            lines.append("| %s | **all BRC** | 100%% | %.1f%% | %.1f%% | %.2f | %d |" % (
                 config, 100.0 * e["brc"] / total,
-                100.0 * sum(p["self"] for p in e["programs"].values()) / total, e["brc"]))
+                100.0 * sum(p["self"] for p in e["programs"].values()) / total,
+                e["brc"] * per_req, e["brc"]))
             for prog, p in sorted(e["programs"].items(), key=lambda kv: -kv[1]["samples"]):
-                lines.append("| %s | %s | %.1f%% | %.1f%% | %.1f%% | %d |" % (
+                lines.append("| %s | %s | %.1f%% | %.1f%% | %.1f%% | %.2f | %d |" % (
                     config, prog, 100.0 * p["samples"] / brc, 100.0 * p["samples"] / total,
-                    100.0 * p["self"] / total, p["samples"]))
+                    100.0 * p["self"] / total, p["samples"] * per_req, p["samples"]))
         lines.append("")
     return lines
 
@@ -681,7 +704,7 @@ def bench_main(args, configs):
     meta["seconds"] = round(time.time() - started, 1)
     meta["values_after"] = bench.values
     meta["brc_config"] = bench.written
-    ratios = floor_ratios(summary, usable)
+    ratios = floor_ratios(summary, usable, bench.profiled)
     report = {"meta": meta, "notes": bench.notes, "summary": summary, "rounds": rounds,
               "floor_ratios": ratios, "floor_probe": bench.floor_probe,
               "profile": bench.profiled,

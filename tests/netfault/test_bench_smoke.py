@@ -45,7 +45,7 @@ def test_bench_quick_run_reports_and_cleans_up(tmp_path):
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, tc, bpf)")
 def test_bench_floor_answers_gets(tmp_path):
-    """The floor configuration (bpf/brc_floor.c) runs and answers: its probe read the
+    """The floor configuration (bench/brc_floor.c) runs and answers: its probe read the
     fixed reply back on a fresh connection, every workload ran without a
     redis-benchmark error, GETs were answered (`hit`), values are intact. No timing."""
     proc = subprocess.run(

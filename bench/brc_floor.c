@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /* The bench's floor (issue 13): the cheapest tc program that answers GETs at
  * all, so serve's cost can be read as a multiple of the cost of answering at
- * tc. Never part of the product: bench/ compiles it (bench/brc_attach.py,
- * brc_bpf.amalgamate()) and attaches it in place of brc.c.
+ * tc. Never part of the product, so it lives in bench/ (the toolkit ships
+ * bpf/* to every Redis host): bench/brc_attach.py compile_floor() expands the
+ * bpf/ headers below into it, as brc_bpf.amalgamate() does for brc.c, and the
+ * bench attaches it in place of brc.c.
  *
  *   brc_floor_in   client->server: every segment that is exactly one
  *                  `*2\r\n$3\r\nGET\r\n$<n>\r\n<n bytes>\r\n` on a connection
