@@ -2,7 +2,7 @@
 /* The bench's floor (issue 13): the cheapest tc program that answers GETs at
  * all, so serve's cost can be read as a multiple of the cost of answering at
  * tc. Never part of the product, so it lives in bench/ (the toolkit ships
- * bpf/* to every Redis host): bench/brc_attach.py compile_floor() expands the
+ * all of bpf/ to every Redis host): bench/brc_attach.py compile_floor() expands the
  * bpf/ headers below into it, as brc_bpf.amalgamate() does for brc.c, and the
  * bench attaches it in place of brc.c.
  *
