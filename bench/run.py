@@ -280,8 +280,8 @@ class Bench:
                     try:
                         with brc_profile.Recording(data):
                             run = measure.measured(self.pair.client, self.pair.server_ip, PORT,
-                                                   self.redis.pid, jobs, timeout=self.args.timeout,
-                                                   counters=counters)
+                                                   self.redis.pid, jobs, counters=counters,
+                                                   timeout=self.args.timeout)
                         entry = brc_profile.attribute(data, ranges)
                         entry["requests"] = run["requests"]
                         entry["wall_s"] = run["wall_s"]
@@ -472,8 +472,8 @@ def floor_markdown(ratios):
     if not ratios:
         return []
     lines = ["## serve vs floor: CPU per GET answered in the kernel", "",
-             "floor = bench/brc_floor.c: one fixed reply for every lone GET through serve's reply "
-             "path, no parsing, lookups or accounting; the cost of answering at tc at all. "
+             "floor = bench/brc_floor.c: one fixed reply for every lone GET through serve's "
+             "reply path, no parsing, lookups or accounting; the cost of answering at tc at all. "
              "CPU of the run / GETs answered (`hit`), medians over rounds; BRC programs = "
              "perf samples in the BRC (or floor) programs and what they call / GETs answered, "
              "from the perf run (next section). Where not everything is answered (mix), the "
