@@ -8,6 +8,7 @@ Nothing is pinned: the programs and maps live as long as this object (and the na
 import ctypes
 import ctypes.util
 import os
+import re
 import time
 from contextlib import contextmanager
 
@@ -47,13 +48,59 @@ def in_netns(name):
         os.close(home)
 
 
+# The floor's build (bench/brc_floor.c, built on bpf/'s headers): its entry programs
+# by hook, and the capacities of brc_maps.h's maps it declares but never uses (the
+# headers are the product's; their preallocated maps need not be).
+FLOOR_SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "brc_floor.c")
+FLOOR_PROGRAMS = {"ingress": "brc_floor_in", "egress": "brc_floor_out"}
+FLOOR_CFLAGS = ["-DBRC_FLOWS_MAX=64", "-DBRC_TRANSIENT_MAX=64", "-DBRC_CACHE_MAX=64",
+                "-DBRC_REPLYBUF_MAX=64", "-DBRC_TTLKEYS_MAX=64", "-DBRC_OOO_FLOWS=16",
+                "-DBRC_USERS_MAX=16", "-DBRC_TOUCHED_MAX=64", "-DBRC_EXPIRY_WANTED_MAX=64"]
+_INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"')
+
+
+def floor_text(src_dir):
+    """bench/brc_floor.c with its `#include "x.h"` lines expanded from <src_dir> (bpf/),
+    as brc_bpf.amalgamate() expands brc.c's: bcc rewrites map calls only in the text
+    it is given. The floor lives in bench/, not bpf/: the toolkit ships bpf/* to every
+    Redis host, and the floor is no part of the product."""
+    from ansible.module_utils import brc_bpf
+    seen, out = set(), ['#line 1 "%s"\n' % FLOOR_SRC]
+    with open(FLOOR_SRC) as f:
+        for lineno, line in enumerate(f, 1):
+            m = _INCLUDE.match(line)
+            inc = os.path.join(src_dir, m.group(1)) if m else None
+            if inc and os.path.exists(inc):
+                if inc not in seen:
+                    seen.add(inc)
+                    out.append(brc_bpf.amalgamate(inc, seen))
+                    out.append('#line %d "%s"\n' % (lineno + 1, FLOOR_SRC))
+                continue
+            out.append(line)
+    return "".join(out)
+
+
+def compile_floor(src_dir):
+    """Compile the floor against <src_dir>'s headers and load its two entry programs;
+    a BrcBuild without tail-call arrays."""
+    from bcc import BPF
+    from ansible.module_utils import brc_bpf
+    src_dir = os.path.abspath(src_dir)
+    bpf = BPF(text=floor_text(src_dir).encode(),
+              cflags=["-I" + src_dir, "-Wno-unused-function"] + FLOOR_CFLAGS)
+    programs = dict((hook, bpf.load_func(name.encode(), BPF.SCHED_CLS).fd)
+                    for hook, name in FLOOR_PROGRAMS.items())
+    return brc_bpf.BrcBuild(bpf, programs, {})
+
+
 class Brc:
-    def __init__(self, src_dir, netns, device, port):
+    def __init__(self, src_dir, netns, device, port, floor=False):
         from ansible.module_utils import brc_bpf
         from ansible.module_utils.brc_contract import load_contract
         self.netns, self.device, self.port = netns, device, port
         self.contract = load_contract(src_dir)
-        self.build = brc_bpf.compile_programs(src_dir)
+        self.floor = floor
+        self.build = compile_floor(src_dir) if floor else brc_bpf.compile_programs(src_dir)
         self.attached = False
         with in_netns(netns):
             from pyroute2 import IPRoute
@@ -102,6 +149,17 @@ class Brc:
         ctypes.memmove(ctypes.addressof(leaf), ctypes.addressof(cfg), size)
         table[table.Key(0)] = leaf
         return dict((n, getattr(cfg, n)) for n in names)
+
+    def set_floor_reply(self, reply):
+        """The floor's one reply (RESP bytes, at most BRC_REPLY_MAX)."""
+        table = self.build.bpf.get_table(b"brc_floor_reply")
+        leaf = table.Leaf()
+        if len(reply) > len(leaf.data):
+            raise ValueError("floor reply of %d bytes, the reply path takes %d at most"
+                             % (len(reply), len(leaf.data)))
+        leaf.len = len(reply)
+        ctypes.memmove(ctypes.addressof(leaf.data), reply, len(reply))
+        table[table.Key(0)] = leaf
 
     def refresh_auth(self, host, unix_socket=None, user=None, password=None, **load_args):
         """Load the Redis's users and rights into the programs, as the toolkit's brc_auth

@@ -10,6 +10,9 @@ configuration runs the same redis-benchmark workloads from the client namespace:
   observe   BRC attached (tc clsact on the server's veth), mode observe
   serve     BRC attached, mode serve; used only if GETs are really answered in the kernel
             (the `hit` counter moves), otherwise skipped with the reason
+  floor     bench/brc_floor.c instead of BRC: one fixed reply (redis-benchmark's payload)
+            for every lone GET, through serve's reply path, nothing else; serve's CPU is
+            reported as a multiple of it
   off       (only when asked for) BRC attached in mode off: what the hooks alone cost
 
 Configurations are interleaved over several rounds (order rotated) and each figure is the
@@ -37,10 +40,11 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(REPO, "tests", "tools"))
 
 import measure  # noqa: E402
+import profile as brc_profile  # noqa: E402
 import netfault  # noqa: E402
 
 PORT = 6379
-CONFIGS = ("plain", "observe", "serve")
+CONFIGS = ("plain", "observe", "serve", "floor")
 OPTIONAL_CONFIGS = ("off",)     # BRC attached in mode off: the cost of the hooks alone
 RESULTS = os.path.join(HERE, "results")
 
@@ -98,13 +102,18 @@ class Bench:
     def __init__(self, args, pair, redis, groups):
         self.args, self.pair, self.redis, self.groups = args, pair, redis, groups
         self.brc = None
+        self.floor = None       # the floor's own build (bench/brc_floor.c)
+        self.profiled = {}
+        self.floor_probe = None
         self.notes = {}
         self.available = []
         self.values = None
         self.written = {}
 
     def setup_brc(self, wanted):
-        brc_configs = [c for c in wanted if c != "plain"]
+        if "floor" in wanted:
+            self.setup_floor()
+        brc_configs = [c for c in wanted if c not in ("plain", "floor")]
         if not brc_configs:
             return
         try:
@@ -138,6 +147,39 @@ class Bench:
             self.probe_serve()
         self.brc.detach()
 
+    def setup_floor(self):
+        """Build the floor, write its reply (what every key holds here), and use it only
+        if it answers: `hit` moves over warm-up GETs and a fresh redis-cli GET reads
+        back exactly that reply."""
+        reply = resp_bulk(benchmark_payload(self.args.value_size))
+        try:
+            import brc_attach
+            self.floor = brc_attach.Brc(self.args.bpf_src, self.pair.server,
+                                        self.pair.server_dev, PORT, floor=True)
+            self.floor.configure("serve")
+            self.floor.set_floor_reply(reply)
+        except Exception as e:
+            self.notes["floor"] = "the floor did not load: %s" % _last_line(e)
+            self.floor = None
+            return
+        try:
+            self.floor.attach()
+            w = warm(self.pair, self.redis.pid, self.args, self.floor.counters, timeout=30)
+            got = redis_cli(self.pair, ["GET", "key:%012d" % 0])
+        except Exception as e:
+            self.notes["floor"] = "the floor failed its probe: %s" % _last_line(e)
+            return
+        finally:
+            self.floor.detach()
+        hits = w["counters"].get("hit", 0)
+        want = benchmark_payload(self.args.value_size)
+        self.floor_probe = {"warm_gets": w["requests"], "hit": hits, "reply_ok": got == want}
+        if hits > 0 and got == want:
+            self.available.append("floor")
+        else:
+            self.notes["floor"] = ("attached, but %d of %d warm GETs answered, and a fresh "
+                                   "GET read %r" % (hits, w["requests"], got[:60]))
+
     def probe_serve(self):
         if "hit" not in self.brc.contract.counters:
             self.notes["serve"] = ("not implemented yet: bpf/brc_contract.h has no `hit` "
@@ -163,10 +205,16 @@ class Bench:
                                             if not k.startswith("lat."))))
 
     def use(self, config):
+        """Attach what `config` runs (one clsact on the veth: the other build goes)."""
+        if self.floor and config != "floor":
+            self.floor.detach()
+        if self.brc and config in ("plain", "floor"):
+            self.brc.detach()
         if config == "plain":
-            if self.brc:
-                self.brc.detach()
             return None
+        if config == "floor":
+            self.floor.attach()
+            return self.floor.counters
         self.brc.attach()
         self.written[config] = self.brc.configure(config, verify_sample=self.args.verify_sample)
         return self.brc.counters
@@ -206,9 +254,47 @@ class Bench:
                     if config in dropped:
                         break
             rounds.append(this)
-        if self.brc:
-            self.brc.detach()
+        self.use("plain")
         return rounds
+
+    def profile(self, configs):
+        """One more run of every workload per BRC configuration, under perf record -a -g
+        (not the measured runs: perf's own cost stays out of the table), split by
+        program and tail-called stage (bench/profile.py)."""
+        out = {}
+        with brc_profile.JitKallsyms(), tempfile.TemporaryDirectory(prefix="brcprof-") as tmp:
+            for config in configs:
+                if config == "plain":
+                    continue
+                counters = self.use(config)
+                build = self.floor if config == "floor" else self.brc
+                ranges = brc_profile.prog_ranges(build.build.bpf)
+                out[config] = {}
+                try:
+                    warm(self.pair, self.redis.pid, self.args, counters)
+                except Exception as e:
+                    out[config] = {"error": _last_line(e)}
+                    continue
+                for name, _desc, jobs in workloads(self.args):
+                    data = os.path.join(tmp, "%s-%s.data" % (config, name))
+                    try:
+                        with brc_profile.Recording(data):
+                            run = measure.measured(self.pair.client, self.pair.server_ip, PORT,
+                                                   self.redis.pid, jobs, counters=counters,
+                                                   timeout=self.args.timeout)
+                        entry = brc_profile.attribute(data, ranges)
+                        entry["requests"] = run["requests"]
+                        entry["wall_s"] = run["wall_s"]
+                        entry["hit"] = run.get("counters", {}).get("hit", 0)
+                        # cpu-clock: one sample = 1/freq s of CPU where it landed
+                        entry["brc_us_per_req"] = (entry["brc"] * 1e6 / brc_profile.FREQ /
+                                                   run["requests"])
+                    except Exception as e:
+                        entry = {"error": _last_line(e)}
+                    out[config][name] = entry
+                    _progress("profile %-8s %-8s %s" % (config, name, _brief_profile(entry)))
+        self.use("plain")
+        return out
 
     def _drop(self, config, dropped, where, e):
         dropped.add(config)
@@ -219,8 +305,7 @@ class Bench:
         """With BRC detached, every preloaded key must still hold redis-benchmark's payload
         (the preload and every SET write exactly that). A sanity check that nothing was
         lost or mangled on the way, not the correctness test of serving (tests/ is)."""
-        if self.brc:
-            self.brc.detach()
+        self.use("plain")
         keys = ["key:%012d" % i for i in range(self.args.keys)]
         proc = subprocess.run(["ip", "netns", "exec", self.pair.client, "redis-cli", "-h",
                                self.pair.server_ip, "-p", str(PORT), "MGET"] + keys,
@@ -231,6 +316,64 @@ class Bench:
         wrong = [k for k, v in zip(keys, values) if v != want]
         return {"keys": len(keys), "wrong": len(wrong), "first_wrong": wrong[:5],
                 "ok": not wrong}
+
+
+def resp_bulk(value):
+    return b"$%d\r\n%s\r\n" % (len(value), value)
+
+
+def redis_cli(pair, args):
+    """One redis-cli command from the client namespace, on its own new connection;
+    its raw reply line (bytes, no trailing newline)."""
+    proc = subprocess.run(["ip", "netns", "exec", pair.client, "redis-cli", "-h", pair.server_ip,
+                           "-p", str(PORT)] + args, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, timeout=20)
+    return proc.stdout.rstrip(b"\n")
+
+
+def _brief_profile(entry):
+    if "error" in entry:
+        return "ERROR " + entry["error"]
+    return "%d samples, BRC %d (%s)" % (entry["samples"], entry["brc"], ", ".join(
+        "%s %d" % (n, p["samples"]) for n, p in sorted(entry["programs"].items())))
+
+
+def floor_ratios(summary, configs, prof=None):
+    """Serve's CPU per answered GET as a multiple of the floor's, per workload: CPU of
+    the run / GETs answered in the kernel (`hit`), all cores and bench processes; and,
+    from the perf run when there is one, the CPU of the BRC programs alone (with the
+    helpers they call) / GETs answered in that run."""
+    prof = prof or {}
+    out = {}
+    if "serve" not in configs or "floor" not in configs:
+        return out
+    for name, _desc, jobs in WORKLOADS_FOR_SUMMARY:
+        per_run = sum(n for _a, n in jobs)
+        row = {}
+        for config in ("serve", "floor"):
+            e = summary[config][name]
+            if "error" in e:
+                break
+            requests = per_run * e["rounds"]
+            hits = e.get("counters", {}).get("hit", 0)
+            row[config] = {"answered": hits / float(requests) if requests else 0.0,
+                           "cpu_all_us_per_answered":
+                               e["cpu_all_us"] * requests / hits if hits else None,
+                           "cpu_procs_us_per_answered":
+                               e["cpu_procs_us"] * requests / hits
+                               if hits and e["cpu_procs_us"] is not None else None}
+            p = prof.get(config, {}).get(name, {})
+            row[config]["brc_us_per_answered"] = (
+                p["brc"] * 1e6 / brc_profile.FREQ / p["hit"]
+                if p.get("hit") and "error" not in p else None)
+        else:
+            s, f = row["serve"], row["floor"]
+            for key in ("cpu_all_us_per_answered", "cpu_procs_us_per_answered",
+                        "brc_us_per_answered"):
+                row[key.replace("_per_answered", "_x_floor")] = (
+                    s[key] / f[key] if s[key] and f[key] else None)
+            out[name] = row
+    return out
 
 
 def _histograms(counters):
@@ -321,7 +464,72 @@ def num(v, fmt="%.2f"):
     return fmt % v if v is not None else "-"
 
 
-def markdown(meta, summary, configs, notes):
+def _xf(v):
+    return "%.2fx" % v if v else "-"
+
+
+def floor_markdown(ratios):
+    if not ratios:
+        return []
+    lines = ["## serve vs floor: CPU per GET answered in the kernel", "",
+             "floor = bench/brc_floor.c: one fixed reply for every lone GET through serve's "
+             "reply path, no parsing, lookups or accounting; the cost of answering at tc at all. "
+             "CPU of the run / GETs answered (`hit`), medians over rounds; BRC programs = "
+             "perf samples in the BRC (or floor) programs and what they call / GETs answered, "
+             "from the perf run (next section). Where not everything is answered (mix), the "
+             "run's CPU includes what went to Redis: read the BRC-programs column there.", "",
+             "| workload | answered serve | answered floor | all cores us/GET serve | floor "
+             "| serve x floor | bench processes us/GET serve | floor | serve x floor "
+             "| BRC programs us/GET serve | floor | serve x floor |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, r in ratios.items():
+        s, f = r["serve"], r["floor"]
+        lines.append("| %s | %.1f%% | %.1f%% | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            name, 100 * s["answered"], 100 * f["answered"],
+            num(s["cpu_all_us_per_answered"]), num(f["cpu_all_us_per_answered"]),
+            _xf(r["cpu_all_us_x_floor"]), num(s["cpu_procs_us_per_answered"]),
+            num(f["cpu_procs_us_per_answered"]), _xf(r["cpu_procs_us_x_floor"]),
+            num(s["brc_us_per_answered"]), num(f["brc_us_per_answered"]),
+            _xf(r["brc_us_x_floor"])))
+    return lines + ["", "A workload nothing is answered in (get_p16: a pipelined segment is "
+                    "never one lone GET) has no row.", ""]
+
+
+def profile_markdown(prof):
+    if not prof:
+        return []
+    lines = ["## Where the CPU goes: perf samples per program and tail-called stage", "",
+             "One extra run of each workload per configuration under `perf record -a -g` "
+             "(cpu-clock, 999 Hz, all CPUs; not the measured runs). A sample is charged to the "
+             "innermost BRC program on its call chain, by JITed address: helpers and kernel "
+             "functions a program calls count as its own (`self`: the JITed code alone). "
+             "Shares: of BRC's samples, and of all samples of all CPUs (idle included); "
+             "us/req: the program's samples as CPU time (1 sample = 1/999 s) / requests of "
+             "that run.", ""]
+    for name, _desc, _jobs in WORKLOADS_FOR_SUMMARY:
+        lines += ["### %s" % name, "",
+                  "| config | program | share of BRC | share of all CPU | self, of all CPU | "
+                  "us/req | samples |", "|---|---|---:|---:|---:|---:|---:|"]
+        for config, per in prof.items():
+            e = per.get(name) if "error" not in per else per
+            if not e or "error" in e:
+                lines.append("| %s | error: %s | | | | |" % (config, (e or {}).get("error")))
+                continue
+            total, brc = e["samples"] or 1, e["brc"] or 1
+            per_req = 1e6 / brc_profile.FREQ / e["requests"]
+            lines.append("| %s | **all BRC** | 100%% | %.1f%% | %.1f%% | %.2f | %d |" % (
+                config, 100.0 * e["brc"] / total,
+                100.0 * sum(p["self"] for p in e["programs"].values()) / total,
+                e["brc"] * per_req, e["brc"]))
+            for prog, p in sorted(e["programs"].items(), key=lambda kv: -kv[1]["samples"]):
+                lines.append("| %s | %s | %.1f%% | %.1f%% | %.1f%% | %.2f | %d |" % (
+                    config, prog, 100.0 * p["samples"] / brc, 100.0 * p["samples"] / total,
+                    100.0 * p["self"] / total, p["samples"] * per_req, p["samples"]))
+        lines.append("")
+    return lines
+
+
+def markdown(meta, summary, configs, notes, ratios=None, prof=None):
     lines = ["# BRC bench %s" % meta["timestamp"], "",
              "Kernel %s, %d CPUs, %s; %d keys of %d bytes; median of %d rounds; "
              "BRC at %s. Other load on the machine with the bench idle: %.2f CPUs before, "
@@ -362,6 +570,8 @@ def markdown(meta, summary, configs, notes):
                                          cls, h["count"], h.get("p50_us"), h.get("p99_us"))
                                      for cls, h in sorted(hist.items()))))
         lines.append("")
+    lines += floor_markdown(ratios)
+    lines += profile_markdown(prof)
     v = meta.get("values_after")
     if v:
         lines += ["After the runs, with BRC detached: %s (%d of %d keys do not hold the "
@@ -393,11 +603,14 @@ def run_all(args, pair, redis, groups, configs):
             if c not in usable and c not in bench.notes:
                 bench.notes[c] = "unavailable"
         rounds = bench.run(usable)
+        if args.profile:
+            bench.profiled = bench.profile(usable)
         bench.values = bench.verify_values()
         return bench, usable, rounds
     finally:
-        if bench.brc:
-            bench.brc.close()
+        for build in (bench.brc, bench.floor):
+            if build:
+                build.close()
 
 
 def git_head():
@@ -424,6 +637,8 @@ def main(argv=None):
     parser.add_argument("--verify-sample", type=int, default=0,
                         help="brc_config.verify_sample in serve (1 in N would-be hits still "
                         "goes to Redis; 0 = none, the default, to measure serving alone)")
+    parser.add_argument("--no-profile", dest="profile", action="store_false",
+                        help="skip the perf run per configuration (per-program CPU split)")
     parser.add_argument("--out", default=RESULTS)
     parser.add_argument("--bpf-src", default=os.path.join(REPO, "bpf"),
                         help="BRC sources to compile (default: the working tree's bpf/)")
@@ -439,6 +654,9 @@ def main(argv=None):
     if os.geteuid() != 0:
         parser.error("needs root (namespaces, tc, bpf)")
     WORKLOADS_FOR_SUMMARY[:] = workloads(args)
+    if args.profile and not brc_profile.available():
+        args.profile = False
+        _progress("perf not found: no per-program split (Debian: linux-perf)")
 
     def on_term(signum, frame):
         raise SystemExit(128 + signum)   # unwinds through the cleanups below
@@ -486,10 +704,13 @@ def bench_main(args, configs):
     meta["seconds"] = round(time.time() - started, 1)
     meta["values_after"] = bench.values
     meta["brc_config"] = bench.written
+    ratios = floor_ratios(summary, usable, bench.profiled)
     report = {"meta": meta, "notes": bench.notes, "summary": summary, "rounds": rounds,
+              "floor_ratios": ratios, "floor_probe": bench.floor_probe,
+              "profile": bench.profiled,
               "workloads": dict((n, {"description": d, "redis_benchmark": [j[0] for j in jobs]})
                                 for n, d, jobs in WORKLOADS_FOR_SUMMARY)}
-    text = markdown(meta, summary, usable, bench.notes)
+    text = markdown(meta, summary, usable, bench.notes, ratios, bench.profiled)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, stamp + ".json"), "w") as f:
         json.dump(report, f, indent=1, default=str)
