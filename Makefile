@@ -5,7 +5,7 @@ VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 
-.PHONY: setup demo test lab-up lab-status lab-down bench bench-faults bench-agent lint fuzz fuzz-agent profile
+.PHONY: setup demo test lab-up lab-status lab-down bench bench-faults bench-agent bench-fleet lint fuzz fuzz-agent profile
 
 setup:
 	@bash scripts/setup
@@ -36,6 +36,13 @@ bench: setup
 # master, and a client's first correct read through BRC); BENCH_ARGS="--no-replica".
 bench-agent: setup
 	@$(VENV)/bin/python bench/agent.py $(BENCH_ARGS)
+
+# Fleet operations timed on a lab of its own (name bf) per size: deploy, re-deploy (builds
+# nothing), audit, stats, rolling enable to serve, with the per-host split (bcc compile,
+# verifier load, Ansible overhead). BENCH_FLEET_HOSTS=4 for one size (16 takes long).
+BENCH_FLEET_HOSTS ?= 4,16
+bench-fleet: setup
+	@$(VENV)/bin/python bench/fleet.py --hosts $(BENCH_FLEET_HOSTS) $(BENCH_ARGS)
 
 # Checker through plain/observe/serve x clean/2% loss/reordering x offloads on/off.
 bench-faults: setup

@@ -40,7 +40,12 @@ options:
     type: list
     elements: str
   probe_bcc:
-    description: Compile and load a trivial program with bcc to prove it works (about half a second).
+    description:
+      - Compile and load a trivial program with bcc to prove it works (half a second on an idle
+        host, several seconds with a fleet deploying at once).
+      - Skipped when the interface's pinned programs are the ones its build record names, built on
+        this kernel with the headers bcc would use now (a re-deploy, a mode change), since that
+        build proved bcc works. C(capabilities.bcc.probe) says C(compiled) or why it was skipped.
     type: bool
     default: false
 attributes:

@@ -132,6 +132,16 @@ maps_reset:
   returned: when a build ran
   type: list
   elements: str
+timings:
+  description:
+    - Time this run spent building, in seconds. C(compile_s) is bcc's C(BPF(text=...)) (clang to
+      BPF bytecode, and the maps created or reopened); C(load_s) is the verifier loading the
+      programs (C(load_func)) and the command table written; C(compiles) counts bcc runs (2 on an
+      upgrade with pinned maps, a layout probe without programs and then the build).
+    - All zero when nothing was built (sources and pins up to date, or check mode).
+  returned: when O(state=present)
+  type: dict
+  sample: {"compiles": 1, "compile_s": 6.1, "load_s": 9.8}
 removed:
   description: Pins removed (O(state=absent)).
   returned: when O(state=absent)

@@ -19,6 +19,7 @@ import ctypes
 import errno
 import os
 import re
+import time
 
 try:
     from ansible.module_utils.brc_contract import load_contract
@@ -83,12 +84,14 @@ class BrcBuild:
                  user reference goes, so the caller pins them with the programs
     """
 
-    def __init__(self, bpf, contract, programs, prog_arrays, helpers=None):
+    def __init__(self, bpf, contract, programs, prog_arrays, helpers=None, timings=None):
         self.bpf = bpf
         self.contract = contract
         self.programs = programs
         self.prog_arrays = prog_arrays
         self.helpers = helpers or {}
+        # {"compile_s": bcc/clang (BPF(text=...)), "load_s": verifier loads (load_func)}
+        self.timings = timings or {}
 
     def declared_layout(self):
         """{map_name: {"type", "key_size", "value_size", "max_entries"}} for every
@@ -137,11 +140,14 @@ def compile_programs(src_dir, pin_dir=None, extra_cflags=(), load=True):
     cflags.extend(extra_cflags)
     if not load:
         cflags.append("-DBRC_LAYOUT_PROBE")   # maps only: no program is loaded anyway
+    t0 = time.monotonic()
     text = amalgamate(os.path.join(src_dir, "brc.c"))
     bpf = BPF(text=text.encode(), cflags=cflags)
     contract = load_contract(src_dir)
+    timings = {"compile_s": time.monotonic() - t0}
     if not load:
-        return BrcBuild(bpf, contract, {}, {})
+        return BrcBuild(bpf, contract, {}, {}, timings=timings)
+    t0 = time.monotonic()
     fill_command_table(bpf, contract)
     prog_arrays = {}
     for array_name, slots in contract.prog_arrays.items():
@@ -155,7 +161,8 @@ def compile_programs(src_dir, pin_dir=None, extra_cflags=(), load=True):
         programs[hook] = bpf.load_func(func_name.encode(), BPF.SCHED_CLS).fd
     helpers = dict((name, bpf.load_func(func_name.encode(), BPF.SCHED_CLS).fd)
                    for name, func_name in HELPER_PROGRAMS.items())
-    return BrcBuild(bpf, contract, programs, prog_arrays, helpers)
+    timings["load_s"] = time.monotonic() - t0
+    return BrcBuild(bpf, contract, programs, prog_arrays, helpers, timings=timings)
 
 
 _INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"')

@@ -104,10 +104,23 @@ def _up_to_date(record, programs, maps, shash):
     return True
 
 
+def _no_build():
+    """timings of a run that compiled and loaded nothing."""
+    return {"compiles": 0, "compile_s": 0.0, "load_s": 0.0}
+
+
+def _add_timings(timings, build):
+    """Add one compile_programs run (BrcBuild.timings) to the run's totals."""
+    t = getattr(build, "timings", None) or {}
+    timings["compiles"] += 1
+    timings["compile_s"] = round(timings["compile_s"] + t.get("compile_s", 0.0), 3)
+    timings["load_s"] = round(timings["load_s"] + t.get("load_s", 0.0), 3)
+
+
 def _result_from_record(record, changed):
     return {"changed": changed, "pin_dir": record["pin_dir"], "source_hash": record["source_hash"],
             "layout_digest": record["layout_digest"], "programs": record["programs"],
-            "maps": record["maps"], "headers": record.get("headers")}
+            "maps": record["maps"], "headers": record.get("headers"), "timings": _no_build()}
 
 
 def install(interface, src_dir, pin_root, cflags=(), reset_maps=False, check_mode=False,
@@ -120,7 +133,7 @@ def install(interface, src_dir, pin_root, cflags=(), reset_maps=False, check_mod
     if check_mode and (not on_bpffs or not have_src):
         # An earlier task (bpffs mount, source copy) would have prepared these.
         return {"changed": True, "pin_dir": pdir, "source_hash": None, "layout_digest": None,
-                "programs": {}, "maps": {}, "headers": headers_info(),
+                "programs": {}, "maps": {}, "headers": headers_info(), "timings": _no_build(),
                 "msg": "would compile and pin the programs (bpffs or sources not in place yet)"}
     if not on_bpffs:
         raise BrcError("%s is not on a mounted bpffs" % pin_root,
@@ -143,7 +156,7 @@ def install(interface, src_dir, pin_root, cflags=(), reset_maps=False, check_mod
     if check_mode:
         return {"changed": True, "pin_dir": pdir, "source_hash": shash,
                 "layout_digest": contract.layout_digest, "programs": {}, "maps": {},
-                "headers": headers, "diff": diff}
+                "headers": headers, "diff": diff, "timings": _no_build()}
     if headers["kind"] == "missing":
         raise BrcError("no kernel headers for %s at %s" % (headers["kernel"], headers["build"]),
                        headers["fix"])
@@ -152,8 +165,10 @@ def install(interface, src_dir, pin_root, cflags=(), reset_maps=False, check_mod
     persistent = list(api.persistent_map_names(contract))
     pinned_persistent = dict((n, cur["maps"][n]) for n in persistent if n in cur["maps"])
     dropped = []
+    timings = _no_build()
     if pinned_persistent:
         probe = _compile(api, src_dir, None, cflags)
+        _add_timings(timings, probe)
         try:
             declared = probe.declared_layout()
         finally:
@@ -177,6 +192,7 @@ def install(interface, src_dir, pin_root, cflags=(), reset_maps=False, check_mod
     if not os.path.isdir(pdir):
         os.makedirs(pdir, 0o700)
     build = _compile(api, src_dir, pdir, cflags)
+    _add_timings(timings, build)
     try:
         declared = build.declared_layout()
         now_maps = brc_pins.pinned_maps(pdir)
@@ -237,7 +253,8 @@ def install(interface, src_dir, pin_root, cflags=(), reset_maps=False, check_mod
               "maps_reused": reused, "maps_reset": dropped, "latency_names": list(LATENCY_NAMES)}
     write_json(build_record_path(interface, state_dir), record)
     res = _result_from_record(record, True)
-    res.update(diff=diff, maps_reused=reused, maps_reset=dropped, stale_pins_removed=stale)
+    res.update(diff=diff, maps_reused=reused, maps_reset=dropped, stale_pins_removed=stale,
+               timings=timings)
     return res
 
 

@@ -149,6 +149,8 @@ def test_program_tc_config_stats_lifecycle(in_netns):
     assert first["headers"]["kind"] in ("exact", "fallback")
     # idempotent by source hash and program id/tag
     assert not r["second"]["changed"] and r["second"]["programs"] == first["programs"]
+    # one bcc run for a first build, none when up to date (counts, never times)
+    assert first["timings"]["compiles"] == 1 and r["second"]["timings"]["compiles"] == 0
     assert r["check_predict"]["changed"]
     assert {d: p["id"] for d, p in r["ids_after_check"].items()} == {d: p["id"] for d, p in first["programs"].items()}
     # tc
@@ -169,6 +171,7 @@ def test_program_tc_config_stats_lifecycle(in_netns):
     # upgrade: new programs, same maps, stats kept, filter replaced in place
     up = r["upgrade"]
     assert up["changed"] and up["programs"]["ingress"]["id"] != first["programs"]["ingress"]["id"]
+    assert up["timings"]["compiles"] == 2     # the layout probe, then the build
     assert all(r["maps_same"].values()) and sorted(up["maps_reused"]) == sorted(r["maps_same"])
     assert r["counters2"]["pkt_ingress"] >= r["counters1"]["pkt_ingress"]
     assert r["reattach"]["changed"]

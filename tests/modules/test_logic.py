@@ -159,3 +159,24 @@ def test_installed_packages_reads_dpkg_status(tmp_path):
                       "Package: iproute2\nStatus: install ok installed\n")
     assert installed_packages(str(status)) == {"bpftool", "iproute2"}
     assert installed_packages(str(tmp_path / "none")) is None
+
+
+def test_bcc_probe_is_skipped_only_for_a_current_build_on_this_kernel():
+    from ansible.module_utils.brc_facts import bcc_proven
+    headers = {"kernel": "6.1.0-26-amd64", "path": "/usr/src/linux-headers-6.1.0-26-amd64", "kind": "exact",
+               "build": "/lib/modules/6.1.0-26-amd64/build", "fix": None}
+    caps = {"kernel": headers["kernel"], "headers": dict(headers)}
+    progs = {"ingress": {"id": 41, "tag": "a"}, "egress": {"id": 42, "tag": "b"}}
+
+    def state(**build):
+        b = {"headers": dict(headers), "programs": progs, "built_at": 1}
+        b.update(build)
+        return {"interface": "eth0", "build": b, "programs": dict(progs)}
+
+    assert "skipped" in bcc_proven(state(), caps)
+    assert bcc_proven(None, caps) is None                                    # first deploy
+    assert bcc_proven({"interface": "eth0", "build": None, "programs": {}}, caps) is None
+    assert bcc_proven(state(headers=dict(headers, kernel="6.12.0")), caps) is None     # new kernel
+    assert bcc_proven(state(headers=dict(headers, path="/usr/src/other")), caps) is None
+    assert bcc_proven(state(programs={"ingress": {"id": 7}, "egress": {"id": 42}}), caps) is None
+    assert bcc_proven(state(), dict(caps, headers=dict(headers, kind="missing"))) is None
