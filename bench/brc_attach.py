@@ -90,7 +90,7 @@ def compile_floor(src_dir):
               cflags=["-I" + src_dir, "-Wno-unused-function"] + FLOOR_CFLAGS)
     programs = dict((hook, bpf.load_func(name.encode(), BPF.SCHED_CLS).fd)
                     for hook, name in FLOOR_PROGRAMS.items())
-    return brc_bpf.BrcBuild(bpf, programs, {})
+    return brc_bpf.BrcBuild(bpf, brc_bpf.load_contract(src_dir), programs, {})
 
 
 class Brc:
@@ -192,9 +192,12 @@ class Brc:
             lat = self.build.bpf.get_table(self.contract.map_name("latency").encode())
         except Exception:
             return out
-        from ansible.module_utils.brc_commands import LATENCY_NAMES
+        try:
+            from ansible.module_utils.brc_commands import LATENCY_NAMES as names
+        except ImportError:     # --bpf-rev of a build from before per-command histograms
+            names = [n.lower() for n, _doc in self.contract.xlists.get("BRC_LAT_CLASSES", [])]
         slots = self.contract.latency_slots
-        for c, cls in enumerate(LATENCY_NAMES):
+        for c, cls in enumerate(names):
             for slot in range(slots):
                 n = int(sum(lat[lat.Key(c * slots + slot)]))
                 if n:

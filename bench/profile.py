@@ -21,7 +21,6 @@ import signal
 import subprocess
 import time
 
-BPF_OBJ_GET_INFO_BY_FD = 15
 FREQ = 999          # samples per second per CPU (cpu-clock: one sample = 1/FREQ s of CPU)
 
 
@@ -41,19 +40,16 @@ class _ProgInfo(ctypes.Structure):
     ]
 
 
-class _InfoAttr(ctypes.Structure):
-    _fields_ = [("bpf_fd", ctypes.c_uint32), ("info_len", ctypes.c_uint32),
-                ("info", ctypes.c_uint64)]
-
-
 def _prog_info(fd, ksyms=None, lens=None):
-    from ansible.module_utils import brc_bpf
+    from ansible.module_utils import brc_pins
     info = _ProgInfo()
     if ksyms is not None:
         info.nr_jited_ksyms, info.jited_ksyms = len(ksyms), ctypes.addressof(ksyms)
         info.nr_jited_func_lens, info.jited_func_lens = len(lens), ctypes.addressof(lens)
-    attr = _InfoAttr(fd, ctypes.sizeof(info), ctypes.addressof(info))
-    brc_bpf.bpf_syscall(BPF_OBJ_GET_INFO_BY_FD, attr)
+    size = ctypes.c_uint32(ctypes.sizeof(info))
+    ret = brc_pins.libbpf().bpf_obj_get_info_by_fd(fd, ctypes.byref(info), ctypes.byref(size))
+    if ret != 0:    # libbpf returns -errno
+        raise OSError(-ret, "BPF_OBJ_GET_INFO_BY_FD: %s" % os.strerror(-ret))
     return info
 
 
