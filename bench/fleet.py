@@ -106,17 +106,8 @@ def warm_up(lab, keys=50, rounds=4):
 
 def run_step(lab, step, playbook, extra, outdir):
     tlog = os.path.join(outdir, "%dh-%s.tasks.jsonl" % (len(lab.hosts), step))
-    env = dict(os.environ)
-    env.update({
-        "ANSIBLE_CONFIG": os.path.join(REPO, "ansible.cfg"),
-        "ANSIBLE_INVENTORY": lab.inventory_path,
-        "PATH": os.path.join(REPO, ".venv", "bin") + os.pathsep + env.get("PATH", ""),
-        "ANSIBLE_DEPRECATION_WARNINGS": "False",
-        "ANSIBLE_NOCOLOR": "True",
-        "ANSIBLE_CALLBACK_PLUGINS": os.path.join(BENCH, "callback_plugins"),
-        "ANSIBLE_CALLBACKS_ENABLED": "brc_timing",
-        "BRC_TIMING_LOG": tlog,
-    })
+    env = lab.ansible_env(ANSIBLE_CALLBACK_PLUGINS=os.path.join(BENCH, "callback_plugins"),
+                          ANSIBLE_CALLBACKS_ENABLED="brc_timing", BRC_TIMING_LOG=tlog)
     args = [PLAYBOOK, playbook] + extra + ["-e", "brc_report_dir=%s" % os.path.join(outdir, "reports")]
     b0, t0 = cpu_busy()
     start = time.monotonic()

@@ -602,6 +602,9 @@ def run_all(args, pair, redis, groups, configs):
         for c in configs:
             if c not in usable and c not in bench.notes:
                 bench.notes[c] = "unavailable"
+        if not usable:
+            raise SystemExit("bench: no configuration could run (%s); fix what each note says and run again"
+                             % "; ".join("%s: %s" % kv for kv in sorted(bench.notes.items())))
         rounds = bench.run(usable)
         if args.profile:
             bench.profiled = bench.profile(usable)

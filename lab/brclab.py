@@ -765,6 +765,20 @@ exec {sshd} -D -e -f {sshd_config}
 
     # ------------------------------------------------------------------ exec
 
+    def ansible_env(self, **extra):
+        """Environment for ansible / ansible-playbook run against this lab from the repo
+        (its ansible.cfg, this lab's inventory, the project's .venv first on PATH)."""
+        env = dict(os.environ)
+        env.update({
+            "ANSIBLE_CONFIG": os.path.join(REPO, "ansible.cfg"),
+            "ANSIBLE_INVENTORY": self.inventory_path,
+            "PATH": os.path.join(REPO, ".venv", "bin") + os.pathsep + env.get("PATH", ""),
+            "ANSIBLE_DEPRECATION_WARNINGS": "False",
+            "ANSIBLE_NOCOLOR": "True",
+        })
+        env.update(extra)
+        return env
+
     def exec(self, host_name, argv, **kwargs):
         """Run argv inside a host's namespaces (mount, net, uts, pid), as its ssh sessions see
         them.  argv may be a string (run with /bin/sh -c).  kwargs go to subprocess.run;

@@ -14,6 +14,18 @@ SRV_IP = bytes([10, 68, 0, 2])
 CLI_PORT, SRV_PORT = 40000, 6379
 
 
+# What the seqadj harnesses return (harness_seqadj.c), and the RESP the flows carry.
+H_PASS, H_INIT, H_CONSUMED, H_RESEND, H_REFUSED = 0, 1, 2, 3, 4
+M = 0xFFFFFFFF
+
+PING = b"*1\r\n$4\r\nPING\r\n"
+GET = b"*2\r\n$3\r\nGET\r\n$3\r\nkey\r\n"
+GET2 = b"*2\r\n$3\r\nget\r\n$4\r\nkey2\r\n"
+SET = b"*3\r\n$3\r\nSET\r\n$1\r\na\r\n$1\r\nb\r\n"
+REPLY = b"$5\r\nhello\r\n"
+REPLY2 = b"$6\r\nworld!\r\n"
+
+
 def csum16(data, seed=0):
     """One's-complement sum of data folded to 16 bits (not complemented)."""
     if len(data) % 2:

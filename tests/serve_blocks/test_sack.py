@@ -20,18 +20,9 @@ import struct
 
 import pytest
 
-from packets import (ACK, FIN, PSH, SYN, Pkt, linux_syn_opts, linux_ts_opts, opt_nop, opt_sack,
-                     opt_ts, tcp_packet)
-
-H_PASS, H_INIT, H_CONSUMED, H_RESEND, H_REFUSED = 0, 1, 2, 3, 4
-M = 0xFFFFFFFF
-
-PING = b"*1\r\n$4\r\nPING\r\n"
-GET = b"*2\r\n$3\r\nGET\r\n$3\r\nkey\r\n"
-GET2 = b"*2\r\n$3\r\nget\r\n$4\r\nkey2\r\n"
-SET = b"*3\r\n$3\r\nSET\r\n$1\r\na\r\n$1\r\nb\r\n"
-REPLY = b"$5\r\nhello\r\n"
-REPLY2 = b"$6\r\nworld!\r\n"
+from packets import (ACK, FIN, GET, GET2, H_CONSUMED, H_INIT, H_PASS, H_REFUSED, H_RESEND, M, PING, PSH,
+                     REPLY, REPLY2, SET, SYN, Pkt, linux_syn_opts, linux_ts_opts, opt_nop, opt_sack, opt_ts,
+                     tcp_packet)
 
 ISNS = [
     (0x00001000, 0x7FFFF000),
