@@ -192,9 +192,9 @@ class Brc:
             lat = self.build.bpf.get_table(self.contract.map_name("latency").encode())
         except Exception:
             return out
-        try:
+        if "BRC_LAT_COMMANDS" in self.contract.constants:
             from ansible.module_utils.brc_commands import LATENCY_NAMES as names
-        except ImportError:     # --bpf-rev of a build from before per-command histograms
+        else:                   # --bpf-rev of a build from before per-command histograms
             names = [n.lower() for n, _doc in self.contract.xlists.get("BRC_LAT_CLASSES", [])]
         slots = self.contract.latency_slots
         for c, cls in enumerate(names):
