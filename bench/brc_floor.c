@@ -71,6 +71,16 @@ struct brc_floor_flow {
 
 /* An LRU: the bench opens and closes connections and never releases one. */
 BPF_TABLE("lru_hash", struct brc_flow_key, struct brc_floor_flow, brc_floor_flows, BRC_FLOOR_FLOWS);
+
+/* The connection's key from either direction's packet (client first, as brc.c keys it). */
+static __always_inline void brc_floor_key(struct brc_flow_key *fk, const struct brc_pkt *pkt,
+					  int from_client)
+{
+	fk->cli_addr = from_client ? pkt->saddr : pkt->daddr;
+	fk->srv_addr = from_client ? pkt->daddr : pkt->saddr;
+	fk->cli_port = from_client ? pkt->sport : pkt->dport;
+	fk->srv_port = from_client ? pkt->dport : pkt->sport;
+}
 /* The one reply, RESP bytes (len 0: answer nothing). */
 BPF_ARRAY(brc_floor_reply, struct brc_reply_buf, 1);
 
@@ -119,10 +129,7 @@ int brc_floor_in(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	if (brc_parse_tcp4(skb, &ss->pkt) != BRC_PKT_TCP4 || ss->pkt.dport != cfg->port)
 		return TC_ACT_OK;
-	fk.cli_addr = ss->pkt.saddr;
-	fk.srv_addr = ss->pkt.daddr;
-	fk.cli_port = ss->pkt.sport;
-	fk.srv_port = ss->pkt.dport;
+	brc_floor_key(&fk, &ss->pkt, 1);
 	fl = brc_floor_flows.lookup(&fk);
 	if ((ss->pkt.tcp_flags & (BRC_TCP_SYN | BRC_TCP_ACK | BRC_TCP_RST)) == BRC_TCP_SYN) {
 		/* a SYN on a connection with offsets is not a new one (the server
@@ -218,10 +225,7 @@ int brc_floor_out(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	if (brc_parse_tcp4(skb, &ss->pkt) != BRC_PKT_TCP4 || ss->pkt.sport != cfg->port)
 		return TC_ACT_OK;
-	fk.cli_addr = ss->pkt.daddr;
-	fk.srv_addr = ss->pkt.saddr;
-	fk.cli_port = ss->pkt.dport;
-	fk.srv_port = ss->pkt.sport;
+	brc_floor_key(&fk, &ss->pkt, 0);
 	fl = brc_floor_flows.lookup(&fk);
 	if (!fl)
 		return TC_ACT_OK;
