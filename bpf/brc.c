@@ -421,7 +421,16 @@ int brc_ingress(struct __sk_buff *skb)
 	brc_count(PKT_INGRESS);
 	sc->now = bpf_ktime_get_ns();
 	if ((pkt.tcp_flags & (BRC_TCP_SYN | BRC_TCP_ACK | BRC_TCP_RST)) == BRC_TCP_SYN) {
-		f = cfg->mode != BRC_MODE_OFF ? brc_flow_syn(sc, pkt.seq) : 0;
+		if (cfg->mode == BRC_MODE_OFF) {
+			/* a new connection on the tuple of a closed served one (the
+			 * client reused its port): the old entry would translate the
+			 * new handshake by the old offsets and Redis would reset it.
+			 * A live flow's SYN is RFC 5961's case: kept, as Linux keeps it. */
+			if (!brc_flows.lookup(&sc->fk))
+				brc_transient.delete(&sc->fk);
+			return TC_ACT_OK;
+		}
+		f = brc_flow_syn(sc, pkt.seq);
 		if (f && pkt.payload_len) {
 			/* TCP Fast Open: data BRC does not parse reaches Redis */
 			brc_flow_unparsed_data(sc, f, BRC_DIRTY_BIT_TFO);

@@ -170,6 +170,27 @@ def _one_conversation(lab, p, n):
     p.cseq = (p.cseq + len(ping)) & 0xFFFFFFFF
 
 
+def test_mode_off_a_new_connection_on_a_served_tuple_passes_untouched(lab):
+    """A client reuses the port of a served connection that closed (its entry is kept to
+    translate the connection's last packets) after serve was switched off: the new
+    handshake must pass untouched. The old offsets made the SYN-ACK's ack wrong and the
+    connection was reset (the rollout's probe saw it while stepping down to off)."""
+    lab.serve(verify_sample=0)
+    with _connection(lab, 42300, 7000, 17000) as p:
+        _one_conversation(lab, p, 7)        # answered in the kernel: offsets on the flow
+    try:
+        lab.brc.configure("off")
+        q = Peer(lab, 42300, 90000, 190000)
+        syn = ipv4_tcp(CLI, SRV, q.cport, PORT, 90000, 0, "S", b"", ts_opts(q.cts, 0, sack_perm=True))
+        rv, out = q.run("ingress", syn)
+        assert rv == TC_ACT_OK and out[:len(syn)] == syn
+        synack = ipv4_tcp(SRV, CLI, PORT, q.cport, 190000, 90001, "SA", b"", ts_opts(q.sts, q.cts))
+        rv, out = q.run("egress", synack)
+        assert rv == TC_ACT_OK and out[:len(synack)] == synack, "the new handshake passes untouched"
+    finally:
+        lab.serve(verify_sample=0)
+
+
 def test_verify_sample_passes_would_hits_to_redis(lab):
     """verify_sample=1: every would-be hit still goes to Redis and is compared."""
     lab.serve(verify_sample=1)
