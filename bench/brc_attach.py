@@ -102,6 +102,7 @@ class Brc:
         self.floor = floor
         self.build = compile_floor(src_dir) if floor else brc_bpf.compile_programs(src_dir)
         self.attached = False
+        self.gap = False            # detached after running: the next attach ends a blind gap
         with in_netns(netns):
             from pyroute2 import IPRoute
             self.ipr = IPRoute()
@@ -111,6 +112,8 @@ class Brc:
     def attach(self):
         if self.attached:
             return
+        if self.gap:
+            self.end_blind_gap()
         self.ipr.tc("add", "clsact", self.index)
         for hook, fd in sorted(self.build.programs.items()):
             self.ipr.tc("add-filter", "bpf", self.index, HANDLE, fd=fd, name="brc_" + hook,
@@ -122,6 +125,14 @@ class Brc:
             return
         self.ipr.tc("del", "clsact", self.index)   # our own qdisc on our own veth
         self.attached = False
+        self.gap = True
+
+    def end_blind_gap(self):
+        """What brc_tc does before re-creating a missing filter (brc_maps.end_blind_gap),
+        on this build's unpinned maps."""
+        from ansible.module_utils.brc_maps import BLIND_GAP_MAPS
+        for role, _counted in BLIND_GAP_MAPS:
+            self.build.bpf.get_table(self.contract.map_name(role).encode()).clear()
 
     def close(self):
         try:

@@ -18,9 +18,9 @@ description:
     same prio and handle, so traffic never passes without a filter.
   - O(state=detached) removes the BRC filters first, then the C(clsact) qdisc only when the toolkit
     created it (recorded in C(/var/lib/brc/<interface>/tc.json)) and no other filter uses it.
-  - When a filter has to be created rather than replaced, BRC has not been seeing writes, so the
-    cache map (named by C(brc_contract.h) in O(src_dir)) is emptied before the filter goes in
-    (see RV(cache_flushed)).
+  - When a filter has to be created rather than replaced, BRC has not been seeing packets, so the
+    cache map (named by C(brc_contract.h) in O(src_dir)) and the flows kept for closed connections
+    are emptied before the filter goes in (see RV(cache_flushed) and RV(flows_forgotten)).
 version_added: "1.0.0"
 extends_documentation_fragment: [brc, brc.pins]
 options:
@@ -84,6 +84,15 @@ cache_flushed:
   returned: when attached
   type: int
   sample: 0
+flows_forgotten:
+  description:
+    - Flows kept outside the live table (half-open connections, and served connections that closed,
+      kept to translate their last packets) removed before a missing filter was created. Their last
+      packets went by untranslated during the gap, and a client reusing such a connection's ports
+      would otherwise be translated by the old connection's offsets and stall.
+  returned: when attached
+  type: int
+  sample: 0
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -115,13 +124,13 @@ def main():
         if p["state"] == "attached":
             pdir = brc_pins.pin_dir(p["pin_root"], p["interface"])
             try:
-                cache = brc_maps.cache_pin(pdir, brc_maps.contract_for(p["src_dir"]))
+                gap_pins = brc_maps.blind_gap_pins(pdir, brc_maps.contract_for(p["src_dir"]))
             except BrcError:
                 if not module.check_mode:   # check mode before the first deploy: no sources yet
                     raise
-                cache = None
+                gap_pins = None
             result = brc_tc.attach(p["interface"], pdir, module.check_mode, p["predict_change"],
-                                   cache_pin=cache)
+                                   gap_pins=gap_pins)
         else:
             result = brc_tc.detach(p["interface"], module.check_mode)
     except BrcError as e:

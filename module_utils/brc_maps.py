@@ -148,12 +148,39 @@ def flush_cache(cache_pin):
     serve answers a stale value (until max age). Nothing fills the cache during the gap
     (no GET is tracked), so emptying it once, before the gap ends, is enough.
     """
-    with brc_pins.PinnedMap(cache_pin) as m:
+    return _empty(cache_pin)
+
+
+def _empty(pin):
+    with brc_pins.PinnedMap(pin) as m:
         return sum(1 for key in m.keys() if m.delete(key))
 
 
 def cache_pin(pdir, contract):
     return os.path.join(pdir, contract.map_name("cache"))
+
+
+# What a blind gap (a filter missing) makes stale, by the contract's map role, with the
+# result key that counts the entries end_blind_gap() removed: the cache (flush_cache), and
+# the flows kept outside brc_flows (half-open ones, and served connections that closed,
+# kept to translate their last FIN/ACKs). Those flows' last packets went by untranslated,
+# and a client that reused such a tuple during the gap opened a connection whose SYN BRC
+# never saw: the old entry would translate it by the closed connection's offsets and Redis
+# would drop every segment (a stuck connection). None of them holds marks or counts as
+# live, so removing them needs nothing else.
+BLIND_GAP_MAPS = (("cache", "cache_flushed"), ("transient", "flows_forgotten"))
+
+
+def blind_gap_pins(pdir, contract):
+    """{result key: pin} of the maps end_blind_gap() empties."""
+    return dict((counted, os.path.join(pdir, contract.map_name(role))) for role, counted in BLIND_GAP_MAPS)
+
+
+def end_blind_gap(pins):
+    """What a filter that has to be created again does before it runs: empty the maps of
+    BLIND_GAP_MAPS. Returns {result key: entries removed}; a pin that does not exist (a
+    build without the map) counts 0."""
+    return dict((counted, _empty(pin) if os.path.exists(pin) else 0) for counted, pin in pins.items())
 
 
 def configure(pdir, contract, wanted, check_mode=False, src_dir=""):

@@ -132,7 +132,7 @@ def _short(f):
     return {"id": f["id"], "tag": f["tag"]} if f else None
 
 
-def _set_filters(tc, interface, pdir, todo, before, add_clsact, state_dir, cache_pin, result):
+def _set_filters(tc, interface, pdir, todo, before, add_clsact, state_dir, gap_pins, result):
     """Point the filters in todo at the pinned programs, all or none: when one step
     fails, the ones done are put back (a replaced filter to the program it ran, held
     by id until then; a created one removed, with the clsact this call added)."""
@@ -142,9 +142,9 @@ def _set_filters(tc, interface, pdir, todo, before, add_clsact, state_dir, cache
             tc.add_clsact()
             done.append("clsact")
             write_json(tc_state_path(interface, state_dir), {"clsact_owned": True, "interface": interface})
-        if cache_pin and os.path.exists(cache_pin):
-            step = "emptying the cache"
-            result["cache_flushed"] = brc_maps.flush_cache(cache_pin)
+        if gap_pins:
+            step = "emptying the cache and the transient flows"
+            result.update(brc_maps.end_blind_gap(gap_pins))
         for d in todo:
             step = "%s the %s filter" % ("replacing" if before[d] else "adding", d)
             if before[d]:
@@ -185,12 +185,13 @@ def _undo_filters(tc, interface, done, old_fds, state_dir):
 
 
 def attach(interface, pdir, check_mode=False, predict_change=False, tc=None, state_dir=STATE_DIR,
-           cache_pin=None):
+           gap_pins=None):
     """Make BRC's ingress/egress filters run the programs pinned in pdir. Returns a result dict.
 
     A filter that is replaced keeps BRC watching without a gap. A filter that has to be
-    created ends a gap in which writes went unseen: with cache_pin given, the cache is
-    emptied first (brc_maps.flush_cache), so no entry from before the gap is used again.
+    created ends a gap in which BRC saw nothing: with gap_pins given
+    (brc_maps.blind_gap_pins), brc_maps.end_blind_gap empties the cache and the transient
+    flows first, so no entry from before the gap is used again.
     """
     progs = {}
     missing = []
@@ -204,7 +205,8 @@ def attach(interface, pdir, check_mode=False, predict_change=False, tc=None, sta
     state = read_json(tc_state_path(interface, state_dir), {}) or {}
     before = {d: _short(tc.ours(d)) for d in brc_pins.DIRECTIONS}
     clsact = tc.clsact_present()
-    result = {"changed": False, "clsact_owned": bool(state.get("clsact_owned")), "cache_flushed": 0,
+    result = {"changed": False, "clsact_owned": bool(state.get("clsact_owned")),
+              "cache_flushed": 0, "flows_forgotten": 0,
               "diff": {"before": {"clsact": clsact, "filters": before}}}
     if missing:
         if check_mode:
@@ -228,7 +230,7 @@ def attach(interface, pdir, check_mode=False, predict_change=False, tc=None, sta
     if check_mode:
         return result
     _set_filters(tc, interface, pdir, todo, before, not clsact, state_dir,
-                 cache_pin if any(before[d] is None for d in todo) else None, result)
+                 gap_pins if any(before[d] is None for d in todo) else None, result)
     now = {d: _short(tc.ours(d)) for d in brc_pins.DIRECTIONS}
     for d in brc_pins.DIRECTIONS:
         if not now[d] or now[d]["id"] != progs[d]["id"]:
