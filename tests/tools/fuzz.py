@@ -357,6 +357,10 @@ class Incarnation:
         self.tracking = False
         self.proto = 2               # RESP2 until Redis answers a HELLO 3 with its map
         self.ever3 = False           # was RESP3 at some point
+        # a HELLO 2 whose reply was suppressed (CLIENT REPLY OFF) left RESP3: pushes
+        # bypass CLIENT REPLY, so ones Redis sent before it ran may still be unread,
+        # until the next reply read (which Redis wrote after them)
+        self.pushes3_unread = False
         self.pushes_tracking = False  # may get invalidation pushes (tracking, a sink)
         self.sink_id = None          # its CLIENT ID, while other connections may REDIRECT here
         self.pushes = 0              # RESP3 pushes set aside so far
@@ -1230,6 +1234,9 @@ class Worker(threading.Thread):
         if proto == 3 and forms.nil2:
             raise Desync(c or self.last(), "RESP2's nil ($-1/*-1) in %s on a RESP3 connection "
                          "(Redis sends _)" % short(v), kind="wrong_protocol")
+        if isinstance(v, Push) and self.inc.pushes3_unread:
+            return              # sent while the connection was still RESP3
+        self.inc.pushes3_unread = False
         if proto == 2 and forms.types3:
             raise Desync(c or self.last(), "RESP3 type %s in %s on a RESP2 connection" % (
                 "".join(sorted(forms.types3)), short(v)), kind="wrong_protocol")
@@ -1263,6 +1270,7 @@ class Worker(threading.Thread):
             c.reply = NOREPLY
             if c.name == b"HELLO" and len(c.argv) == 2 and c.argv[1] in (b"2", b"3") and \
                     self.inc.cauth is True:
+                self.inc.pushes3_unread |= self.inc.proto == 3 and c.argv[1] == b"2"
                 self.inc.proto = int(c.argv[1])     # suppressed, but it succeeded
             return c.reply
         deadline = time.time() + self.fz.reply_timeout + extra
