@@ -78,32 +78,36 @@ static __always_inline void brc_in_release(struct brc_flow *f)
 	f->in_busy = 0;
 }
 
+/* The parse loops' config, scratch and flow, looked up again for every event:
+ * pointers carried across iterations keep path-specific verifier state alive,
+ * and the cost of verifying the loop grows combinatorially instead of
+ * linearly. 0 when one of them is gone. */
+static __always_inline int brc_parse_lookup(struct brc_config **cfg, struct brc_scratch **sc,
+					    struct brc_flow **f)
+{
+	*cfg = brc_get_config();
+	*sc = brc_get_scratch();
+	if (!*cfg || !*sc)
+		return 0;
+	*f = brc_flows.lookup(&(*sc)->fk);
+	return *f != 0;
+}
+
 /* The request parser over the segment's bytes (@held 0) or over the bytes the
  * flow held after a hole (@held 1, brc_ooo.h): one body, two programs, so that
  * each is verified with one source of bytes (both in one program would take it
  * past the verifier's 1M instructions). */
 static __always_inline int brc_parse_req_from(struct __sk_buff *skb, const int held)
 {
-	struct brc_config *cfg = brc_get_config();
-	struct brc_scratch *sc = brc_get_scratch();
+	struct brc_config *cfg;
+	struct brc_scratch *sc;
 	struct brc_flow *f;
 	__u32 it, n, ev, skip;
 
-	if (!cfg || !sc)
+	if (!brc_parse_lookup(&cfg, &sc, &f))
 		return TC_ACT_OK;
-	f = brc_flows.lookup(&sc->fk);
-	if (!f)
-		return TC_ACT_OK;
-	/* Everything is looked up again per event: pointers carried across
-	 * iterations keep path-specific verifier state alive, and the cost of
-	 * verifying the loop grows combinatorially instead of linearly. */
 	for (it = 0; it < BRC_REQ_EVENTS; it++) {
-		cfg = brc_get_config();
-		sc = brc_get_scratch();
-		if (!cfg || !sc)
-			return TC_ACT_OK;
-		f = brc_flows.lookup(&sc->fk);
-		if (!f)
+		if (!brc_parse_lookup(&cfg, &sc, &f))
 			return TC_ACT_OK;
 		if (sc->off >= sc->end || f->rq_state == BRC_RQ_LOST)
 			goto done;
@@ -186,24 +190,16 @@ int brc_parse_req_held(struct __sk_buff *skb)
 
 int brc_parse_rep(struct __sk_buff *skb)
 {
-	struct brc_config *cfg = brc_get_config();
-	struct brc_scratch *sc = brc_get_scratch();
+	struct brc_config *cfg;
+	struct brc_scratch *sc;
 	struct brc_replybuf *rb;
 	struct brc_flow *f;
 	__u32 it, n, ev, skip, len, rb_real = 1;
 
-	if (!cfg || !sc)
-		return TC_ACT_OK;
-	f = brc_flows.lookup(&sc->fk);
-	if (!f)
+	if (!brc_parse_lookup(&cfg, &sc, &f))
 		return TC_ACT_OK;
 	for (it = 0; it < BRC_REP_EVENTS; it++) {
-		cfg = brc_get_config();
-		sc = brc_get_scratch();
-		if (!cfg || !sc)
-			return TC_ACT_OK;
-		f = brc_flows.lookup(&sc->fk);
-		if (!f)
+		if (!brc_parse_lookup(&cfg, &sc, &f))
 			return TC_ACT_OK;
 		/* the tracked reply's buffer; scratch stands in as a sink when
 		 * there is none, so the lexer needs no NULL check per byte */

@@ -276,6 +276,18 @@ static __always_inline __u32 brc_reload(volatile __u32 *p)
 	return v;
 }
 
+/* Take the next byte of the chunk being lexed: 0 and its index in @i and the
+ * byte in @c, or -1 at the chunk's end. */
+static __always_inline int brc_chunk_next(struct brc_scratch *sc, __u32 *i, __u8 *c)
+{
+	*i = brc_reload(&sc->pos);
+	if (*i >= brc_reload(&sc->n))
+		return -1;
+	*c = sc->buf[*i & (BRC_CHUNK - 1)];
+	sc->pos = *i + 1;
+	return 0;
+}
+
 /* A word byte of an inline command as BRC follows it: printable ASCII, no quote. */
 static __always_inline int brc_inline_word_byte(__u8 c)
 {
@@ -301,11 +313,8 @@ static __always_inline int brc_rq_lex(struct brc_flow *f, struct brc_scratch *sc
 	__u8 c;
 
 	for (k = 0; k < BRC_CHUNK; k++) {
-		i = brc_reload(&sc->pos);
-		if (i >= brc_reload(&sc->n))
+		if (brc_chunk_next(sc, &i, &c))
 			break;
-		c = sc->buf[i & (BRC_CHUNK - 1)];
-		sc->pos = i + 1;
 		switch (f->rq_state) {
 		case BRC_RQ_IDLE:
 			f->rq_argi = 0;
@@ -796,11 +805,8 @@ static __always_inline int brc_rp_lex(struct brc_flow *f, struct brc_replybuf *r
 	__u8 c;
 
 	for (k = 0; k < BRC_CHUNK; k++) {
-		i = brc_reload(&sc->pos);
-		if (i >= brc_reload(&sc->n))
+		if (brc_chunk_next(sc, &i, &c))
 			break;
-		c = sc->buf[i & (BRC_CHUNK - 1)];
-		sc->pos = i + 1;
 		if (f->rp_state == BRC_RP_IDLE && f->rp_depth == 0) {
 			/* a top-level reply starts: is it the tracked GET's? */
 			f->rp_type = c;

@@ -291,6 +291,20 @@ static __always_inline int brc_pure_ack_build(struct __sk_buff *skb, const struc
 	return brc__emit(skb, s, &ip, hdr, thl, NULL, 0, partial);
 }
 
+/* Swap the Ethernet addresses in place: a reply goes back out of the device the
+ * request came in on. Returns 0, or -1 when they could not be read or written. */
+static __always_inline int brc__swap_macs(struct __sk_buff *skb)
+{
+	__u8 mac[2 * ETH_ALEN], tmp[ETH_ALEN];
+
+	if (bpf_skb_load_bytes(skb, 0, mac, sizeof(mac)) < 0)
+		return -1;
+	__builtin_memcpy(tmp, mac, ETH_ALEN);
+	__builtin_memcpy(mac, mac + ETH_ALEN, ETH_ALEN);
+	__builtin_memcpy(mac + ETH_ALEN, tmp, ETH_ALEN);
+	return bpf_skb_store_bytes(skb, 0, mac, sizeof(mac), 0) < 0 ? -1 : 0;
+}
+
 /* Turn the request skb into the reply to the client: MACs, addresses and ports
  * swapped, seq/ack/window from @f, flags ACK|PSH, options all NOPs but the TS
  * option (TSval = f->tsval, TSecr = the request's TSval),
@@ -303,7 +317,6 @@ static __always_inline int brc_reply_build(struct __sk_buff *skb, const struct b
 					   struct brc_reply_scratch *sc)
 {
 	__u8 *hdr = sc->hdr;
-	__u8 mac[2 * ETH_ALEN], tmp[ETH_ALEN];
 	struct iphdr ip;
 	__be32 addr;
 	int thl, i;
@@ -316,12 +329,7 @@ static __always_inline int brc_reply_build(struct __sk_buff *skb, const struct b
 	if (thl < BRC_TCP_HDR_MIN || thl > BRC_TCP_HDR_MAX)
 		return BRC_REPLY_E_OPTS;
 
-	if (bpf_skb_load_bytes(skb, 0, mac, sizeof(mac)) < 0)
-		return BRC_REPLY_E_HELPER;
-	__builtin_memcpy(tmp, mac, ETH_ALEN);
-	__builtin_memcpy(mac, mac + ETH_ALEN, ETH_ALEN);
-	__builtin_memcpy(mac + ETH_ALEN, tmp, ETH_ALEN);
-	if (bpf_skb_store_bytes(skb, 0, mac, sizeof(mac), 0) < 0)
+	if (brc__swap_macs(skb) < 0)
 		return BRC_REPLY_E_HELPER;
 
 	addr = ip.saddr;
@@ -369,7 +377,6 @@ static __always_inline int brc_rst_build(struct __sk_buff *skb, const struct brc
 					 struct brc_reply_scratch *sc)
 {
 	__u8 *hdr = sc->hdr;
-	__u8 mac[2 * ETH_ALEN], tmp[ETH_ALEN];
 	struct iphdr ip;
 	__be32 addr;
 	int thl, i;
@@ -380,12 +387,7 @@ static __always_inline int brc_rst_build(struct __sk_buff *skb, const struct brc
 	if (thl < BRC_TCP_HDR_MIN || thl > BRC_TCP_HDR_MAX)
 		return BRC_REPLY_E_OPTS;
 	if (to_client) {
-		if (bpf_skb_load_bytes(skb, 0, mac, sizeof(mac)) < 0)
-			return BRC_REPLY_E_HELPER;
-		__builtin_memcpy(tmp, mac, ETH_ALEN);
-		__builtin_memcpy(mac, mac + ETH_ALEN, ETH_ALEN);
-		__builtin_memcpy(mac + ETH_ALEN, tmp, ETH_ALEN);
-		if (bpf_skb_store_bytes(skb, 0, mac, sizeof(mac), 0) < 0)
+		if (brc__swap_macs(skb) < 0)
 			return BRC_REPLY_E_HELPER;
 		addr = ip.saddr;
 		ip.saddr = ip.daddr;
