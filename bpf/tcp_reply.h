@@ -389,6 +389,9 @@ static __always_inline int brc_rst_build(struct __sk_buff *skb, const struct brc
 	if (to_client) {
 		if (brc__swap_macs(skb) < 0)
 			return BRC_REPLY_E_HELPER;
+		/* the same swaps as brc_reply_build's, written out in both: a
+		 * helper taking @ip by pointer took brc_serve_in past the
+		 * verifier's 1M instructions */
 		addr = ip.saddr;
 		ip.saddr = ip.daddr;
 		ip.daddr = addr;
