@@ -37,7 +37,7 @@ def _load(name, path):
     return mod
 
 
-fp = _load("brc_profile_pages", "roles/brc_profile/filter_plugins/brc_profile_pages.py")   # the role's filters
+fp = _load("brc_profile_pages", "plugins/filter/brc_profile_pages.py")                     # the role's filters
 mod = _load("brc_profile_module", "library/brc_profile.py")                                # the module
 
 
