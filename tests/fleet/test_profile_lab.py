@@ -87,7 +87,7 @@ class Load(threading.Thread):
 @pytest.fixture
 def report_dir(tmp_path):
     path = tmp_path / "reports"
-    path.mkdir()   # as reports/ is once anything ran: brc_fleet's report_dir creates it (changed)
+    path.mkdir()   # as reports/ is once anything ran: brc_common's report_dir creates it (changed)
     return str(path)
 
 
