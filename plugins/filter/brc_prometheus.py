@@ -34,6 +34,12 @@ def _labels(base, **extra):
     return "{" + ",".join('%s="%s"' % (k, _label_value(v)) for k, v in items) + "}"
 
 
+def _family(lines, metric, kind, text):
+    """A metric family's HELP and TYPE lines."""
+    lines.append("# HELP %s %s" % (metric, text))
+    lines.append("# TYPE %s %s" % (metric, kind))
+
+
 def _fmt(value):
     if value is None:
         return "NaN"
@@ -64,8 +70,7 @@ def brc_prometheus(stats, host, interface, rates=None, docs=None):
     lines = []
     for name, value in sorted((stats.get("counters") or {}).items()):
         metric = "brc_%s_total" % _METRIC_OK.sub("_", name)
-        lines.append("# HELP %s %s" % (metric, (docs.get(name) or "BRC counter %s" % name).replace("\n", " ")))
-        lines.append("# TYPE %s counter" % metric)
+        _family(lines, metric, "counter", (docs.get(name) or "BRC counter %s" % name).replace("\n", " "))
         lines.append("%s%s %s" % (metric, _labels(base), _fmt(num(value))))
     outcomes = get_outcomes(stats)
     if outcomes:
@@ -74,17 +79,15 @@ def brc_prometheus(stats, host, interface, rates=None, docs=None):
         # its reply moves it to its reason, so a series can step down by the GETs in
         # flight, which rate() would take for a counter reset (a spike of the whole value).
         metric = "brc_get_outcomes"
-        lines.append("# HELP %s Every GET BRC saw (hit + req_get) by outcome (answered, would_answer, "
-                     "not_answered) and reason, each GET once: the series sum to the GETs seen "
-                     "(module_utils/brc_outcomes.py). A gauge: GETs in flight move between reasons "
-                     "when their reply arrives; use delta() or shares of the sum." % metric)
-        lines.append("# TYPE %s gauge" % metric)
+        _family(lines, metric, "gauge", "Every GET BRC saw (hit + req_get) by outcome (answered, would_answer, "
+                "not_answered) and reason, each GET once: the series sum to the GETs seen "
+                "(module_utils/brc_outcomes.py). A gauge: GETs in flight move between reasons "
+                "when their reply arrives; use delta() or shares of the sum.")
         for outcome in brc_outcomes.OUTCOMES:
             for reason, n in sorted(((outcomes.get("reasons") or {}).get(outcome) or {}).items()):
                 lines.append("%s%s %s" % (metric, _labels(base, outcome=outcome, reason=reason), _fmt(num(n))))
     mode = stats.get("mode")
-    lines.append("# HELP brc_mode Current BRC mode (1 for the active one).")
-    lines.append("# TYPE brc_mode gauge")
+    _family(lines, "brc_mode", "gauge", "Current BRC mode (1 for the active one).")
     for m in ("off", "observe", "serve"):
         lines.append("brc_mode%s %d" % (_labels(base, mode=m), 1 if mode == m else 0))
     ratios = stats.get("ratios") or {}
@@ -92,15 +95,13 @@ def brc_prometheus(stats, host, interface, rates=None, docs=None):
         if ratios.get(key) is None:
             continue
         metric = "brc_%s" % key
-        lines.append("# HELP %s BRC %s over the GETs seen since the maps were created." % (metric, key.replace("_", " ")))
-        lines.append("# TYPE %s gauge" % metric)
+        _family(lines, metric, "gauge", "BRC %s over the GETs seen since the maps were created." % key.replace("_", " "))
         lines.append("%s%s %s" % (metric, _labels(base), _fmt(float(ratios[key]))))
     latency = stats.get("latency") or {}
     if latency:
         metric = "brc_latency_seconds"
-        lines.append("# HELP %s Request ingress to reply egress time seen by BRC per Redis command "
-                     "(GETs answered in the kernel included), log2 buckets." % metric)
-        lines.append("# TYPE %s histogram" % metric)
+        _family(lines, metric, "histogram", "Request ingress to reply egress time seen by BRC per Redis command "
+                "(GETs answered in the kernel included), log2 buckets.")
         for cls in sorted(latency):
             buckets = [num(b) for b in (latency[cls] or {}).get("buckets") or []]
             cum = 0
@@ -125,30 +126,26 @@ def brc_prometheus(stats, host, interface, rates=None, docs=None):
                  num(agent.get("feed_lag_ns")) / 1e9)):
             if value is None:
                 continue
-            lines.append("# HELP %s %s" % (metric, what))
-            lines.append("# TYPE %s gauge" % metric)
+            _family(lines, metric, "gauge", what)
             lines.append("%s%s %s" % (metric, _labels(base), _fmt(float(value))))
         for name, what in (("feed_keys", "Keys Redis reported changed, fed to the kernel by the agent."),
                            ("feed_flushes", "Everything invalidated by the agent (restart, role change, lost feed, FLUSH)."),
                            ("touched_keys", "TOUCHes the agent sent for keys answered in the kernel.")):
             metric = "brc_agent_%s_total" % name
-            lines.append("# HELP %s %s" % (metric, what))
-            lines.append("# TYPE %s counter" % metric)
+            _family(lines, metric, "counter", what)
             lines.append("%s%s %s" % (metric, _labels(base), _fmt(num(agent.get(name)))))
         # one series per reason the contract names, zeros included (read_agent
         # reports them all), so rate() and alerts see a reason from its first flush
         by_reason = agent.get("flushes_by_reason") or {}
         if by_reason:
             metric = "brc_agent_flushes_total"
-            lines.append("# HELP %s The agent's flushes by reason (BRC_AGENT_FLUSH_REASONS in brc_contract.h); "
-                         "brc_agent_feed_flushes_total is their sum." % metric)
-            lines.append("# TYPE %s counter" % metric)
+            _family(lines, metric, "counter", "The agent's flushes by reason (BRC_AGENT_FLUSH_REASONS in "
+                    "brc_contract.h); brc_agent_feed_flushes_total is their sum.")
             for reason, n in sorted(by_reason.items()):
                 lines.append("%s%s %s" % (metric, _labels(base, reason=reason), _fmt(num(n))))
     if rates:
         metric = "brc_rate_per_second"
-        lines.append("# HELP %s Counter rate over the sampling interval of playbooks/stats.yml." % metric)
-        lines.append("# TYPE %s gauge" % metric)
+        _family(lines, metric, "gauge", "Counter rate over the sampling interval of playbooks/stats.yml.")
         for name, value in sorted(rates.items()):
             if value is None:
                 continue
