@@ -151,7 +151,7 @@ agent:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.brc_common import BrcError, build_record_path, common_spec, fail, read_json
-from ansible.module_utils import brc_discover, brc_maps, brc_outcomes, brc_pins
+from ansible.module_utils import brc_discover, brc_maps, brc_math, brc_outcomes, brc_pins
 
 
 def read_one(iface, pdir, contract, src_dir, reset, check_mode):
@@ -162,7 +162,7 @@ def read_one(iface, pdir, contract, src_dir, reset, check_mode):
     mode = brc_maps.read_config(pdir, contract, src_dir).get("mode")
     agent = brc_maps.read_agent(pdir, contract)
     changed = brc_maps.reset_stats(pdir, contract, check_mode) if reset else False
-    return changed, dict(counters=counters, ratios=brc_maps.ratios(counters),
+    return changed, dict(counters=counters, ratios=brc_math.ratios(counters),
                          latency=brc_maps.latency_summary(hist), mode=mode, agent=agent,
                          get_outcomes=brc_outcomes.breakdown(counters, contract.counter_docs))
 
@@ -206,8 +206,8 @@ def main():
         except BrcError as e:
             fail(module, e, interface=iface, changed=changed, interfaces=results)
         changed = changed or one_changed
-    extra = dict(ratio_definitions=dict((k, {"numerator": list(n), "denominator": list(d)})
-                                        for k, (n, d) in brc_maps.RATIOS.items()),
+    extra = dict(ratio_definitions=dict((k, {"numerator": list(d["numerator"]), "denominator": list(d["denominator"])})
+                                        for k, d in brc_math.RATIOS.items()),
                  get_outcome_definitions=brc_outcomes.definitions(contract.constants))
     readable = [i for i, r in results.items() if "error" not in r]
     if len(results) == 1 and readable:

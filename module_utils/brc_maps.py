@@ -16,21 +16,9 @@ from ansible.module_utils.brc_commands import LATENCY_NAMES
 from ansible.module_utils.brc_common import BrcError
 from ansible.module_utils.brc_contract import ContractError, load_contract
 from ansible.module_utils import brc_pins
+from ansible.module_utils.brc_math import percentiles
 
 NS_PER_S = 1000000000
-
-# Ratios reported by brc_stats: name -> (numerator counters, denominator counters),
-# counter names as brc_contract.h's BRC_COUNTERS list has them (lower case). A ratio
-# is reported when its denominator counters exist in the contract; numerator counters
-# the contract does not have (yet) count as 0, e.g. hit before serve mode exists.
-# A ratio is 0.0 while its denominator is 0.
-RATIOS = {
-    "hit_ratio": (("hit",), ("req_get",)),
-    "would_hit_ratio": (("would_hit",), ("req_get",)),
-    "miss_ratio": (("miss",), ("req_get",)),
-    "mismatch_ratio": (("mismatch",), ("would_hit", "mismatch")),
-}
-
 
 def contract_for(src_dir):
     try:
@@ -246,36 +234,10 @@ def read_latency(pdir, contract, names):
     return out
 
 
-def percentile(buckets, p):
-    """Upper bound in microseconds of the log2-ns bucket holding the p-th percentile (0 when empty)."""
-    total = sum(buckets)
-    if not total:
-        return 0.0
-    rank = p / 100.0 * total
-    seen = 0
-    for slot, n in enumerate(buckets):
-        seen += n
-        if n and seen >= rank:
-            return round((2 ** (slot + 1)) / 1000.0, 3)
-    return round((2 ** len(buckets)) / 1000.0, 3)
-
-
 def latency_summary(hist):
     out = {}
     for name, buckets in hist.items():
-        out[name] = {"count": sum(buckets), "p50_us": percentile(buckets, 50),
-                     "p90_us": percentile(buckets, 90), "p99_us": percentile(buckets, 99),
-                     "buckets": buckets}
-    return out
-
-
-def ratios(counters):
-    out = {}
-    for name, (num, den) in sorted(RATIOS.items()):
-        if not all(c in counters for c in den):
-            continue
-        d = sum(counters[c] for c in den)
-        out[name] = round(float(sum(counters.get(c, 0) for c in num)) / d, 4) if d else 0.0
+        out[name] = dict(percentiles(buckets), buckets=buckets)
     return out
 
 

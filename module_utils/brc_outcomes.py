@@ -2,7 +2,7 @@
 # Why GETs were (not) answered: every GET the programs saw, in exactly one bucket,
 # derived from the counters of bpf/brc_contract.h's BRC_COUNTERS. Defined here once;
 # brc_stats returns it, and the fleet's stats.json, Prometheus textfiles and audit
-# report (roles/brc_fleet) sum and show what brc_stats returned.
+# report (plugins/filter, module_utils/brc_report.py) sum and show what brc_stats returned.
 #
 # Why not an X-macro in brc_contract.h: the kernel never reads this table (that
 # header is the contract of what crosses the kernel/user boundary), the split is an

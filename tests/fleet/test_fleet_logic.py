@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import time
+import types
 
 import pytest
 
@@ -16,7 +17,7 @@ import promtext
 from fixtures.redis import LoopbackServer
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-ROLE = os.path.join(REPO, "roles", "brc_fleet")
+FILTER_DIR = os.path.join(REPO, "plugins", "filter")
 
 
 def _load(name, path):
@@ -26,7 +27,13 @@ def _load(name, path):
     return mod
 
 
-F = _load("brc_fleet_filters", os.path.join(ROLE, "filter_plugins", "brc_fleet.py"))
+# Every filter the playbooks see, by name, from the files Ansible loads (ansible.cfg's
+# filter_plugins), so a test reads F.brc_drift whichever file holds it.
+FILTERS = {}
+for _name in sorted(os.listdir(FILTER_DIR)):
+    if _name.endswith(".py"):
+        FILTERS.update(_load("brc_filters_" + _name[:-3], os.path.join(FILTER_DIR, _name)).FilterModule().filters())
+F = types.SimpleNamespace(**FILTERS)
 
 
 def stats(mode="observe", latency=None, **counters):
@@ -411,69 +418,68 @@ def test_probe_detects_a_wrong_value():
     assert "first get" in res["problems"][0] and "stale" in res["problems"][0]
 
 
-# --- the dead-man switch, with a stand-in bpftool (the lab tests use the real one) ---------
-
-FAKE_BPFTOOL = r'''#!/usr/bin/python3
-import json, sys
-a = sys.argv[1:]
-if a[:3] == ["-j", "map", "lookup"]:
-    print(json.dumps({"key": ["0x00"] * 4, "value": ["0x" + b for b in open(a[4]).read().split()]}))
-elif a[:2] == ["map", "update"]:
-    open(a[3], "w").write(" ".join(a[a.index("value") + 2:]))
-else:
-    sys.exit(2)
-'''
-
+# --- the dead-man switch (module_utils/brc_guard.py; the map through a stand-in file here,
+# a real pinned map in tests/modules/test_guard.py and the lab tests) -----------------------
 
 @pytest.fixture
-def guard(tmp_path):
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    tool = bindir / "bpftool"
-    tool.write_text(FAKE_BPFTOOL)
-    tool.chmod(0o755)
+def guard(tmp_path, monkeypatch):
+    from ansible.module_utils import brc_guard
     pin = tmp_path / "brc_config"
     pin.write_text("eb 18 00 00 01 00 00 00")
-    marker = str(tmp_path / "state" / "rollout.armed")
-    script = os.path.join(REPO, "roles", "brc_rollout", "files", "brc_guard.py")
-    env = dict(os.environ, PATH=str(bindir) + os.pathsep + os.environ["PATH"])
+    monkeypatch.setattr(brc_guard, "read_value", lambda path: open(path).read().split())
+    monkeypatch.setattr(brc_guard, "write_value", lambda path, value: open(path, "w").write(" ".join(value)))
+    monkeypatch.setattr(brc_guard, "POLL_S", 0.05)
+    brc_guard.pin, brc_guard.marker = pin, str(tmp_path / "state" / "rollout.armed")
+    return brc_guard
 
-    def run(*args, wait=True):
-        argv = ["/usr/bin/python3", "-c", open(script).read(), "--marker", marker] + list(args)
-        if not wait:
-            return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True)
-        return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=30)
-    run.pin, run.marker = pin, marker
-    return run
+
+def _watch_in_background(guard, timeout):
+    import threading
+    out = {}
+    t = threading.Thread(target=lambda: out.update(guard.watch(guard.marker, timeout)))
+    t.start()
+    return t, out
 
 
 def test_guard_reverts_when_not_confirmed(guard):
-    assert guard("snapshot", "--map", str(guard.pin)).returncode == 0
+    assert guard.arm(guard.marker, str(guard.pin)) == {"armed": True, "value": ["eb", "18", "00", "00", "01", "00", "00", "00"]}
     guard.pin.write_text("eb 18 00 00 02 00 00 00")          # the change
-    out = guard("watch", "--timeout", "1")
-    assert json.loads(out.stdout) == {"confirmed": False, "reverted": True}
+    assert guard.watch(guard.marker, 0.3)["reverted"] is True
     assert guard.pin.read_text() == "eb 18 00 00 01 00 00 00"
     assert os.path.exists(guard.marker + ".reverted") and not os.path.exists(guard.marker)
     assert "reverted (no confirmation" in open(guard.marker + ".log").read()
-    # A late confirm learns that the host already reverted.
-    late = guard("confirm")
-    assert late.returncode == 3 and "already reverted" in late.stderr
+    # A late confirm learns that the host already reverted (the module fails on it).
+    assert guard.confirm(guard.marker) == {"confirmed": False, "reverted": True}
 
 
 def test_guard_confirmed_or_superseded_does_nothing(guard):
-    guard("snapshot", "--map", str(guard.pin))
-    watcher = guard("watch", "--timeout", "3", wait=False)
+    guard.arm(guard.marker, str(guard.pin))
+    watcher, seen = _watch_in_background(guard, 3)
     guard.pin.write_text("eb 18 00 00 02 00 00 00")
-    assert guard("confirm").returncode == 0
-    assert json.loads(watcher.communicate(timeout=10)[0]) == {"confirmed": True}
+    assert guard.confirm(guard.marker) == {"confirmed": True, "reverted": False}
+    watcher.join(10)
+    assert seen == {"confirmed": True, "reverted": False}
     assert guard.pin.read_text() == "eb 18 00 00 02 00 00 00"
     # An old watcher whose snapshot was replaced by a newer rollout's leaves it alone.
-    guard("snapshot", "--map", str(guard.pin))
-    old = guard("watch", "--timeout", "2", wait=False)
+    guard.arm(guard.marker, str(guard.pin))
+    old, seen = _watch_in_background(guard, 2)
     time.sleep(0.3)
-    guard("snapshot", "--map", str(guard.pin))
-    assert json.loads(old.communicate(timeout=10)[0]) == {"confirmed": True}
-    assert os.path.exists(guard.marker)
+    guard.arm(guard.marker, str(guard.pin))
+    old.join(10)
+    assert seen == {"confirmed": True, "reverted": False} and os.path.exists(guard.marker)
+
+
+def test_guard_check_mode_writes_nothing(guard):
+    assert guard.arm(guard.marker, str(guard.pin), check_mode=True)["armed"] is False
+    assert not os.path.exists(guard.marker)
+    guard.arm(guard.marker, str(guard.pin))
+    guard.pin.write_text("eb 18 00 00 02 00 00 00")
+    assert guard.restore(guard.marker, check_mode=True)["reverted"] is True
+    assert guard.confirm(guard.marker, check_mode=True)["confirmed"] is True
+    assert os.path.exists(guard.marker) and guard.pin.read_text() == "eb 18 00 00 02 00 00 00"
+    assert guard.restore(guard.marker)["reverted"] is True
+    assert guard.pin.read_text() == "eb 18 00 00 01 00 00 00"
+    assert guard.restore(guard.marker) == {"reverted": False}
 
 
 def test_drift_reports_the_host_agent_against_the_inventory():
@@ -496,7 +502,7 @@ def test_drift_reports_the_host_agent_against_the_inventory():
 
 # --- GETs by outcome and reason (module_utils/brc_outcomes.py) --------------------------------
 
-O = F.OUTCOMES          # the module brc_stats uses, as the filters load it
+from ansible.module_utils import brc_outcomes as O  # noqa: E402 (the module brc_stats and the filters use)
 
 
 def contract():
@@ -668,7 +674,7 @@ def _render_audit(report):
     import jinja2
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(os.path.join(REPO, "roles", "brc_audit", "templates")),
                              undefined=jinja2.StrictUndefined)
-    env.filters.update(F.FilterModule().filters())
+    env.filters.update(FILTERS)
     env.filters["to_json"] = json.dumps
     return env.get_template("audit.html.j2").render(_brc_audit_report=report)
 

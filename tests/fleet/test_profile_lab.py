@@ -37,7 +37,7 @@ def _load(name, path):
     return mod
 
 
-fp = _load("brc_profile_pages", "roles/brc_profile/filter_plugins/brc_profile_pages.py")   # the role's filters
+fp = _load("brc_profile_pages", "plugins/filter/brc_profile_pages.py")                     # the role's filters
 mod = _load("brc_profile_module", "library/brc_profile.py")                                # the module
 
 
@@ -87,7 +87,7 @@ class Load(threading.Thread):
 @pytest.fixture
 def report_dir(tmp_path):
     path = tmp_path / "reports"
-    path.mkdir()   # as reports/ is once anything ran: brc_fleet's report_dir creates it (changed)
+    path.mkdir()   # as reports/ is once anything ran: brc_common's report_dir creates it (changed)
     return str(path)
 
 

@@ -10,7 +10,7 @@ import brc_program
 import brc_sources
 import brc_stats
 import brc_tc
-from ansible.module_utils import brc_common, brc_maps
+from ansible.module_utils import brc_common, brc_maps, brc_math
 from ansible.module_utils.brc_common import source_hash
 
 from fixtures.paths import BPF_DIR
@@ -56,14 +56,14 @@ def test_unknown_mode_is_refused(contract):
     ([0] * 10 + [98] + [0] * 3 + [2], 99, 32.768),
 ])
 def test_percentile_is_bucket_upper_bound_in_us(buckets, p, want):
-    assert brc_maps.percentile(buckets, p) == want
+    assert brc_math.percentile(buckets, p) == want
 
 
 def test_ratios_need_their_denominator_counters():
-    assert brc_maps.ratios({"pkt_ingress": 3}) == {}
-    r = brc_maps.ratios({"req_get": 4, "miss": 1, "would_hit": 3, "mismatch": 0})
+    assert brc_math.ratios({"pkt_ingress": 3}) == {}
+    r = brc_math.ratios({"req_get": 4, "miss": 1, "would_hit": 3, "mismatch": 0})
     assert r == {"hit_ratio": 0.0, "would_hit_ratio": 0.75, "miss_ratio": 0.25, "mismatch_ratio": 0.0}
-    assert brc_maps.ratios({"req_get": 0, "hit": 0})["hit_ratio"] == 0.0
+    assert brc_math.ratios({"req_get": 0, "hit": 0})["hit_ratio"] == 0.0
 
 
 def test_brc_config_rejects_bad_port(tmp_path):

@@ -17,6 +17,7 @@ import brc_auth
 import brc_bpffs
 import brc_config
 import brc_facts
+import brc_guard
 import brc_program
 import brc_stats
 import brc_tc
@@ -24,7 +25,7 @@ import brc_tc
 from fixtures.paths import BPF_DIR, REPO
 from modules.conftest import run_module
 
-MODULES = {m.__name__: m for m in (brc_agent, brc_auth, brc_bpffs, brc_config, brc_facts, brc_program,
+MODULES = {m.__name__: m for m in (brc_agent, brc_auth, brc_bpffs, brc_config, brc_facts, brc_guard, brc_program,
                                    brc_stats, brc_tc)}
 
 
@@ -139,6 +140,23 @@ CASES = [
     ("brc_agent", {"interface": "eth0", "state": "running"}, True, ["value of state must be one of: present, absent"]),
     ("brc_agent", {"interface": "eth0", "pin_root": "pins"}, True, ["pin_root must be an absolute path", "Fix:"]),
     ("brc_agent", {"interface": "eth0", "src_dir": "bpf"}, True, ["src_dir must be an absolute path", "Fix:"]),
+    # brc_guard
+    ("brc_guard", {"interface": "eth9", "pin_root": "{root}", "state": "armed"}, False,
+     ["no BRC pins for interface eth9", "Fix: set interface to eth0"]),
+    ("brc_guard", {"interface": "eth0/x", "state": "confirmed"}, False, ["interface 'eth0/x' contains '/'", "Fix:"]),
+    ("brc_guard", {"interface": "eth0", "pin_root": "pins", "state": "armed"}, True,
+     ["pin_root must be an absolute path", "Fix:"]),
+    ("brc_guard", {"interface": "eth0", "pin_root": "{root}", "state": "armed"}, False,
+     ["pin_root {root} is not on a mounted bpffs", "Fix:"]),
+    ("brc_guard", {"interface": "eth0", "src_dir": "bpf", "state": "armed"}, True,
+     ["src_dir must be an absolute path", "Fix:"]),
+    ("brc_guard", {"interface": "eth0", "guard_dir": "state", "state": "confirmed"}, False,
+     ["guard_dir must be an absolute path", "Fix: set guard_dir"]),
+    ("brc_guard", {"interface": "eth0", "timeout": 0, "state": "watching"}, False,
+     ["timeout must be above 0 seconds, got 0", "Fix: set timeout"]),
+    ("brc_guard", {"interface": "eth0", "state": "disarmed"}, False,
+     ["value of state must be one of: armed, watching, confirmed, restored"]),
+    ("brc_guard", {"interface": "eth0"}, False, ["missing required arguments: state"]),
 ]
 
 

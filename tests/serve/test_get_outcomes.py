@@ -33,7 +33,7 @@ import promtext  # noqa: E402
 
 
 def _filters():
-    path = os.path.join(REPO, "roles", "brc_fleet", "filter_plugins", "brc_fleet.py")
+    path = os.path.join(REPO, "plugins", "filter", "brc_prometheus.py")
     spec = importlib.util.spec_from_file_location("brc_fleet_filters_serve", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
