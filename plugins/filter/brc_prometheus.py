@@ -18,6 +18,7 @@ if _MODULE_UTILS not in ansible.module_utils.__path__:
     ansible.module_utils.__path__.append(_MODULE_UTILS)
 
 from ansible.module_utils import brc_outcomes  # noqa: E402
+from ansible.module_utils.brc_contract import Contract, ContractError  # noqa: E402
 from ansible.module_utils.brc_math import num  # noqa: E402
 from ansible.module_utils.brc_report import get_outcomes  # noqa: E402
 
@@ -50,16 +51,15 @@ def _fmt(value):
     return str(int(value))
 
 
-_XLIST = re.compile(r"#define\s+BRC_COUNTERS\(X\)((?:.*\\\n)*.*)")
-_XITEM = re.compile(r'X\(\s*(\w+)\s*,\s*"([^"]*)"\s*\)')
-
-
 def brc_counter_docs(header_text):
-    """{counter: description} from the BRC_COUNTERS list of bpf/brc_contract.h (for HELP)."""
-    m = _XLIST.search(header_text or "")
-    if not m:
+    """{counter: description} from the text of bpf/brc_contract.h, read by the contract's
+    own parser (for HELP); {} when there is no header or it is not one."""
+    if not header_text:
         return {}
-    return dict((name.lower(), doc) for name, doc in _XITEM.findall(m.group(1)))
+    try:
+        return Contract(header_text).counter_docs
+    except ContractError:
+        return {}
 
 
 def brc_prometheus(stats, host, interface, rates=None, docs=None):

@@ -339,6 +339,8 @@ def test_prometheus_shows_the_host_agent():
 def test_counter_docs_come_from_the_contract_header():
     docs = F.brc_counter_docs(open(os.path.join(REPO, "bpf", "brc_contract.h")).read())
     assert docs["pkt_ingress"] == "TCP segments to the Redis port seen at ingress"
+    assert docs == contract().counter_docs            # one reading of the header, with dirty_*
+    assert F.brc_counter_docs("") == {} and F.brc_counter_docs("not a header") == {}
     text = F.brc_prometheus(stats(pkt_ingress=3), "h", "eth0", None, docs)
     assert "# HELP brc_pkt_ingress_total TCP segments to the Redis port seen at ingress\n" in text
     promtext.parse(text)
