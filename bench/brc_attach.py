@@ -1,14 +1,16 @@
-"""BRC on one interface of a network namespace, for the benchmark.
+"""BRC on one interface of a network namespace, for the benchmark and the kernel tests.
 
-Compiles bpf/brc.c with module_utils/brc_bpf.py (bcc), attaches the two entry programs
-with pyroute2 (clsact + direct-action bpf filters) on a device inside a namespace,
-writes the config map through the layout in bpf/brc_contract.h and reads the counters.
-Nothing is pinned: the programs and maps live as long as this object (and the namespace).
+Compiles bpf/brc.c with module_utils/brc_bpf.py (bcc) and attaches, configures and reads
+it with the modules' own kernel layer (brc_pins, brc_tc, brc_maps) on a device inside a
+namespace. The pins live in a private bpffs for as long as the object.
 """
 import ctypes
 import ctypes.util
 import os
 import re
+import shutil
+import subprocess
+import tempfile
 import time
 from contextlib import contextmanager
 
@@ -21,9 +23,7 @@ if _MODULE_UTILS not in ansible.module_utils.__path__:
     ansible.module_utils.__path__.append(_MODULE_UTILS)
 
 CLONE_NEWNET = 0x40000000
-PARENTS = {"ingress": 0xfffffff2, "egress": 0xfffffff3}
-HANDLE = 0xbc0
-PRIO = 1
+NS_PER_S = 10 ** 9
 
 
 @contextmanager
@@ -80,86 +80,112 @@ def floor_text(src_dir):
     return "".join(out)
 
 
-def compile_floor(src_dir):
-    """Compile the floor against <src_dir>'s headers and load its two entry programs;
+def compile_floor(src_dir, pin_dir):
+    """Compile the floor against <src_dir>'s headers, its persistent maps pinned in
+    <pin_dir> as brc_bpf.compile_programs pins BRC's, and load its two entry programs;
     a BrcBuild without tail-call arrays."""
     from bcc import BPF
     from ansible.module_utils import brc_bpf
     src_dir = os.path.abspath(src_dir)
+    os.makedirs(pin_dir, exist_ok=True)
     bpf = BPF(text=floor_text(src_dir).encode(),
-              cflags=["-I" + src_dir, "-Wno-unused-function"] + FLOOR_CFLAGS)
+              cflags=["-I" + src_dir, "-Wno-unused-function", '-DBRC_PIN_DIR="%s"' % pin_dir]
+              + FLOOR_CFLAGS)
     programs = dict((hook, bpf.load_func(name.encode(), BPF.SCHED_CLS).fd)
                     for hook, name in FLOOR_PROGRAMS.items())
     return brc_bpf.BrcBuild(bpf, brc_bpf.load_contract(src_dir), programs, {})
 
 
 class Brc:
-    def __init__(self, src_dir, netns, device, port, floor=False):
-        from ansible.module_utils import brc_bpf
+    """One build of BRC (or the floor) for one device of a namespace, attached, configured
+    and read through the toolkit's own kernel layer (module_utils/brc_pins, brc_tc and
+    brc_maps), as the modules do on a host: the bench then measures what production runs.
+    The programs and persistent maps are pinned under @pin_dir, by default a bpffs of the
+    object's own that close() unmounts (a caller passing @pin_dir owns that directory)."""
+
+    def __init__(self, src_dir, netns, device, port, floor=False, pin_dir=None):
+        from ansible.module_utils import brc_bpf, brc_pins, brc_tc
         from ansible.module_utils.brc_contract import load_contract
         self.netns, self.device, self.port = netns, device, port
         self.contract = load_contract(src_dir)
         self.floor = floor
-        self.build = compile_floor(src_dir) if floor else brc_bpf.compile_programs(src_dir)
         self.attached = False
-        self.gap = False            # detached after running: the next attach ends a blind gap
-        with in_netns(netns):
-            from pyroute2 import IPRoute
-            self.ipr = IPRoute()
-        self.index = self.ipr.link_lookup(ifname=device)[0]
+        self.tc = None
+        self.scratch = tempfile.mkdtemp(prefix="brc-attach-")
+        self.state_dir = os.path.join(self.scratch, "state")     # brc_tc's tc.json
+        self.bpffs = None
+        try:
+            if pin_dir is None:
+                self.bpffs = os.path.join(self.scratch, "bpffs")
+                os.mkdir(self.bpffs)
+                subprocess.run(["mount", "-t", "bpf", "bpf", self.bpffs], check=True)
+                pin_dir = os.path.join(self.bpffs, device)
+            self.pin_dir = pin_dir
+            if floor:
+                self.build = compile_floor(src_dir, pin_dir)
+            else:
+                self.build = brc_bpf.compile_programs(src_dir, pin_dir=pin_dir)
+            for name, fd in list(self.build.programs.items()) + list(self.build.helpers.items()):
+                brc_pins.pin_replace(fd, brc_pins.prog_pin(pin_dir, name))
+            with in_netns(netns):
+                from pyroute2 import IPRoute
+                ipr = IPRoute()
+            self.tc = brc_tc.Tc(device, ipr)
+        except BaseException:
+            self._release()
+            raise
 
     # -- tc
     def attach(self):
+        """As brc_tc attaches on a host: filters created again after a detach end a blind
+        gap, so the maps it leaves stale (brc_maps.BLIND_GAP_MAPS) are emptied first."""
+        from ansible.module_utils import brc_maps, brc_tc
         if self.attached:
             return
-        if self.gap:
-            self.end_blind_gap()
-        self.ipr.tc("add", "clsact", self.index)
-        for hook, fd in sorted(self.build.programs.items()):
-            self.ipr.tc("add-filter", "bpf", self.index, HANDLE, fd=fd, name="brc_" + hook,
-                        parent=PARENTS[hook], classid=1, direct_action=True, prio=PRIO)
+        gap = {}
+        if hasattr(brc_maps, "blind_gap_pins"):     # not in a --bpf-rev from before it
+            gap["gap_pins"] = brc_maps.blind_gap_pins(self.pin_dir, self.contract)
+        brc_tc.attach(self.device, self.pin_dir, tc=self.tc, state_dir=self.state_dir, **gap)
         self.attached = True
 
     def detach(self):
-        if not self.attached:
-            return
-        self.ipr.tc("del", "clsact", self.index)   # our own qdisc on our own veth
-        self.attached = False
-        self.gap = True
-
-    def end_blind_gap(self):
-        """What brc_tc does before re-creating a missing filter (brc_maps.end_blind_gap),
-        on this build's unpinned maps."""
-        from ansible.module_utils.brc_maps import BLIND_GAP_MAPS
-        for role, _counted in BLIND_GAP_MAPS:
-            self.build.bpf.get_table(self.contract.map_name(role).encode()).clear()
+        from ansible.module_utils import brc_tc
+        if self.attached:
+            brc_tc.detach(self.device, tc=self.tc, state_dir=self.state_dir)
+            self.attached = False
 
     def close(self):
         try:
             self.detach()
         except Exception:
             pass
-        self.ipr.close()
+        self._release()
+
+    def _release(self):
+        if self.tc is not None:
+            self.tc.close()
+            self.tc = None
+        if self.bpffs and os.path.ismount(self.bpffs):
+            subprocess.run(["umount", self.bpffs], check=False)
+        shutil.rmtree(self.scratch, ignore_errors=True)
 
     # -- maps
     def configure(self, mode, **values):
-        """Write brc_config: port, mode by name, sensible limits; unknown fields stay 0."""
-        cls = self.contract.structs["brc_config"]
-        cfg = cls()
-        defaults = {"port": self.port, "mode": self.contract.modes[mode], "max_key_len": 250,
-                    "max_value_len": 4096, "max_age_ns": 60 * 10 ** 9, "verify_sample": 0,
-                    "require_auth": 0}
-        defaults.update(values)
-        names = [f for f, _t in cls._fields_]
-        for name, value in defaults.items():
-            if name in names:
-                setattr(cfg, name, value)
-        table = self.build.bpf.get_table(self.contract.map_name("config").encode())
-        leaf = table.Leaf()
-        size = min(ctypes.sizeof(leaf), ctypes.sizeof(cfg))
-        ctypes.memmove(ctypes.addressof(leaf), ctypes.addressof(cfg), size)
-        table[table.Key(0)] = leaf
-        return dict((n, getattr(cfg, n)) for n in names)
+        """Write brc_config: port, mode by name, sensible limits; unknown fields stay 0.
+        max_age_ns is taken in whole seconds (brc_maps' unit). Returns the fields written."""
+        from ansible.module_utils import brc_maps
+        fields = {"port": self.port, "mode": mode, "max_key_len": 250, "max_value_len": 4096,
+                  "max_age_ns": 60 * NS_PER_S, "verify_sample": 0, "require_auth": 0}
+        fields.update(values)
+        seconds, rest = divmod(fields.pop("max_age_ns"), NS_PER_S)
+        if rest:
+            raise ValueError("max_age_ns=%d: brc_maps sets the age limit in whole seconds"
+                             % values["max_age_ns"])
+        fields["max_age"] = seconds
+        raw = brc_maps.encode_config(self.contract, fields)
+        brc_maps.write_config(self.pin_dir, self.contract, fields)
+        st = self.contract.structs["brc_config"].from_buffer_copy(raw)
+        return dict((name, getattr(st, name)) for name, _t in st._fields_)
 
     def set_floor_reply(self, reply):
         """The floor's one reply (RESP bytes, at most BRC_REPLY_MAX)."""
@@ -188,52 +214,40 @@ class Brc:
     def held_s(self):
         """Seconds until everything stops counting as in flight (brc_global.hold_until_ns,
         left by a client reset with writes unanswered or untracked traffic); 0 if not held."""
-        table = self.build.bpf.get_table(self.contract.map_name("global").encode())
-        left = table[table.Key(0)].hold_until_ns - time.monotonic_ns()
+        from ansible.module_utils import brc_maps
+        cls = self.contract.structs["brc_global"]
+        with brc_maps.open_map(self.pin_dir, self.contract, "global") as m:
+            raw = m.lookup(0)
+        left = cls.from_buffer_copy(raw[:ctypes.sizeof(cls)]).hold_until_ns - time.monotonic_ns()
         return max(0.0, left / 1e9)
 
     def counters(self):
         """Named counters, plus the latency histogram buckets as 'lat.<command>.<slot>'
         (only non-zero ones), so one before/after delta covers both."""
-        table = self.build.bpf.get_table(self.contract.map_name("stats").encode())
-        out = {}
-        for slot, name, _doc in self.contract.counter_slots:
-            out[name] = int(sum(table[table.Key(slot)]))
-        try:
-            lat = self.build.bpf.get_table(self.contract.map_name("latency").encode())
-        except Exception:
+        from ansible.module_utils import brc_maps, brc_pins
+        out = brc_maps.read_counters(self.pin_dir, self.contract)
+        if self.contract.map_name("latency") not in brc_pins.list_pins(self.pin_dir):
             return out
-        if "BRC_LAT_COMMANDS" in self.contract.constants:
-            from ansible.module_utils.brc_commands import LATENCY_NAMES as names
-        else:                   # --bpf-rev of a build from before per-command histograms
-            names = [n.lower() for n, _doc in self.contract.xlists.get("BRC_LAT_CLASSES", [])]
-        slots = self.contract.latency_slots
-        for c, cls in enumerate(names):
-            for slot in range(slots):
-                n = int(sum(lat[lat.Key(c * slots + slot)]))
+        names = brc_maps.latency_names(self.contract)
+        for command, buckets in brc_maps.read_latency(self.pin_dir, self.contract, names).items():
+            for slot, n in enumerate(buckets):
                 if n:
-                    out["lat.%s.%d" % (cls, slot)] = n
+                    out["lat.%s.%d" % (command, slot)] = n
         return out
 
 
 def histogram_summary(counters):
     """{'get': {'count', 'p50_us', 'p99_us'}, ...} from 'lat.<command>.<slot>' deltas; a
-    percentile is the upper bound of its log2-nanosecond bucket."""
+    percentile is the upper bound of its log2-nanosecond bucket (brc_maps.percentile)."""
+    from ansible.module_utils import brc_maps
     classes = {}
     for key, n in counters.items():
         if key.startswith("lat."):
             _, cls, slot = key.split(".")
             classes.setdefault(cls, {})[int(slot)] = n
     out = {}
-    for cls, buckets in classes.items():
-        total = sum(buckets.values())
-        entry = {"count": total}
-        for p in (50, 99):
-            seen = 0
-            for slot in sorted(buckets):
-                seen += buckets[slot]
-                if seen >= total * p / 100.0:
-                    entry["p%d_us" % p] = round(2 ** (slot + 1) / 1000.0, 3)
-                    break
-        out[cls] = entry
+    for cls, slots in classes.items():
+        buckets = [slots.get(slot, 0) for slot in range(max(slots) + 1)]
+        out[cls] = {"count": sum(buckets), "p50_us": brc_maps.percentile(buckets, 50),
+                    "p99_us": brc_maps.percentile(buckets, 99)}
     return out

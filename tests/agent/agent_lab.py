@@ -48,25 +48,6 @@ def wait_for(predicate, what, timeout=15.0, poll=0.02):
     raise AssertionError("timed out after %.0f s waiting for %s" % (timeout, what))
 
 
-class PinnedBrc(brc_attach.Brc):
-    """brc_attach.Brc with the persistent maps pinned in @pin_dir and the feed program
-    pinned as prog_feed next to them (what brc_program does on a host)."""
-
-    def __init__(self, src_dir, netns, device, port, pin_dir):
-        from ansible.module_utils import brc_bpf, brc_pins
-        from ansible.module_utils.brc_contract import load_contract
-        self.netns, self.device, self.port = netns, device, port
-        self.contract = load_contract(src_dir)
-        self.build = brc_bpf.compile_programs(src_dir, pin_dir=pin_dir)
-        for name, fd in self.build.helpers.items():
-            brc_pins.pin_replace(fd, brc_pins.prog_pin(pin_dir, name))
-        self.attached = False
-        with brc_attach.in_netns(netns):
-            from pyroute2 import IPRoute
-            self.ipr = IPRoute()
-        self.index = self.ipr.link_lookup(ifname=device)[0]
-
-
 class AgentLab(ServeLab):
     def __init__(self, pair, bpf_dir):    # pylint: disable=super-init-not-called
         from ansible.module_utils import brc_agent
@@ -86,7 +67,7 @@ class AgentLab(ServeLab):
         self.stderr_path = os.path.join(self.tmp, "agent.stderr")
         self.agent = None
         self.redis = self.start_redis()
-        self.brc = PinnedBrc(bpf_dir, pair.server, pair.server_dev, PORT, self.pin_dir)
+        self.brc = brc_attach.Brc(bpf_dir, pair.server, pair.server_dev, PORT, pin_dir=self.pin_dir)
         self.brc.attach()
         self.serve()
         self.start_agent()
