@@ -35,7 +35,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 for p in (HERE, os.path.join(REPO, "tests", "agent"), os.path.join(REPO, "tests", "serve"),
-          os.path.join(REPO, "tests", "tools")):
+          os.path.join(REPO, "lab")):
     if p not in sys.path:
         sys.path.append(p)
 

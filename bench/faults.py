@@ -5,7 +5,7 @@ For each BRC mode (plain = not attached, observe, serve if it really answers) an
 of the fault matrix, runs tests/tools/checker.py from a client namespace against a real
 redis-server behind BRC, and reports the checker's verdict (wrong replies, stalls) next to
 BRC's counter deltas (hits, mismatches, dirty connections, resent, reset). Faults come from
-tests/tools/netfault.py: nftables loss at the client's veth, NFQUEUE reordering, offloads via
+lab/netfault.py: nftables loss at the client's veth, NFQUEUE reordering, offloads via
 ioctl. A report, not a test: it never fails on a number, it shows what happened; the exit status
 is 1 when any checker run saw a wrong reply or a stall.
 
@@ -25,7 +25,7 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.join(REPO, "tests", "tools"))
+sys.path.insert(0, os.path.join(REPO, "lab"))   # netfault: namespaces and faults
 
 import netfault  # noqa: E402
 import run as bench_run  # noqa: E402  (before --bpf-rev puts its module_utils first)

@@ -37,7 +37,7 @@ import traceback
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.join(REPO, "tests", "tools"))
+sys.path.insert(0, os.path.join(REPO, "lab"))   # netfault: namespaces and redis-server
 
 import measure  # noqa: E402
 import profile as brc_profile  # noqa: E402

@@ -12,6 +12,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ansible.module_utils.__path__.append(os.path.join(REPO, "module_utils"))
 sys.path.insert(0, os.path.join(REPO, "library"))
 sys.path.insert(0, os.path.join(REPO, "tests"))
+# lab/ holds the namespace, fault and fleet tooling that tests, bench/ and `make lab-up`
+# share; last on the path, so it never shadows library/.
+sys.path.append(os.path.join(REPO, "lab"))
 
 pytest_plugins = [
     "fixtures." + name[:-3]

@@ -4,18 +4,14 @@ brcag<pid>-client/-server (10.71.0.0/24, only inside them), a real redis-server,
 and brc-agent as a separate process. Everything started here is killed by PID,
 the bpffs unmounted and the namespaces removed, also on failure."""
 import os
-import sys
 
 import pytest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(os.path.dirname(HERE))
-# module_utils is imported the way Ansible sees it (tests/conftest.py); the helper
-# directories go last on sys.path.
-for p in (HERE, os.path.join(REPO, "tests", "serve"), os.path.join(REPO, "tests", "tools"),
-          os.path.join(REPO, "bench")):
-    if p not in sys.path:
-        sys.path.append(p)
+from fixtures.paths import helper_dirs
+
+# module_utils is imported the way Ansible sees it (tests/conftest.py).
+helper_dirs(os.path.join("tests", "agent"), os.path.join("tests", "serve"),
+            os.path.join("tests", "tools"), "bench")
 
 
 @pytest.fixture(scope="module")

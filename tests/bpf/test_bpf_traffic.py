@@ -17,7 +17,7 @@ import time
 import pytest
 
 from brc_testlib import REPO, Brc, marks, pending
-from tools import netfault
+import netfault
 
 SRV_IP, CLI_IP = "10.66.0.1", "10.66.0.2"
 CHECKER = os.path.join(REPO, "tests", "tools", "checker.py")

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tools import netfault
+import netfault
 
 CHECKER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                        "tools", "checker.py")

@@ -7,7 +7,7 @@ Redis the consistency checker must pass under the same faults, and the faults mu
 import os
 import subprocess
 
-from tools import netfault
+import netfault
 
 PORT = 6379
 

@@ -24,16 +24,12 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 
 import pytest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(os.path.dirname(HERE))
-for p in (os.path.join(REPO, "tests", "tools"), os.path.join(REPO, "bench"),
-          os.path.join(REPO, "tests", "serve")):
-    if p not in sys.path:
-        sys.path.append(p)
+from fixtures.paths import helper_dirs
+
+helper_dirs("bench", os.path.join("tests", "serve"))
 
 PORT = 6379
 SECONDS = 20

@@ -2948,7 +2948,7 @@ class CliLab:
 def _imports():
     """bench/brc_attach.py imports module_utils the way Ansible sees it."""
     for p in (HERE, os.path.join(REPO, "bench"), os.path.join(REPO, "tests", "serve"),
-              os.path.join(REPO, "tests", "agent")):
+              os.path.join(REPO, "tests", "agent"), os.path.join(REPO, "lab")):
         if p not in sys.path:
             sys.path.append(p)
 
