@@ -61,9 +61,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 would_change:
-  description:
-    - Whether the task changes (in check mode, would change) something; equal to C(changed), and kept
-      when a caller overrides C(changed) with C(changed_when), as the read-only audit does.
+  description: Whether filters were (check mode: would be) attached, replaced or removed; C(changed), kept under C(changed_when).
   returned: always
   type: bool
   sample: false
