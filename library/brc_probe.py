@@ -115,90 +115,34 @@ latency:
 
 import os
 import random
-import socket
 import time
 
 from ansible.module_utils.basic import AnsibleModule
+try:
+    from ansible.module_utils.brc_resp import RedisError, RespConnection, RespError, Stall
+except ImportError:     # run as a plain script from the repository: its module_utils/
+    import ansible.module_utils
+    ansible.module_utils.__path__.append(
+        os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "module_utils"))
+    from ansible.module_utils.brc_resp import RedisError, RespConnection, RespError, Stall
 
 
 class ProbeError(Exception):
     """A stall, a closed connection or a reply that is not RESP."""
 
 
-def encode(*args):
-    out = [b"*%d\r\n" % len(args)]
-    for arg in args:
-        if not isinstance(arg, bytes):
-            arg = str(arg).encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
-    return b"".join(out)
-
-
-class Conn:
-    """One RESP2 connection with a strict reader (no pipelining)."""
-
-    def __init__(self, host, port, timeout):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.buf = b""
-
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-    def _fill(self):
-        try:
-            data = self.sock.recv(65536)
-        except socket.timeout:
-            raise ProbeError("stall: no reply within the timeout")
-        except OSError as e:
-            raise ProbeError("connection error: %s" % e)
-        if not data:
-            raise ProbeError("connection closed by the server")
-        self.buf += data
-
-    def _line(self):
-        while b"\r\n" not in self.buf:
-            self._fill()
-        line, self.buf = self.buf.split(b"\r\n", 1)
-        return line
-
-    def _exact(self, n):
-        while len(self.buf) < n + 2:
-            self._fill()
-        data, tail = self.buf[:n], self.buf[n:n + 2]
-        if tail != b"\r\n":
-            raise ProbeError("bulk string not terminated by CRLF")
-        self.buf = self.buf[n + 2:]
-        return data
-
-    def read(self):
-        line = self._line()
-        kind, rest = line[:1], line[1:]
-        if kind == b"+":
-            return rest
-        if kind == b"-":
-            return ("ERR", rest.decode("utf-8", "replace"))
-        if kind == b":":
-            return int(rest)
-        if kind == b"$":
-            n = int(rest)
-            return None if n < 0 else self._exact(n)
-        if kind == b"*":
-            n = int(rest)
-            return None if n < 0 else [self.read() for _i in range(n)]
-        raise ProbeError("not a RESP reply: %r" % line[:40])
+class Conn(RespConnection):
+    """The shared RESP client, each call timed; what ends the connection is a ProbeError."""
 
     def call(self, *args):
         """Send one command, return (reply, seconds)."""
         start = time.monotonic()
         try:
-            self.sock.sendall(encode(*args))
-        except OSError as e:
-            raise ProbeError("send failed: %s" % e)
-        reply = self.read()
+            reply = RespConnection.call(self, *args)
+        except Stall as e:
+            raise ProbeError("stall: %s" % e)
+        except (RespError, OSError) as e:
+            raise ProbeError("connection error: %s" % e)
         return reply, time.monotonic() - start
 
 
@@ -212,6 +156,8 @@ def percentile(sorted_values, p):
 def short(value):
     if value is None:
         return "nil"
+    if isinstance(value, RedisError):
+        return "error %r" % str(value)
     if isinstance(value, bytes):
         text = repr(value[:24])
         return text + ("...(%d bytes)" % len(value) if len(value) > 24 else "")
@@ -240,7 +186,7 @@ class Probe:
         conn = Conn(self.host, self.port, self.timeout)
         if self.password:
             reply, _t = conn.call("AUTH", self.password)
-            if reply != b"OK":
+            if reply != "OK":
                 conn.close()
                 raise ProbeError("AUTH refused: %s" % (reply,))
         return conn
@@ -270,7 +216,7 @@ class Probe:
             self.note("error", "connect %s:%d: %s" % (self.host, self.port, e))
             return
         try:
-            self.expect(conn, (b"PING",), b"PONG", "ping")
+            self.expect(conn, (b"PING",), "PONG", "ping")
         except ProbeError as e:
             self.note("error", "ping: %s" % e)
         finally:
@@ -286,11 +232,11 @@ class Probe:
             return
         try:
             steps = [
-                ((b"SET", key, v1), b"OK", "set"),
+                ((b"SET", key, v1), "OK", "set"),
                 ((b"GET", key), v1, "first get"),
                 ((b"GET", key), v1, "repeated get (cacheable)"),
                 ((b"GET", key), v1, "repeated get (cacheable)"),
-                ((b"SET", key, v2), b"OK", "overwrite"),
+                ((b"SET", key, v2), "OK", "overwrite"),
                 ((b"GET", key), v2, "get after overwrite"),
                 ((b"GET", key), v2, "repeated get after overwrite"),
                 ((b"DEL", key), 1, "del"),

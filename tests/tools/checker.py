@@ -26,95 +26,21 @@ import argparse
 import json
 import os
 import random
-import socket
 import sys
 import threading
 import time
 
+import ansible.module_utils
 
-class ProtocolError(Exception):
-    pass
+# module_utils/ the way Ansible modules see it: the RESP client is the brc_probe module's
+# (its names are re-exported for the tests that import them from here).
+_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_MODULE_UTILS = os.path.join(_REPO, "module_utils")
+if _MODULE_UTILS not in ansible.module_utils.__path__:
+    ansible.module_utils.__path__.append(_MODULE_UTILS)
 
-
-class Stall(Exception):
-    pass
-
-
-def encode(*args):
-    """One command as a RESP array of bulk strings."""
-    out = [b"*%d\r\n" % len(args)]
-    for a in args:
-        a = a if isinstance(a, bytes) else str(a).encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(a), a))
-    return b"".join(out)
-
-
-class RespConnection:
-    """A minimal RESP2 client: encode commands, read exactly one reply each."""
-
-    encode = staticmethod(encode)
-
-    def __init__(self, host, port, timeout):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.buf = b""
-
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-    def _fill(self):
-        try:
-            chunk = self.sock.recv(65536)
-        except socket.timeout:
-            raise Stall("no reply within the timeout")
-        if not chunk:
-            raise ProtocolError("connection closed by peer")
-        self.buf += chunk
-
-    def _line(self):
-        while b"\r\n" not in self.buf:
-            self._fill()
-        line, self.buf = self.buf.split(b"\r\n", 1)
-        return line
-
-    def read_reply(self):
-        line = self._line()
-        kind, rest = line[:1], line[1:]
-        if kind == b"+":
-            return rest.decode()
-        if kind == b"-":
-            return RedisError(rest.decode())
-        if kind == b":":
-            return int(rest)
-        if kind == b"$":
-            n = int(rest)
-            if n < 0:
-                return None
-            while len(self.buf) < n + 2:
-                self._fill()
-            data, tail, self.buf = self.buf[:n], self.buf[n:n + 2], self.buf[n + 2:]
-            if tail != b"\r\n":
-                raise ProtocolError("bulk string not terminated by CRLF")
-            return data
-        if kind == b"*":
-            n = int(rest)
-            return None if n < 0 else [self.read_reply() for _ in range(n)]
-        raise ProtocolError("unexpected reply type byte %r" % kind)
-
-    def call(self, *args):
-        self.sock.sendall(encode(*args))
-        return self.read_reply()
-
-    def pipeline(self, commands):
-        self.sock.sendall(b"".join(encode(*c) for c in commands))
-        return [self.read_reply() for _ in commands]
-
-
-class RedisError(str):
-    pass
+from ansible.module_utils.brc_resp import (ProtocolError, RedisError, RespConnection,  # noqa: E402,F401
+                                           Stall, encode)
 
 
 class Result:
