@@ -46,15 +46,40 @@ static __always_inline __u32 slot_of(struct bscratch *s)
 	return (*(__u32 *)s->k.key * 2654435761U) % CAP;
 }
 
-/* bcc rewrites map calls only outside macros: one copy per map. */
-int lookup_c_hash(struct __sk_buff *skb)
+enum { C_HASH, C_LRU, C_PCHASH, C_LRUPC, C_ARRAY };
+
+static __always_inline struct locked_entry *array_slot(struct bscratch *s)
+{
+	__u32 idx = slot_of(s);
+
+	return c_array.lookup(&idx);
+}
+
+/* The map's number is a constant in each program, so the compiler keeps only that map's
+ * branch: every program times one map, as a copy of its own would. */
+static __always_inline int lookup(int map)
 {
 	struct bscratch *s = pick();
-	struct brc_cache_entry *e;
+	struct brc_cache_entry *e = 0;
+	struct locked_entry *l;
 
 	if (!s)
 		return 0;
-	e = c_hash.lookup(&s->k);
+	switch (map) {
+	case C_HASH: e = c_hash.lookup(&s->k); break;
+	case C_LRU: e = c_lru.lookup(&s->k); break;
+	case C_PCHASH: e = c_pchash.lookup(&s->k); break;
+	case C_LRUPC: e = c_lrupc.lookup(&s->k); break;
+	case C_ARRAY:
+		l = array_slot(s);
+		if (!l)
+			return 0;
+		bpf_spin_lock(&l->lock);
+		if (l->klen == s->k.len && *(__u32 *)l->key == *(__u32 *)s->k.key)
+			__builtin_memcpy(s->e.reply, l->e.reply, BRC_VAL_MAX);
+		bpf_spin_unlock(&l->lock);
+		return 0;
+	}
 	if (e) {
 		s->sink += e->len;
 		__builtin_memcpy(s->e.reply, e->reply, BRC_VAL_MAX);
@@ -62,132 +87,43 @@ int lookup_c_hash(struct __sk_buff *skb)
 	return 0;
 }
 
-int update_c_hash(struct __sk_buff *skb)
+static __always_inline int update(int map)
 {
 	struct bscratch *s = pick();
+	struct locked_entry *l;
 
 	if (!s)
 		return 0;
-	s->e.len = 9;
-	c_hash.update(&s->k, &s->e);
-	return 0;
-}
-
-int lookup_c_lru(struct __sk_buff *skb)
-{
-	struct bscratch *s = pick();
-	struct brc_cache_entry *e;
-
-	if (!s)
-		return 0;
-	e = c_lru.lookup(&s->k);
-	if (e) {
-		s->sink += e->len;
-		__builtin_memcpy(s->e.reply, e->reply, BRC_VAL_MAX);
+	if (map != C_ARRAY)
+		s->e.len = 9;
+	switch (map) {
+	case C_HASH: c_hash.update(&s->k, &s->e); break;
+	case C_LRU: c_lru.update(&s->k, &s->e); break;
+	case C_PCHASH: c_pchash.update(&s->k, &s->e); break;
+	case C_LRUPC: c_lrupc.update(&s->k, &s->e); break;
+	case C_ARRAY:
+		l = array_slot(s);
+		if (!l)
+			return 0;
+		bpf_spin_lock(&l->lock);
+		l->klen = s->k.len;
+		__builtin_memcpy(l->key, s->k.key, BRC_KEY_MAX);
+		__builtin_memcpy(l->e.reply, s->e.reply, BRC_VAL_MAX);
+		l->e.len = 9;
+		bpf_spin_unlock(&l->lock);
+		break;
 	}
 	return 0;
 }
 
-int update_c_lru(struct __sk_buff *skb)
-{
-	struct bscratch *s = pick();
+/* One program per (map, operation). bcc rewrites map calls only outside macros: they stay
+ * in lookup() and update() above, and only the entry points come from the macro. */
+#define PROGRAMS(name, map) \
+	int lookup_##name(struct __sk_buff *skb) { return lookup(map); } \
+	int update_##name(struct __sk_buff *skb) { return update(map); }
 
-	if (!s)
-		return 0;
-	s->e.len = 9;
-	c_lru.update(&s->k, &s->e);
-	return 0;
-}
-
-int lookup_c_pchash(struct __sk_buff *skb)
-{
-	struct bscratch *s = pick();
-	struct brc_cache_entry *e;
-
-	if (!s)
-		return 0;
-	e = c_pchash.lookup(&s->k);
-	if (e) {
-		s->sink += e->len;
-		__builtin_memcpy(s->e.reply, e->reply, BRC_VAL_MAX);
-	}
-	return 0;
-}
-
-int update_c_pchash(struct __sk_buff *skb)
-{
-	struct bscratch *s = pick();
-
-	if (!s)
-		return 0;
-	s->e.len = 9;
-	c_pchash.update(&s->k, &s->e);
-	return 0;
-}
-
-int lookup_c_lrupc(struct __sk_buff *skb)
-{
-	struct bscratch *s = pick();
-	struct brc_cache_entry *e;
-
-	if (!s)
-		return 0;
-	e = c_lrupc.lookup(&s->k);
-	if (e) {
-		s->sink += e->len;
-		__builtin_memcpy(s->e.reply, e->reply, BRC_VAL_MAX);
-	}
-	return 0;
-}
-
-int update_c_lrupc(struct __sk_buff *skb)
-{
-	struct bscratch *s = pick();
-
-	if (!s)
-		return 0;
-	s->e.len = 9;
-	c_lrupc.update(&s->k, &s->e);
-	return 0;
-}
-
-
-int lookup_c_array(struct __sk_buff *skb)
-{
-	struct bscratch *s = pick();
-	struct locked_entry *e;
-	__u32 idx;
-
-	if (!s)
-		return 0;
-	idx = slot_of(s);
-	e = c_array.lookup(&idx);
-	if (!e)
-		return 0;
-	bpf_spin_lock(&e->lock);
-	if (e->klen == s->k.len && *(__u32 *)e->key == *(__u32 *)s->k.key)
-		__builtin_memcpy(s->e.reply, e->e.reply, BRC_VAL_MAX);
-	bpf_spin_unlock(&e->lock);
-	return 0;
-}
-
-int update_c_array(struct __sk_buff *skb)
-{
-	struct bscratch *s = pick();
-	struct locked_entry *e;
-	__u32 idx;
-
-	if (!s)
-		return 0;
-	idx = slot_of(s);
-	e = c_array.lookup(&idx);
-	if (!e)
-		return 0;
-	bpf_spin_lock(&e->lock);
-	e->klen = s->k.len;
-	__builtin_memcpy(e->key, s->k.key, BRC_KEY_MAX);
-	__builtin_memcpy(e->e.reply, s->e.reply, BRC_VAL_MAX);
-	e->e.len = 9;
-	bpf_spin_unlock(&e->lock);
-	return 0;
-}
+PROGRAMS(c_hash, C_HASH)
+PROGRAMS(c_lru, C_LRU)
+PROGRAMS(c_pchash, C_PCHASH)
+PROGRAMS(c_lrupc, C_LRUPC)
+PROGRAMS(c_array, C_ARRAY)
