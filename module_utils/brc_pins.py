@@ -195,15 +195,15 @@ class _TestRunOpts(ctypes.Structure):
                 ("flags", ctypes.c_uint32), ("cpu", ctypes.c_uint32), ("batch_size", ctypes.c_uint32)]
 
 
-def prog_test_run(fd, data, out_size=None):
-    """Run program @fd once on @data (BPF_PROG_TEST_RUN): (return value, output data,
-    ns). The output buffer leaves room for a program that grows its packet."""
+def prog_test_run(fd, data, out_size=None, repeat=1):
+    """Run program @fd on @data (BPF_PROG_TEST_RUN) @repeat times: (return value, output
+    data, mean ns per run). The output buffer leaves room for a program that grows its packet."""
     out_size = out_size or len(data) + 4096
     inbuf = ctypes.create_string_buffer(bytes(data), len(data))
     outbuf = ctypes.create_string_buffer(out_size)
     opts = _TestRunOpts(sz=ctypes.sizeof(_TestRunOpts), data_in=ctypes.addressof(inbuf),
                         data_out=ctypes.addressof(outbuf), data_size_in=len(data),
-                        data_size_out=out_size, repeat=1)
+                        data_size_out=out_size, repeat=repeat)
     ret = libbpf().bpf_prog_test_run_opts(fd, ctypes.byref(opts))
     if ret != 0:
         e = _err(ret)

@@ -6,18 +6,20 @@ brc_cache_key keys. Programs are timed with BPF_PROG_TEST_RUN (repeat=N): the
 kernel reports the mean ns per run. Runs once on one CPU and once on every CPU
 at the same time (threads; ctypes releases the GIL), with 4096 live keys.
 
-Usage: sudo /usr/bin/python3 bpf/tools/cachebench.py [--repeat 200000]
+Usage: sudo .venv/bin/python bpf/tools/cachebench.py [--repeat 200000]
 """
 import argparse
 import os
-import sys
 import threading
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
-sys.path.insert(0, os.path.join(REPO, "tests", "bpf"))
 
-from brc_testlib import prog_test_run  # noqa: E402
+import ansible.module_utils  # noqa: E402
+
+# module_utils/ the way Ansible modules see it: BPF_PROG_TEST_RUN through the toolkit's libbpf layer.
+ansible.module_utils.__path__.append(os.path.join(REPO, "module_utils"))
+from ansible.module_utils.brc_pins import prog_test_run  # noqa: E402
 
 MAPS = [("c_hash", "hash"), ("c_lru", "lru_hash"), ("c_pchash", "percpu_hash"),
         ("c_lrupc", "lru_percpu_hash"), ("c_array", "array + bpf_spin_lock")]
@@ -37,13 +39,13 @@ def main():
     for var, label in MAPS:
         up = b.load_func(("update_" + var).encode(), BPF.SCHED_CLS).fd
         lk = b.load_func(("lookup_" + var).encode(), BPF.SCHED_CLS).fd
-        t_up = prog_test_run(up, FRAME, 8192)[2]        # also fills the keys
-        t_up = prog_test_run(up, FRAME, args.repeat)[2]
-        t_lk = prog_test_run(lk, FRAME, args.repeat)[2]
+        t_up = prog_test_run(up, FRAME, repeat=8192)[2]        # also fills the keys
+        t_up = prog_test_run(up, FRAME, repeat=args.repeat)[2]
+        t_lk = prog_test_run(lk, FRAME, repeat=args.repeat)[2]
         res = {}
 
         def worker(i, fd, key):
-            res[key] = prog_test_run(fd, FRAME, args.repeat)[2]
+            res[key] = prog_test_run(fd, FRAME, repeat=args.repeat)[2]
 
         th = [threading.Thread(target=worker, args=(i, lk, "l%d" % i)) for i in range(ncpu)]
         [t.start() for t in th]
