@@ -72,7 +72,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 would_change:
-  description: Whether the live config was (check mode: would be) written; C(changed), kept under C(changed_when).
+  description: Whether the live config was (in check mode, would be) written; C(changed), kept under C(changed_when).
   returned: always
   type: bool
   sample: false

@@ -86,7 +86,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 would_change:
-  description: Whether pins were (check mode: would be) made, replaced or removed; C(changed), kept under C(changed_when).
+  description: Whether pins were (in check mode, would be) made, replaced or removed; C(changed), kept under C(changed_when).
   returned: always
   type: bool
   sample: false

@@ -61,7 +61,7 @@ EXAMPLES = r"""
 
 RETURN = r"""
 would_change:
-  description: Whether filters were (check mode: would be) attached, replaced or removed; C(changed), kept under C(changed_when).
+  description: Whether filters were (in check mode, would be) attached, replaced or removed; C(changed), kept under C(changed_when).
   returned: always
   type: bool
   sample: false
