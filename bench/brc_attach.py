@@ -228,8 +228,11 @@ class Brc:
         out = brc_maps.read_counters(self.pin_dir, self.contract)
         if self.contract.map_name("latency") not in brc_pins.list_pins(self.pin_dir):
             return out
-        names = brc_maps.latency_names(self.contract)
-        for command, buckets in brc_maps.read_latency(self.pin_dir, self.contract, names).items():
+        if hasattr(brc_maps, "latency_names"):
+            hist = brc_maps.read_latency(self.pin_dir, self.contract, brc_maps.latency_names(self.contract))
+        else:                   # --bpf-rev of a module_utils from before per-command histograms
+            hist = brc_maps.read_latency(self.pin_dir, self.contract)
+        for command, buckets in hist.items():
             for slot, n in enumerate(buckets):
                 if n:
                     out["lat.%s.%d" % (command, slot)] = n
