@@ -1,6 +1,10 @@
 #!/usr/bin/env python3
 """Network faults for a client network namespace: loss, reordering, offloads.
 
+This module is their CLI and the one import tests and bench use; each kind lives in a module
+of its own: nft_faults (Loss, IsnCounter), nfqueue_reorder (Reorder), nic_offloads (Offloads),
+netns_pair (NetnsPair), tcp_counters (tcp_ext, TcpDelta).
+
 This kernel has no netem and no fq qdisc, so faults are made with netfilter:
 
   Loss       nftables table `brc_netfault` in the namespace. With a device (the default when
