@@ -241,8 +241,8 @@ class Brc:
 
 def histogram_summary(counters):
     """{'get': {'count', 'p50_us', 'p99_us'}, ...} from 'lat.<command>.<slot>' deltas; a
-    percentile is the upper bound of its log2-nanosecond bucket (brc_maps.percentile)."""
-    from ansible.module_utils import brc_maps
+    percentile is the upper bound of its log2-nanosecond bucket (brc_math.percentile)."""
+    from ansible.module_utils.brc_math import percentile
     classes = {}
     for key, n in counters.items():
         if key.startswith("lat."):
@@ -251,6 +251,6 @@ def histogram_summary(counters):
     out = {}
     for cls, slots in classes.items():
         buckets = [slots.get(slot, 0) for slot in range(max(slots) + 1)]
-        out[cls] = {"count": sum(buckets), "p50_us": brc_maps.percentile(buckets, 50),
-                    "p99_us": brc_maps.percentile(buckets, 99)}
+        out[cls] = {"count": sum(buckets), "p50_us": percentile(buckets, 50),
+                    "p99_us": percentile(buckets, 99)}
     return out
