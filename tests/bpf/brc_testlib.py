@@ -19,6 +19,7 @@ from ansible.module_utils import brc_bpf, brc_contract  # noqa: E402
 from ansible.module_utils.brc_commands import LATENCY_NAMES  # noqa: E402
 from tools.bpf_run import prog_test_run  # noqa: E402,F401  (re-exported for tests/serve)
 from tools.checker import encode as resp  # noqa: E402  (a RESP array of bulk strings)
+from serve_blocks.packets import csum16  # noqa: E402
 
 CONTRACT = brc_contract.load_contract(BPF_DIR)
 TC_ACT_OK = 0
@@ -29,12 +30,8 @@ REDIS_PORT = 6379
 # ---- packets ---------------------------------------------------------------
 
 def _csum(data):
-    if len(data) % 2:
-        data += b"\0"
-    s = sum(struct.unpack("!%dH" % (len(data) // 2), data))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
+    """The Internet checksum of data (complemented), by the serve blocks' RFC 1071 sum."""
+    return ~csum16(data) & 0xFFFF
 
 
 def tcp_options(timestamps=True, mss=False, sack_perm=False):

@@ -18,7 +18,7 @@ import tempfile
 import time
 
 import pytest
-from tools import netfault
+import netfault
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SUBNET = "10.68.0"
@@ -199,7 +199,7 @@ def test_pipelined_set_behind_served_get(served, loss):
 @pytest.mark.parametrize("offload_on,loss", [(True, 0), (False, 0), (True, 2)],
                          ids=["offload-on", "offload-off", "offload-on-loss-2pct"])
 def test_pipelined_under_reordering(served, offload_on, loss):
-    """NFQUEUE in the client namespace (tests/tools/netfault.py) delays 20% of
+    """NFQUEUE in the client namespace (lab/netfault.py) delays 20% of
     TCP packets both ways by 3-6 ms, so later segments overtake them (requests
     at the server, replies at the client), once also with 2% loss: all replies
     right, no stall. A GET overtaken by the SET behind it is not in order and
