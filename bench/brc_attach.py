@@ -1,6 +1,6 @@
 """BRC on one interface of a network namespace, for the benchmark and the kernel tests.
 
-Compiles bpf/brc.c with module_utils/brc_bpf.py (bcc) and attaches, configures and reads
+Compiles bpf/brc.c with module_utils/brc_compile.py (bcc) and attaches, configures and reads
 it with the modules' own kernel layer (brc_pins, brc_tc, brc_maps) on a device inside a
 namespace. The pins live in a private bpffs for as long as the object.
 """
@@ -61,10 +61,10 @@ _INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"')
 
 def floor_text(src_dir):
     """bench/brc_floor.c with its `#include "x.h"` lines expanded from <src_dir> (bpf/),
-    as brc_bpf.amalgamate() expands brc.c's: bcc rewrites map calls only in the text
+    as brc_compile.amalgamate() expands brc.c's: bcc rewrites map calls only in the text
     it is given. The floor lives in bench/, not bpf/: the toolkit ships bpf/* to every
     Redis host, and the floor is no part of the product."""
-    from ansible.module_utils import brc_bpf
+    from ansible.module_utils import brc_compile
     seen, out = set(), ['#line 1 "%s"\n' % FLOOR_SRC]
     with open(FLOOR_SRC) as f:
         for lineno, line in enumerate(f, 1):
@@ -73,7 +73,7 @@ def floor_text(src_dir):
             if inc and os.path.exists(inc):
                 if inc not in seen:
                     seen.add(inc)
-                    out.append(brc_bpf.amalgamate(inc, seen))
+                    out.append(brc_compile.amalgamate(inc, seen))
                     out.append('#line %d "%s"\n' % (lineno + 1, FLOOR_SRC))
                 continue
             out.append(line)
@@ -82,10 +82,10 @@ def floor_text(src_dir):
 
 def compile_floor(src_dir, pin_dir):
     """Compile the floor against <src_dir>'s headers, its persistent maps pinned in
-    <pin_dir> as brc_bpf.compile_programs pins BRC's, and load its two entry programs;
+    <pin_dir> as brc_compile.compile_programs pins BRC's, and load its two entry programs;
     a BrcBuild without tail-call arrays."""
     from bcc import BPF
-    from ansible.module_utils import brc_bpf
+    from ansible.module_utils import brc_compile
     src_dir = os.path.abspath(src_dir)
     os.makedirs(pin_dir, exist_ok=True)
     bpf = BPF(text=floor_text(src_dir).encode(),
@@ -93,7 +93,7 @@ def compile_floor(src_dir, pin_dir):
               + FLOOR_CFLAGS)
     programs = dict((hook, bpf.load_func(name.encode(), BPF.SCHED_CLS).fd)
                     for hook, name in FLOOR_PROGRAMS.items())
-    return brc_bpf.BrcBuild(bpf, brc_bpf.load_contract(src_dir), programs, {})
+    return brc_compile.BrcBuild(bpf, brc_compile.load_contract(src_dir), programs, {})
 
 
 class Brc:
@@ -104,7 +104,7 @@ class Brc:
     object's own that close() unmounts (a caller passing @pin_dir owns that directory)."""
 
     def __init__(self, src_dir, netns, device, port, floor=False, pin_dir=None):
-        from ansible.module_utils import brc_bpf, brc_pins, brc_tc
+        from ansible.module_utils import brc_compile, brc_pins, brc_tc
         from ansible.module_utils.brc_contract import load_contract
         self.netns, self.device, self.port = netns, device, port
         self.contract = load_contract(src_dir)
@@ -124,7 +124,7 @@ class Brc:
             if floor:
                 self.build = compile_floor(src_dir, pin_dir)
             else:
-                self.build = brc_bpf.compile_programs(src_dir, pin_dir=pin_dir)
+                self.build = brc_compile.compile_programs(src_dir, pin_dir=pin_dir)
             for name, fd in list(self.build.programs.items()) + list(self.build.helpers.items()):
                 brc_pins.pin_replace(fd, brc_pins.prog_pin(pin_dir, name))
             with in_netns(netns):

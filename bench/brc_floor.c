@@ -3,7 +3,7 @@
  * all, so serve's cost can be read as a multiple of the cost of answering at
  * tc. Never part of the product, so it lives in bench/ (the toolkit ships
  * all of bpf/ to every Redis host): bench/brc_attach.py compile_floor() expands the
- * bpf/ headers below into it, as brc_bpf.amalgamate() does for brc.c, and the
+ * bpf/ headers below into it, as brc_compile.amalgamate() does for brc.c, and the
  * bench attaches it in place of brc.c.
  *
  *   brc_floor_in   client->server: every segment that is exactly one

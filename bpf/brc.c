@@ -13,7 +13,7 @@
  * translation lasts their lifetime). Mode observe: parse, track, shadow-cache
  * and measure; packets are never altered. Mode serve: as observe, and a GET
  * the cache may answer is answered here (brc_serve.h, bpf/SERVE.md).
- * Compiled by bcc through module_utils/brc_bpf.py, which fills brc_cmds and
+ * Compiled by bcc through module_utils/brc_compile.py, which fills brc_cmds and
  * brc_jmp.
  *
  * The parsers are tail-call targets because a segment may hold more RESP than

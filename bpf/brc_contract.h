@@ -248,7 +248,7 @@ struct brc_flow {
 	X(MISMATCH, "a verified would-be answer differed from Redis's reply") \
 	X(CONCURRENT, "two CPUs processed this connection's client segments at once")
 
-/* brc_cmds: HASH written by module_utils/brc_bpf.py at build time (a table of
+/* brc_cmds: HASH written by module_utils/brc_compile.py at build time (a table of
  * Redis commands; build-owned, not pinned). Key: the command name upper-cased
  * and zero-padded to BRC_TOK_LEN; a command missing from it is "unknown": it
  * invalidates everything and gives its connection up. */

@@ -4,7 +4,7 @@
  * Persistent maps (config, stats, histograms, cache, flows, versions) are
  * declared with BRC_PERSISTENT: when the loader passes -DBRC_PIN_DIR="<dir>",
  * they become BPF_TABLE_PINNED at <dir>/<name> (bcc reuses an existing pin
- * without checking its layout: module_utils/brc_bpf.py compares layouts
+ * without checking its layout: module_utils/brc_compile.py compares layouts
  * first). Scratch and tail-call maps belong to one build and are never pinned
  * by the programs (the caller pins the prog arrays next to the programs).
  * Sizes are #ifndef-overridable through bcc cflags; changing one changes the

@@ -1,5 +1,5 @@
 # -*- coding: utf-8 -*-
-# brc_program's logic: compile the bpf/ sources with bcc (module_utils/brc_bpf.py),
+# brc_program's logic: compile the bpf/ sources with bcc (module_utils/brc_compile.py),
 # pin programs, tail-call arrays and persistent maps under <pin_root>/<interface>/,
 # and keep /var/lib/brc/<interface>/build.json as the record of what is pinned.
 #
@@ -42,9 +42,9 @@ def build_hash(src_dir, cflags):
 
 
 def _bpf_api():
-    """compile_programs and persistent_map_names from module_utils/brc_bpf.py."""
-    from ansible.module_utils import brc_bpf
-    return brc_bpf
+    """compile_programs and persistent_map_names from module_utils/brc_compile.py."""
+    from ansible.module_utils import brc_compile
+    return brc_compile
 
 
 def _norm_type(t):
@@ -205,7 +205,7 @@ def install(interface, src_dir, pin_root, cflags=(), reset_maps=False, check_mod
         programs = {}
         for d in brc_pins.DIRECTIONS:
             if d not in build.programs:
-                raise BrcError("the build has no %s program" % d, "check bpf/ (brc_bpf.compile_programs)")
+                raise BrcError("the build has no %s program" % d, "check bpf/ (brc_compile.compile_programs)")
             path = brc_pins.prog_pin(pdir, d)
             brc_pins.pin_replace(build.programs[d], path)
             info = brc_pins.prog_info(build.programs[d])
@@ -235,7 +235,7 @@ def install(interface, src_dir, pin_root, cflags=(), reset_maps=False, check_mod
         for name in persistent:
             if name not in now_maps:
                 raise BrcError("the build did not pin the persistent map %s in %s" % (name, pdir),
-                               "check brc_bpf.compile_programs(pin_dir=...)")
+                               "check brc_compile.compile_programs(pin_dir=...)")
             maps[name] = {"id": now_maps[name]["id"], "pin": now_maps[name]["pin"], "kind": "persistent"}
             keep.add(name)
     finally:

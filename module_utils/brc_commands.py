@@ -2,7 +2,7 @@
 # The Redis command table BRC's parser follows (brc_cmds and brc_subcmds, written
 # at build time), and the latency histogram id of each command.
 #
-# Plain data and the standard library only: the build (brc_bpf) and the readers
+# Plain data and the standard library only: the build (brc_compile) and the readers
 # of its histograms (brc_maps, bench) import it without bcc.
 
 from __future__ import absolute_import, division, print_function

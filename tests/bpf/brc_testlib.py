@@ -15,7 +15,7 @@ BPF_DIR = os.path.join(REPO, "bpf")
 
 # Imported the way Ansible modules see them (tests/conftest.py extends that package path);
 # putting module_utils/ itself on sys.path would shadow library/ modules of the same name.
-from ansible.module_utils import brc_bpf, brc_contract  # noqa: E402
+from ansible.module_utils import brc_compile, brc_contract  # noqa: E402
 from ansible.module_utils.brc_commands import LATENCY_NAMES  # noqa: E402
 from tools.bpf_run import prog_test_run  # noqa: E402,F401  (re-exported for tests/serve)
 from tools.checker import encode as resp  # noqa: E402  (a RESP array of bulk strings)

@@ -17,7 +17,7 @@ _ports = itertools.count(20000)
 @pytest.fixture(scope="session")
 def brc_build():
     skip_unless_kernel("BPF", libs=("bcc",))
-    build = brc_testlib.brc_bpf.compile_programs(brc_testlib.BPF_DIR)
+    build = brc_testlib.brc_compile.compile_programs(brc_testlib.BPF_DIR)
     yield build
 
 

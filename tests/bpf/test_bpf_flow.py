@@ -85,32 +85,32 @@ def test_nil_reply_fills_and_verifies(brc, port):
 def test_layout_probe_without_loading(brc_build):
     """load=False: maps only, quick; the same declared layout as a full build."""
     import time
-    from brc_testlib import BPF_DIR, brc_bpf
+    from brc_testlib import BPF_DIR, brc_compile
     t = time.time()
-    probe = brc_bpf.compile_programs(BPF_DIR, load=False)
+    probe = brc_compile.compile_programs(BPF_DIR, load=False)
     assert probe.programs == {} and time.time() - t < 15
     assert probe.declared_layout() == brc_build.declared_layout()
-    assert set(brc_build.declared_layout()) == set(brc_bpf.persistent_map_names(brc_bpf.load_contract(BPF_DIR)))
+    assert set(brc_build.declared_layout()) == set(brc_compile.persistent_map_names(brc_compile.load_contract(BPF_DIR)))
 
 
 def test_pinned_maps_are_created_and_reused(brc_build, tmp_path):
     import os
     import subprocess
-    from brc_testlib import BPF_DIR, brc_bpf
+    from brc_testlib import BPF_DIR, brc_compile
     if not os.path.ismount("/sys/fs/bpf"):
         subprocess.run(["mount", "-t", "bpf", "bpf", "/sys/fs/bpf"], check=True)
     pin = "/sys/fs/bpf/brcbt-test-%d" % os.getpid()
     try:
-        a = brc_bpf.compile_programs(BPF_DIR, pin_dir=pin, load=False)
+        a = brc_compile.compile_programs(BPF_DIR, pin_dir=pin, load=False)
         names = sorted(os.listdir(pin))
-        assert names == sorted(brc_bpf.persistent_map_names(brc_bpf.load_contract(BPF_DIR)))
+        assert names == sorted(brc_compile.persistent_map_names(brc_compile.load_contract(BPF_DIR)))
         from ansible.module_utils import brc_pins
         for n in names:
             want = a.declared_layout()[n]
             info = brc_pins.pinned_info(os.path.join(pin, n), "map")
             assert dict((k, info[k]) for k in want) == want
         a.map_fd("brc_stats")
-        b = brc_bpf.compile_programs(BPF_DIR, pin_dir=pin, load=False)
+        b = brc_compile.compile_programs(BPF_DIR, pin_dir=pin, load=False)
         for name in names:
             ids = [brc_pins.map_info(x.map_fd(name))["id"] for x in (a, b)]
             assert ids[0] == ids[1], "%s was not reused" % name

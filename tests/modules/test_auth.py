@@ -360,7 +360,7 @@ def test_hosts_redis_py_reads_the_same(acl_server, pw_server, admin, contract):
 @pytest.fixture(scope="module")
 def build():
     skip_unless_kernel()
-    from ansible.module_utils.brc_bpf import compile_programs
+    from ansible.module_utils.brc_compile import compile_programs
     return compile_programs(BPF_DIR)
 
 

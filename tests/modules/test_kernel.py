@@ -45,7 +45,7 @@ veth(PEER)
 srv = tcp_server()
 out = {}
 c = load_contract(BPF_DIR)
-from ansible.module_utils.brc_bpf import persistent_map_names
+from ansible.module_utils.brc_compile import persistent_map_names
 persistent = persistent_map_names(c)
 
 def install(src=BPF_DIR, **kw):
@@ -223,7 +223,7 @@ import shutil, tempfile, ctypes
 from bcc import BPF
 from ansible.module_utils import brc_build, brc_tc, brc_pins
 
-# A stand-in for brc_bpf with a tail-call array: the entry programs tail-call slot 0,
+# A stand-in for brc_compile with a tail-call array: the entry programs tail-call slot 0,
 # which counts into a pinned per-build-surviving map (slot 0: entry ran, 1: tail ran).
 C = '''
 #include <uapi/linux/pkt_cls.h>

@@ -1,5 +1,5 @@
 """Fixtures for the serve-mode tests: the real BRC build (bpf/brc.c through
-module_utils/brc_bpf.py) on the server veth of a namespace pair brcsi<pid>-client/-server
+module_utils/brc_compile.py) on the server veth of a namespace pair brcsi<pid>-client/-server
 (10.69.0.0/24, only inside them) with a real redis-server; everything started here is
 killed by PID and the namespaces are removed, also on failure."""
 import os

@@ -9,7 +9,7 @@ import subprocess
 from types import SimpleNamespace
 
 from ansible.module_utils import brc_auth, brc_maps
-from brc_testlib import BPF_DIR, CONTRACT, brc_bpf, bulk, resp
+from brc_testlib import BPF_DIR, CONTRACT, brc_compile, bulk, resp
 from test_serve_packets import TC_ACT_REDIRECT, _conn, miss_and_fill
 
 
@@ -18,7 +18,7 @@ def test_resend_after_a_reload_gets_identical_bytes():
         subprocess.run(["mount", "-t", "bpf", "bpf", "/sys/fs/bpf"], check=True)
     pin = "/sys/fs/bpf/brcsr-test-%d" % os.getpid()
     try:
-        old = brc_bpf.compile_programs(BPF_DIR, pin_dir=pin)
+        old = brc_compile.compile_programs(BPF_DIR, pin_dir=pin)
         brc_maps.configure(pin, CONTRACT, {"mode": "serve", "port": 6379, "max_key_len": 64,
                                            "max_value_len": 512, "max_age": 60})
         # what brc_auth loads from a Redis whose default user is open (no Redis here)
@@ -34,7 +34,7 @@ def test_resend_after_a_reload_gets_identical_bytes():
         rv, served = p.run("ingress", req)
         assert rv == TC_ACT_REDIRECT
 
-        new = brc_bpf.compile_programs(BPF_DIR, pin_dir=pin)
+        new = brc_compile.compile_programs(BPF_DIR, pin_dir=pin)
         p.prog = new.programs
         before = brc_maps.read_counters(pin, CONTRACT)
         rv, again = p.run("ingress", req)        # the reply was lost: the client retransmits

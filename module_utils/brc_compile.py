@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Build the BRC tc programs with bcc and describe their maps.
 #
-# Imported by the Ansible modules as ansible.module_utils.brc_bpf. Uses only the
+# Imported by the Ansible modules as ansible.module_utils.brc_compile. Uses only the
 # standard library at import time; bcc (Debian's python3-bpfcc, never the PyPI
 # package of the same name) is imported inside the functions that need it, so a
 # module can report a missing library cleanly.
