@@ -16,6 +16,7 @@ import time
 
 import pytest
 
+from ansible.module_utils.brc_resp import encode as _resp
 from fixtures.lab import ansible_env
 from fixtures.paths import BPF_DIR, REPO
 
@@ -66,8 +67,6 @@ def host_view(lab, host):
             "files": parts[3], "bpffs_ls": parts[4]}
 
 
-def _resp(*args):
-    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
 
 
 def redis_traffic(lab, rounds=20, passes=3):

@@ -14,14 +14,11 @@ import socket
 import time
 
 import brc_attach
+from ansible.module_utils.brc_resp import encode
 from serve_lab import PORT
 
 KEY = b"gap:reused-port"
 VALUE = b"gap-value"
-
-
-def _command(*args):
-    return b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
 
 
 class Client:
@@ -37,7 +34,7 @@ class Client:
         self.file = self.sock.makefile("rb")
 
     def get(self):
-        self.sock.sendall(_command(b"GET", KEY))
+        self.sock.sendall(encode(b"GET", KEY))
         head = self.file.readline()
         assert head == b"$%d\r\n" % len(VALUE), head
         return self.file.readline().rstrip(b"\r\n")
@@ -45,7 +42,7 @@ class Client:
     def quit_and_wait_for_close(self):
         """QUIT: Redis closes first, so its side of the tuple waits in TIME_WAIT and ours
         is free for a new connection at once."""
-        self.sock.sendall(_command(b"QUIT"))
+        self.sock.sendall(encode(b"QUIT"))
         assert self.file.readline() == b"+OK\r\n"
         assert self.file.read() == b""
         self.close()

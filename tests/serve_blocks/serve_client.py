@@ -7,58 +7,20 @@ progress (a connection that stopped moving) is reported as a stall.
 """
 import argparse
 import json
-import socket
+import os
 import sys
 import time
 
+import ansible.module_utils
 
-class Conn:
-    def __init__(self, host, port, timeout):
-        self.s = socket.create_connection((host, port), timeout=timeout)
-        self.buf = b""
+# module_utils/ the way Ansible modules see it: the RESP client is the toolkit's one
+# (module_utils/brc_resp.py); this runs as its own process in the client namespace.
+_MODULE_UTILS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                             "module_utils")
+if _MODULE_UTILS not in ansible.module_utils.__path__:
+    ansible.module_utils.__path__.append(_MODULE_UTILS)
 
-    def _line(self):
-        while b"\r\n" not in self.buf:
-            d = self.s.recv(65536)
-            if not d:
-                raise EOFError("connection closed")
-            self.buf += d
-        line, self.buf = self.buf.split(b"\r\n", 1)
-        return line
-
-    def _exact(self, n):
-        while len(self.buf) < n + 2:
-            d = self.s.recv(65536)
-            if not d:
-                raise EOFError("connection closed")
-            self.buf += d
-        data, self.buf = self.buf[:n], self.buf[n + 2:]
-        return data
-
-    @staticmethod
-    def encode(*args):
-        out = b"*%d\r\n" % len(args)
-        for a in args:
-            a = a if isinstance(a, bytes) else str(a).encode()
-            out += b"$%d\r\n%s\r\n" % (len(a), a)
-        return out
-
-    def send(self, *args):
-        self.s.sendall(self.encode(*args))
-
-    def cmd(self, *args):
-        self.send(*args)
-        return self.read()
-
-    def read(self):
-        line = self._line()
-        if line[:1] == b"$":
-            n = int(line[1:])
-            return None if n < 0 else self._exact(n)
-        return line
-
-    def close(self):
-        self.s.close()
+from ansible.module_utils.brc_resp import ProtocolError, RespConnection, Stall, encode  # noqa: E402
 
 
 def count_get(res, got, kv, rv, what):
@@ -74,16 +36,15 @@ def count_get(res, got, kv, rv, what):
 def pipeline_rounds(a, conn, c, res, kv, rv):
     """GET key and SET own leave as two segments before any reply: the GET is
     answered in the kernel while the SET goes on to Redis behind it."""
-    conn.s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     for i in range(a.rounds):
         own = "k:%s:%d:%d" % (a.tag, c, i)
-        conn.send("GET", a.key)
-        conn.send("SET", own, "p:%d" % i)
-        count_get(res, conn.read(), kv, rv, "pipelined GET key round %d" % i)
-        got = conn.read()
-        if got != b"+OK":
+        conn.sock.sendall(encode("GET", a.key))
+        conn.sock.sendall(encode("SET", own, "p:%d" % i))
+        count_get(res, conn.read_reply(), kv, rv, "pipelined GET key round %d" % i)
+        got = conn.read_reply()
+        if got != "OK":
             raise ValueError("pipelined SET round %d: got %r" % (i, got))
-        got = conn.cmd("GET", own)
+        got = conn.call("GET", own)
         if got != b"p:%d" % i:
             raise ValueError("GET own round %d: got %r" % (i, got))
         res["rounds"] += 1
@@ -92,18 +53,18 @@ def pipeline_rounds(a, conn, c, res, kv, rv):
 def reset_probe(a):
     """The test drops the reply, clears the stored bytes, then says go: the
     client's retransmitted GET must end in a connection reset, not a reply."""
-    conn = Conn(a.host, a.port, a.timeout)
-    conn.s.sendall(b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(a.key), a.key.encode()))
-    print("sent %d" % conn.s.getsockname()[1], flush=True)
+    conn = RespConnection(a.host, a.port, a.timeout)
+    conn.sock.sendall(encode("GET", a.key))
+    print("sent %d" % conn.sock.getsockname()[1], flush=True)
     sys.stdin.readline()
     try:
         got = conn._line()
         res = {"ok": False, "outcome": "reply", "got": got.decode(errors="replace")}
     except ConnectionResetError:
         res = {"ok": True, "outcome": "reset"}
-    except socket.timeout:
+    except Stall:
         res = {"ok": False, "outcome": "stall"}
-    except EOFError:
+    except ProtocolError:
         res = {"ok": False, "outcome": "eof"}
     json.dump(res, sys.stdout)
     return 0
@@ -132,7 +93,7 @@ def main():
     t0 = time.time()
     try:
         for c in range(a.conns):
-            conn = Conn(a.host, a.port, a.timeout)
+            conn = RespConnection(a.host, a.port, a.timeout)
             if a.pipeline:
                 pipeline_rounds(a, conn, c, res, kv, rv)
                 conn.close()
@@ -141,20 +102,20 @@ def main():
                 step = "GET key"
                 for step, args, check in (
                     ("GET key", ("GET", a.key), None),
-                    ("SET", ("SET", "k:%s:%d:%d" % (a.tag, c, i), "v:%d" % i), b"+OK"),
+                    ("SET", ("SET", "k:%s:%d:%d" % (a.tag, c, i), "v:%d" % i), "OK"),
                     ("GET own", ("GET", "k:%s:%d:%d" % (a.tag, c, i)), b"v:%d" % i),
-                    ("PING", ("PING",), b"+PONG"),
+                    ("PING", ("PING",), "PONG"),
                     ("GET key again", ("get", a.key), None),
-                    ("INCR", ("INCR", "ctr:%s:%d" % (a.tag, c)), b":%d" % (i + 1)),
+                    ("INCR", ("INCR", "ctr:%s:%d" % (a.tag, c)), i + 1),
                 ):
-                    got = conn.cmd(*args)
+                    got = conn.call(*args)
                     if check is None:
                         count_get(res, got, kv, rv, step)
                     elif got != check:
                         raise ValueError("%s round %d: got %r want %r" % (step, i, got, check))
                 res["rounds"] += 1
             conn.close()
-    except socket.timeout:
+    except Stall:
         res["ok"] = False
         res["errors"].append("stall: no reply within %.1fs at %s, round %d" % (a.timeout, step, res["rounds"]))
     except Exception as e:  # noqa: BLE001 - reported, not hidden
