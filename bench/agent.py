@@ -40,6 +40,7 @@ for p in (HERE, os.path.join(REPO, "tests", "agent"), os.path.join(REPO, "tests"
         sys.path.append(p)
 
 import brc_attach  # noqa: E402  (puts module_utils on ansible.module_utils' path)
+from ansible.module_utils.brc_math import sample_percentile as percentile  # noqa: E402
 import measure as measure_cpu  # noqa: E402  (bench/measure.py: /proc CPU readings)
 from agent_lab import PORT, AgentLab  # noqa: E402
 from serve_lab import running  # noqa: E402
@@ -50,10 +51,6 @@ MAX_POLLS = 50000       # GETs through BRC per client read, at most (with MAX_WA
 
 def cpu_seconds(pid):
     return measure_cpu.cpu_pid(pid) / float(measure_cpu.HZ)
-
-
-def percentile(sorted_values, p):
-    return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * p / 100.0))]
 
 
 def us(ns):

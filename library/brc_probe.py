@@ -119,11 +119,13 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 try:
+    from ansible.module_utils.brc_math import sample_percentile
     from ansible.module_utils.brc_resp import RedisError, RespConnection, RespError, Stall
 except ImportError:     # run as a plain script from the repository: its module_utils/
     import ansible.module_utils
     ansible.module_utils.__path__.append(
         os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "module_utils"))
+    from ansible.module_utils.brc_math import sample_percentile
     from ansible.module_utils.brc_resp import RedisError, RespConnection, RespError, Stall
 
 
@@ -144,13 +146,6 @@ class Conn(RespConnection):
         except (RespError, OSError) as e:
             raise ProbeError("connection error: %s" % e)
         return reply, time.monotonic() - start
-
-
-def percentile(sorted_values, p):
-    if not sorted_values:
-        return None
-    idx = min(len(sorted_values) - 1, max(0, int(round(p / 100.0 * len(sorted_values) + 0.5)) - 1))
-    return sorted_values[idx]
 
 
 def short(value):
@@ -262,7 +257,7 @@ class Probe:
         lat = sorted(self.lat)
         latency = {"count": len(lat)}
         for p in (50, 90, 99):
-            v = percentile(lat, p)
+            v = sample_percentile(lat, p)
             latency["p%d_us" % p] = None if v is None else round(v, 1)
         latency["max_us"] = round(lat[-1], 1) if lat else None
         return {

@@ -49,6 +49,14 @@ def percentile(buckets, p):
     return round((2 ** len(buckets)) / 1000.0, 3)
 
 
+def sample_percentile(sorted_values, p):
+    """The p-th percentile of sorted samples by nearest rank (None when there are none)."""
+    if not sorted_values:
+        return None
+    idx = min(len(sorted_values) - 1, max(0, int(math.ceil(p / 100.0 * len(sorted_values))) - 1))
+    return sorted_values[idx]
+
+
 def percentiles(buckets, points=PERCENTILES):
     """{count, p50_us, p90_us, p99_us} of a log2-ns histogram."""
     out = {"count": sum(num(b) for b in (buckets or []))}
