@@ -221,6 +221,17 @@ class Brc:
         left = cls.from_buffer_copy(raw[:ctypes.sizeof(cls)]).hold_until_ns - time.monotonic_ns()
         return max(0.0, left / 1e9)
 
+    def clear_hold(self):
+        """End brc_global's hold now: for tests whose connections never reached Redis
+        (BPF_PROG_TEST_RUN), so that nothing they sent can still be in flight."""
+        from ansible.module_utils import brc_maps
+        cls = self.contract.structs["brc_global"]
+        with brc_maps.open_map(self.pin_dir, self.contract, "global") as m:
+            raw = bytearray(m.lookup(0))
+            g = cls.from_buffer(raw)
+            g.hold_until_ns = 0
+            m.update(0, bytes(raw))
+
     def counters(self):
         """Named counters, plus the latency histogram buckets as 'lat.<command>.<slot>'
         (only non-zero ones), so one before/after delta covers both."""
