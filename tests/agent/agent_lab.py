@@ -65,12 +65,16 @@ class AgentLab(ServeLab):
         self.log_path = os.path.join(self.tmp, "agent.log")
         self.socket = os.path.join(self.tmp, "redis.sock")
         self.stderr_path = os.path.join(self.tmp, "agent.stderr")
-        self.agent = None
-        self.redis = self.start_redis()
-        self.brc = brc_attach.Brc(bpf_dir, pair.server, pair.server_dev, PORT, pin_dir=self.pin_dir)
-        self.brc.attach()
-        self.serve()
-        self.start_agent()
+        self.agent = self.brc = None
+        try:
+            self.redis = self.start_redis()
+            self.brc = brc_attach.Brc(bpf_dir, pair.server, pair.server_dev, PORT, pin_dir=self.pin_dir)
+            self.brc.attach()
+            self.serve()
+            self.start_agent()
+        except BaseException:
+            self.close()        # the bpffs mount must not outlive a lab that failed to start
+            raise
 
     # -- Redis
     def start_redis(self, data_dir=None, extra=()):
@@ -266,7 +270,8 @@ class AgentLab(ServeLab):
         try:
             if self.agent is not None and self.agent.poll() is None:
                 self.kill_agent()
-            ServeLab.close(self)
+            if self.brc is not None:
+                ServeLab.close(self)
         finally:
             subprocess.run(["umount", self.bpffs])
             shutil.rmtree(self.tmp, ignore_errors=True)
