@@ -115,6 +115,13 @@ reverted:
   returned: when O(state) is not V(armed)
   type: bool
   sample: false
+cache_flushed:
+  description:
+    - Cache entries removed before the saved value was written back. The change being undone may have
+      been to mode off, in which BRC sees no writes, so entries from before it may be stale.
+  returned: when the saved value was written back
+  type: int
+  sample: 0
 """
 
 import os
@@ -147,9 +154,10 @@ def main():
         if p["state"] == "armed":
             # Only arming reads the live map; the others work on the marker, which names it.
             brc_discover.check_shared(p, check, interface="pins")
-            out["map"] = os.path.join(brc_pins.pin_dir(p["pin_root"], p["interface"]),
-                                      brc_maps.contract_for(p["src_dir"]).map_name("config"))
-            out.update(brc_guard.arm(marker, out["map"], check))
+            pdir = brc_pins.pin_dir(p["pin_root"], p["interface"])
+            contract = brc_maps.contract_for(p["src_dir"])
+            out["map"] = os.path.join(pdir, contract.map_name("config"))
+            out.update(brc_guard.arm(marker, out["map"], check, brc_maps.cache_pin(pdir, contract)))
             module.exit_json(changed=True, **out)
         if p["state"] == "watching":
             if check:

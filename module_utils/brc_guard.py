@@ -6,7 +6,11 @@
 # leaves it as it was. The map is read and written through brc_pins (libbpf), the
 # toolkit's one kernel layer.
 #
-# The marker is JSON {map, value (hex bytes), armed_at, token}; <marker>.reverted is a
+# A revert empties the cache first (cache, when the marker names it): the change it undoes
+# may have been to mode off, in which BRC sees no writes, and leaving off must not answer
+# from entries older than that gap (brc_maps.flush_cache, as brc_config does).
+#
+# The marker is JSON {map, cache, value (hex bytes), armed_at, token}; <marker>.reverted is a
 # marker the watcher acted on, <marker>.log one line per event, for the operator.
 
 from __future__ import absolute_import, division, print_function
@@ -18,7 +22,7 @@ import json
 import os
 import time
 
-from ansible.module_utils import brc_pins
+from ansible.module_utils import brc_maps, brc_pins
 from ansible.module_utils.brc_common import BrcError
 
 KEY = 0             # the config map has one entry (bpf/brc_contract.h: brc_config)
@@ -57,9 +61,9 @@ def token_of(marker):
         return None
 
 
-def arm(marker, map_path, check_mode=False):
-    """Save the map's current value in marker; a newer arm replaces an older one (and
-    its watcher, which finds another token, leaves)."""
+def arm(marker, map_path, check_mode=False, cache_path=None):
+    """Save the map's current value in marker, with the cache a revert empties; a newer
+    arm replaces an older one (and its watcher, which finds another token, leaves)."""
     value = read_value(map_path)
     if check_mode:
         return {"armed": False, "value": value}
@@ -68,7 +72,7 @@ def arm(marker, map_path, check_mode=False):
         os.makedirs(parent, 0o755)
     tmp = marker + ".tmp"
     with open(tmp, "w") as f:
-        json.dump({"map": map_path, "value": value, "armed_at": time.time(),
+        json.dump({"map": map_path, "cache": cache_path, "value": value, "armed_at": time.time(),
                    "token": binascii.hexlify(os.urandom(8)).decode()}, f)
     os.rename(tmp, marker)
     if os.path.exists(marker + ".reverted"):
@@ -80,10 +84,14 @@ def arm(marker, map_path, check_mode=False):
 def _restore(marker, reason):
     with open(marker) as f:
         saved = json.load(f)
+    flushed = 0
+    if saved.get("cache") and os.path.exists(saved["cache"]):
+        flushed = brc_maps.flush_cache(saved["cache"])
     write_value(saved["map"], saved["value"])
     os.rename(marker, marker + ".reverted")
-    _log(marker, "reverted (%s): restored %s" % (reason, " ".join(saved["value"])))
-    return saved["value"]
+    _log(marker, "reverted (%s): restored %s, %d cache entries emptied first"
+         % (reason, " ".join(saved["value"]), flushed))
+    return {"value": saved["value"], "cache_flushed": flushed}
 
 
 def watch(marker, timeout, sleep=time.sleep, clock=time.time):
@@ -97,8 +105,8 @@ def watch(marker, timeout, sleep=time.sleep, clock=time.time):
         sleep(POLL_S)
     if mine is None or token_of(marker) != mine:
         return {"confirmed": True, "reverted": False}
-    value = _restore(marker, "no confirmation from the controller within %ss" % timeout)
-    return {"confirmed": False, "reverted": True, "value": value}
+    out = _restore(marker, "no confirmation from the controller within %ss" % timeout)
+    return dict(out, confirmed=False, reverted=True)
 
 
 def confirm(marker, check_mode=False):
@@ -119,4 +127,4 @@ def restore(marker, check_mode=False):
     if check_mode:
         with open(marker) as f:
             return {"reverted": True, "value": json.load(f)["value"]}
-    return {"reverted": True, "value": _restore(marker, "asked by the controller")}
+    return dict(_restore(marker, "asked by the controller"), reverted=True)

@@ -25,6 +25,20 @@ def test_guard_snapshots_and_restores_a_pinned_map(in_netns):
         pin = PD + "/" + contract.map_name("config")
         brc_pins.obj_pin(fd, pin)
         os.close(fd)
+        # the cache a revert empties, with one entry (a plain hash of the contract's sizes)
+        ksize = ctypes.sizeof(contract.structs["brc_cache_key"])
+        vsize = ctypes.sizeof(contract.structs["brc_cache_entry"])
+        fd = lib.bpf_map_create(1, b"brc_cache", ksize, vsize, 16, None)   # BPF_MAP_TYPE_HASH
+        assert fd >= 0, ctypes.get_errno()
+        cache = PD + "/" + contract.map_name("cache")
+        brc_pins.obj_pin(fd, cache)
+        os.close(fd)
+
+        def cached(n):
+            with brc_pins.PinnedMap(cache) as m:
+                for i in range(n):
+                    m.update(bytes([i + 1]) * ksize, bytes(vsize))
+                return m.count()
 
         def value():
             with brc_pins.PinnedMap(pin) as m:
@@ -41,8 +55,10 @@ def test_guard_snapshots_and_restores_a_pinned_map(in_netns):
         out["marker_after_check"] = os.path.exists(out["check_arm"]["marker"])
         out["arm"] = run_main(brc_guard, state="armed", **args)
         put(2)                                              # the change
+        out["cached_before_revert"] = cached(3)
         out["watch"] = run_main(brc_guard, state="watching", timeout=1, **args)
         out["restored"] = value() == bytes([1]) * size
+        out["cached_after_revert"] = cached(0)
         out["late_confirm"] = run_main(brc_guard, state="confirmed", **args)
 
         out["arm2"] = run_main(brc_guard, state="armed", **args)
@@ -76,6 +92,8 @@ def test_guard_snapshots_and_restores_a_pinned_map(in_netns):
     assert r["check_arm"]["value"][:2] == ["01", "01"]
     assert r["arm"]["changed"] and r["arm"]["armed"] and r["arm"]["map"].endswith("/brcmt0/brc_config")
     assert r["watch"]["changed"] and r["watch"]["reverted"] and not r["watch"]["confirmed"] and r["restored"]
+    # the change undone may have been to mode off: what the cache held before it is gone
+    assert r["cached_before_revert"] == 3 and r["cached_after_revert"] == 0 and r["watch"]["cache_flushed"] == 3
     assert r["late_confirm"]["failed"] and "already reverted" in r["late_confirm"]["msg"]
     assert r["check_confirm"]["changed"] and r["check_confirm"]["confirmed"]
     assert r["confirm"]["changed"] and r["confirm"]["confirmed"]
