@@ -616,6 +616,7 @@ options:
 #endif
 		/* SACK is negotiated as the ends ask: brc_serve_sack() translates
 		 * the blocks both ways once the flow has offsets */
+		f->mss = (ss->o.flags & BRC_OPT_F_MSS) ? ss->o.mss : BRC_TCP_DEFAULT_MSS;
 		brc_flag_set(f, BRC_FF_SERVE);
 syn_done:
 		brc_in_release(f);
@@ -657,6 +658,9 @@ static __always_inline int brc_serve_out(struct __sk_buff *skb, const struct brc
 	if ((seg.flags & (BRC_TCP_SYN | BRC_TCP_ACK)) == (BRC_TCP_SYN | BRC_TCP_ACK)) {
 		brc_seqadj_init_synack(sa, &seg, has_ts, ss->o.tsval,
 				       (ss->o.flags & BRC_OPT_F_WSCALE) ? ss->o.wscale : 0);
+		/* Redis's host announces what its own device takes */
+		if (ss->o.flags & BRC_OPT_F_MSS && ss->o.mss < f->mss)
+			f->mss = ss->o.mss;
 		return 0;
 	}
 	brc_seqadj_track_egress(sa, &seg, has_ts, ss->o.tsval);

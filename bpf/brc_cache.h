@@ -354,7 +354,9 @@ static __always_inline void brc_track_done(struct brc_scratch *sc, struct brc_fl
 	e->key_len = sc->ckey.len;
 	__builtin_memcpy(e->key, sc->ckey.key, BRC_KEY_MAX);
 	e->len = len;
-	__builtin_memcpy(e->reply, rb->data, BRC_VAL_MAX);
+	/* one helper call: clang does not inline a copy of BRC_VAL_MAX bytes,
+	 * and an unrolled one would cost the verifier per byte */
+	bpf_probe_read_kernel(e->reply, BRC_VAL_MAX, rb->data);
 	e->fill_id_end = e->fill_id;
 	if (brc_cache.update(&sc->ckey, e) == 0)
 		brc_count(FILL);

@@ -59,7 +59,7 @@ enum brc_jmp_slot { BRC_JMP_SLOTS(BRC_JMP_ENUM) BRC_JMP__MAX };
 /* Layout-bearing sizes (fixed here, not overridable: they shape the values of
  * the pinned maps). Map capacities live in brc_maps.h and are overridable. */
 #define BRC_KEY_MAX 64          /* longest cacheable key, bytes (a power of 2) */
-#define BRC_VAL_MAX 512         /* longest cacheable GET reply, RESP bytes (power of 2) */
+#define BRC_VAL_MAX 2048        /* longest cacheable GET reply, RESP bytes (power of 2) */
 #define BRC_FIFO_LEN 64         /* pending commands whose ingress time is kept, per flow */
 #define BRC_FLOW_MARKS 8        /* key buckets one flow can hold "write in flight" */
 #define BRC_RESP_DEPTH 8        /* nested reply arrays followed; deeper = parser lost */
@@ -172,7 +172,8 @@ struct brc_flow {
 	__u32 track;            /* BRC_TRACK_* */
 	__u32 track_key_len;
 	__u32 track_bucket;
-	__u32 track_pad;
+	__u32 mss;              /* the smaller MSS the two SYNs announced (536 without the option): an
+				 * answer is one segment, so its payload and options fit in it */
 	__u64 track_ver;        /* bucket version when the GET passed */
 	__u64 track_gver;       /* global version when the GET passed */
 	__u8 track_key[BRC_KEY_MAX];
@@ -551,8 +552,10 @@ struct brc_feed_batch {
 struct brc_replybuf {
 	__u32 len;
 	__u32 pad;
-	__u8 data[1024];        /* 2 * BRC_VAL_MAX: bounded copies need the headroom */
+	__u8 data[4096];        /* 2 * BRC_VAL_MAX: bounded copies need the headroom */
 };
+_Static_assert(sizeof(((struct brc_replybuf *)0)->data) == 2 * BRC_VAL_MAX,
+	       "brc_replybuf.data is twice BRC_VAL_MAX");
 
 /* brc_ooo: LRU_HASH keyed by struct brc_flow_key: client bytes that arrived
  * after a hole in the sequence (reordering, or a lost segment the client will
@@ -665,7 +668,8 @@ struct brc_ooo {
 	X(OOO_RESUMED, "held bytes parsed once the hole before them filled") \
 	X(SERVE_BUSY_DROPPED, "serve mode: client segments dropped while another CPU parsed the connection (sent again by the client)") \
 	X(SACK_TRANSLATED, "segments of served connections whose SACK blocks were translated (serve mode)") \
-	X(SACK_BLOCKS_REMOVED, "SACK blocks removed in translation: inside an injected reply, or a D-SACK older than the latest offset change")
+	X(SACK_BLOCKS_REMOVED, "SACK blocks removed in translation: inside an injected reply, or a D-SACK older than the latest offset change") \
+	X(SERVE_OVER_MSS, "would-be hits passed: the reply does not fit one segment of the connection's MSS")
 
 #define BRC_COUNTER_ENUM(name, doc) BRC_C_##name,
 enum brc_counter { BRC_COUNTERS(BRC_COUNTER_ENUM) BRC_C__MAX };

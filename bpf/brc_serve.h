@@ -246,6 +246,13 @@ static __always_inline __u32 brc_serve_lookup(struct __sk_buff *skb, const struc
 		brc_count(SERVE_PASSED_IDLE);
 		return 0;
 	}
+	/* the answer is one segment with the request's options (brc_reply_build):
+	 * bigger than the MSS, a device on the way drops it or the client cannot
+	 * take it */
+	if (len + (seg->thl - BRC_TCP_HDR_MIN) > f->mss) {
+		brc_count(SERVE_OVER_MSS);
+		return 0;
+	}
 	if (!brc_seqadj_can_inject(sa, seg)) {
 		brc_count(SERVE_REFUSED_TCP);
 		return 0;
@@ -255,7 +262,8 @@ static __always_inline __u32 brc_serve_lookup(struct __sk_buff *skb, const struc
 		brc_count(SERVE_VERIFY_SAMPLED);
 		return 0;
 	}
-	__builtin_memcpy(&ss->entry, e, sizeof(ss->entry));
+	/* a helper call, as for the fill (brc_track_done) */
+	bpf_probe_read_kernel(&ss->entry, sizeof(ss->entry), e);
 	/* the element may have been refilled or recycled while copying */
 	if (!brc_serve_copy_ok(ss, e)) {
 		brc_count(SERVE_KEY_RECHECK);

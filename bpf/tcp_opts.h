@@ -45,6 +45,8 @@
 #define BRC_TCP_HDR_BUF 64
 #define BRC_TCP_HDR_MIN 20
 #define BRC_TCP_HDR_MAX 60
+/* The MSS an end that sends no MSS option takes (RFC 9293 3.7.1). */
+#define BRC_TCP_DEFAULT_MSS 536
 /* Offset of the checksum field inside the TCP header. */
 #define BRC_TCP_CSUM_OFF 16
 

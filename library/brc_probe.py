@@ -43,9 +43,9 @@ options:
     type: int
     default: 20
   max_value_len:
-    description: Largest random value written (bytes).
+    description: Largest random value written (bytes). The default is about the largest value BRC answers at MTU 1500 (one segment).
     type: int
-    default: 512
+    default: 1400
   timeout:
     description: Seconds to wait for any single reply before calling it a stall.
     type: float
@@ -277,7 +277,7 @@ def run_module():
             port=dict(type="int", default=6379),
             password=dict(type="str", no_log=True),
             rounds=dict(type="int", default=20),
-            max_value_len=dict(type="int", default=512),
+            max_value_len=dict(type="int", default=1400),
             timeout=dict(type="float", default=2.0),
             key_prefix=dict(type="str", default="brc:probe:"),
             max_errors=dict(type="int", default=3),

@@ -159,6 +159,10 @@ TREE = _group(TOTAL, [
                 _leaf(("serve_refused_tcp",), "would_answer", "tcp_state",
                       "serve mode: the TCP conditions refused an answer (an unacknowledged answer, window, ...)",
                       "nothing: transient"),
+                _leaf(("serve_over_mss",), "would_answer", "over_mss",
+                      "serve mode: cached, but the reply does not fit one TCP segment of the connection (its MSS)",
+                      "nothing in BRC: an answer is one segment (1439 bytes of value at MTU 1500 with timestamps); "
+                      "a larger MTU on the Redis network (jumbo frames) raises it"),
                 _leaf(("serve_key_recheck",), "would_answer", "recycled",
                       "serve mode: the entry was recycled for another fill while being copied",
                       "nothing: transient"),
@@ -316,7 +320,7 @@ def definitions(constants=None):
     read and fix those; fixes filled in from the contract's constants."""
     constants = dict(constants or {})
     constants.setdefault("BRC_KEY_MAX", 64)
-    constants.setdefault("BRC_VAL_MAX", 512)
+    constants.setdefault("BRC_VAL_MAX", 2048)
     out = {}
     for leaf in leaves():
         out[leaf["reason"]] = {"outcome": leaf["outcome"], "doc": leaf["doc"], "fix": leaf["fix"] % constants,

@@ -97,7 +97,7 @@ class Brc:
                 c.reset()
         self.conns = []
 
-    def configure(self, port=REDIS_PORT, mode="observe", max_key_len=64, max_value_len=512,
+    def configure(self, port=REDIS_PORT, mode="observe", max_key_len=64, max_value_len=2048,
                   max_age_ns=0, verify_sample=0):
         t = self.bpf[b"brc_config"]
         v = t.Leaf()

@@ -531,7 +531,7 @@ def test_outcome_tree_is_well_formed_and_reads_only_contract_counters():
     assert not missing, "the split reads counters brc_contract.h does not have: %s" % missing
     assert not set(O.NOT_PARTS) - names, "NOT_PARTS names counters the contract does not have"
     d = O.definitions(contract().constants)
-    assert "BRC_VAL_MAX = 512" in d["oversize_value"]["fix"] and "BRC_KEY_MAX = 64" in d["oversize_key"]["fix"]
+    assert "BRC_VAL_MAX = 2048" in d["oversize_value"]["fix"] and "BRC_KEY_MAX = 64" in d["oversize_key"]["fix"]
     assert all(d[r]["fix"] and d[r]["doc"] for r in reasons)
 
 

@@ -40,7 +40,7 @@ class ServeLab:
 
     def serve(self, **values):
         values.setdefault("max_key_len", 64)
-        values.setdefault("max_value_len", 512)
+        values.setdefault("max_value_len", 2048)
         return self.brc.configure("serve", **values)
 
     def refresh_auth(self, **credentials):

@@ -9,7 +9,9 @@ they show as unseen segments.
   plain        GETs alone, each waiting for its reply: the first of a key fills, the
                rest are answered in the kernel (served)
   pipelined    three GETs in one send: the 2nd and 3rd had commands pending
-  oversize     a 600-byte value (max_value_len 512): oversize_value
+  oversize     a 3000-byte value (over BRC_VAL_MAX, 2048): oversize_value
+  one segment  a 1400-byte value (its reply fits a 1500-byte MTU): served; an 1800-byte one:
+               cached, but over the connection's MSS (over_mss)
   ttl          a key SET with EX: ttl (no agent)
   RESP3        HELLO 3: followed (answered), a missing key's nil (_) is error_reply
   given up     HELLO 3 + CLIENT TRACKING ON (client-side caching): dirty_tracking, its GETs dirty
@@ -82,7 +84,9 @@ def test_every_get_sent_lands_in_one_bucket(lab):
     setup = Resp(lab)
     for k in keys:
         assert setup.call("SET", k, "v-" + k) == b"OK"
-    assert setup.call("SET", "why:big", "x" * 600) == b"OK"
+    assert setup.call("SET", "why:big", "x" * 3000) == b"OK"
+    assert setup.call("SET", "why:fits", "f" * 1400) == b"OK"
+    assert setup.call("SET", "why:seg", "s" * 1800) == b"OK"
     assert setup.call("SET", "why:ttl", "t", "EX", "300") == b"OK"
     setup.close()
 
@@ -97,8 +101,12 @@ def test_every_get_sent_lands_in_one_bucket(lab):
     assert [c.reply() for _ in range(3)] == [b"v-" + k.encode() for k in keys[:3]]
     sent += 3
     for _ in range(2):
-        assert c.call("GET", "why:big") == b"x" * 600    # oversize_value
+        assert c.call("GET", "why:big") == b"x" * 3000   # oversize_value
         assert c.call("GET", "why:ttl") == b"t"          # ttl
+        sent += 2
+    for _ in range(3):                                   # fills, then served / over_mss
+        assert c.call("GET", "why:fits") == b"f" * 1400
+        assert c.call("GET", "why:seg") == b"s" * 1800
         sent += 2
     assert isinstance(c.call("GET", "why:k0", "extra"), Exception)   # args
     assert c.call("GET", "why:" + "k" * 100) is None    # oversize_key
@@ -143,8 +151,9 @@ def test_every_get_sent_lands_in_one_bucket(lab):
     assert sum(n for rs in b["reasons"].values() for n in rs.values()) == sent
     assert sum(b["outcomes"].values()) == sent
     assert b["unclassified"] == {}
-    assert reasons.get("served", 0) >= 15, reasons     # 5 keys x 6 GETs (first fills), RESP3's 3
-    assert reasons.get("first_read", 0) >= 5, reasons
+    assert reasons.get("served", 0) >= 17, reasons     # 5 keys x 6 GETs (first fills), RESP3's 3, why:fits
+    assert reasons.get("over_mss") == 2, reasons
+    assert reasons.get("first_read", 0) >= 7, reasons
     assert reasons.get("pipelined") == 2, reasons
     assert reasons.get("oversize_value") == 2, reasons
     assert reasons.get("ttl") == 2, reasons

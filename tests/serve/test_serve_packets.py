@@ -310,3 +310,54 @@ def test_a_segment_beside_another_cpu_is_dropped_not_the_connection(lab):
             assert d.get("dirty_concurrent") == 1 and not d.get("serve_busy_dropped"), d
         finally:
             _set_busy(lab, p.cport, 0)
+
+
+def _mss_opt(mss):
+    return b"\x02\x04" + struct.pack("!H", mss)
+
+
+@pytest.mark.parametrize("cli_mss,srv_mss", [(1460, 1400), (1400, 1460)])
+def test_an_answer_fits_one_segment_of_the_smaller_mss(lab, cli_mss, srv_mss):
+    """An answer is one segment carrying the request's options, so its payload fits the
+    smaller MSS the two SYNs announced less those options (12 bytes of NOP,NOP,TS here):
+    a value whose reply takes exactly that is answered, one byte more is passed to Redis
+    (counted serve_over_mss) and Redis's own reply stays what the client gets."""
+    lab.serve()
+    lab.brc.clear_hold()    # an earlier test's reset with writes pending (see no_hold_left)
+    cport, cisn, sisn = 41600 + (cli_mss > srv_mss), 3000, 9000
+    limit = min(cli_mss, srv_mss) - len(ts_opts(0, 0))
+    p = Peer(lab, cport, cisn, sisn)
+    syn = ipv4_tcp(CLI, SRV, cport, PORT, cisn, 0, "S", b"", _mss_opt(cli_mss) + ts_opts(p.cts, 0, sack_perm=True))
+    assert p.run("ingress", syn)[0] == TC_ACT_OK
+    p.cseq = cisn + 1
+    synack = ipv4_tcp(SRV, CLI, PORT, cport, sisn, p.cseq, "SA", b"", _mss_opt(srv_mss) + ts_opts(p.sts, p.cts))
+    assert p.run("egress", synack)[0] == TC_ACT_OK
+    p.sseq = sisn + 1
+    assert p.run("ingress", p.c2s("A"))[0] == TC_ACT_OK
+    try:
+        for extra in (1, 0):    # one byte over first: nothing answered yet, nothing translated
+            size = limit + extra
+            val = bulk("m" * (size - len(b"$\r\n\r\n") - len(str(size))))
+            assert len(val) == size
+            get = resp("GET", "brcsi:mss:%d:%d" % (cli_mss, extra))
+            miss_and_fill(p, get, val)
+            before = lab.brc.counters().get("serve_over_mss", 0)
+            p.cts += 1
+            rv, out = p.run("ingress", p.c2s("PA", get))
+            over = lab.brc.counters().get("serve_over_mss", 0) - before
+            if extra:
+                assert rv == TC_ACT_OK and over == 1, size
+                # to Redis, whose reply the client gets
+                p.cseq = (p.cseq + len(get)) & 0xFFFFFFFF
+                p.sts += 1
+                rv, out = p.run("egress", p.s2c("PA", val))
+                assert rv == TC_ACT_OK and fields(out)["payload"] == val
+                p.sseq = (p.sseq + len(val)) & 0xFFFFFFFF
+                p.cts += 1
+                assert p.run("ingress", p.c2s("A"))[0] == TC_ACT_OK
+            else:
+                f = fields(out)
+                assert rv == TC_ACT_REDIRECT and over == 0, size
+                assert f["payload"] == val and f["tcp_ok"] and f["ip_ok"]
+    finally:
+        p.run("ingress", p.c2s("R"))

@@ -1102,7 +1102,13 @@ class Worker(threading.Thread):
     # -- values
     def uval(self):
         self.n += 1
-        return b"%s%d.%d" % (self.keys.tag[-3:], self.wid, self.n)
+        v = b"%s%d.%d" % (self.keys.tag[-3:], self.wid, self.n)
+        if self.rng.random() < 0.125:
+            # values about the two limits an answer has: one segment of a 1500-byte MTU
+            # (1439 bytes with timestamps) and BRC_VAL_MAX (2048 bytes of reply)
+            size = self.rng.choice((self.rng.randint(1380, 1460), self.rng.randint(2020, 2060)))
+            v += b"~" * max(0, size - len(v))
+        return v
 
     # -- connection
     def connect(self, auto_auth=True):
@@ -2840,7 +2846,7 @@ def run(lab, seconds, seed, connections=8, verify_sample=0, mode="serve", floor=
         # RST that left writes unanswered (max_age) does not last the whole run
         lab.serve(verify_sample=verify_sample, max_age_ns=MAX_AGE_NS)
     elif getattr(lab, "brc", None) is not None:
-        lab.brc.configure(mode, max_key_len=64, max_value_len=512)
+        lab.brc.configure(mode, max_key_len=64, max_value_len=2048)
     before = lab.counters() if getattr(lab, "brc", None) is not None else {}
     serving = mode == "serve" and not verify_sample
     with_agent = agent_in_charge(lab)
@@ -2928,7 +2934,7 @@ class CliLab:
 
     def serve(self, **values):
         values.setdefault("max_key_len", 64)
-        values.setdefault("max_value_len", 512)
+        values.setdefault("max_value_len", 2048)
         return self.brc.configure("serve", **values)
 
     def counters(self):
