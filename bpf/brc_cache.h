@@ -355,8 +355,12 @@ static __always_inline void brc_track_done(struct brc_scratch *sc, struct brc_fl
 	__builtin_memcpy(e->key, sc->ckey.key, BRC_KEY_MAX);
 	e->len = len;
 	/* one helper call: clang does not inline a copy of BRC_VAL_MAX bytes,
-	 * and an unrolled one would cost the verifier per byte */
-	bpf_probe_read_kernel(e->reply, BRC_VAL_MAX, rb->data);
+	 * and an unrolled one would cost the verifier per byte (on a failure it
+	 * zeroes the copy: never cached) */
+	if (bpf_probe_read_kernel(e->reply, BRC_VAL_MAX, rb->data) < 0) {
+		brc_count(FILL_REFUSED_NO_SPACE);
+		return;
+	}
 	e->fill_id_end = e->fill_id;
 	if (brc_cache.update(&sc->ckey, e) == 0)
 		brc_count(FILL);

@@ -263,7 +263,8 @@ static __always_inline __u32 brc_serve_lookup(struct __sk_buff *skb, const struc
 		return 0;
 	}
 	/* a helper call, as for the fill (brc_track_done) */
-	bpf_probe_read_kernel(&ss->entry, sizeof(ss->entry), e);
+	if (bpf_probe_read_kernel(&ss->entry, sizeof(ss->entry), e) < 0)
+		return 0;
 	/* the element may have been refilled or recycled while copying */
 	if (!brc_serve_copy_ok(ss, e)) {
 		brc_count(SERVE_KEY_RECHECK);
