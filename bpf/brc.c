@@ -617,6 +617,7 @@ options:
 		/* SACK is negotiated as the ends ask: brc_serve_sack() translates
 		 * the blocks both ways once the flow has offsets */
 		f->mss = (ss->o.flags & BRC_OPT_F_MSS) ? ss->o.mss : BRC_TCP_DEFAULT_MSS;
+		f->cli_wscale = (ss->o.flags & BRC_OPT_F_WSCALE) ? ss->o.wscale : 0;
 		brc_flag_set(f, BRC_FF_SERVE);
 syn_done:
 		brc_in_release(f);
@@ -661,6 +662,8 @@ static __always_inline int brc_serve_out(struct __sk_buff *skb, const struct brc
 		/* Redis's host announces what its own device takes */
 		if (ss->o.flags & BRC_OPT_F_MSS && ss->o.mss < f->mss)
 			f->mss = ss->o.mss;
+		if (!(ss->o.flags & BRC_OPT_F_WSCALE))
+			f->cli_wscale = 0;      /* windows are not scaled either way (RFC 7323) */
 		return 0;
 	}
 	brc_seqadj_track_egress(sa, &seg, has_ts, ss->o.tsval);

@@ -172,8 +172,10 @@ struct brc_flow {
 	__u32 track;            /* BRC_TRACK_* */
 	__u32 track_key_len;
 	__u32 track_bucket;
-	__u32 mss;              /* the smaller MSS the two SYNs announced (536 without the option): an
-				 * answer is one segment, so its payload and options fit in it */
+	/* an answer is one segment the client's window takes (serve mode, set at the handshake) */
+	__u16 mss;              /* the smaller MSS the two SYNs announced (536 for one without the option) */
+	__u8 cli_wscale;        /* the client's window shift (0 unless both SYNs carried the option) */
+	__u8 seg_pad;
 	__u64 track_ver;        /* bucket version when the GET passed */
 	__u64 track_gver;       /* global version when the GET passed */
 	__u8 track_key[BRC_KEY_MAX];

@@ -253,7 +253,10 @@ static __always_inline __u32 brc_serve_lookup(struct __sk_buff *skb, const struc
 		brc_count(SERVE_OVER_MSS);
 		return 0;
 	}
-	if (!brc_seqadj_can_inject(sa, seg)) {
+	/* the client's window must take it: a zero-window client would drop the
+	 * answer yet take the ack of its GET, and nobody would send it again */
+	if (!brc_seqadj_can_inject(sa, seg) ||
+	    len > ((__u32)seg->window << (f->cli_wscale > 14 ? 14 : f->cli_wscale))) {
 		brc_count(SERVE_REFUSED_TCP);
 		return 0;
 	}

@@ -48,13 +48,13 @@ def tcp_options(timestamps=True, mss=False, sack_perm=False):
 
 
 def ipv4_tcp(src, dst, sport, dport, seq, ack, flags, payload=b"", opts=b"",
-             ip_opts=b"", frag=0, mac_src=b"\x02\0\0\0\0\x01", mac_dst=b"\x02\0\0\0\0\x02"):
+             ip_opts=b"", frag=0, mac_src=b"\x02\0\0\0\0\x01", mac_dst=b"\x02\0\0\0\0\x02", window=65535):
     """An Ethernet frame with IPv4 + TCP. flags: a string of F S R P A."""
     bits = {"F": 1, "S": 2, "R": 4, "P": 8, "A": 16}
     fl = sum(bits[c] for c in flags)
     doff = (20 + len(opts)) // 4
     tcp = struct.pack("!HHIIBBHHH", sport, dport, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF,
-                      doff << 4, fl, 65535, 0, 0) + opts
+                      doff << 4, fl, window, 0, 0) + opts
     saddr, daddr = socket.inet_aton(src), socket.inet_aton(dst)
     pseudo = saddr + daddr + struct.pack("!BBH", 0, 6, len(tcp) + len(payload))
     cs = _csum(pseudo + tcp + payload)

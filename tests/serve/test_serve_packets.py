@@ -75,10 +75,10 @@ class Peer:
     def run(self, hook, frame):
         return prog_test_run(self.prog[hook], frame)[:2]
 
-    def c2s(self, flags, payload=b"", seq=None, ack=None, opts=None):
+    def c2s(self, flags, payload=b"", seq=None, ack=None, opts=None, window=65535):
         return ipv4_tcp(CLI, SRV, self.cport, PORT, self.cseq if seq is None else seq,
                         self.sseq if ack is None else ack, flags, payload,
-                        opts if opts is not None else ts_opts(self.cts, self.sts))
+                        opts if opts is not None else ts_opts(self.cts, self.sts), window=window)
 
     def s2c(self, flags, payload=b"", seq=None, ack=None):
         return ipv4_tcp(SRV, CLI, PORT, self.cport, self.sseq if seq is None else seq,
@@ -316,6 +316,18 @@ def _mss_opt(mss):
     return b"\x02\x04" + struct.pack("!H", mss)
 
 
+def _handshake(lab, cport, cisn, sisn, cli_opts, srv_opts):
+    p = Peer(lab, cport, cisn, sisn)
+    syn = ipv4_tcp(CLI, SRV, cport, PORT, cisn, 0, "S", b"", cli_opts + ts_opts(p.cts, 0, sack_perm=True))
+    assert p.run("ingress", syn)[0] == TC_ACT_OK
+    p.cseq = cisn + 1
+    synack = ipv4_tcp(SRV, CLI, PORT, cport, sisn, p.cseq, "SA", b"", srv_opts + ts_opts(p.sts, p.cts))
+    assert p.run("egress", synack)[0] == TC_ACT_OK
+    p.sseq = sisn + 1
+    assert p.run("ingress", p.c2s("A"))[0] == TC_ACT_OK
+    return p
+
+
 @pytest.mark.parametrize("cli_mss,srv_mss", [(1460, 1400), (1400, 1460)])
 def test_an_answer_fits_one_segment_of_the_smaller_mss(lab, cli_mss, srv_mss):
     """An answer is one segment carrying the request's options, so its payload fits the
@@ -326,14 +338,7 @@ def test_an_answer_fits_one_segment_of_the_smaller_mss(lab, cli_mss, srv_mss):
     lab.brc.clear_hold()    # an earlier test's reset with writes pending (see no_hold_left)
     cport, cisn, sisn = 41600 + (cli_mss > srv_mss), 3000, 9000
     limit = min(cli_mss, srv_mss) - len(ts_opts(0, 0))
-    p = Peer(lab, cport, cisn, sisn)
-    syn = ipv4_tcp(CLI, SRV, cport, PORT, cisn, 0, "S", b"", _mss_opt(cli_mss) + ts_opts(p.cts, 0, sack_perm=True))
-    assert p.run("ingress", syn)[0] == TC_ACT_OK
-    p.cseq = cisn + 1
-    synack = ipv4_tcp(SRV, CLI, PORT, cport, sisn, p.cseq, "SA", b"", _mss_opt(srv_mss) + ts_opts(p.sts, p.cts))
-    assert p.run("egress", synack)[0] == TC_ACT_OK
-    p.sseq = sisn + 1
-    assert p.run("ingress", p.c2s("A"))[0] == TC_ACT_OK
+    p = _handshake(lab, cport, cisn, sisn, _mss_opt(cli_mss), _mss_opt(srv_mss))
     try:
         for extra in (1, 0):    # one byte over first: nothing answered yet, nothing translated
             size = limit + extra
@@ -359,5 +364,35 @@ def test_an_answer_fits_one_segment_of_the_smaller_mss(lab, cli_mss, srv_mss):
                 f = fields(out)
                 assert rv == TC_ACT_REDIRECT and over == 0, size
                 assert f["payload"] == val and f["tcp_ok"] and f["ip_ok"]
+    finally:
+        p.run("ingress", p.c2s("R"))
+
+
+def test_an_answer_fits_the_clients_window(lab):
+    """A client whose receive window (raw window << its shift, 7 here) is smaller than the
+    answer would drop it yet take the ack of its GET, and nobody would send the answer
+    again: such a GET is passed to Redis (serve_refused_tcp); with the window open it
+    is answered."""
+    lab.serve()
+    lab.brc.clear_hold()    # an earlier test's reset with writes pending (see no_hold_left)
+    wscale = b"\x01\x03\x03\x07"    # NOP, window scale 7
+    p = _handshake(lab, 41700, 7000, 11000, _mss_opt(1460) + wscale, _mss_opt(1460) + wscale)
+    val = bulk("w" * 1290)              # 1300 bytes: 10 << 7 = 1280 is short, 11 << 7 is not
+    get = resp("GET", "brcsi:win")
+    try:
+        miss_and_fill(p, get, val)
+        before = lab.brc.counters().get("serve_refused_tcp", 0)
+        p.cts += 1
+        rv, _ = p.run("ingress", p.c2s("PA", get, window=10))
+        assert rv == TC_ACT_OK and lab.brc.counters().get("serve_refused_tcp", 0) == before + 1
+        p.cseq = (p.cseq + len(get)) & 0xFFFFFFFF
+        p.sts += 1
+        assert p.run("egress", p.s2c("PA", val))[0] == TC_ACT_OK
+        p.sseq = (p.sseq + len(val)) & 0xFFFFFFFF
+        p.cts += 1
+        assert p.run("ingress", p.c2s("A"))[0] == TC_ACT_OK
+        p.cts += 1
+        rv, out = p.run("ingress", p.c2s("PA", get, window=11))
+        assert rv == TC_ACT_REDIRECT and fields(out)["payload"] == val
     finally:
         p.run("ingress", p.c2s("R"))
