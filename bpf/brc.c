@@ -325,7 +325,8 @@ static __always_inline void brc_unparsed(struct __sk_buff *skb, int kind, const 
  * serve-mode translation): trackers, then the request parser. The caller
  * holds f->in_busy; it is released here unless the parser takes over. */
 static __always_inline int brc_ingress_observe(struct __sk_buff *skb, struct brc_scratch *sc,
-					       struct brc_flow *f, const struct brc_pkt *pkt)
+					       struct brc_flow *f, const struct brc_pkt *pkt,
+					       __u32 calls_spent)
 {
 	__u32 start;
 	__s32 d;
@@ -372,7 +373,7 @@ static __always_inline int brc_ingress_observe(struct __sk_buff *skb, struct brc
 		goto out;
 	sc->off = start;
 	sc->end = pkt->payload_off + pkt->payload_len;
-	sc->calls = 0;
+	sc->calls = calls_spent;  /* the tail calls of a refused batch come off the parser's */
 	sc->src = 0;
 	brc_jmp.call(skb, BRC_JMP_PARSE_REQ);
 	brc_count(TAILCALL_FAILED);
@@ -476,7 +477,7 @@ int brc_ingress(struct __sk_buff *skb)
 		brc_in_release(f);
 		return (f->flags & BRC_FF_SERVED) ? TC_ACT_SHOT : TC_ACT_OK;
 	}
-	return brc_ingress_observe(skb, sc, f, &pkt);
+	return brc_ingress_observe(skb, sc, f, &pkt, 0);
 }
 
 /* The SACK blocks of a served flow's passed segment, after its seq/ack were
@@ -516,11 +517,14 @@ int brc_serve_in(struct __sk_buff *skb)
 	struct brc_seqadj *sa;
 	struct brc_flow *f;
 	const __u8 *data;
-	__u32 len;
+	__u32 len, refused;
 	int rc = 0, syn, walk, rst_ignored = 0;
 
 	if (!cfg || !sc || !ss)
 		return TC_ACT_OK;
+	/* back from brc_serve_batch, which did not answer: as any other segment */
+	refused = ss->batch_refused;
+	ss->batch_refused = 0;
 	f = brc_flow_find(sc);
 	if (!f)
 		return TC_ACT_OK;
@@ -586,6 +590,10 @@ int brc_serve_in(struct __sk_buff *skb)
 			goto emit;
 		}
 	}
+	if (ss->batch_candidate && !refused) {
+		brc_serve_batch_begin(ss);
+		brc_jmp.call(skb, BRC_JMP_SERVE_BATCH);
+	}
 translate:
 	if (brc_seqadj_rewrite_ingress(skb, sa, &seg) < 0)
 		goto drop;
@@ -627,7 +635,7 @@ syn_done:
 		goto drop;
 	if (rst_ignored || (f->flags & BRC_FF_CLOSED))
 		return TC_ACT_OK;
-	return brc_ingress_observe(skb, sc, f, &ss->pkt);
+	return brc_ingress_observe(skb, sc, f, &ss->pkt, refused);
 drop:
 	/* half rewritten: the client retransmits */
 	if (!rst_ignored)
@@ -636,6 +644,59 @@ drop:
 emit:
 	brc_in_release(f);
 	return brc_serve_emit(skb, ss, &seg, sa, data, len);
+}
+
+/* Serve mode, a segment brc_serve_in() found may hold several GETs: one GET
+ * per run (brc_serve_batch_step()), then answered as one, or handed back to
+ * brc_serve_in() to go to Redis as any other segment. The caller holds
+ * f->in_busy. */
+int brc_serve_batch(struct __sk_buff *skb)
+{
+	struct brc_config *cfg = brc_get_config();
+	struct brc_scratch *sc = brc_get_scratch();
+	struct brc_serve_scratch *ss = brc_get_serve_scratch();
+	struct brc_seg seg = {};
+	struct brc_seqadj *sa;
+	struct brc_flow *f;
+	__u32 len, i;
+
+	if (!cfg || !sc || !ss)
+		return TC_ACT_SHOT;     /* never: brc_serve_in had them */
+	f = brc_flow_find(sc);
+	if (!f)
+		return TC_ACT_SHOT;
+	sa = (struct brc_seqadj *)f->serve_reserved;
+	if (ss->batch_off < ss->pkt.payload_len) {
+		if (!brc_serve_batch_step(skb, cfg, sc, ss, f))
+			goto refuse;
+		brc_jmp.call(skb, BRC_JMP_SERVE_BATCH);
+		goto refuse;
+	}
+	if (brc_serve_seg(skb, &ss->pkt, &seg) < 0)
+		goto refuse;
+	len = brc_serve_batch_ready(cfg, sc, ss, &seg, f, sa);
+	if (!len || brc_served.update(&sc->fk, &ss->batch) != 0)
+		goto refuse;
+	brc_seqadj_record(sa, &seg, len);
+	f->cli_next = seg.seq + seg.payload_len;
+	brc_flag_set(f, BRC_FF_SERVED);
+	brc_count(SERVE_BATCHES);
+	for (i = 0; i < BRC_BATCH_GETS; i++) {
+		if (i >= ss->batch_gets)
+			break;
+		brc_count(HIT);
+		brc_latency_add(BRC_LAT_ID_GET, bpf_ktime_get_ns() - sc->now);
+	}
+	brc_in_release(f);
+	return brc_serve_emit(skb, ss, &seg, sa, ss->batch.data, len);
+refuse:
+	/* the tail calls this walk took come off the parser's (brc_serve_in) */
+	ss->batch_refused = 2 + ss->batch_gets;
+	brc_jmp.call(skb, BRC_JMP_SERVE);
+	/* the segment is as it came, but a served flow's needs translating */
+	brc_count(TAILCALL_FAILED);
+	brc_in_release(f);
+	return TC_ACT_SHOT;
 }
 
 /* Serve mode, every server segment of a flow tracked in serve mode: the

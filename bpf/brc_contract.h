@@ -51,7 +51,8 @@
 	X(PARSE_REQ, "brc_parse_req") \
 	X(PARSE_REP, "brc_parse_rep") \
 	X(SERVE, "brc_serve_in") \
-	X(PARSE_REQ_HELD, "brc_parse_req_held")
+	X(PARSE_REQ_HELD, "brc_parse_req_held") \
+	X(SERVE_BATCH, "brc_serve_batch")
 #define BRC_JMP_ENUM(name, func) BRC_JMP_##name,
 enum brc_jmp_slot { BRC_JMP_SLOTS(BRC_JMP_ENUM) BRC_JMP__MAX };
 #undef BRC_JMP_ENUM
@@ -67,6 +68,7 @@ enum brc_jmp_slot { BRC_JMP_SLOTS(BRC_JMP_ENUM) BRC_JMP__MAX };
 #define BRC_USER_MAX 64         /* longest ACL user name BRC can answer for, bytes */
 #define BRC_CHG_RING 4          /* connection-state changes in flight per flow (a power of 2) */
 #define BRC_CHG_BUF 256         /* BRC_CHG_RING * BRC_KEY_MAX */
+#define BRC_BATCH_GETS 16       /* GETs one segment may hold to be answered as one batch (reported) */
 
 /* brc_config: ARRAY, one entry at key 0. Written by the toolkit only (the
  * operator's settings; what Redis itself reports goes to brc_server). */
@@ -671,7 +673,8 @@ struct brc_ooo {
 	X(SERVE_BUSY_DROPPED, "serve mode: client segments dropped while another CPU parsed the connection (sent again by the client)") \
 	X(SACK_TRANSLATED, "segments of served connections whose SACK blocks were translated (serve mode)") \
 	X(SACK_BLOCKS_REMOVED, "SACK blocks removed in translation: inside an injected reply, or a D-SACK older than the latest offset change") \
-	X(SERVE_OVER_MSS, "would-be hits passed: the reply does not fit one segment of the connection's MSS")
+	X(SERVE_OVER_MSS, "would-be hits passed: the reply does not fit one segment of the connection's MSS") \
+	X(SERVE_BATCHES, "segments of several GETs answered in the kernel with one reply (each GET is a hit)")
 
 #define BRC_COUNTER_ENUM(name, doc) BRC_C_##name,
 enum brc_counter { BRC_COUNTERS(BRC_COUNTER_ENUM) BRC_C__MAX };

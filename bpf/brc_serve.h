@@ -25,6 +25,7 @@
 
 #define BRC_SERVE_REQ_MAX 128      /* bytes of the request buffer (a power of 2) */
 #define BRC_SERVE_GET_MAX 96       /* longest segment that may be a cacheable GET */
+#define BRC_BATCH_BYTES (BRC_BATCH_GETS * (18 + BRC_KEY_MAX + 2))  /* their longest RESP */
 
 /* Per-CPU serve scratch (the option walk must live in a map value). */
 struct brc_serve_scratch {
@@ -35,6 +36,14 @@ struct brc_serve_scratch {
 	struct brc_cache_key ckey;
 	struct brc_cache_entry entry;   /* the copy answered from (len + reply = a brc_served) */
 	__u8 req[BRC_SERVE_REQ_MAX];
+	/* a batch (brc_serve_batch): its reply as a brc_served, with headroom for
+	 * bounded copies; where the walk is, kept here between its GETs */
+	struct brc_served batch;
+	__u8 batch_headroom[BRC_VAL_MAX];
+	__u32 batch_off;                /* payload bytes of the segment walked */
+	__u32 batch_gets;               /* GETs in it */
+	__u32 batch_candidate;          /* brc_serve_lookup: more than one GET may be here */
+	__u32 batch_refused;            /* brc_serve_batch refused this segment: serve it as any other */
 };
 
 BPF_PERCPU_ARRAY(brc_serve_scratch, struct brc_serve_scratch, 1);
@@ -70,23 +79,23 @@ static __always_inline int brc_serve_seg(struct __sk_buff *skb, const struct brc
 	return 0;
 }
 
-/* Is the payload exactly "*2\r\n$3\r\nGET\r\n$<n>\r\n<key>\r\n"? Fills
- * ss->ckey (zero padded) and *@hash (FNV-1a of the key, any value including 0);
- * returns 1 if so, 0 if not. */
-static __always_inline int brc_serve_parse_get(struct __sk_buff *skb, struct brc_serve_scratch *ss,
-					       __u32 key_max, __u64 *hash)
+/* Is there a whole "*2\r\n$3\r\nGET\r\n$<n>\r\n<key>\r\n" at payload byte
+ * @off, within @avail bytes? Fills ss->ckey (zero padded) and *@hash (FNV-1a
+ * of the key, any value including 0); returns its length, or 0. */
+static __always_inline __u32 brc_serve_parse_get_at(struct __sk_buff *skb, struct brc_serve_scratch *ss,
+						    __u32 key_max, __u64 *hash, __u32 off, __u32 avail)
 {
 	const __u8 *p = ss->req;
-	__u64 n = ss->pkt.payload_len, h = BRC_FNV_BASIS;
+	__u64 n = avail, h = BRC_FNV_BASIS;
 	__u32 L, koff, i;
 
-	if (n < 19 || n > BRC_SERVE_GET_MAX)
-		return 0;
+	if (n > BRC_SERVE_GET_MAX)
+		n = BRC_SERVE_GET_MAX;
 	asm volatile("" : "+r"(n));
 	n &= BRC_SERVE_REQ_MAX - 1;
 	if (n < 19 || n > BRC_SERVE_GET_MAX)
 		return 0;
-	if (bpf_skb_load_bytes(skb, ss->pkt.payload_off, ss->req, n) < 0)
+	if (bpf_skb_load_bytes(skb, ss->pkt.payload_off + off, ss->req, n) < 0)
 		return 0;
 	if (p[0] != '*' || p[1] != '2' || p[2] != '\r' || p[3] != '\n' || p[4] != '$' ||
 	    p[5] != '3' || p[6] != '\r' || p[7] != '\n' || (p[8] | 0x20) != 'g' ||
@@ -106,7 +115,7 @@ static __always_inline int brc_serve_parse_get(struct __sk_buff *skb, struct brc
 	}
 	if (p[(koff - 1) & (BRC_SERVE_REQ_MAX - 1)] != '\n')
 		return 0;
-	if (L > key_max || L > BRC_KEY_MAX || koff + L + 2 != n)
+	if (L > key_max || L > BRC_KEY_MAX || koff + L + 2 > n)
 		return 0;
 	if (p[(koff + L) & (BRC_SERVE_REQ_MAX - 1)] != '\r' ||
 	    p[(koff + L + 1) & (BRC_SERVE_REQ_MAX - 1)] != '\n')
@@ -124,7 +133,26 @@ static __always_inline int brc_serve_parse_get(struct __sk_buff *skb, struct brc
 		ss->ckey.key[i] = c;
 	}
 	*hash = h;
-	return 1;
+	return koff + L + 2;
+}
+
+/* Is the payload exactly one GET (brc_serve_parse_get_at)? Returns 1 if so,
+ * 0 if not; notes in ss->batch_candidate when several GETs may be there. */
+static __always_inline int brc_serve_parse_get(struct __sk_buff *skb, struct brc_serve_scratch *ss,
+					       __u32 key_max, __u64 *hash)
+{
+	__u32 n = ss->pkt.payload_len, len;
+
+	if (n > BRC_SERVE_GET_MAX) {
+		ss->batch_candidate = n <= BRC_BATCH_BYTES;
+		return 0;
+	}
+	len = brc_serve_parse_get_at(skb, ss, key_max, hash, 0, n);
+	if (len && len < n) {
+		ss->batch_candidate = 1;
+		return 0;
+	}
+	return len != 0;
 }
 
 /* Consume (or resend) the request in @skb: a pure ACK in server space cloned
@@ -199,20 +227,12 @@ static __always_inline int brc_serve_copy_ok(const struct brc_serve_scratch *ss,
 	return brc_bytes_equal(c->key, ss->ckey.key, BRC_KEY_MAX);
 }
 
-/* Would the cache answer this segment? Returns the entry's reply length (and
- * leaves the entry in ss->entry) or 0. Counts why a would-be hit was passed. */
-static __always_inline __u32 brc_serve_lookup(struct __sk_buff *skb, const struct brc_config *cfg,
-					      struct brc_scratch *sc, struct brc_serve_scratch *ss,
-					      const struct brc_seg *seg, struct brc_flow *f,
-					      struct brc_seqadj *sa)
+/* The flow half of the answer conditions, for any request segment: serve
+ * mode, established and open, clean, nothing pending, the next in order. */
+static __always_inline int brc_serve_flow_ready(const struct brc_config *cfg,
+						const struct brc_serve_scratch *ss,
+						const struct brc_flow *f, const struct brc_seqadj *sa)
 {
-	struct brc_cache_entry *e;
-	struct brc_server *sv;
-	struct brc_bucket *b;
-	struct brc_global *g;
-	__u64 h;
-	__u32 idx, len, n;
-
 	if (cfg->mode != BRC_MODE_SERVE)
 		return 0;
 	/* BRC_FF_OOO_HELD: bytes after a hole were passed at today's offsets */
@@ -221,11 +241,22 @@ static __always_inline __u32 brc_serve_lookup(struct __sk_buff *skb, const struc
 		return 0;
 	if (f->dirty || f->sent != f->replied || f->rq_state != BRC_RQ_IDLE || f->db != 0)
 		return 0;
-	if (!(sa->flags & BRC_SA_F_TS) || ss->pkt.seq != f->cli_next)
-		return 0;
-	if (!brc_serve_parse_get(skb, ss, brc_key_max(cfg), &h))
-		return 0;
-	idx = brc_bucket_of(h);
+	return (sa->flags & BRC_SA_F_TS) && ss->pkt.seq == f->cli_next;
+}
+
+/* The entry of the key in ss->ckey (FNV-1a @h), valid by the rules a would-be
+ * hit follows. Returns its reply length, and the entry, its bucket and the
+ * global versions for brc_serve_copy(); or 0 (no would-be hit, nothing counted). */
+static __always_inline __u32 brc_serve_find(const struct brc_config *cfg, struct brc_scratch *sc,
+					    struct brc_serve_scratch *ss, __u64 h,
+					    struct brc_cache_entry **ep, struct brc_bucket **bp,
+					    struct brc_global **gp)
+{
+	struct brc_cache_entry *e;
+	struct brc_bucket *b;
+	struct brc_global *g;
+	__u32 idx = brc_bucket_of(h), len;
+
 	b = brc_keyver.lookup(&idx);
 	g = brc_get_global();
 	if (!b || !g || b->inflight || g->inflight || brc_held(g, sc->now) ||
@@ -239,32 +270,54 @@ static __always_inline __u32 brc_serve_lookup(struct __sk_buff *skb, const struc
 	len = e->len;
 	if (len == 0 || len > BRC_VAL_MAX || e->reply[0] != '$')
 		return 0;
+	*ep = e;
+	*bp = b;
+	*gp = g;
+	return len;
+}
+
+/* The connection half, for an answer of @len bytes: the user may read, Redis
+ * heard from the connection lately, and TCP takes it. Counts why not (@count). */
+static __always_inline int brc_serve_conn_ok(struct brc_scratch *sc, const struct brc_seg *seg,
+					     const struct brc_flow *f, const struct brc_seqadj *sa,
+					     const struct brc_global *g, __u32 len, const int count)
+{
+	struct brc_server *sv;
+
 	if (!brc_may_answer(f, g, sc->now, 0))
 		return 0;
 	sv = brc_get_server();
 	if (sv && sv->idle_pass_ns && sc->now - f->last_pass_ns >= sv->idle_pass_ns) {
-		brc_count(SERVE_PASSED_IDLE);
+		if (count)
+			brc_count(SERVE_PASSED_IDLE);
 		return 0;
 	}
 	/* the answer is one segment with the request's options (brc_reply_build):
 	 * bigger than the MSS, a device on the way drops it or the client cannot
 	 * take it */
 	if (len + (seg->thl - BRC_TCP_HDR_MIN) > f->mss) {
-		brc_count(SERVE_OVER_MSS);
+		if (count)
+			brc_count(SERVE_OVER_MSS);
 		return 0;
 	}
 	/* the client's window must take it: a zero-window client would drop the
 	 * answer yet take the ack of its GET, and nobody would send it again */
 	if (!brc_seqadj_can_inject(sa, seg) ||
 	    len > ((__u32)seg->window << (f->cli_wscale > 14 ? 14 : f->cli_wscale))) {
-		brc_count(SERVE_REFUSED_TCP);
+		if (count)
+			brc_count(SERVE_REFUSED_TCP);
 		return 0;
 	}
-	n = cfg->verify_sample;
-	if (n && bpf_get_prandom_u32() % n == 0) {
-		brc_count(SERVE_VERIFY_SAMPLED);
-		return 0;
-	}
+	return 1;
+}
+
+/* Copy entry @e (@len bytes of reply, from brc_serve_find()) to ss->entry and
+ * prove the copy is that live entry, unexpired, in the connection's protocol.
+ * Counts why not. */
+static __always_inline int brc_serve_copy(struct brc_scratch *sc, struct brc_serve_scratch *ss,
+					  const struct brc_flow *f, struct brc_cache_entry *e,
+					  const struct brc_bucket *b, const struct brc_global *g, __u32 len)
+{
 	/* a helper call, as for the fill (brc_track_done) */
 	if (bpf_probe_read_kernel(&ss->entry, sizeof(ss->entry), e) < 0)
 		return 0;
@@ -283,6 +336,126 @@ static __always_inline __u32 brc_serve_lookup(struct __sk_buff *skb, const struc
 		brc_count(ANSWER_NIL_RESP3);
 		return 0;
 	}
+	return 1;
+}
+
+/* verify_sample: 1 in N would-be hits go to Redis anyway, to be compared. */
+static __always_inline int brc_serve_sampled(const struct brc_config *cfg)
+{
+	__u32 n = cfg->verify_sample;
+
+	if (n && bpf_get_prandom_u32() % n == 0) {
+		brc_count(SERVE_VERIFY_SAMPLED);
+		return 1;
+	}
+	return 0;
+}
+
+/* Would the cache answer this segment, one GET? Returns the entry's reply
+ * length (and leaves the entry in ss->entry) or 0. Counts why a would-be hit
+ * was passed; ss->batch_candidate says when brc_serve_batch() may take it. */
+static __always_inline __u32 brc_serve_lookup(struct __sk_buff *skb, const struct brc_config *cfg,
+					      struct brc_scratch *sc, struct brc_serve_scratch *ss,
+					      const struct brc_seg *seg, struct brc_flow *f,
+					      struct brc_seqadj *sa)
+{
+	struct brc_cache_entry *e = 0;
+	struct brc_bucket *b = 0;
+	struct brc_global *g = 0;
+	__u64 h;
+	__u32 len;
+
+	ss->batch_candidate = 0;
+	if (!brc_serve_flow_ready(cfg, ss, f, sa))
+		return 0;
+	if (!brc_serve_parse_get(skb, ss, brc_key_max(cfg), &h))
+		return 0;
+	len = brc_serve_find(cfg, sc, ss, h, &e, &b, &g);
+	if (!len || !e || !b || !g)
+		return 0;
+	if (!brc_serve_conn_ok(sc, seg, f, sa, g, len, 1) || brc_serve_sampled(cfg))
+		return 0;
+	if (!brc_serve_copy(sc, ss, f, e, b, g, len))
+		return 0;
+	return len;
+}
+
+/* A segment of several GETs alone (a pipelined batch) on a connection with
+ * nothing pending is answered when every GET is a would-be hit that
+ * brc_serve_lookup() would answer alone and their replies, in order, make one
+ * answer that fits one segment (MSS, window) and BRC_VAL_MAX; otherwise the
+ * whole segment goes to Redis (no partial answers). brc_serve_batch() takes
+ * one GET per run (a tail call each: a loop over them cost the verifier more
+ * than 1M instructions); the GETs are linearised in order at their checks, as
+ * Redis runs them one after the other. Reasons are counted for single GETs
+ * only: a refused batch's first GET is counted where Redis answers it. */
+
+/* Start a batch walk (brc_serve_in, before the first brc_serve_batch run). */
+static __always_inline void brc_serve_batch_begin(struct brc_serve_scratch *ss)
+{
+	ss->batch_off = 0;
+	ss->batch_gets = 0;
+	ss->batch.len = 0;
+}
+
+/* The next GET of the batch: parsed at ss->batch_off, its entry found, proven
+ * and appended to ss->batch. Returns 1, or 0 to refuse the batch. */
+static __always_inline int brc_serve_batch_step(struct __sk_buff *skb, const struct brc_config *cfg,
+						struct brc_scratch *sc, struct brc_serve_scratch *ss,
+						const struct brc_flow *f)
+{
+	struct brc_cache_entry *e = 0;
+	struct brc_bucket *b = 0;
+	struct brc_global *g = 0;
+	__u32 off = ss->batch_off, n = ss->pkt.payload_len, used, glen, len;
+	__u64 h, at, m;
+
+	if (ss->batch_gets >= BRC_BATCH_GETS || off >= n || n > BRC_BATCH_BYTES)
+		return 0;
+	glen = brc_serve_parse_get_at(skb, ss, brc_key_max(cfg), &h, off, n - off);
+	if (!glen)
+		return 0;
+	len = brc_serve_find(cfg, sc, ss, h, &e, &b, &g);
+	if (!len || !e || !b || !g || brc_serve_sampled(cfg))
+		return 0;
+	if (!brc_serve_copy(sc, ss, f, e, b, g, len))
+		return 0;
+	used = ss->batch.len;
+	if (used >= BRC_VAL_MAX || len > BRC_VAL_MAX - used)
+		return 0;
+	/* bounds the verifier sees (at most 2 * BRC_VAL_MAX with the headroom),
+	 * applied after the barrier: clang drops masks it proves redundant */
+	at = used;
+	m = len;
+	asm volatile("" : "+r"(at), "+r"(m));
+	at &= BRC_VAL_MAX - 1;
+	m = ((m - 1) & (BRC_VAL_MAX - 1)) + 1;
+	if (bpf_probe_read_kernel(ss->batch.data + at, m, ss->entry.reply) < 0)
+		return 0;
+	ss->batch.len = used + len;
+	ss->batch_off = off + glen;
+	ss->batch_gets += 1;
+	if (brc_agent_on() && bpf_get_prandom_u32() % BRC_TOUCH_SAMPLE == 0) {
+		/* as for a single answer (brc_serve_in) */
+		brc_touched.update(&ss->ckey, &sc->now);
+		brc_count(TOUCH_SAMPLED);
+	}
+	return 1;
+}
+
+/* The whole segment walked: may the batch be answered? Returns its length. */
+static __always_inline __u32 brc_serve_batch_ready(const struct brc_config *cfg, struct brc_scratch *sc,
+						   struct brc_serve_scratch *ss, const struct brc_seg *seg,
+						   const struct brc_flow *f, const struct brc_seqadj *sa)
+{
+	struct brc_global *g = brc_get_global();
+	__u32 len = ss->batch.len;
+
+	if (!g || ss->batch_off != ss->pkt.payload_len || ss->batch_gets < 2 ||
+	    len == 0 || len > BRC_VAL_MAX)
+		return 0;
+	if (!brc_serve_flow_ready(cfg, ss, f, sa) || !brc_serve_conn_ok(sc, seg, f, sa, g, len, 0))
+		return 0;
 	return len;
 }
 

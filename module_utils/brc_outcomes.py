@@ -13,7 +13,8 @@
 # is listed under `unclassified` (and fails tests/fleet/test_fleet_logic.py).
 #
 # How one GET reaches the counters (a GET may bump several, hence the tree):
-#   answered in the kernel (brc_serve_in)        hit, never req_get
+#   answered in the kernel (brc_serve_in, or     hit, never req_get
+#   brc_serve_batch: one hit per GET)
 #   passed to Redis, parsed (brc_rq_cmd_done)    req_get, then exactly one of, in order:
 #     argc != 2                                  get_uncacheable_args
 #     given-up connection                        get_uncacheable_dirty
@@ -92,8 +93,9 @@ TREE = _group(TOTAL, [
               "see the dirty reasons (connections given up, by reason) and their fixes"),
         _leaf(("get_uncacheable_pending",), "not_answered", "pipelined",
               "sent while other commands were pending on the connection (pipelined)",
-              "nothing: a GET is answerable only with nothing pending, by design; "
-              "do not enable BRC for pipeline-heavy clients"),
+              "pipelined GETs are answered when a segment holds GETs alone (at most %(BRC_BATCH_GETS)d), "
+              "every one cached, and their replies fit one segment; behind a write or any other "
+              "command they go to Redis, by design"),
         _leaf(("get_uncacheable_db",), "not_answered", "db",
               "on connections using a database other than 0 (SELECT)",
               "keep cacheable keys in database 0"),
@@ -194,6 +196,7 @@ NOT_PARTS = {
     "answer_nil_resp3": "counted twice for one GET in serve mode (serve stage, then the parser), like "
                         "answer_near_expiry: such GETs end in error_reply (RESP3's nil is not cached)",
     "resent": "a retransmitted GET already answered (hit), not a new GET",
+    "serve_batches": "segments, not GETs: each GET of an answered batch is a hit",
     "serve_dup_dropped": "a stale duplicate of an answered GET, not a new GET",
     "serve_err_build": "the answer was not sent: the GET is either retransmitted (resent) or passed (req_get)",
     "serve_csum_partial": "a property of answered GETs (hit)",
@@ -321,6 +324,7 @@ def definitions(constants=None):
     constants = dict(constants or {})
     constants.setdefault("BRC_KEY_MAX", 64)
     constants.setdefault("BRC_VAL_MAX", 2048)
+    constants.setdefault("BRC_BATCH_GETS", 16)
     out = {}
     for leaf in leaves():
         out[leaf["reason"]] = {"outcome": leaf["outcome"], "doc": leaf["doc"], "fix": leaf["fix"] % constants,

@@ -396,3 +396,76 @@ def test_an_answer_fits_the_clients_window(lab):
         assert rv == TC_ACT_REDIRECT and fields(out)["payload"] == val
     finally:
         p.run("ingress", p.c2s("R"))
+
+
+def _counts(lab, *names):
+    c = lab.brc.counters()
+    return [c.get(n, 0) for n in names]
+
+
+def test_a_batch_of_cached_gets_is_answered_as_one_reply(lab):
+    """Pipelined GETs alone in a segment, all cached, nothing pending: one answer with
+    every value in order (each GET a hit); the client's retransmission of the segment
+    gets the identical bytes; the next segment is translated by the whole batch."""
+    lab.serve()
+    lab.brc.clear_hold()    # an earlier test's reset with writes pending (see no_hold_left)
+    p = _handshake(lab, 41800, 100, 200, _mss_opt(1460), _mss_opt(1460))
+    keys = ["brcsi:batch:%d" % i for i in range(5)]
+    vals = [bulk("v%d" % i * (50 * i + 1)) for i in range(5)]
+    try:
+        for k, v in zip(keys, vals):
+            miss_and_fill(p, resp("GET", k), v)
+        batch = b"".join(resp("GET", k) for k in keys)
+        hits, batches = _counts(lab, "hit", "serve_batches")
+        p.cts += 1
+        req = p.c2s("PA", batch)
+        rv, out = p.run("ingress", req)
+        f = fields(out)
+        assert rv == TC_ACT_REDIRECT and f["payload"] == b"".join(vals) and f["tcp_ok"]
+        assert f["seq"] == p.sseq and f["ack"] == (p.cseq + len(batch)) & 0xFFFFFFFF
+        assert _counts(lab, "hit", "serve_batches") == [hits + 5, batches + 1]
+        rv, again = p.run("ingress", req)
+        assert rv == TC_ACT_REDIRECT and again == out, "a resend is byte-identical"
+        reply = len(f["payload"])
+        ping = resp("PING")
+        p.cts += 1
+        rv, out = p.run("ingress", p.c2s("PA", ping, seq=(p.cseq + len(batch)) & 0xFFFFFFFF,
+                                         ack=(p.sseq + reply) & 0xFFFFFFFF))
+        f = fields(out)
+        assert rv == TC_ACT_OK and f["seq"] == p.cseq and f["ack"] == p.sseq and f["payload"] == ping
+    finally:
+        p.run("ingress", p.c2s("R", seq=(p.cseq + len(batch) + len(ping)) & 0xFFFFFFFF))
+
+
+@pytest.mark.parametrize("case", ["miss", "write", "split", "over_mss", "one"])
+def test_a_batch_goes_whole_to_redis_unless_every_get_can_be_answered(lab, case):
+    """One miss, a write inside, a GET cut at the segment's end, a reply over the MSS:
+    the whole segment goes to Redis untouched (no partial answers); a single GET with
+    nothing after it is no batch either."""
+    lab.serve()
+    lab.brc.clear_hold()
+    cport = 41810 + ["miss", "write", "split", "over_mss", "one"].index(case)
+    p = _handshake(lab, cport, 1000, 2000, _mss_opt(1460), _mss_opt(1460 if case != "over_mss" else 600))
+    keys = ["brcsi:whole:%s:%d" % (case, i) for i in range(3)]
+    try:
+        for k in keys:
+            miss_and_fill(p, resp("GET", k), bulk(k * (10 if case == "over_mss" else 1)))
+        parts = [resp("GET", k) for k in keys]
+        if case == "miss":
+            parts.insert(1, resp("GET", "brcsi:whole:never-set"))
+        elif case == "write":
+            parts.insert(1, resp("SET", "brcsi:whole:other", "x"))
+        elif case == "split":
+            parts[-1] = parts[-1][:-3]
+        elif case == "one":
+            parts = parts[:1] + [b"*1\r\n$4\r\nPI"]
+        seg = b"".join(parts)
+        hits, batches = _counts(lab, "hit", "serve_batches")
+        p.cts += 1
+        frame = p.c2s("PA", seg)
+        rv, out = p.run("ingress", frame)
+        assert rv == TC_ACT_OK and out[:len(frame)] == frame
+        assert _counts(lab, "hit", "serve_batches") == [hits, batches]
+        p.cseq = (p.cseq + len(seg)) & 0xFFFFFFFF
+    finally:
+        p.run("ingress", p.c2s("R"))

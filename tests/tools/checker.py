@@ -8,7 +8,8 @@ a desynchronised or stalled connection.
 
 Workers (at least 8 connections by default):
   owner    each owns its keys: SET (some with TTL, some larger than one MSS), GET several
-           times (read-heavy, so a cache would hit), DEL, GET -> nil; pipelined batches.
+           times (read-heavy, so a cache would hit), DEL, GET -> nil; pipelined batches
+           of GETs alone and with a write inside.
   writer   one per run: INCRs a shared counter key.
   reader   GET the shared counter: it must never go backwards.
   select   works in db 1 on a key that also exists in db 0 with another value.
@@ -93,6 +94,10 @@ def owner_worker(conn, name, rng, result, deadline, run_id):
         reads = rng.randint(2, 6)
         for _ in range(reads):
             expect(conn.call(b"GET", key), value, "GET after SET")
+        if rng.random() < 0.3:
+            n = rng.randint(2, 8)           # GETs alone: a cache may answer them as one batch
+            expect(conn.pipeline([(b"GET", key)] * n), [value] * n, "pipelined GETs")
+            reads += n
         if rng.random() < 0.3:
             batch = [(b"GET", key)] * 4 + [(b"SET", key, value + b"2"), (b"GET", key)]
             replies = conn.pipeline(batch)

@@ -1043,6 +1043,7 @@ OPS = {  # name: weight (normal mode); tuned so that GETs dominate on a small ke
     "get": 55, "set": 5, "set_opts": 2.5, "setex": 1, "del": 1, "unlink": 0.6, "incr": 2,
     "append": 0.8, "getset": 0.8, "getdel": 0.6, "getex": 0.8, "mset": 0.8, "expire": 1,
     "rename": 0.8, "select": 1.5, "multi": 0.5, "eval": 0.25, "pipeline": 2.5, "split": 2.5,
+    "get_batch": 3,
     "inline": 1, "subscribe": 0.8, "publish": 1, "unsub_block": 1.2, "block": 0.8,
     "push": 1, "client_reply": 1, "tracking": 0.6, "reset": 0.8, "auth": 2, "acl": 0.5,
     "config_timeout": 0.3, "requirepass": 0.3, "quit": 0.5, "rst": 0.5, "hello": 0.6,
@@ -1661,6 +1662,14 @@ class Worker(threading.Thread):
     def op_pipeline(self):
         cs = [self.cmd(*self.simple(), how="pipelined") for _ in range(self.rng.randint(2, 6))]
         self.send(cs, self.rng.choice(["one", "one", "split"]))
+        for c in cs:
+            self.read(c)
+
+    def op_get_batch(self):
+        """Pipelined GETs alone, of keys a cache may hold: BRC answers the segment as
+        one batch when it can (brc_serve_batch), or it all goes to Redis."""
+        cs = [self.cmd(b"GET", self.get_key(), how="batch") for _ in range(self.rng.randint(2, 8))]
+        self.send(cs, self.rng.choice(["one", "one", "one", "split"]))
         for c in cs:
             self.read(c)
 
