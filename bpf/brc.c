@@ -681,6 +681,8 @@ int brc_serve_batch(struct __sk_buff *skb)
 	f->cli_next = seg.seq + seg.payload_len;
 	brc_flag_set(f, BRC_FF_SERVED);
 	brc_count(SERVE_BATCHES);
+	if (ss->batch_mgets)
+		brc_count_n(BRC_C_SERVE_MGETS, ss->batch_mgets);
 	for (i = 0; i < BRC_BATCH_GETS; i++) {
 		if (i >= ss->batch_gets)
 			break;

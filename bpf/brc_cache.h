@@ -82,6 +82,15 @@ static __always_inline int brc_user_may_read(const struct brc_flow *f)
 	return (f->flags & BRC_FF_AUTHED) || (u->flags & BRC_USER_OPEN);
 }
 
+/* May @f's user also MGET every key (BRC_USER_MGET; brc_may_answer() checks
+ * the rest)? */
+static __always_inline int brc_user_may_mget(const struct brc_flow *f)
+{
+	struct brc_user *u = brc_users.lookup((struct brc_user_key *)&f->user_len);
+
+	return u && (u->flags & BRC_USER_MGET);
+}
+
 /* The Redis-level conditions of an answer on @f besides the entry; with
  * @count, counts why not (the serve stage does not: a GET it passes is counted
  * by the request parser right after). */

@@ -436,6 +436,7 @@ struct brc_user {
 
 #define BRC_USER_READ_ALL 1     /* Redis lets this user GET every key */
 #define BRC_USER_OPEN 2         /* the default user with nopass, on: connections are it without AUTH */
+#define BRC_USER_MGET 4         /* ... and MGET every key (an MGET is answered only then) */
 
 /* brc_server: ARRAY, one entry: what the toolkit last read from Redis itself.
  * Written only by the toolkit's loader (module_utils/brc_auth.py), never by
@@ -674,7 +675,8 @@ struct brc_ooo {
 	X(SACK_TRANSLATED, "segments of served connections whose SACK blocks were translated (serve mode)") \
 	X(SACK_BLOCKS_REMOVED, "SACK blocks removed in translation: inside an injected reply, or a D-SACK older than the latest offset change") \
 	X(SERVE_OVER_MSS, "would-be hits passed: the reply does not fit one segment of the connection's MSS") \
-	X(SERVE_BATCHES, "segments of several GETs answered in the kernel with one reply (each GET is a hit)")
+	X(SERVE_BATCHES, "segments of several GETs or of MGETs answered in the kernel with one reply (each GET is a hit)") \
+	X(SERVE_MGETS, "MGETs answered in the kernel, every key from the cache (in serve_batches)")
 
 #define BRC_COUNTER_ENUM(name, doc) BRC_C_##name,
 enum brc_counter { BRC_COUNTERS(BRC_COUNTER_ENUM) BRC_C__MAX };

@@ -42,6 +42,9 @@ struct brc_serve_scratch {
 	__u8 batch_headroom[BRC_VAL_MAX];
 	__u32 batch_off;                /* payload bytes of the segment walked */
 	__u32 batch_gets;               /* GETs in it */
+	__u32 batch_mgets;              /* MGETs in it */
+	__u32 batch_keys;               /* keys looked up (GETs and MGETs' keys) */
+	__u32 batch_keys_left;          /* keys of the current MGET not walked yet */
 	__u32 batch_candidate;          /* brc_serve_lookup: more than one GET may be here */
 	__u32 batch_refused;            /* brc_serve_batch refused this segment: serve it as any other */
 };
@@ -79,39 +82,50 @@ static __always_inline int brc_serve_seg(struct __sk_buff *skb, const struct brc
 	return 0;
 }
 
-/* Is there a whole "*2\r\n$3\r\nGET\r\n$<n>\r\n<key>\r\n" at payload byte
- * @off, within @avail bytes? Fills ss->ckey (zero padded) and *@hash (FNV-1a
- * of the key, any value including 0); returns its length, or 0. */
-static __always_inline __u32 brc_serve_parse_get_at(struct __sk_buff *skb, struct brc_serve_scratch *ss,
-						    __u32 key_max, __u64 *hash, __u32 off, __u32 avail)
+/* Load up to BRC_SERVE_GET_MAX bytes of the payload from byte @off (of
+ * @avail left) into ss->req. Returns how many, or 0 when fewer than @least. */
+static __always_inline __u32 brc_serve_load(struct __sk_buff *skb, struct brc_serve_scratch *ss,
+					    __u32 off, __u32 avail, __u32 least)
 {
-	const __u8 *p = ss->req;
-	__u64 n = avail, h = BRC_FNV_BASIS;
-	__u32 L, koff, i;
+	__u64 n = avail;
 
 	if (n > BRC_SERVE_GET_MAX)
 		n = BRC_SERVE_GET_MAX;
 	asm volatile("" : "+r"(n));
 	n &= BRC_SERVE_REQ_MAX - 1;
-	if (n < 19 || n > BRC_SERVE_GET_MAX)
+	if (n < least || n > BRC_SERVE_GET_MAX)
 		return 0;
 	if (bpf_skb_load_bytes(skb, ss->pkt.payload_off + off, ss->req, n) < 0)
 		return 0;
-	if (p[0] != '*' || p[1] != '2' || p[2] != '\r' || p[3] != '\n' || p[4] != '$' ||
-	    p[5] != '3' || p[6] != '\r' || p[7] != '\n' || (p[8] | 0x20) != 'g' ||
-	    (p[9] | 0x20) != 'e' || (p[10] | 0x20) != 't' || p[11] != '\r' || p[12] != '\n' ||
-	    p[13] != '$')
+	return n;
+}
+
+/* Is "$<L>\r\n<key>\r\n" at ss->req[@at], within the @n bytes loaded? Fills
+ * ss->ckey (zero padded) and *@hash (FNV-1a of the key, any value including 0);
+ * returns the offset one past it, or 0. */
+static __always_inline __u32 brc_serve_parse_key(struct brc_serve_scratch *ss, __u32 key_max,
+						 __u64 *hash, __u32 at, __u32 n)
+{
+	const __u8 *p = ss->req;
+	__u64 h = BRC_FNV_BASIS;
+	__u32 L, koff, i;
+
+	/* the verifier's bound on @at, after the barrier (clang drops masks it
+	 * proves redundant) */
+	asm volatile("" : "+r"(at));
+	at &= 15;
+	if (at > 13 || p[at] != '$')
 		return 0;
-	if (p[14] < '1' || p[14] > '9')
+	if (p[(at + 1) & 31] < '1' || p[(at + 1) & 31] > '9')
 		return 0;
-	L = p[14] - '0';
-	if (p[15] == '\r') {
-		koff = 17;
+	L = p[(at + 1) & 31] - '0';
+	if (p[(at + 2) & 31] == '\r') {
+		koff = at + 4;
 	} else {
-		if (p[15] < '0' || p[15] > '9' || p[16] != '\r')
+		if (p[(at + 2) & 31] < '0' || p[(at + 2) & 31] > '9' || p[(at + 3) & 31] != '\r')
 			return 0;
-		L = L * 10 + (p[15] - '0');
-		koff = 18;
+		L = L * 10 + (p[(at + 2) & 31] - '0');
+		koff = at + 5;
 	}
 	if (p[(koff - 1) & (BRC_SERVE_REQ_MAX - 1)] != '\n')
 		return 0;
@@ -136,8 +150,27 @@ static __always_inline __u32 brc_serve_parse_get_at(struct __sk_buff *skb, struc
 	return koff + L + 2;
 }
 
+/* Is there a whole "*2\r\n$3\r\nGET\r\n$<n>\r\n<key>\r\n" at payload byte
+ * @off, within @avail bytes? Fills ss->ckey and *@hash (brc_serve_parse_key);
+ * returns its length, or 0. */
+static __always_inline __u32 brc_serve_parse_get_at(struct __sk_buff *skb, struct brc_serve_scratch *ss,
+						    __u32 key_max, __u64 *hash, __u32 off, __u32 avail)
+{
+	const __u8 *p = ss->req;
+	__u32 n = brc_serve_load(skb, ss, off, avail, 19);
+
+	if (!n)
+		return 0;
+	if (p[0] != '*' || p[1] != '2' || p[2] != '\r' || p[3] != '\n' || p[4] != '$' ||
+	    p[5] != '3' || p[6] != '\r' || p[7] != '\n' || (p[8] | 0x20) != 'g' ||
+	    (p[9] | 0x20) != 'e' || (p[10] | 0x20) != 't' || p[11] != '\r' || p[12] != '\n')
+		return 0;
+	return brc_serve_parse_key(ss, key_max, hash, 13, n);
+}
+
 /* Is the payload exactly one GET (brc_serve_parse_get_at)? Returns 1 if so,
- * 0 if not; notes in ss->batch_candidate when several GETs may be there. */
+ * 0 if not; notes in ss->batch_candidate when several GETs or an MGET may be
+ * there. */
 static __always_inline int brc_serve_parse_get(struct __sk_buff *skb, struct brc_serve_scratch *ss,
 					       __u32 key_max, __u64 *hash)
 {
@@ -152,6 +185,10 @@ static __always_inline int brc_serve_parse_get(struct __sk_buff *skb, struct brc
 		ss->batch_candidate = 1;
 		return 0;
 	}
+	/* "*<N>\r\n$4\r\nM...": maybe an MGET (ss->req holds the payload) */
+	if (!len && n >= 21 && ss->req[0] == '*' &&
+	    ((ss->req[8] | 0x20) == 'm' || (ss->req[9] | 0x20) == 'm'))
+		ss->batch_candidate = 1;
 	return len != 0;
 }
 
@@ -312,11 +349,13 @@ static __always_inline int brc_serve_conn_ok(struct brc_scratch *sc, const struc
 }
 
 /* Copy entry @e (@len bytes of reply, from brc_serve_find()) to ss->entry and
- * prove the copy is that live entry, unexpired, in the connection's protocol.
+ * prove the copy is that live entry, unexpired, in the connection's protocol
+ * (@nil_any_protocol: the caller writes a cached nil in RESP3's form itself).
  * Counts why not. */
 static __always_inline int brc_serve_copy(struct brc_scratch *sc, struct brc_serve_scratch *ss,
 					  const struct brc_flow *f, struct brc_cache_entry *e,
-					  const struct brc_bucket *b, const struct brc_global *g, __u32 len)
+					  const struct brc_bucket *b, const struct brc_global *g, __u32 len,
+					  const int nil_any_protocol)
 {
 	/* a helper call, as for the fill (brc_track_done) */
 	if (bpf_probe_read_kernel(&ss->entry, sizeof(ss->entry), e) < 0)
@@ -332,7 +371,7 @@ static __always_inline int brc_serve_copy(struct brc_scratch *sc, struct brc_ser
 		brc_count(ANSWER_NEAR_EXPIRY);
 		return 0;
 	}
-	if (!brc_entry_fits(&ss->entry, f)) {
+	if (!nil_any_protocol && !brc_entry_fits(&ss->entry, f)) {
 		brc_count(ANSWER_NIL_RESP3);
 		return 0;
 	}
@@ -375,7 +414,7 @@ static __always_inline __u32 brc_serve_lookup(struct __sk_buff *skb, const struc
 		return 0;
 	if (!brc_serve_conn_ok(sc, seg, f, sa, g, len, 1) || brc_serve_sampled(cfg))
 		return 0;
-	if (!brc_serve_copy(sc, ss, f, e, b, g, len))
+	if (!brc_serve_copy(sc, ss, f, e, b, g, len, 0))
 		return 0;
 	return len;
 }
@@ -390,16 +429,68 @@ static __always_inline __u32 brc_serve_lookup(struct __sk_buff *skb, const struc
  * Redis runs them one after the other. Reasons are counted for single GETs
  * only: a refused batch's first GET is counted where Redis answers it. */
 
+/* Is "*<N>\r\n$4\r\nMGET\r\n" at payload byte @off (within @avail), with
+ * 1 to BRC_BATCH_GETS keys? Returns its length (the keys follow) and the
+ * number of keys in *@keys, or 0. */
+static __always_inline __u32 brc_serve_parse_mget_at(struct __sk_buff *skb, struct brc_serve_scratch *ss,
+						     __u32 off, __u32 avail, __u32 *keys)
+{
+	const __u8 *p = ss->req;
+	__u32 n = brc_serve_load(skb, ss, off, avail, 21), N, h = 2;
+
+	if (!n || p[0] != '*' || p[1] < '1' || p[1] > '9')
+		return 0;
+	N = p[1] - '0';
+	if (p[2] != '\r') {
+		if (p[2] < '0' || p[2] > '9')
+			return 0;
+		N = N * 10 + (p[2] - '0');
+		h = 3;
+	}
+	if (N < 2 || N > BRC_BATCH_GETS + 1)
+		return 0;
+	if (p[h] != '\r' || p[h + 1] != '\n' || p[h + 2] != '$' || p[h + 3] != '4' ||
+	    p[h + 4] != '\r' || p[h + 5] != '\n' || (p[h + 6] | 0x20) != 'm' ||
+	    (p[h + 7] | 0x20) != 'g' || (p[h + 8] | 0x20) != 'e' || (p[h + 9] | 0x20) != 't' ||
+	    p[h + 10] != '\r' || p[h + 11] != '\n')
+		return 0;
+	*keys = N - 1;
+	return h + 12;
+}
+
 /* Start a batch walk (brc_serve_in, before the first brc_serve_batch run). */
 static __always_inline void brc_serve_batch_begin(struct brc_serve_scratch *ss)
 {
 	ss->batch_off = 0;
 	ss->batch_gets = 0;
+	ss->batch_mgets = 0;
+	ss->batch_keys = 0;
+	ss->batch_keys_left = 0;
 	ss->batch.len = 0;
 }
 
-/* The next GET of the batch: parsed at ss->batch_off, its entry found, proven
- * and appended to ss->batch. Returns 1, or 0 to refuse the batch. */
+/* Append @len (1..8) bytes of @b to the batch's reply. Returns 0 when full. */
+static __always_inline int brc_serve_batch_put(struct brc_serve_scratch *ss, const __u8 *b, __u32 len)
+{
+	__u32 used = ss->batch.len, i;
+	__u64 at = used;
+
+	if (used >= BRC_VAL_MAX || len > BRC_VAL_MAX - used)
+		return 0;
+	asm volatile("" : "+r"(at));
+	at &= BRC_VAL_MAX - 1;
+#pragma unroll
+	for (i = 0; i < 8; i++)
+		if (i < len)
+			ss->batch.data[at + i] = b[i];
+	ss->batch.len = used + len;
+	return 1;
+}
+
+/* The next step of the batch at ss->batch_off: a GET, an MGET's header (its
+ * array header goes to the reply), or the next key of that MGET; for a key,
+ * its entry found, proven and appended to ss->batch (a cached nil in the
+ * connection's protocol: RESP3's is _). Returns 1, or 0 to refuse the batch. */
 static __always_inline int brc_serve_batch_step(struct __sk_buff *skb, const struct brc_config *cfg,
 						struct brc_scratch *sc, struct brc_serve_scratch *ss,
 						const struct brc_flow *f)
@@ -407,34 +498,74 @@ static __always_inline int brc_serve_batch_step(struct __sk_buff *skb, const str
 	struct brc_cache_entry *e = 0;
 	struct brc_bucket *b = 0;
 	struct brc_global *g = 0;
-	__u32 off = ss->batch_off, n = ss->pkt.payload_len, used, glen, len;
+	__u32 off = ss->batch_off, n = ss->pkt.payload_len, used, glen, len, keys = 0, hl;
+	__u8 hdr[8] = { '*' };
 	__u64 h, at, m;
 
-	if (ss->batch_gets >= BRC_BATCH_GETS || off >= n || n > BRC_BATCH_BYTES)
+	if (ss->batch_keys >= BRC_BATCH_GETS || off >= n || n > BRC_BATCH_BYTES)
 		return 0;
-	glen = brc_serve_parse_get_at(skb, ss, brc_key_max(cfg), &h, off, n - off);
-	if (!glen)
-		return 0;
+	if (ss->batch_keys_left) {
+		glen = brc_serve_load(skb, ss, off, n - off, 7);
+		glen = glen ? brc_serve_parse_key(ss, brc_key_max(cfg), &h, 0, glen) : 0;
+		if (!glen)
+			return 0;
+		ss->batch_keys_left -= 1;
+	} else {
+		glen = brc_serve_parse_get_at(skb, ss, brc_key_max(cfg), &h, off, n - off);
+		if (!glen) {
+			glen = brc_serve_parse_mget_at(skb, ss, off, n - off, &keys);
+			if (!glen || keys == 0 || keys > BRC_BATCH_GETS || !brc_user_may_mget(f))
+				return 0;
+			/* the reply: an array of as many (the same in RESP2 and RESP3) */
+			if (keys < 10) {
+				hdr[1] = '0' + keys;
+				hdr[2] = '\r';
+				hdr[3] = '\n';
+				hl = 4;
+			} else {
+				hdr[1] = '1';
+				hdr[2] = '0' + (keys - 10);
+				hdr[3] = '\r';
+				hdr[4] = '\n';
+				hl = 5;
+			}
+			if (!brc_serve_batch_put(ss, hdr, hl))
+				return 0;
+			ss->batch_keys_left = keys;
+			ss->batch_off = off + glen;
+			ss->batch_mgets += 1;
+			return 1;
+		}
+		ss->batch_gets += 1;
+	}
 	len = brc_serve_find(cfg, sc, ss, h, &e, &b, &g);
 	if (!len || !e || !b || !g || brc_serve_sampled(cfg))
 		return 0;
-	if (!brc_serve_copy(sc, ss, f, e, b, g, len))
+	if (!brc_serve_copy(sc, ss, f, e, b, g, len, 1))
 		return 0;
-	used = ss->batch.len;
-	if (used >= BRC_VAL_MAX || len > BRC_VAL_MAX - used)
-		return 0;
-	/* bounds the verifier sees (at most 2 * BRC_VAL_MAX with the headroom),
-	 * applied after the barrier: clang drops masks it proves redundant */
-	at = used;
-	m = len;
-	asm volatile("" : "+r"(at), "+r"(m));
-	at &= BRC_VAL_MAX - 1;
-	m = ((m - 1) & (BRC_VAL_MAX - 1)) + 1;
-	if (bpf_probe_read_kernel(ss->batch.data + at, m, ss->entry.reply) < 0)
-		return 0;
-	ss->batch.len = used + len;
+	if (brc_resp3(f) && ss->entry.reply[1] == '-') {
+		hdr[0] = '_';
+		hdr[1] = '\r';
+		hdr[2] = '\n';
+		if (!brc_serve_batch_put(ss, hdr, 3))
+			return 0;
+	} else {
+		used = ss->batch.len;
+		if (used >= BRC_VAL_MAX || len > BRC_VAL_MAX - used)
+			return 0;
+		/* bounds the verifier sees (at most 2 * BRC_VAL_MAX with the headroom),
+		 * applied after the barrier: clang drops masks it proves redundant */
+		at = used;
+		m = len;
+		asm volatile("" : "+r"(at), "+r"(m));
+		at &= BRC_VAL_MAX - 1;
+		m = ((m - 1) & (BRC_VAL_MAX - 1)) + 1;
+		if (bpf_probe_read_kernel(ss->batch.data + at, m, ss->entry.reply) < 0)
+			return 0;
+		ss->batch.len = used + len;
+	}
 	ss->batch_off = off + glen;
-	ss->batch_gets += 1;
+	ss->batch_keys += 1;
 	if (brc_agent_on() && bpf_get_prandom_u32() % BRC_TOUCH_SAMPLE == 0) {
 		/* as for a single answer (brc_serve_in) */
 		brc_touched.update(&ss->ckey, &sc->now);
@@ -451,8 +582,9 @@ static __always_inline __u32 brc_serve_batch_ready(const struct brc_config *cfg,
 	struct brc_global *g = brc_get_global();
 	__u32 len = ss->batch.len;
 
-	if (!g || ss->batch_off != ss->pkt.payload_len || ss->batch_gets < 2 ||
-	    len == 0 || len > BRC_VAL_MAX)
+	/* a lone GET is brc_serve_lookup's, which did not answer it */
+	if (!g || ss->batch_off != ss->pkt.payload_len || ss->batch_keys_left ||
+	    (ss->batch_gets < 2 && !ss->batch_mgets) || len == 0 || len > BRC_VAL_MAX)
 		return 0;
 	if (!brc_serve_flow_ready(cfg, ss, f, sa) || !brc_serve_conn_ok(sc, seg, f, sa, g, len, 0))
 		return 0;

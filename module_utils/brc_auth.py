@@ -3,7 +3,8 @@
 # loaded into the programs' brc_users / brc_server maps (bpf/brc_contract.h).
 #
 # The rule the programs apply: a GET is answered in the kernel only for a
-# connection whose ACL user Redis would let GET *every* key. This file decides,
+# connection whose ACL user Redis would let GET *every* key (an MGET: MGET every
+# key, BRC_USER_MGET, decided the same way). This file decides,
 # per user, from Redis's own replies (ACL GETUSER with its selectors, COMMAND
 # INFO GET for GET's categories, ACL DRYRUN as a cross-check), and loads the
 # result with the loader protocol of struct brc_server, so that a change Redis
@@ -100,51 +101,52 @@ def parse_getuser(reply):
     return {"flags": flags, "selectors": selectors}
 
 
-def get_categories(reply):
-    """COMMAND INFO GET reply -> GET's ACL categories ['@read', '@string', '@fast'], or None
-    when Redis has no GET (renamed or disabled: then no GET is answered at all)."""
+def get_categories(reply, command="GET"):
+    """COMMAND INFO <command> reply -> its ACL categories ['@read', '@string', '@fast'], or
+    None when Redis has no such command (renamed or disabled: then it is never answered)."""
     if not reply or reply[0] is None:
         return None
     info = reply[0]
     if not isinstance(info, (list, tuple)) or len(info) < 7 or not isinstance(info[6], (list, tuple)):
-        raise BrcError("unexpected COMMAND INFO GET reply from Redis: %r" % (reply,),
+        raise BrcError("unexpected COMMAND INFO %s reply from Redis: %r" % (command, reply),
                        "BRC needs Redis 7.0 or later")
     return [_text(c).lower() for c in info[6]]
 
 
 # --- the decision ----------------------------------------------------------------
 
-def commands_allow_get(rules, categories):
-    """Evaluate a selector's command rules left to right for GET.
+def commands_allow_get(rules, categories, command="get"):
+    """Evaluate a selector's command rules left to right for GET (or @command, MGET).
 
     Returns (allowed, why). Understood: +@all/allcommands, -@all/nocommands,
-    +@cat/-@cat (effective when cat is one of GET's categories), +get/-get, and
-    rules naming other commands or their subcommands (no effect on GET). Anything
-    else, including a rule on GET's first argument (+get|x), makes the answer
-    "not allowed": an unknown rule could be one that narrows GET.
+    +@cat/-@cat (effective when cat is one of the command's categories), +get/-get,
+    and rules naming other commands or their subcommands (no effect on it). Anything
+    else, including a rule on its first argument (+get|x), makes the answer
+    "not allowed": an unknown rule could be one that narrows it.
     """
-    allowed, why = False, "no rule allows GET"
+    name = command.upper()
+    allowed, why = False, "no rule allows %s" % name
     for tok in rules:
         t = tok.lower()
         if t in ("+@all", "allcommands"):
             allowed, why = True, t
         elif t in ("-@all", "nocommands"):
-            allowed, why = False, "GET denied by %s" % t
+            allowed, why = False, "%s denied by %s" % (name, t)
         elif len(t) > 1 and t[0] in "+-":
             sign, body = t[0] == "+", t[1:]
             if body.startswith("@"):
                 if not _NAME.match(body[1:]):
                     return False, "rule %r not understood" % tok
                 if body in categories:
-                    allowed, why = sign, (t if sign else "GET denied by %s" % t)
+                    allowed, why = sign, (t if sign else "%s denied by %s" % (name, t))
             elif "|" in body:
                 cmd, _sep, sub = body.partition("|")
-                if cmd == "get":
-                    return False, "rule %r limits GET to some arguments" % tok
+                if cmd == command:
+                    return False, "rule %r limits %s to some arguments" % (tok, name)
                 if not (_NAME.match(cmd) and sub):
                     return False, "rule %r not understood" % tok
-            elif body == "get":
-                allowed, why = sign, (t if sign else "GET denied by %s" % t)
+            elif body == command:
+                allowed, why = sign, (t if sign else "%s denied by %s" % (name, t))
             elif not _NAME.match(body):
                 return False, "rule %r not understood" % tok
         else:
@@ -152,18 +154,19 @@ def commands_allow_get(rules, categories):
     return allowed, why
 
 
-def read_all_by_rules(getuser_reply, categories):
-    """(True, why) when some selector both reads every key and allows GET.
+def read_all_by_rules(getuser_reply, categories, command="get"):
+    """(True, why) when some selector both reads every key and allows GET (or @command).
 
-    getuser_reply: the raw ACL GETUSER reply; categories: GET's ACL categories
-    (get_categories()), None when Redis has no GET. Pure: no Redis needed.
+    getuser_reply: the raw ACL GETUSER reply; categories: the command's ACL categories
+    (get_categories()), None when Redis has no such command. Pure: no Redis needed.
     Whether the user is on or off does not matter: Redis keeps the existing
     connections of a disabled user working with its current rights.
     """
+    name = command.upper()
     if getuser_reply is None:
         return False, "no such user"
     if not categories:
-        return False, "Redis has no GET command"
+        return False, "Redis has no %s command" % name
     user = parse_getuser(getuser_reply)
     reasons = []
     for i, sel in enumerate(user["selectors"]):
@@ -171,9 +174,9 @@ def read_all_by_rules(getuser_reply, categories):
         if not ALL_KEYS_READ.intersection(sel["keys"]):
             reasons.append("%s: no key rule reads every key" % where)
             continue
-        ok, why = commands_allow_get(sel["commands"], categories)
+        ok, why = commands_allow_get(sel["commands"], categories, command)
         if ok:
-            return True, "%s: every key readable, GET allowed (%s)" % (where, why)
+            return True, "%s: every key readable, %s allowed (%s)" % (where, name, why)
         reasons.append("%s: %s" % (where, why))
     return False, "; ".join(reasons)
 
@@ -186,9 +189,10 @@ def is_open(name, getuser_reply):
     return "on" in flags and "nopass" in flags
 
 
-def user_flags(contract, read_all, open_):
+def user_flags(contract, read_all, open_, mget=False):
     c = contract.constants
-    return (c["BRC_USER_READ_ALL"] if read_all else 0) | (c["BRC_USER_OPEN"] if open_ else 0)
+    return ((c["BRC_USER_READ_ALL"] if read_all else 0) | (c["BRC_USER_OPEN"] if open_ else 0) |
+            (c["BRC_USER_MGET"] if read_all and mget else 0))
 
 
 # --- one Redis server on the port -----------------------------------------------------
@@ -355,7 +359,8 @@ def read_state(contract, host="127.0.0.1", port=6379, unix_socket=None, user=Non
     flags are BRC_USER_* bits; users whose name is longer than BRC_USER_MAX bytes
     are left out (never answered for). READ_ALL needs both the rules (some
     selector reads every key and allows GET) and Redis itself (ACL DRYRUN <user>
-    GET <random key> answers OK). Raises BrcError on anything unexpected.
+    GET <random key> answers OK); MGET likewise, for a READ_ALL user. Raises
+    BrcError on anything unexpected.
     """
     redis, err = import_redis()
     if redis is None:
@@ -366,6 +371,7 @@ def read_state(contract, host="127.0.0.1", port=6379, unix_socket=None, user=Non
     try:
         names = [_text(n) for n in call("ACL", "USERS")]
         categories = get_categories(call("COMMAND", "INFO", "GET"))
+        mget_categories = get_categories(call("COMMAND", "INFO", "MGET"), "MGET")
         idle = _config_int(call, "timeout")
         tls_port = _config_int(call, "tls-port", missing=0)
         served_port = _config_int(call, "port")
@@ -391,7 +397,15 @@ def read_state(contract, host="127.0.0.1", port=6379, unix_socket=None, user=Non
                     if _text(answer) != "OK":
                         read_all, why = False, "ACL DRYRUN GET: %s" % _text(answer)
                         break
-            users[name] = user_flags(contract, read_all, is_open(name, reply))
+            mget = False
+            if read_all:
+                mget, mget_why = read_all_by_rules(reply, mget_categories, "mget")
+                if mget:
+                    answer = call("ACL", "DRYRUN", raw_name, "MGET", *_dryrun_keys())
+                    if _text(answer) != "OK":
+                        mget, mget_why = False, "ACL DRYRUN MGET: %s" % _text(answer)
+                why += "; MGET: %s" % mget_why
+            users[name] = user_flags(contract, read_all, is_open(name, reply), mget)
             reasons[name] = why
     finally:
         try:

@@ -93,7 +93,8 @@ TREE = _group(TOTAL, [
               "see the dirty reasons (connections given up, by reason) and their fixes"),
         _leaf(("get_uncacheable_pending",), "not_answered", "pipelined",
               "sent while other commands were pending on the connection (pipelined)",
-              "pipelined GETs are answered when a segment holds GETs alone (at most %(BRC_BATCH_GETS)d), "
+              "pipelined GETs are answered when a segment holds GETs and MGETs alone (at most "
+              "%(BRC_BATCH_GETS)d keys), "
               "every one cached, and their replies fit one segment; behind a write or any other "
               "command they go to Redis, by design"),
         _leaf(("get_uncacheable_db",), "not_answered", "db",
@@ -197,6 +198,7 @@ NOT_PARTS = {
                         "answer_near_expiry: such GETs end in error_reply (RESP3's nil is not cached)",
     "resent": "a retransmitted GET already answered (hit), not a new GET",
     "serve_batches": "segments, not GETs: each GET of an answered batch is a hit",
+    "serve_mgets": "MGETs answered in the kernel: not GETs (Redis counts them apart too)",
     "serve_dup_dropped": "a stale duplicate of an answered GET, not a new GET",
     "serve_err_build": "the answer was not sent: the GET is either retransmitted (resent) or passed (req_get)",
     "serve_csum_partial": "a property of answered GETs (hit)",

@@ -166,7 +166,7 @@ def test_no_would_hit_names_the_reason_and_the_fix():
     v = F.brc_gate_before(stats(mismatch=0, would_hit=0, req_get=40, get_uncacheable_pending=30,
                                 miss=10, fill=10), probe(), "serve")
     text = " ".join(v["failures"])
-    assert "30 GETs sent while other commands were pending" in text and "GETs alone" in text
+    assert "30 GETs sent while other commands were pending" in text and "MGETs alone" in text
     assert "first_read" not in text and "not cached yet" not in text   # a cold cache is no reason
     v = F.brc_gate_before(stats(mismatch=0, would_hit=0, req_get=0), probe(), "serve")
     assert "no GET reached Redis through BRC" in " ".join(v["failures"])

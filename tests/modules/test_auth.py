@@ -54,14 +54,15 @@ def admin(acl_server):
     client.close()
 
 
-def flags_of(contract, read_all, open_=False):
-    return brc_auth.user_flags(contract, read_all, open_)
+def flags_of(contract, read_all, open_=False, mget=None):
+    """mget None: as read_all (the users here that read every key may MGET too)."""
+    return brc_auth.user_flags(contract, read_all, open_, read_all if mget is None else mget)
 
 
-def dryrun_all_ok(client, user):
-    """What Redis itself says: may user GET each of a few unrelated keys?"""
+def dryrun_all_ok(client, user, command="GET"):
+    """What Redis itself says: may user GET (MGET) each of a few unrelated keys?"""
     keys = ["k", "app:1", "public:x", os.urandom(6).hex(), b"\xff\x00bin"]
-    return all(client.execute_command("ACL", "DRYRUN", user, "GET", k) in (b"OK", "OK") for k in keys)
+    return all(client.execute_command("ACL", "DRYRUN", user, command, k) in (b"OK", "OK") for k in keys)
 
 
 # --- the decision against real ACL users -------------------------------------------------
@@ -101,9 +102,15 @@ def test_decision_matches_what_redis_answers(acl_server, admin, contract, user, 
         assert ok is read_all, why
     # Redis itself agrees (DRYRUN on keys no pattern above singles out) ...
     assert dryrun_all_ok(admin, user) is read_all
+    # ... MGET (answered as a batch) is decided alike, and Redis agrees there too ...
+    mget = read_all and dryrun_all_ok(admin, user, "MGET")
+    mget_cats = brc_auth.get_categories(resp2.execute_command("COMMAND", "INFO", "MGET"), "MGET")
+    if read_all:
+        ok, why = brc_auth.read_all_by_rules(resp2.execute_command("ACL", "GETUSER", user), mget_cats, "mget")
+        assert ok is mget, why
     # ... and so does the whole read.
     state = brc_auth.read_state(contract, port=acl_server.port)
-    assert state["users"][user] == flags_of(contract, read_all), state["reasons"][user]
+    assert state["users"][user] == flags_of(contract, read_all, mget=mget), state["reasons"][user]
 
 
 def test_default_user_nopass_is_read_all_and_open(acl_server, admin, contract):

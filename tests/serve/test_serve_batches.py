@@ -60,3 +60,61 @@ def test_pipelined_gets_are_answered_as_one_reply_per_segment(lab, protocol):
         assert d["serve_batches"] >= 0.9 * ROUNDS - ROUNDS // 25, d
     finally:
         r.close()
+
+
+@pytest.mark.parametrize("protocol", [None, 2], ids=["redis-py-defaults", "protocol-2"])
+def test_mget_of_cached_keys_is_answered_in_the_kernel(lab, protocol):
+    """redis-py's MGET of 2-16 cached keys (a missing one among them: its nil is cached
+    from a GET) is answered as one array, the values Redis holds."""
+    lab.serve()
+    rng = random.Random(2016)
+    keys = ["mget:%s:%d" % (protocol, i) for i in range(KEYS)]
+    missing = "mget:%s:missing" % protocol
+    r = redis_py(lab, **({} if protocol is None else {"protocol": protocol}))
+    r2 = redis_py(lab, protocol=2)
+    try:
+        for k in keys:
+            assert r.set(k, "%s=" % k + "m" * rng.randint(0, 40))
+        for k in keys:
+            r.get(k)
+        r2.get(missing)                         # a nil is cached from RESP2 only
+        sent = 0
+        with truth(lab) as t, Delta(lab) as d:
+            for n in range(ROUNDS):
+                batch = rng.sample(keys, rng.randint(1, 15)) + [missing]
+                rng.shuffle(batch)
+                got = r.mget(batch)
+                held = [t.call("GET", k) for k in batch]
+                assert got == held, (n, batch)
+                sent += 1
+        print("\nMGET protocol=%s mgets=%d answered=%d" % (protocol, sent, d["serve_mgets"]))
+        assert d["mismatch"] == 0
+        assert d["serve_mgets"] >= 0.9 * sent, d
+    finally:
+        r.close()
+        r2.close()
+
+
+def test_mget_is_not_answered_for_a_user_redis_does_not_let_mget(lab):
+    """A user who may GET every key but not MGET: Redis refuses its MGET, and so the
+    kernel never answers it (its GETs still are)."""
+    lab.serve()
+    with truth(lab) as t:
+        assert t.call("ACL", "SETUSER", "getonly", "on", ">pw", "~*", "+@all", "-mget") == "OK"
+        assert t.call("SET", "mget:acl:a", "A") == "OK"
+    lab.refresh_auth()
+    r = redis_py(lab, username="getonly", password="pw")
+    try:
+        for _ in range(3):
+            assert r.get("mget:acl:a") == b"A"
+        with Delta(lab) as d:
+            for _ in range(5):
+                with pytest.raises(redis.exceptions.NoPermissionError):
+                    r.mget(["mget:acl:a", "mget:acl:a"])
+                assert r.get("mget:acl:a") == b"A"
+        assert d["serve_mgets"] == 0 and d["hit"] >= 4, d
+    finally:
+        r.close()
+        with truth(lab) as t:
+            t.call("ACL", "DELUSER", "getonly")
+        lab.refresh_auth()

@@ -469,3 +469,56 @@ def test_a_batch_goes_whole_to_redis_unless_every_get_can_be_answered(lab, case)
         p.cseq = (p.cseq + len(seg)) & 0xFFFFFFFF
     finally:
         p.run("ingress", p.c2s("R"))
+
+
+@pytest.mark.parametrize("proto", [2, 3])
+def test_mget_of_cached_keys_and_nils_is_answered_as_one_array(lab, proto):
+    """MGET with every key cached (a cached nil included: $-1 in RESP2, _ in RESP3),
+    alone or beside GETs in the segment, for a user Redis lets MGET: one array reply;
+    one key not cached: the whole segment goes to Redis."""
+    lab.serve()
+    lab.brc.clear_hold()
+    p = _handshake(lab, 41830 + proto, 5000, 6000, _mss_opt(1460), _mss_opt(1460))
+    keys = ["brcsi:mget:%d:%d" % (proto, i) for i in range(3)]
+    vals = [bulk("m%d" % i * (i + 3)) for i in range(2)] + [b"$-1\r\n"]   # the last: a missing key
+    nil = b"_\r\n" if proto == 3 else b"$-1\r\n"
+    try:
+        if proto == 3:
+            hello = resp("HELLO", "3")
+            p.cts += 1
+            assert p.run("ingress", p.c2s("PA", hello))[0] == TC_ACT_OK
+            p.cseq = (p.cseq + len(hello)) & 0xFFFFFFFF
+            reply = b"%1\r\n$5\r\nproto\r\n:3\r\n"
+            p.sts += 1
+            assert p.run("egress", p.s2c("PA", reply))[0] == TC_ACT_OK
+            p.sseq = (p.sseq + len(reply)) & 0xFFFFFFFF
+            p.cts += 1
+            assert p.run("ingress", p.c2s("A"))[0] == TC_ACT_OK
+            vals[2] = b"_\r\n"                  # what Redis itself sends a RESP3 client: not cached
+        for k, v in zip(keys, vals):
+            miss_and_fill(p, resp("GET", k), v)
+        if proto == 3:
+            # RESP3's nil is never cached: fill the missing key's nil over a RESP2 connection
+            q = _handshake(lab, 41840, 15000, 16000, _mss_opt(1460), _mss_opt(1460))
+            miss_and_fill(q, resp("GET", keys[2]), b"$-1\r\n")
+            q.run("ingress", q.c2s("R"))
+        hits, batches, mgets = _counts(lab, "hit", "serve_batches", "serve_mgets")
+        seg = resp("MGET", *keys) + resp("GET", keys[0])
+        p.cts += 1
+        rv, out = p.run("ingress", p.c2s("PA", seg))
+        f = fields(out)
+        want = b"*3\r\n" + vals[0] + vals[1] + nil + vals[0]
+        assert rv == TC_ACT_REDIRECT and f["payload"] == want and f["tcp_ok"], f["payload"]
+        assert _counts(lab, "hit", "serve_batches", "serve_mgets") == [hits + 1, batches + 1, mgets + 1]
+    finally:
+        p.run("ingress", p.c2s("R"))
+    # one key not cached: to Redis, untouched
+    q = _handshake(lab, 41845 + proto, 25000, 26000, _mss_opt(1460), _mss_opt(1460))
+    try:
+        seg = resp("MGET", keys[0], "brcsi:mget:never-set")
+        q.cts += 1
+        frame = q.c2s("PA", seg)
+        rv, out = q.run("ingress", frame)
+        assert rv == TC_ACT_OK and out[:len(frame)] == frame
+    finally:
+        q.run("ingress", q.c2s("R"))

@@ -911,14 +911,14 @@ class Model:
 
 # Commands the model knows do not change string keys (lists are not modelled: their
 # values are never read by GET here).
-IGNORED = {b"GET", b"PING", b"ECHO", b"SELECT", b"MULTI", b"EXEC", b"DISCARD", b"EVAL",
+IGNORED = {b"GET", b"MGET", b"PING", b"ECHO", b"SELECT", b"MULTI", b"EXEC", b"DISCARD", b"EVAL",
            b"AUTH", b"HELLO", b"RESET", b"QUIT", b"CLIENT", b"SUBSCRIBE", b"UNSUBSCRIBE",
            b"PSUBSCRIBE", b"PUNSUBSCRIBE", b"PUBLISH", b"BLPOP", b"BLMOVE", b"LPOP",
            b"MONITOR", b"TTL", b"PTTL", b"EXISTS", b"PEXPIRETIME", b"TOUCH",
            b"HSET", b"HGETALL", b"SADD", b"SMEMBERS", b"ZADD", b"ZSCORE"}
 
 # Commands whose execution MONITOR always shows (so: not in MONITOR = not executed).
-SHOWN = {b"GET", b"SET", b"SETEX", b"PSETEX", b"DEL", b"UNLINK", b"INCR", b"APPEND",
+SHOWN = {b"GET", b"MGET", b"SET", b"SETEX", b"PSETEX", b"DEL", b"UNLINK", b"INCR", b"APPEND",
          b"GETSET", b"GETDEL", b"GETEX", b"MSET", b"EXPIRE", b"PEXPIRE", b"PERSIST",
          b"RENAME", b"RENAMENX", b"COPY", b"SELECT", b"PING", b"ECHO", b"MULTI", b"EXEC",
          b"DISCARD", b"EVAL", b"LPUSH", b"RPUSH", b"BLPOP", b"BLMOVE", b"PUBLISH",
@@ -1668,8 +1668,17 @@ class Worker(threading.Thread):
     def op_get_batch(self):
         """Pipelined GETs alone, of keys a cache may hold: BRC answers the segment as
         one batch when it can (brc_serve_batch), or it all goes to Redis."""
-        cs = [self.cmd(b"GET", self.get_key(), how="batch") for _ in range(self.rng.randint(2, 8))]
-        self.send(cs, self.rng.choice(["one", "one", "one", "split"]))
+        r = self.rng
+        kinds = [b"GET"] * r.randint(2, 8)
+        if r.random() < 0.4:
+            # MGETs too: answered as one array when every key is cached (and the user may)
+            kinds = r.choice([[b"MGET"], kinds[:1] + [b"MGET"], [b"MGET"] + kinds])
+        # made in the order they are sent: the oracle aligns commands with MONITOR in
+        # the order they were made
+        cs = [self.cmd(b"GET", self.get_key(), how="batch") if k == b"GET" else
+              self.cmd(b"MGET", *[self.get_key() for _ in range(r.randint(1, 8))], how="batch")
+              for k in kinds]
+        self.send(cs, r.choice(["one", "one", "one", "split"]))
         for c in cs:
             self.read(c)
 
@@ -2493,6 +2502,8 @@ class Oracle:
         s["cmds_resp%d" % c.proto] += 1
         if c.name == b"GET" and (not c.subscribed or c.proto == 3) and not c.expect_err:
             return self.check_get(inc, c)
+        if c.name == b"MGET" and not c.subscribed and not c.expect_err:
+            return self.check_mget(inc, c)
         line = c.line
         if line is None:
             # Not executed by Redis: only a refusal (an error) may have answered it.
@@ -2572,6 +2583,44 @@ class Oracle:
                                  "/".join(short(v) for v in list(vals)[:4]),
                                  self.origin(c.reply),
                                  m.superseded(c.db, key, c.reply, c.t_send)), c)
+
+    def check_mget(self, inc, c):
+        """Each element as a GET of its key would be checked: a value the key held at some
+        instant between send and reply; answered in the kernel (no MONITOR line) only
+        where BRC answers and the user may read every key."""
+        s, m = self.stats, self.model
+        s["mgets"] += 1
+        if isinstance(c.reply, Err):
+            return
+        keys = c.argv[1:]
+        if not isinstance(c.reply, list) or len(c.reply) != len(keys):
+            self.board.violation("wrong_reply", inc, "MGET of %d keys answered %s" % (
+                len(keys), short(c.reply)), c)
+            return
+        if c.line is None:
+            s["mgets_unseen"] += 1
+            self.by_how["mget"] += 1
+            if not self.kernel_may_answer:
+                self.board.violation("answer_without_execution", inc, "MGET answered but Redis "
+                                     "never executed it (BRC does not answer in this mode)", c)
+                return
+        for key, v in zip(keys, c.reply):
+            if c.line is None and self.forbidden(c, key):
+                self.board.violation("acl", inc, "MGET answered %s although user %s may not "
+                                     "read %s" % (short(v), c.user, short(key)), c)
+                return
+            vals, certain = m.window(c.db, key, c.t_send, c.t_reply)
+            if v in vals:
+                continue
+            if not certain:
+                s["mget_keys_unchecked"] += 1
+                continue
+            self.board.violation("wrong_value", inc, "MGET gave %s for %s; in db %d it held only "
+                                 "%s between send and reply%s%s" % (
+                                     short(v), short(key), c.db,
+                                     "/".join(short(x) for x in list(vals)[:4]),
+                                     self.origin(v), m.superseded(c.db, key, v, c.t_send)), c)
+            return
 
     @staticmethod
     def give_line_to_a_later_twin(inc, c, line):
