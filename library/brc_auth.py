@@ -83,12 +83,14 @@ RETURN = r"""
 users:
   description:
     - Every user Redis has (names up to C(BRC_USER_MAX) bytes), as loaded (or as would be, in check mode).
-    - C(why) says which selector and rule decided C(read_all).
+    - C(why) says which selector and rule decided C(read_all), then C(mget) (a user who reads every key and may MGET every key,
+      whose MGETs can be answered in the kernel).
   returned: success
   type: list
   elements: dict
-  sample: [{"name": "default", "read_all": true, "open": false, "why": "root: every key readable, GET allowed (+@all)"},
-           {"name": "app", "read_all": false, "open": false, "why": "root: no key rule reads every key"}]
+  sample: [{"name": "default", "read_all": true, "open": false, "mget": true,
+            "why": "root: every key readable, GET allowed (+@all); MGET: root: every key readable, MGET allowed (+@all)"},
+           {"name": "app", "read_all": false, "open": false, "mget": false, "why": "root: no key rule reads every key"}]
 auth_epoch:
   description: Per interface, the C(brc_global.auth_epoch) the users were loaded at (what C(brc_server.auth_epoch) now holds).
   returned: success
@@ -131,10 +133,14 @@ def _printable(name):
     return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
-def _users_view(users, contract):
+def _user_view(flags, contract):
     c = contract.constants
-    return dict((_printable(n), {"read_all": bool(f & c["BRC_USER_READ_ALL"]), "open": bool(f & c["BRC_USER_OPEN"])})
-                for n, f in sorted(users.items()))
+    return {"read_all": bool(flags & c["BRC_USER_READ_ALL"]), "open": bool(flags & c["BRC_USER_OPEN"]),
+            "mget": bool(flags & c["BRC_USER_MGET"])}
+
+
+def _users_view(users, contract):
+    return dict((_printable(n), _user_view(f, contract)) for n, f in sorted(users.items()))
 
 
 def main():
@@ -212,9 +218,7 @@ def main():
             after[iface] = dict(((f, r["after"]["server"].get(f)) for f in brc_auth.SERVER_READ_FIELDS),
                                 users=after[iface])
 
-    c = contract.constants
-    users = [{"name": _printable(n), "read_all": bool(f & c["BRC_USER_READ_ALL"]),
-              "open": bool(f & c["BRC_USER_OPEN"]), "why": last["reasons"].get(n, "")}
+    users = [dict(_user_view(f, contract), name=_printable(n), why=last["reasons"].get(n, ""))
              for n, f in sorted(last["users"].items())]
     module.exit_json(
         changed=any(r["changed"] for r in results.values()),

@@ -134,7 +134,7 @@ def test_names_longer_than_the_map_key_are_left_out(acl_server, admin, contract)
     for name in (fits, too_long):
         admin.execute_command("ACL", "SETUSER", name, "on", "nopass", "~*", "+get")
     users = brc_auth.read_state(contract, port=acl_server.port)["users"]
-    assert users[fits] == flags_of(contract, True)
+    assert users[fits] == flags_of(contract, True, mget=False)     # +get alone: no MGET
     assert too_long not in users
 
 
@@ -142,7 +142,7 @@ def test_names_are_bytes_not_text(acl_server, admin, contract):
     admin.execute_command("ACL", "SETUSER", b"bin\xffuser", "on", "nopass", "~*", "+get")
     users = brc_auth.read_state(contract, port=acl_server.port)["users"]
     name = b"bin\xffuser".decode("utf-8", "surrogateescape")
-    assert users[name] == flags_of(contract, True)
+    assert users[name] == flags_of(contract, True, mget=False)
     assert b"bin\xffuser\0" in brc_auth.user_key(contract, name)
     assert brc_auth.user_name(contract, brc_auth.user_key(contract, name)) == name
 
@@ -524,8 +524,8 @@ def test_module_check_mode_before_the_first_deploy(tmp_path, acl_server, admin):
     r = run_module(brc_auth_module, {"interface": "eth0", "pin_root": str(tmp_path), "src_dir": BPF_DIR,
                                      "redis_port": acl_server.port}, check_mode=True)
     assert not r.get("failed") and r["changed"] and not os.listdir(str(tmp_path))
-    assert {"name": "bin\\xffuser", "read_all": True, "open": False,
-            "why": "root: every key readable, GET allowed (+get)"} in r["users"]
+    assert {"name": "bin\\xffuser", "read_all": True, "open": False, "mget": False,
+            "why": "root: every key readable, GET allowed (+get); MGET: root: MGET denied by -@all"} in r["users"]
     assert "bin\\xffuser" in r["interfaces"]["eth0"]["users_added"]
     assert "\\udc" not in json.dumps(r)
 
@@ -615,10 +615,12 @@ def test_module_in_netns_with_pinned_maps(in_netns, contract):
     assert r["maps_fresh"]["users"] == {}
     first = r["first"]
     assert first["changed"] and first["answering"] and first["auth_epoch"] == {"brcmt0": 0}
-    assert first["users"] == [{"name": "default", "read_all": True, "open": False,
-                               "why": "root: every key readable, GET allowed (+@all)"}]
+    assert first["users"] == [{"name": "default", "read_all": True, "open": False, "mget": True,
+                               "why": "root: every key readable, GET allowed (+@all); "
+                                      "MGET: root: every key readable, MGET allowed (+@all)"}]
     assert first["diff"]["before"]["brcmt0"]["users"] == {}
-    assert first["diff"]["after"]["brcmt0"]["users"] == {"default": {"read_all": True, "open": False}}
+    assert first["diff"]["after"]["brcmt0"]["users"] == {"default": {"read_all": True, "open": False,
+                                                                      "mget": True}}
     assert r["maps_first"]["users"] == {"default": read_all}
     assert not r["second"]["changed"]
     # check mode reports the new user and writes nothing

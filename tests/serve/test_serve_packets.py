@@ -125,17 +125,25 @@ def _get_latency_samples(lab):
     return sum(v for k, v in lab.brc.counters().items() if k.startswith("lat.get."))
 
 
+def redis_answers(p, get, val):
+    """@get, just passed to Redis, is answered by it: the reply @val passes untouched
+    and the client acks it. Returns the reply's frame as it left."""
+    p.cseq = (p.cseq + len(get)) & 0xFFFFFFFF
+    p.sts += 1
+    rv, out = p.run("egress", p.s2c("PA", val))
+    assert rv == TC_ACT_OK
+    p.sseq = (p.sseq + len(val)) & 0xFFFFFFFF
+    p.cts += 1
+    assert p.run("ingress", p.c2s("A"))[0] == TC_ACT_OK
+    return out
+
+
 def miss_and_fill(p, get, val):
     """A miss: passed untouched to Redis, whose reply fills the cache; the
     client acks it."""
     rv, out = p.run("ingress", p.c2s("PA", get))
     assert rv == TC_ACT_OK and out[:len(p.c2s("PA", get))] == p.c2s("PA", get)
-    p.cseq = (p.cseq + len(get)) & 0xFFFFFFFF
-    p.sts += 1
-    assert p.run("egress", p.s2c("PA", val))[0] == TC_ACT_OK
-    p.sseq = (p.sseq + len(val)) & 0xFFFFFFFF
-    p.cts += 1
-    assert p.run("ingress", p.c2s("A"))[0] == TC_ACT_OK
+    redis_answers(p, get, val)
 
 
 def _one_conversation(lab, p, n):
@@ -353,13 +361,7 @@ def test_an_answer_fits_one_segment_of_the_smaller_mss(lab, cli_mss, srv_mss):
             if extra:
                 assert rv == TC_ACT_OK and over == 1, size
                 # to Redis, whose reply the client gets
-                p.cseq = (p.cseq + len(get)) & 0xFFFFFFFF
-                p.sts += 1
-                rv, out = p.run("egress", p.s2c("PA", val))
-                assert rv == TC_ACT_OK and fields(out)["payload"] == val
-                p.sseq = (p.sseq + len(val)) & 0xFFFFFFFF
-                p.cts += 1
-                assert p.run("ingress", p.c2s("A"))[0] == TC_ACT_OK
+                assert fields(redis_answers(p, get, val))["payload"] == val
             else:
                 f = fields(out)
                 assert rv == TC_ACT_REDIRECT and over == 0, size
@@ -385,12 +387,7 @@ def test_an_answer_fits_the_clients_window(lab):
         p.cts += 1
         rv, _ = p.run("ingress", p.c2s("PA", get, window=10))
         assert rv == TC_ACT_OK and lab.brc.counters().get("serve_refused_tcp", 0) == before + 1
-        p.cseq = (p.cseq + len(get)) & 0xFFFFFFFF
-        p.sts += 1
-        assert p.run("egress", p.s2c("PA", val))[0] == TC_ACT_OK
-        p.sseq = (p.sseq + len(val)) & 0xFFFFFFFF
-        p.cts += 1
-        assert p.run("ingress", p.c2s("A"))[0] == TC_ACT_OK
+        redis_answers(p, get, val)
         p.cts += 1
         rv, out = p.run("ingress", p.c2s("PA", get, window=11))
         assert rv == TC_ACT_REDIRECT and fields(out)["payload"] == val
