@@ -491,8 +491,7 @@ def floor_markdown(ratios):
             num(f["cpu_procs_us_per_answered"]), _xf(r["cpu_procs_us_x_floor"]),
             num(s["brc_us_per_answered"]), num(f["brc_us_per_answered"]),
             _xf(r["brc_us_x_floor"])))
-    return lines + ["", "A workload nothing is answered in (get_p16: a pipelined segment is "
-                    "never one lone GET) has no row.", ""]
+    return lines + ["", "A workload nothing is answered in has no row.", ""]
 
 
 def profile_markdown(prof):

@@ -95,9 +95,10 @@ def owner_worker(conn, name, rng, result, deadline, run_id):
         for _ in range(reads):
             expect(conn.call(b"GET", key), value, "GET after SET")
         if rng.random() < 0.3:
-            n = rng.randint(2, 8)           # GETs alone: a cache may answer them as one batch
-            expect(conn.pipeline([(b"GET", key)] * n), [value] * n, "pipelined GETs")
-            reads += n
+            n = rng.randint(2, 8)           # GETs and an MGET alone: a cache may answer them as one batch
+            batch = [(b"GET", key)] * n + [(b"MGET", key, key)]
+            expect(conn.pipeline(batch), [value] * n + [[value, value]], "pipelined GETs and MGET")
+            reads += n + 1
         if rng.random() < 0.3:
             batch = [(b"GET", key)] * 4 + [(b"SET", key, value + b"2"), (b"GET", key)]
             replies = conn.pipeline(batch)
