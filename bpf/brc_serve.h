@@ -357,8 +357,16 @@ static __always_inline int brc_serve_copy(struct brc_scratch *sc, struct brc_ser
 					  const struct brc_bucket *b, const struct brc_global *g, __u32 len,
 					  const int nil_any_protocol)
 {
-	/* a helper call, as for the fill (brc_track_done) */
-	if (bpf_probe_read_kernel(&ss->entry, sizeof(ss->entry), e) < 0)
+	__u64 m = len;
+
+	/* helper calls, as for the fill (brc_track_done), in the entry's order:
+	 * its head, the reply's own bytes, fill_id_end. Copying the whole value
+	 * (BRC_VAL_MAX) for every answer cost more than Redis's own GET. */
+	asm volatile("" : "+r"(m));
+	m = ((m - 1) & (BRC_VAL_MAX - 1)) + 1;
+	if (bpf_probe_read_kernel(&ss->entry, __builtin_offsetof(struct brc_cache_entry, reply), e) < 0 ||
+	    bpf_probe_read_kernel(ss->entry.reply, m, e->reply) < 0 ||
+	    bpf_probe_read_kernel(&ss->entry.fill_id_end, sizeof(ss->entry.fill_id_end), &e->fill_id_end) < 0)
 		return 0;
 	/* the element may have been refilled or recycled while copying */
 	if (!brc_serve_copy_ok(ss, e)) {
