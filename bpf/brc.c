@@ -692,13 +692,17 @@ int brc_serve_batch(struct __sk_buff *skb)
 	brc_in_release(f);
 	return brc_serve_emit(skb, ss, &seg, sa, ss->batch.data, len);
 refuse:
-	/* the tail calls this walk took come off the parser's (brc_serve_in) */
-	ss->batch_refused = 2 + ss->batch_gets;
+	/* the tail calls this walk took (one per step, and back) come off the
+	 * parser's (brc_serve_in) */
+	ss->batch_refused = 2 + ss->batch_keys + ss->batch_mgets;
 	brc_jmp.call(skb, BRC_JMP_SERVE);
-	/* the segment is as it came, but a served flow's needs translating */
+	/* not handed back: its bytes go unparsed, so the connection is given up
+	 * (its next segments never come here again); a served flow's need
+	 * translating: dropped, the client sends it again */
 	brc_count(TAILCALL_FAILED);
+	brc_rq_lost(f, BRC_DIRTY_BIT_TAILCALL);
 	brc_in_release(f);
-	return TC_ACT_SHOT;
+	return (f->flags & BRC_FF_SERVED) ? TC_ACT_SHOT : TC_ACT_OK;
 }
 
 /* Serve mode, every server segment of a flow tracked in serve mode: the

@@ -26,6 +26,7 @@
 #define BRC_SERVE_REQ_MAX 128      /* bytes of the request buffer (a power of 2) */
 #define BRC_SERVE_GET_MAX 96       /* longest segment that may be a cacheable GET */
 #define BRC_BATCH_BYTES (BRC_BATCH_GETS * (18 + BRC_KEY_MAX + 2))  /* their longest RESP */
+#define BRC_BATCH_STEPS (BRC_BATCH_GETS + 4)  /* keys and MGET headers walked */
 
 /* Per-CPU serve scratch (the option walk must live in a map value). */
 struct brc_serve_scratch {
@@ -510,7 +511,10 @@ static __always_inline int brc_serve_batch_step(struct __sk_buff *skb, const str
 	__u8 hdr[8] = { '*' };
 	__u64 h, at, m;
 
-	if (ss->batch_keys >= BRC_BATCH_GETS || off >= n || n > BRC_BATCH_BYTES)
+	/* steps are tail calls: BRC_BATCH_STEPS of them leave the request parser
+	 * most of its passes when the batch is refused (MAX_TAIL_CALL_CNT is 33) */
+	if (ss->batch_keys >= BRC_BATCH_GETS || ss->batch_keys + ss->batch_mgets >= BRC_BATCH_STEPS ||
+	    off >= n || n > BRC_BATCH_BYTES)
 		return 0;
 	if (ss->batch_keys_left) {
 		glen = brc_serve_load(skb, ss, off, n - off, 7);

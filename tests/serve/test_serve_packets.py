@@ -519,3 +519,31 @@ def test_mget_of_cached_keys_and_nils_is_answered_as_one_array(lab, proto):
         assert rv == TC_ACT_OK and out[:len(frame)] == frame
     finally:
         q.run("ingress", q.c2s("R"))
+
+
+@pytest.mark.parametrize("mgets", [8, 12])
+def test_many_small_mgets_stay_within_the_tail_call_budget(lab, mgets):
+    """Every key and every MGET header is one tail-called step: a segment of one-key
+    MGETs is answered up to the step budget (8: 16 steps) and beyond it goes to Redis
+    untouched (12), its parser left passes enough: never a failed tail call, which
+    would give the connection up or drop the segment for good."""
+    lab.serve()
+    lab.brc.clear_hold()
+    p = _handshake(lab, 41850 + mgets, 35000, 36000, _mss_opt(1460), _mss_opt(1460))
+    key = "brcsi:steps:%d" % mgets
+    val = bulk("s" * 10)
+    try:
+        miss_and_fill(p, resp("GET", key), val)
+        seg = resp("MGET", key) * mgets
+        hits, failed = _counts(lab, "serve_mgets", "tailcall_failed")
+        p.cts += 1
+        frame = p.c2s("PA", seg)
+        rv, out = p.run("ingress", frame)
+        if mgets == 8:
+            assert rv == TC_ACT_REDIRECT and fields(out)["payload"] == (b"*1\r\n" + val) * mgets
+            assert _counts(lab, "serve_mgets", "tailcall_failed") == [hits + mgets, failed]
+        else:
+            assert rv == TC_ACT_OK and out[:len(frame)] == frame
+            assert _counts(lab, "serve_mgets", "tailcall_failed") == [hits, failed]
+    finally:
+        p.run("ingress", p.c2s("R"))
