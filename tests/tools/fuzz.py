@@ -2571,24 +2571,32 @@ class Oracle:
                                      "" if c.cauth is not False else " (not authenticated)",
                                      short(key)), c)
             return
-        vals, certain = m.window(c.db, key, c.t_send, c.t_reply)
-        if c.reply in vals:
-            return
-        if not certain:
+        wrong = self.out_of_window(c, key, c.reply)
+        if wrong is UNKNOWN:
             s["gets_unchecked"] += 1
-            return
-        self.board.violation("wrong_value", inc, "answered in the kernel with %s; %s in db %d "
-                             "held only %s between send and reply%s%s" % (
-                                 short(c.reply), short(key), c.db,
-                                 "/".join(short(v) for v in list(vals)[:4]),
-                                 self.origin(c.reply),
-                                 m.superseded(c.db, key, c.reply, c.t_send)), c)
+        elif wrong:
+            self.board.violation("wrong_value", inc, "answered in the kernel with %s; %s" % (
+                short(c.reply), wrong), c)
+
+    def out_of_window(self, c, key, value):
+        """None when @key held @value at some instant between @c's send and reply (the
+        only values an answer Redis never saw may carry); UNKNOWN when the model cannot
+        tell; else what the key held then, for the report."""
+        m = self.model
+        vals, certain = m.window(c.db, key, c.t_send, c.t_reply)
+        if value in vals:
+            return None
+        if not certain:
+            return UNKNOWN
+        return "%s in db %d held only %s between send and reply%s%s" % (
+            short(key), c.db, "/".join(short(v) for v in list(vals)[:4]), self.origin(value),
+            m.superseded(c.db, key, value, c.t_send))
 
     def check_mget(self, inc, c):
         """Each element as a GET of its key would be checked: a value the key held at some
         instant between send and reply; answered in the kernel (no MONITOR line) only
         where BRC answers and the user may read every key."""
-        s, m = self.stats, self.model
+        s = self.stats
         s["mgets"] += 1
         if isinstance(c.reply, Err):
             return
@@ -2609,18 +2617,12 @@ class Oracle:
                 self.board.violation("acl", inc, "MGET answered %s although user %s may not "
                                      "read %s" % (short(v), c.user, short(key)), c)
                 return
-            vals, certain = m.window(c.db, key, c.t_send, c.t_reply)
-            if v in vals:
-                continue
-            if not certain:
+            wrong = self.out_of_window(c, key, v)
+            if wrong is UNKNOWN:
                 s["mget_keys_unchecked"] += 1
-                continue
-            self.board.violation("wrong_value", inc, "MGET gave %s for %s; in db %d it held only "
-                                 "%s between send and reply%s%s" % (
-                                     short(v), short(key), c.db,
-                                     "/".join(short(x) for x in list(vals)[:4]),
-                                     self.origin(v), m.superseded(c.db, key, v, c.t_send)), c)
-            return
+            elif wrong:
+                self.board.violation("wrong_value", inc, "MGET gave %s; %s" % (short(v), wrong), c)
+                return
 
     @staticmethod
     def give_line_to_a_later_twin(inc, c, line):
