@@ -44,6 +44,7 @@ import profile as brc_profile  # noqa: E402
 import netfault  # noqa: E402
 
 PORT = 6379
+MGET_KEYS = 8       # keys per MGET: half the kernel's batch limit, a reply far below one MSS
 CONFIGS = ("plain", "observe", "serve", "floor")
 OPTIONAL_CONFIGS = ("off",)     # BRC attached in mode off: the cost of the hooks alone
 RESULTS = os.path.join(HERE, "results")
@@ -61,7 +62,16 @@ def workloads(args):
         ("mix", "GET (40 clients) and SET (10 clients) at once, same keys",
          [(["-t", "get", "-c", 40, "-n", nm * 4 // 5] + common, nm * 4 // 5),
           (["-t", "set", "-c", 10, "-n", nm // 5] + common, nm // 5)]),
+        ("mget_k%d" % MGET_KEYS, "MGET of %d random keys, 50 clients, no pipelining (a request "
+         "is one MGET: per key, divide by %d)" % (MGET_KEYS, MGET_KEYS),
+         [(["-c", 50, "-n", n1] + common + ["MGET"] + ["key:__rand_int__"] * MGET_KEYS, n1)]),
     ]
+
+
+def answered(counters):
+    """Requests answered in the kernel: every GET (`hit`, alone or in a batch) and every
+    MGET (`serve_mgets`), as redis-benchmark counts requests."""
+    return counters.get("hit", 0) + counters.get("serve_mgets", 0)
 
 
 def benchmark_payload(size):
@@ -285,7 +295,7 @@ class Bench:
                         entry = brc_profile.attribute(data, ranges)
                         entry["requests"] = run["requests"]
                         entry["wall_s"] = run["wall_s"]
-                        entry["hit"] = run.get("counters", {}).get("hit", 0)
+                        entry["hit"] = answered(run.get("counters", {}))
                         # cpu-clock: one sample = 1/freq s of CPU where it landed
                         entry["brc_us_per_req"] = (entry["brc"] * 1e6 / brc_profile.FREQ /
                                                    run["requests"])
@@ -339,14 +349,17 @@ def _brief_profile(entry):
 
 
 def floor_ratios(summary, configs, prof=None):
-    """Serve's CPU per answered GET as a multiple of the floor's, per workload: CPU of
-    the run / GETs answered in the kernel (`hit`), all cores and bench processes; and,
-    from the perf run when there is one, the CPU of the BRC programs alone (with the
-    helpers they call) / GETs answered in that run."""
+    """Serve's CPU per request answered in the kernel as a multiple of the floor's, per
+    workload: CPU of the run / requests answered (`answered`), all cores and bench
+    processes; and, from the perf run when there is one, the CPU of the BRC programs alone
+    (with the helpers they call) / requests answered in that run. The floor answers only
+    lone GETs: a workload it answers nothing of (MGET) is set against its get_p1, the cost
+    of one reply at tc (`floor_of`)."""
     prof = prof or {}
     out = {}
     if "serve" not in configs or "floor" not in configs:
         return out
+    rows = {}
     for name, _desc, jobs in WORKLOADS_FOR_SUMMARY:
         per_run = sum(n for _a, n in jobs)
         row = {}
@@ -355,7 +368,7 @@ def floor_ratios(summary, configs, prof=None):
             if "error" in e:
                 break
             requests = per_run * e["rounds"]
-            hits = e.get("counters", {}).get("hit", 0)
+            hits = answered(e.get("counters", {}))
             row[config] = {"answered": hits / float(requests) if requests else 0.0,
                            "cpu_all_us_per_answered":
                                e["cpu_all_us"] * requests / hits if hits else None,
@@ -367,12 +380,17 @@ def floor_ratios(summary, configs, prof=None):
                 p["brc"] * 1e6 / brc_profile.FREQ / p["hit"]
                 if p.get("hit") and "error" not in p else None)
         else:
-            s, f = row["serve"], row["floor"]
-            for key in ("cpu_all_us_per_answered", "cpu_procs_us_per_answered",
-                        "brc_us_per_answered"):
-                row[key.replace("_per_answered", "_x_floor")] = (
-                    s[key] / f[key] if s[key] and f[key] else None)
-            out[name] = row
+            rows[name] = row
+    for name, row in rows.items():
+        s, f = row["serve"], row["floor"]
+        if not f["answered"] and name != "get_p1" and "get_p1" in rows:
+            row["floor_of"] = "get_p1"
+            f = rows["get_p1"]["floor"]
+        for key in ("cpu_all_us_per_answered", "cpu_procs_us_per_answered",
+                    "brc_us_per_answered"):
+            row[key.replace("_per_answered", "_x_floor")] = (
+                s[key] / f[key] if s[key] and f[key] else None)
+        out[name] = row
     return out
 
 
@@ -471,27 +489,34 @@ def _xf(v):
 def floor_markdown(ratios):
     if not ratios:
         return []
-    lines = ["## serve vs floor: CPU per GET answered in the kernel", "",
+    lines = ["## serve vs floor: CPU per request answered in the kernel", "",
              "floor = bench/brc_floor.c: one fixed reply for every lone GET through serve's "
              "reply path, no parsing, lookups or accounting; the cost of answering at tc at all. "
-             "CPU of the run / GETs answered (`hit`), medians over rounds; BRC programs = "
-             "perf samples in the BRC (or floor) programs and what they call / GETs answered, "
-             "from the perf run (next section). Where not everything is answered (mix), the "
-             "run's CPU includes what went to Redis: read the BRC-programs column there.", "",
-             "| workload | answered serve | answered floor | all cores us/GET serve | floor "
-             "| serve x floor | bench processes us/GET serve | floor | serve x floor "
-             "| BRC programs us/GET serve | floor | serve x floor |",
+             "CPU of the run / requests answered (GETs: `hit`, MGETs: `serve_mgets`), medians "
+             "over rounds; BRC programs = perf samples in the BRC (or floor) programs and what "
+             "they call / requests answered, from the perf run (next section). Where not "
+             "everything is answered (mix), the run's CPU includes what went to Redis: read the "
+             "BRC-programs column there. The floor answers only lone GETs: a workload it answers "
+             "nothing of (pipelined GETs, MGET) is set against the CPU of the floor's get_p1 "
+             "(one reply at tc), marked so. -: nothing answered.", "",
+             "| workload | answered serve | answered floor | all cores us/req serve | floor "
+             "| serve x floor | bench processes us/req serve | floor | serve x floor "
+             "| BRC programs us/req serve | floor | serve x floor |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, r in ratios.items():
         s, f = r["serve"], r["floor"]
+        label = name
+        if r.get("floor_of"):
+            label = "%s (floor CPU: its %s)" % (name, r["floor_of"])
+            f = dict(ratios[r["floor_of"]]["floor"], answered=f["answered"])
         lines.append("| %s | %.1f%% | %.1f%% | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
-            name, 100 * s["answered"], 100 * f["answered"],
+            label, 100 * s["answered"], 100 * f["answered"],
             num(s["cpu_all_us_per_answered"]), num(f["cpu_all_us_per_answered"]),
             _xf(r["cpu_all_us_x_floor"]), num(s["cpu_procs_us_per_answered"]),
             num(f["cpu_procs_us_per_answered"]), _xf(r["cpu_procs_us_x_floor"]),
             num(s["brc_us_per_answered"]), num(f["brc_us_per_answered"]),
             _xf(r["brc_us_x_floor"])))
-    return lines + ["", "A workload nothing is answered in has no row.", ""]
+    return lines + [""]
 
 
 def profile_markdown(prof):
@@ -536,7 +561,7 @@ def markdown(meta, summary, configs, notes, ratios=None, prof=None):
                               meta["value_size"], meta["rounds"], meta["git"],
                               meta["idle_background_cpus_before"],
                               meta["idle_background_cpus_after"]), ""]
-    for name, desc, _jobs in WORKLOADS_FOR_SUMMARY:
+    for name, desc, jobs in WORKLOADS_FOR_SUMMARY:
         lines += ["## %s: %s" % (name, desc), "",
                   "| config | req/s | p50 ms | p99 ms | CPU us/req all cores | CPU us/req bench "
                   "processes | Redis CPU us/req | req/s vs plain | all-core CPU vs plain "
@@ -555,6 +580,12 @@ def markdown(meta, summary, configs, notes, ratios=None, prof=None):
                 ratio(e["cpu_procs_us"], base.get("cpu_procs_us")),
                 ratio(e["cpu_redis_us"], base.get("cpu_redis_us")), num(e["background_cpus"])))
         lines.append("")
+        for config in configs:
+            e = summary[config][name]
+            if "error" not in e and config != "plain":
+                requests = sum(n for _a, n in jobs) * e["rounds"]
+                lines.append("- %s answered in the kernel: %.1f%% of requests" % (
+                    config, 100.0 * answered(e.get("counters", {})) / requests))
         for config in configs:
             c = summary[config][name].get("counters")
             if c:
