@@ -4,7 +4,9 @@ default veth offloads (requests arrive CHECKSUM_PARTIAL) and with tx checksum of
 off on both ends (full checksums, verified by the receiver).
 
   clean     consistency checker, 8 connections, 60 s: 0 wrong replies, 0 stalls,
-            kernel hits (`hit`) > 50% of the checker's GETs
+            kernel hits (`hit`) > 50% of the checker's GETs, and >= 90% of its pipelined
+            batches (GETs and an MGET) that fit one segment answered whole
+            (`serve_batches`, `serve_mgets`)
   loss      the same for 25 s with 2% random loss both ways (nftables, client ns)
   reorder   the same for 25 s with 20% of data segments held 2-6 ms (NFQUEUE, client ns):
             bytes after a hole are held until it fills, so caching goes on (> 20%)
@@ -37,10 +39,11 @@ def _report(name, summary, delta, extra=None):
     keys = ("hit", "resent", "reset", "ack_held", "serve_refused_tcp", "serve_err_build",
             "serve_err_clone", "serve_csum_partial", "serve_dup_dropped", "mismatch",
             "would_hit", "req_get", "flows_evicted", "tailcall_failed", "ooo_held", "ooo_resumed",
-            "ooo_resent", "dirty_gap")
+            "ooo_resent", "dirty_gap", "serve_batches", "serve_mgets")
     gets = summary["gets"]
     line = {"run": name, "ops": summary["ops"], "gets": gets, "errors": summary["errors"],
-            "stalls": summary["stalls"],
+            "stalls": summary["stalls"], "batches": summary["batches"],
+            "batches_one_segment": summary["batches_one_segment"],
             "hit_pct": round(100.0 * delta.get("hit", 0) / gets, 1) if gets else 0.0}
     line.update((k, delta.get(k, 0)) for k in keys)
     if extra:
@@ -68,6 +71,12 @@ def test_checker_clean(lab, offload):
     _assert_consistent(summary, delta)
     assert summary["gets"] > 1000
     assert line["hit_pct"] > 50.0, line
+    # Each such batch holds one MGET, and the checker sends no other batch a cache could
+    # answer: both counters measure the same batches.
+    one_segment = summary["batches_one_segment"]
+    assert one_segment > 100, line
+    assert delta.get("serve_batches", 0) >= 0.9 * one_segment, line
+    assert delta.get("serve_mgets", 0) >= 0.9 * one_segment, line
     if offload == "offload-default":
         assert delta.get("serve_csum_partial", 0) > 0
 

@@ -9,7 +9,9 @@ a desynchronised or stalled connection.
 Workers (at least 8 connections by default):
   owner    each owns its keys: SET (some with TTL, some larger than one MSS), GET several
            times (read-heavy, so a cache would hit), DEL, GET -> nil; pipelined batches
-           of GETs alone and with a write inside.
+           of GETs and an MGET alone, and of GETs with a write inside. A batch alone on
+           a key without TTL whose reply fits one segment at MTU 1500 (ONE_SEGMENT) is
+           counted as `batches_one_segment`: one a cache at tc can answer whole.
   writer   one per run: INCRs a shared counter key.
   reader   GET the shared counter: it must never go backwards.
   select   works in db 1 on a key that also exists in db 0 with another value.
@@ -51,11 +53,16 @@ class Result:
         self.gets = 0
         self.errors = []
         self.stalls = 0
+        self.counts = {"batches": 0, "batches_one_segment": 0}
 
     def add(self, ops, gets=0):
         with self.lock:
             self.ops += ops
             self.gets += gets
+
+    def count(self, name):
+        with self.lock:
+            self.counts[name] += 1
 
     def error(self, worker, message):
         with self.lock:
@@ -74,6 +81,15 @@ def short(value):
     if isinstance(value, bytes) and len(value) > 40:
         return value[:20] + b"...(%d bytes)" % len(value)
     return value
+
+
+# Reply bytes of one segment at MTU 1500 with TCP timestamps, the MSS a cache at tc must
+# keep an answer within: 1500 - 20 (IP) - 32 (TCP with timestamps) - 48 to spare.
+ONE_SEGMENT = 1400
+
+
+def bulk_len(value):
+    return len(b"$%d\r\n%s\r\n" % (len(value), value))
 
 
 def value_for(rng, size):
@@ -99,6 +115,9 @@ def owner_worker(conn, name, rng, result, deadline, run_id):
             batch = [(b"GET", key)] * n + [(b"MGET", key, key)]
             expect(conn.pipeline(batch), [value] * n + [[value, value]], "pipelined GETs and MGET")
             reads += n + 1
+            result.count("batches")
+            if not with_ttl and bulk_len(value) * (n + 2) + len(b"*2\r\n") <= ONE_SEGMENT:
+                result.count("batches_one_segment")
         if rng.random() < 0.3:
             batch = [(b"GET", key)] * 4 + [(b"SET", key, value + b"2"), (b"GET", key)]
             replies = conn.pipeline(batch)
@@ -208,7 +227,7 @@ def run(host, port, connections=8, seconds=10.0, timeout=5.0, seed=None):
     errors = [e for e in result.errors if e is not None]
     return {
         "host": host, "port": port, "connections": len(threads), "seconds": seconds,
-        "seed": seed, "ops": result.ops, "gets": result.gets,
+        "seed": seed, "ops": result.ops, "gets": result.gets, **result.counts,
         "errors": len(result.errors), "stalls": result.stalls + hung,
         "first_errors": errors[:10],
         "ok": not result.errors and not hung,
