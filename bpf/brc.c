@@ -659,6 +659,7 @@ int brc_serve_batch(struct __sk_buff *skb)
 	struct brc_seqadj *sa;
 	struct brc_flow *f;
 	__u32 len, i;
+	__u64 lat;
 
 	if (!cfg || !sc || !ss)
 		return TC_ACT_SHOT;     /* never: brc_serve_in had them */
@@ -683,11 +684,16 @@ int brc_serve_batch(struct __sk_buff *skb)
 	brc_count(SERVE_BATCHES);
 	if (ss->batch_mgets)
 		brc_count_n(BRC_C_SERVE_MGETS, ss->batch_mgets);
+	lat = bpf_ktime_get_ns() - sc->now;
 	for (i = 0; i < BRC_BATCH_GETS; i++) {
-		if (i >= ss->batch_gets)
+		if (i < ss->batch_gets) {
+			brc_count(HIT);
+			brc_latency_add(BRC_LAT_ID_GET, lat);
+		} else if (i < ss->batch_gets + ss->batch_mgets) {
+			brc_latency_add(BRC_LAT_ID_MGET, lat);
+		} else {
 			break;
-		brc_count(HIT);
-		brc_latency_add(BRC_LAT_ID_GET, bpf_ktime_get_ns() - sc->now);
+		}
 	}
 	brc_in_release(f);
 	return brc_serve_emit(skb, ss, &seg, sa, ss->batch.data, len);

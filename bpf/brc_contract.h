@@ -690,11 +690,13 @@ _Static_assert(BRC_C__MAX <= BRC_DIRTY_SLOT_BASE, "counters reached the dirty-re
  * the build numbers its command table (module_utils/brc_commands.py) and
  * records the names in id order as latency_names in its build record, which
  * is how readers label the histograms. Id 0 counts commands missing from the
- * table; GET is always BRC_LAT_ID_GET, so the serve path needs no lookup. */
+ * table; GET is always BRC_LAT_ID_GET and MGET BRC_LAT_ID_MGET, so the serve
+ * path needs no lookup. */
 #define BRC_LAT_SLOTS 40
 #define BRC_LAT_COMMANDS 256    /* ids fit brc_cmd.id and the FIFO's 8 bits */
 #define BRC_LAT_ID_OTHER 0
 #define BRC_LAT_ID_GET 1
+#define BRC_LAT_ID_MGET 2
 
 /* Request counters (REQ_GET, REQ_SET, REQ_OTHER): which one a command bumps. */
 #define BRC_REQ_GROUPS(X) \

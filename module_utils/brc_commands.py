@@ -110,10 +110,11 @@ SUBCOMMANDS.update((("acl", name), "read_only") for name in
 def _histogram_order():
     """Command names in latency histogram id order (brc_cmd.id, bpf/brc_contract.h):
     'other' (id BRC_LAT_ID_OTHER, commands missing from the table), 'get'
-    (BRC_LAT_ID_GET), then the rest sorted. A build records this list beside its
-    pins, and readers label brc_latency with the recorded list, not this one."""
-    rest = sorted(name.lower() for name in COMMANDS if name != "GET")
-    return ["other", "get"] + rest
+    (BRC_LAT_ID_GET), 'mget' (BRC_LAT_ID_MGET: both answered in the kernel too), then
+    the rest sorted. A build records this list beside its pins, and readers label
+    brc_latency with the recorded list, not this one."""
+    first = ["other", "get", "mget"]
+    return first + sorted(name.lower() for name in COMMANDS if name.lower() not in first)
 
 
 def command_numbers(contract, name):

@@ -43,10 +43,10 @@ HELPER_PROGRAMS = {"feed": "brc_feed"}
 def fill_command_table(bpf, contract):
     """Write COMMANDS into the build's brc_cmds and SUBCOMMANDS into brc_subcmds."""
     if (len(LATENCY_NAMES) > contract.constants["BRC_LAT_COMMANDS"] or
-            LATENCY_NAMES.index("get") != contract.constants["BRC_LAT_ID_GET"] or
-            LATENCY_NAMES.index("other") != contract.constants["BRC_LAT_ID_OTHER"]):
+            any(LATENCY_NAMES.index(name) != contract.constants["BRC_LAT_ID_" + name.upper()]
+                for name in ("other", "get", "mget"))):
         raise ValueError("brc_commands.LATENCY_NAMES does not fit brc_latency: %d names for "
-                         "BRC_LAT_COMMANDS %d, get and other at BRC_LAT_ID_GET and BRC_LAT_ID_OTHER"
+                         "BRC_LAT_COMMANDS %d, other, get and mget at BRC_LAT_ID_OTHER, _GET, _MGET"
                          % (len(LATENCY_NAMES), contract.constants["BRC_LAT_COMMANDS"]))
     table = bpf.get_table(b"brc_cmds")
     for name in COMMANDS:

@@ -18,6 +18,7 @@ def test_contract_parses_names_and_modes():
     names = LATENCY_NAMES
     assert names[contract.constants["BRC_LAT_ID_OTHER"]] == "other"
     assert names[contract.constants["BRC_LAT_ID_GET"]] == "get"
+    assert names[contract.constants["BRC_LAT_ID_MGET"]] == "mget"
     assert len(names) == len(set(names)) <= contract.latency_ids
     assert ctypes.sizeof(contract.structs["brc_config"]) % 8 == 0
 
