@@ -148,8 +148,11 @@ class Recording:
 
 def attribute(data, ranges, timeout=120):
     """{'samples': all samples, 'brc': samples charged to a program of `ranges`,
-    'programs': {name: {'samples', 'self'}}} from a perf.data file."""
-    proc = subprocess.run(["perf", "script", "-i", data, "-F", "ip"], stdout=subprocess.PIPE,
+    'programs': {name: {'samples', 'self', 'calls': {function: samples}}}} from a
+    perf.data file. `calls` splits what is not `self` by the function the program
+    called (the frame just below its own: a helper such as bpf_skb_load_bytes, or the
+    kernel function a map lookup inlines to), so a cost is placed at the call site."""
+    proc = subprocess.run(["perf", "script", "-i", data, "-F", "ip,sym"], stdout=subprocess.PIPE,
                           stderr=subprocess.DEVNULL, universal_newlines=True, timeout=timeout)
     starts = [r[0] for r in ranges]
     import bisect
@@ -168,25 +171,29 @@ def attribute(data, ranges, timeout=120):
         if not chain:
             return
         total += 1
-        for depth, ip in enumerate(chain):
+        for depth, (ip, _sym) in enumerate(chain):
             name = owner(ip)
             if name:
-                p = programs.setdefault(name, {"samples": 0, "self": 0})
+                p = programs.setdefault(name, {"samples": 0, "self": 0, "calls": {}})
                 p["samples"] += 1
                 p["self"] += depth == 0
+                if depth:
+                    callee = chain[depth - 1][1] or "[unknown]"
+                    p["calls"][callee] = p["calls"].get(callee, 0) + 1
                 brc += 1
                 break
         del chain[:]
 
     for line in proc.stdout.splitlines():
-        text = line.strip()
-        if not text:
+        fields = line.split()
+        if not fields:
             flush()
             continue
         try:
-            chain.append(int(text.split()[0], 16))
+            ip = int(fields[0], 16)
         except ValueError:
             continue
+        chain.append((ip, fields[1] if len(fields) > 1 else None))
     flush()
     return {"samples": total, "brc": brc, "programs": programs}
 

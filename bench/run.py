@@ -529,28 +529,36 @@ def profile_markdown(prof):
              "functions a program calls count as its own (`self`: the JITed code alone). "
              "Shares: of BRC's samples, and of all samples of all CPUs (idle included); "
              "us/req: the program's samples as CPU time (1 sample = 1/999 s) / requests of "
-             "that run.", ""]
+             "that run. calls: the functions it called that took the most of its samples "
+             "(share of the program's samples; a map lookup shows as the kernel function it "
+             "inlines to).", ""]
     for name, _desc, _jobs in WORKLOADS_FOR_SUMMARY:
         lines += ["### %s" % name, "",
                   "| config | program | share of BRC | share of all CPU | self, of all CPU | "
-                  "us/req | samples |", "|---|---|---:|---:|---:|---:|---:|"]
+                  "us/req | samples | calls |", "|---|---|---:|---:|---:|---:|---:|---|"]
         for config, per in prof.items():
             e = per.get(name) if "error" not in per else per
             if not e or "error" in e:
-                lines.append("| %s | error: %s | | | | |" % (config, (e or {}).get("error")))
+                lines.append("| %s | error: %s | | | | | |" % (config, (e or {}).get("error")))
                 continue
             total, brc = e["samples"] or 1, e["brc"] or 1
             per_req = 1e6 / brc_profile.FREQ / e["requests"]
-            lines.append("| %s | **all BRC** | 100%% | %.1f%% | %.1f%% | %.2f | %d |" % (
+            lines.append("| %s | **all BRC** | 100%% | %.1f%% | %.1f%% | %.2f | %d | |" % (
                 config, 100.0 * e["brc"] / total,
                 100.0 * sum(p["self"] for p in e["programs"].values()) / total,
                 e["brc"] * per_req, e["brc"]))
             for prog, p in sorted(e["programs"].items(), key=lambda kv: -kv[1]["samples"]):
-                lines.append("| %s | %s | %.1f%% | %.1f%% | %.1f%% | %.2f | %d |" % (
+                lines.append("| %s | %s | %.1f%% | %.1f%% | %.1f%% | %.2f | %d | %s |" % (
                     config, prog, 100.0 * p["samples"] / brc, 100.0 * p["samples"] / total,
-                    100.0 * p["self"] / total, p["samples"] * per_req, p["samples"]))
+                    100.0 * p["self"] / total, p["samples"] * per_req, p["samples"],
+                    _top_calls(p)))
         lines.append("")
     return lines
+
+
+def _top_calls(program, top=4):
+    calls = sorted(program.get("calls", {}).items(), key=lambda kv: -kv[1])[:top]
+    return ", ".join("`%s` %.0f%%" % (name, 100.0 * n / program["samples"]) for name, n in calls)
 
 
 def markdown(meta, summary, configs, notes, ratios=None, prof=None):

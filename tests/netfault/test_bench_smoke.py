@@ -73,6 +73,9 @@ def test_bench_floor_answers_gets(tmp_path):
     # the per-program split ran (its figures are not asserted)
     if report["profile"]:
         assert "error" not in report["profile"]["floor"], report["profile"]
+        # what each program's samples went to: itself, or the functions it called
+        for program in report["profile"]["floor"]["get_p1"]["programs"].values():
+            assert program["self"] + sum(program["calls"].values()) == program["samples"], program
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, nft, iptables)")
