@@ -478,20 +478,22 @@ static __always_inline void brc_serve_batch_begin(struct brc_serve_scratch *ss)
 	ss->batch.len = 0;
 }
 
-/* Append @len (1..8) bytes of @b to the batch's reply. Returns 0 when full. */
-static __always_inline int brc_serve_batch_put(struct brc_serve_scratch *ss, const __u8 *b, __u32 len)
+/* Append @len bytes at @src (a header built on the stack, or the checked copy
+ * of an entry's reply) to the batch's reply. Returns 0 when it would not fit. */
+static __always_inline int brc_serve_batch_put(struct brc_serve_scratch *ss, const void *src, __u32 len)
 {
-	__u32 used = ss->batch.len, i;
-	__u64 at = used;
+	__u32 used = ss->batch.len;
+	__u64 at = used, m = len;
 
-	if (used >= BRC_VAL_MAX || len > BRC_VAL_MAX - used)
+	if (len == 0 || used >= BRC_VAL_MAX || len > BRC_VAL_MAX - used)
 		return 0;
-	asm volatile("" : "+r"(at));
+	/* bounds the verifier sees (at most 2 * BRC_VAL_MAX with the headroom),
+	 * applied after the barrier: clang drops masks it proves redundant */
+	asm volatile("" : "+r"(at), "+r"(m));
 	at &= BRC_VAL_MAX - 1;
-#pragma unroll
-	for (i = 0; i < 8; i++)
-		if (i < len)
-			ss->batch.data[at + i] = b[i];
+	m = ((m - 1) & (BRC_VAL_MAX - 1)) + 1;
+	if (bpf_probe_read_kernel(ss->batch.data + at, m, src) < 0)
+		return 0;
 	ss->batch.len = used + len;
 	return 1;
 }
@@ -507,9 +509,9 @@ static __always_inline int brc_serve_batch_step(struct __sk_buff *skb, const str
 	struct brc_cache_entry *e = 0;
 	struct brc_bucket *b = 0;
 	struct brc_global *g = 0;
-	__u32 off = ss->batch_off, n = ss->pkt.payload_len, used, glen, len, keys = 0, hl;
+	__u32 off = ss->batch_off, n = ss->pkt.payload_len, glen, len, keys = 0, hl;
 	__u8 hdr[8] = { '*' };
-	__u64 h, at, m;
+	__u64 h;
 
 	/* steps are tail calls: BRC_BATCH_STEPS of them leave the request parser
 	 * most of its passes when the batch is refused (MAX_TAIL_CALL_CNT is 33) */
@@ -561,20 +563,8 @@ static __always_inline int brc_serve_batch_step(struct __sk_buff *skb, const str
 		hdr[2] = '\n';
 		if (!brc_serve_batch_put(ss, hdr, 3))
 			return 0;
-	} else {
-		used = ss->batch.len;
-		if (used >= BRC_VAL_MAX || len > BRC_VAL_MAX - used)
-			return 0;
-		/* bounds the verifier sees (at most 2 * BRC_VAL_MAX with the headroom),
-		 * applied after the barrier: clang drops masks it proves redundant */
-		at = used;
-		m = len;
-		asm volatile("" : "+r"(at), "+r"(m));
-		at &= BRC_VAL_MAX - 1;
-		m = ((m - 1) & (BRC_VAL_MAX - 1)) + 1;
-		if (bpf_probe_read_kernel(ss->batch.data + at, m, ss->entry.reply) < 0)
-			return 0;
-		ss->batch.len = used + len;
+	} else if (!brc_serve_batch_put(ss, ss->entry.reply, len)) {
+		return 0;
 	}
 	ss->batch_off = off + glen;
 	ss->batch_keys += 1;
