@@ -205,6 +205,19 @@ static __always_inline int brc_rq_readable(const struct brc_flow *f)
 	return 1;
 }
 
+/* Does brc_rq_arg_done() read argument f->rq_argi (a key, @key)? The name,
+ * keys, and the arguments of commands it interprets; not the other arguments
+ * of a plain command (MGET's, EXISTS's, a HSET's fields), nor a SET's value:
+ * those are skipped unlexed, for traffic BRC does not answer to cost little. */
+static __always_inline int brc_rq_arg_needed(const struct brc_flow *f, __u32 key)
+{
+	if (f->rq_argi == 0 || key)
+		return 1;
+	if (f->rq_special == BRC_SP_SET)
+		return f->rq_argi != 2;
+	return f->rq_special != BRC_SP_NONE;
+}
+
 /* Set up reading of argument f->rq_argi (outside the lexer loop). */
 static __always_inline void brc_rq_arg_setup(struct brc_flow *f)
 {
@@ -213,7 +226,7 @@ static __always_inline void brc_rq_arg_setup(struct brc_flow *f)
 	f->rq_copy = (key && f->rq_argi == f->rq_keyarg) || brc_rq_is_user(f);
 	if (f->rq_copy)
 		__builtin_memset(f->rq_key, 0, BRC_KEY_MAX);    /* zero-padded after its length */
-	if (!brc_rq_readable(f))
+	if (!brc_rq_readable(f) || !brc_rq_arg_needed(f, key))
 		f->rq_keep = 0;
 	else if (key || f->rq_copy)
 		f->rq_keep = BRC_KEY_MAX;
@@ -382,6 +395,12 @@ static __always_inline int brc_rq_lex(struct brc_flow *f, struct brc_scratch *sc
 			} else if (f->rq_keep == 0 && f->rq_left > brc_reload(&sc->n) - i - 1) {
 				f->rq_state = BRC_RQ_BULK_SKIP;
 				return BRC_EV_SKIP;
+			} else if (f->rq_keep == 0) {
+				/* unread and within this chunk: jump to its CR */
+				sc->pos = i + 1 + f->rq_left;
+				f->rq_arglen = f->rq_left;
+				f->rq_left = 0;
+				f->rq_state = BRC_RQ_BULK_CR;
 			} else {
 				f->rq_state = BRC_RQ_BULK;
 			}
@@ -873,6 +892,12 @@ static __always_inline int brc_rp_lex(struct brc_flow *f, struct brc_replybuf *r
 			/* data beyond this chunk is skipped or copied without lexing */
 			if (f->rp_left > brc_reload(&sc->n) - i - 1)
 				return BRC_EV_SKIP;
+			if (!f->rp_tracked) {
+				/* within this chunk and not kept: jump to its CR */
+				sc->pos = i + 1 + f->rp_left;
+				f->rp_left = 0;
+				f->rp_state = BRC_RP_BULK_CR;
+			}
 			break;
 		case BRC_RP_BULK:
 			/* short data inside the chunk (a tracked reply keeps it above) */

@@ -128,6 +128,33 @@ def test_deep_pipeline_with_values(brc, port):
     assert brc.flow(c).dirty == 0
 
 
+def test_arguments_nobody_reads_are_skipped_exactly(brc, port):
+    """Values, MGET's keys and HSET's fields are jumped over unlexed, within a chunk
+    or across chunks and segments: bytes in them that look like RESP never reach the
+    lexers, every command and reply is still counted, and the keys around them are
+    still invalidated and filled exactly."""
+    looks_like_resp = (b"\r\n*2\r\n$3\r\nDEL\r\n$1\r\nk\r\n" * 4)
+    c = Conn(brc, port).handshake()
+    cmds, replies = [], []
+    for n in range(0, 70):
+        v = looks_like_resp[:n]
+        cmds += [resp("SET", "skip:%d:%d" % (port, n), v), resp("MGET", v, "skip:%d:0" % port),
+                 resp("HSET", "skip:%d:h" % port, v, v)]
+        replies += [b"+OK\r\n", b"*2\r\n" + bulk(v) + bulk(b""), b":0\r\n"]
+    data, back = b"".join(cmds), b"".join(replies)
+    with Delta(brc) as d:
+        c.send(data, cuts=range(97, len(data), 97))
+        c.reply(back, cuts=range(89, len(back), 89))
+    assert d["req_set"] == 70 and d["replies"] == 210, d
+    assert d["invalidate_key"] == 140, d       # each SET's key and the HSET's, nothing else
+    assert pending(brc.flow(c)) == 0 and brc.flow(c).dirty == 0
+    key, val = "skip:%d:after" % port, looks_like_resp
+    with Delta(brc) as d:
+        c.roundtrip(resp("GET", key), bulk(val))
+        c.roundtrip(resp("GET", key), bulk(val))
+    assert d["fill"] == 1 and d["would_hit"] == 1, d
+
+
 def test_large_value_spans_segments_and_is_skipped(brc, port):
     key = "big:%d" % port
     val = "z" * 5000
