@@ -9,8 +9,10 @@ data segments held 2-6 ms, NFQUEUE), and both at once; each with the default vet
 checksums, verified by the receivers).
 
 SACK is on in both namespaces and BRC no longer strips SACK-permitted, so served connections
-carry SACK blocks both ways and BRC translates them (`sack_translated`); the receivers' own
-SACK processing (TcpExt) proves the blocks were used. TCPSACKDiscard is reported, not
+carry SACK blocks both ways and BRC translates them (`sack_translated`); the senders' own
+SACK processing (TcpExt) proves the blocks were used: the server's in every cell, the
+client's where segments are reordered (with loss alone its multi-segment writes are lost
+whole, as one GSO packet, and leave no hole to SACK). TCPSACKDiscard is reported, not
 asserted: with reordering it counts legitimately (a held segment's SACK block arrives after
 the cumulative ack passed it), and a client block of the server data right after a lost or
 late injected reply starts, in server space, exactly at the server's snd_una, which Linux
@@ -112,8 +114,12 @@ def test_faults_with_sack(lab, offload, cell):
         assert stats["Loss"]["drop_in"] > 0 and stats["Loss"]["drop_out"] > 0, stats
     if "reorder" in cell:
         assert stats["Reorder"]["delayed"] > 0, stats
-    # both TCP senders acted on SACK blocks they received, and found none invalid
-    for side in ("client", "server"):
+    # the TCP senders acted on SACK blocks they received: the server (its multi-segment
+    # replies) in every cell; the client where segments are reordered. With loss alone
+    # the client rarely has a hole to be SACKed: its multi-segment writes (3 KB SETs) are
+    # one GSO packet at the nftables hook, dropped or kept whole (0-2 client recoveries
+    # in a 20 s run, against hundreds in the reordering cells).
+    for side in ("client", "server") if "reorder" in cell else ("server",):
         used = sum(ext[side][k] for k in ("TCPSackRecovery", "TCPSackShifted", "TCPSackMerged",
                                           "TCPSackShiftFallback"))
         assert used > 0, (side, ext)
