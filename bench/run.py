@@ -295,7 +295,7 @@ class Bench:
                         entry = brc_profile.attribute(data, ranges)
                         entry["requests"] = run["requests"]
                         entry["wall_s"] = run["wall_s"]
-                        entry["hit"] = answered(run.get("counters", {}))
+                        entry["answered"] = answered(run.get("counters", {}))
                         # cpu-clock: one sample = 1/freq s of CPU where it landed
                         entry["brc_us_per_req"] = (entry["brc"] * 1e6 / brc_profile.FREQ /
                                                    run["requests"])
@@ -377,8 +377,8 @@ def floor_ratios(summary, configs, prof=None):
                                if hits and e["cpu_procs_us"] is not None else None}
             p = prof.get(config, {}).get(name, {})
             row[config]["brc_us_per_answered"] = (
-                p["brc"] * 1e6 / brc_profile.FREQ / p["hit"]
-                if p.get("hit") and "error" not in p else None)
+                p["brc"] * 1e6 / brc_profile.FREQ / p["answered"]
+                if p.get("answered") and "error" not in p else None)
         else:
             rows[name] = row
     for name, row in rows.items():
