@@ -390,6 +390,7 @@ int brc_ingress(struct __sk_buff *skb)
 	struct brc_serve_scratch *ss;
 	struct brc_pkt pkt = {};
 	struct brc_flow *f;
+	__u64 busy;
 	int kind;
 
 	if (!cfg || !sc)
@@ -444,22 +445,29 @@ int brc_ingress(struct __sk_buff *skb)
 		}
 	}
 	if (!(f->flags & BRC_FF_CLOSED) &&
-	    __sync_val_compare_and_swap(&f->in_busy, 0, sc->now | 1) != 0) {
+	    (busy = __sync_val_compare_and_swap(&f->in_busy, 0, sc->now | 1)) != 0) {
 		/* Another CPU is in the middle of this connection's client bytes
 		 * (a retransmission timer's send beside the application's). In
 		 * serve mode drop the segment: the client sends it again, and the
 		 * connection is kept; giving it up would hold a global mark, so no
-		 * key could be filled for its whole life. A lock older than
-		 * BRC_BUSY_FRESH_NS is not another CPU at work: give up, as
-		 * observe mode (which never alters traffic) always does. Signed:
-		 * the holder may have read a later clock than sc->now. */
-		if ((f->flags & BRC_FF_SERVE) &&
-		    (__s64)(sc->now - f->in_busy) < (__s64)BRC_BUSY_FRESH_NS) {
+		 * key could be filled for its whole life. Observe mode never alters
+		 * traffic: it gives the connection up. Signed: the holder may have
+		 * read a later clock than sc->now. */
+		if ((__s64)(sc->now - busy) >= (__s64)BRC_BUSY_STALE_NS &&
+		    __sync_val_compare_and_swap(&f->in_busy, busy, sc->now | 1) == busy) {
+			/* No CPU runs one segment that long: the lock was never
+			 * released. Taken over, so that a served flow's segments
+			 * are still translated (dropping them all would stall the
+			 * connection), and the connection is given up: what the
+			 * lost release skipped is unknown. */
+			brc_rq_lost(f, BRC_DIRTY_BIT_STALE_BUSY);
+		} else if (f->flags & BRC_FF_SERVE) {
 			brc_count(SERVE_BUSY_DROPPED);
 			return TC_ACT_SHOT;
+		} else {
+			brc_rq_lost(f, BRC_DIRTY_BIT_CONCURRENT);
+			return TC_ACT_OK;
 		}
-		brc_rq_lost(f, BRC_DIRTY_BIT_CONCURRENT);
-		return (f->flags & BRC_FF_SERVED) ? TC_ACT_SHOT : TC_ACT_OK;
 	}
 	if ((f->flags & BRC_FF_SERVE) || (pkt.tcp_flags & BRC_TCP_SYN)) {
 		/* serve-mode flows (and SYNs in serve mode): brc_serve_in */

@@ -251,7 +251,8 @@ struct brc_flow {
 	X(TAILCALL, "a parser continuation or the serve stage failed to run") \
 	X(TFO, "data on a SYN (TCP Fast Open): bytes BRC did not parse") \
 	X(MISMATCH, "a verified would-be answer differed from Redis's reply") \
-	X(CONCURRENT, "two CPUs processed this connection's client segments at once")
+	X(CONCURRENT, "two CPUs processed this connection's client segments at once") \
+	X(STALE_BUSY, "a client segment found the connection held by a CPU for longer than any runs one (a lock never released): it was taken over")
 
 /* brc_cmds: HASH written by module_utils/brc_compile.py at build time (a table of
  * Redis commands; build-owned, not pinned). Key: the command name upper-cased

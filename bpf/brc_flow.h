@@ -26,8 +26,11 @@
 #include "brc_stats.h"
 #include "seqadj.h"        /* brc_seq_after(): serial-number comparison */
 
-#ifndef BRC_BUSY_FRESH_NS
-#define BRC_BUSY_FRESH_NS 1000000ULL    /* in_busy older than this (1 ms) is not a CPU at work */
+#ifndef BRC_BUSY_STALE_NS
+/* in_busy older than this is no CPU at work. Generous: a guest CPU the host
+ * stops mid-segment keeps its lock for as long as it is stopped, and calling
+ * that a lost lock gives a live connection up (1 ms did, in CI) */
+#define BRC_BUSY_STALE_NS 1000000000ULL
 #endif
 #ifndef BRC_UNTRACKED_LEASE_NS
 #define BRC_UNTRACKED_LEASE_NS 1000000000ULL   /* 1 s after untracked traffic */

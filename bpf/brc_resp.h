@@ -130,6 +130,7 @@ static __always_inline struct brc_flow *brc_flow_established(struct brc_scratch 
 {
 	struct brc_global *g = brc_get_global();
 	struct brc_flow *f;
+	__u64 busy;
 
 	if (!g)
 		return 0;
@@ -142,6 +143,11 @@ static __always_inline struct brc_flow *brc_flow_established(struct brc_scratch 
 	f = brc_flows.lookup(&sc->fk);
 	if (!f)
 		return 0;
+	/* the copy took the half-open entry's lock too, which a CPU releases
+	 * there (a retransmitted SYN beside this SYN-ACK): not ours to keep */
+	busy = f->in_busy;
+	if (busy)
+		__sync_val_compare_and_swap(&f->in_busy, busy, 0);
 	__sync_fetch_and_add(&g->flows_live, 1);
 	brc_count(FLOWS_TRACKED);
 	if (f->rq_state == BRC_RQ_LOST)
