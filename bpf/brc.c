@@ -397,8 +397,8 @@ int brc_ingress(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	if (skb->mark == BRC_SERVE_MARK)
 		return TC_ACT_OK;       /* our own pure ACK / RST clone */
-	kind = brc_parse_tcp4(skb, &pkt);
-	if (kind != BRC_PKT_TCP4) {
+	kind = brc_parse_tcp(skb, &pkt);
+	if (kind != BRC_PKT_TCP) {
 		brc_unparsed(skb, kind, &pkt, cfg, sc, 1);
 		return TC_ACT_OK;
 	}
@@ -406,8 +406,8 @@ int brc_ingress(struct __sk_buff *skb)
 		brc_count_tls(&pkt);
 		return TC_ACT_OK;
 	}
-	sc->fk.cli_addr = pkt.saddr;
-	sc->fk.srv_addr = pkt.daddr;
+	brc_addr_copy(sc->fk.cli_addr, pkt.saddr);
+	brc_addr_copy(sc->fk.srv_addr, pkt.daddr);
 	sc->fk.cli_port = pkt.sport;
 	sc->fk.srv_port = pkt.dport;
 	if (cfg->mode == BRC_MODE_OFF) {
@@ -525,7 +525,7 @@ int brc_serve_in(struct __sk_buff *skb)
 	struct brc_seqadj *sa;
 	struct brc_flow *f;
 	const __u8 *data;
-	__u32 len, refused;
+	__u32 len, refused, src;
 	int rc = 0, syn, walk, rst_ignored = 0;
 
 	if (!cfg || !sc || !ss)
@@ -575,6 +575,7 @@ int brc_serve_in(struct __sk_buff *skb)
 		}
 		brc_count(RESENT);
 		data = r->data;
+		src = BRC_EMIT_SERVED;
 		goto emit;
 	}
 	len = brc_serve_lookup(skb, cfg, sc, ss, &seg, f, sa);
@@ -595,6 +596,7 @@ int brc_serve_in(struct __sk_buff *skb)
 			 * reply's redirect (a resend is not a new request) */
 			brc_latency_add(BRC_LAT_ID_GET, bpf_ktime_get_ns() - sc->now);
 			data = ss->entry.reply;
+			src = BRC_EMIT_ENTRY;
 			goto emit;
 		}
 	}
@@ -651,7 +653,7 @@ drop:
 	return TC_ACT_SHOT;
 emit:
 	brc_in_release(f);
-	return brc_serve_emit(skb, ss, &seg, sa, data, len);
+	return brc_serve_emit(skb, ss, &seg, sa, data, len, src);
 }
 
 /* Serve mode, a segment brc_serve_in() found may hold several GETs: one GET
@@ -704,7 +706,7 @@ int brc_serve_batch(struct __sk_buff *skb)
 		}
 	}
 	brc_in_release(f);
-	return brc_serve_emit(skb, ss, &seg, sa, ss->batch.data, len);
+	return brc_serve_emit(skb, ss, &seg, sa, ss->batch.data, len, BRC_EMIT_BATCH);
 refuse:
 	/* the tail calls this walk took (one per step, and back) come off the
 	 * parser's (brc_serve_in) */
@@ -717,6 +719,43 @@ refuse:
 	brc_rq_lost(f, BRC_DIRTY_BIT_TAILCALL);
 	brc_in_release(f);
 	return (f->flags & BRC_FF_SERVED) ? TC_ACT_SHOT : TC_ACT_OK;
+}
+
+/* Serve mode, an IPv6 connection's answer, resend or reset, handed over by
+ * brc_serve_in or brc_serve_batch (ss->emit_src, ss->emit_len): the IPv6
+ * builders in a program of their own, as brc_serve_in has no room for them. */
+int brc_serve_emit6(struct __sk_buff *skb)
+{
+	struct brc_scratch *sc = brc_get_scratch();
+	struct brc_serve_scratch *ss = brc_get_serve_scratch();
+	struct brc_seg seg = {};
+	struct brc_served *r;
+	struct brc_seqadj *sa;
+	struct brc_flow *f;
+	const __u8 *data;
+	__u32 len;
+
+	if (!sc || !ss)
+		return TC_ACT_SHOT;     /* never: the caller had them */
+	f = brc_flow_find(sc);
+	if (!f || brc_serve_seg(skb, &ss->pkt, &seg) < 0)
+		return TC_ACT_SHOT;
+	sa = (struct brc_seqadj *)f->serve_reserved;
+	len = ss->emit_len;
+	if (ss->emit_src == BRC_EMIT_RESET)
+		return brc_serve_rsts_ip(skb, ss, &seg, sa, 1);
+	/* one emit, whatever the source: each inlined copy is thousands of
+	 * instructions, and jumps span 32k */
+	data = ss->entry.reply;
+	if (ss->emit_src == BRC_EMIT_BATCH) {
+		data = ss->batch.data;
+	} else if (ss->emit_src == BRC_EMIT_SERVED) {
+		r = brc_served.lookup(&sc->fk);
+		if (!r || r->len != len)
+			return TC_ACT_SHOT;     /* changed meanwhile: the client sends it again */
+		data = r->data;
+	}
+	return brc_serve_emit_ip(skb, ss, &seg, sa, data, len, 1);
 }
 
 /* Serve mode, every server segment of a flow tracked in serve mode: the
@@ -770,15 +809,15 @@ int brc_egress(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	if (skb->mark == BRC_SERVE_MARK)
 		return TC_ACT_OK;       /* our own reply / RST */
-	kind = brc_parse_tcp4(skb, &pkt);
-	if (kind != BRC_PKT_TCP4) {
+	kind = brc_parse_tcp(skb, &pkt);
+	if (kind != BRC_PKT_TCP) {
 		brc_unparsed(skb, kind, &pkt, cfg, sc, 0);
 		return TC_ACT_OK;
 	}
 	if (pkt.sport != cfg->port)
 		return TC_ACT_OK;
-	sc->fk.cli_addr = pkt.daddr;
-	sc->fk.srv_addr = pkt.saddr;
+	brc_addr_copy(sc->fk.cli_addr, pkt.daddr);
+	brc_addr_copy(sc->fk.srv_addr, pkt.saddr);
 	sc->fk.cli_port = pkt.dport;
 	sc->fk.srv_port = pkt.sport;
 	f = brc_flow_find(sc);

@@ -175,7 +175,7 @@ static __always_inline int brc_expiry_copy(struct brc_scratch *sc, const struct 
 	__builtin_memcpy(c, x, sizeof(*c));
 	if (c->write_id != c->write_id_end || x->write_id != c->write_id)
 		return 0;
-	if (c->srv_addr != sc->ckey.srv_addr || c->key_len != sc->ckey.len ||
+	if (!brc_addr_eq(c->srv_addr, sc->ckey.srv_addr) || c->key_len != sc->ckey.len ||
 	    !brc_bytes_equal(c->key, sc->ckey.key, BRC_KEY_MAX))
 		return 0;
 	return c->ver == f->track_ver && c->gver == f->track_gver;
@@ -219,7 +219,7 @@ static __always_inline __u64 brc_get_passed(struct brc_scratch *sc, struct brc_f
 
 	__builtin_memcpy(f->track_key, f->rq_key, BRC_KEY_MAX);   /* zero-padded */
 	f->track_key_len = f->rq_key_len;
-	sc->ckey.srv_addr = sc->fk.srv_addr;
+	brc_addr_copy(sc->ckey.srv_addr, sc->fk.srv_addr);
 	sc->ckey.len = f->rq_key_len;
 	__builtin_memcpy(sc->ckey.key, f->track_key, BRC_KEY_MAX);
 	f->track_bucket = idx;
@@ -287,7 +287,7 @@ static __always_inline void brc_track_done(struct brc_scratch *sc, struct brc_fl
 	g = brc_get_global();
 	if (!b || !g || !rb)
 		return;
-	sc->ckey.srv_addr = sc->fk.srv_addr;
+	brc_addr_copy(sc->ckey.srv_addr, sc->fk.srv_addr);
 	sc->ckey.len = f->track_key_len;
 	__builtin_memcpy(sc->ckey.key, f->track_key, BRC_KEY_MAX);
 
@@ -359,7 +359,7 @@ static __always_inline void brc_track_done(struct brc_scratch *sc, struct brc_fl
 	e->fill_ns = sc->now;
 	e->expire_ns = expire_ns;
 	e->bucket = idx;
-	e->srv_addr = sc->ckey.srv_addr;
+	brc_addr_copy(e->srv_addr, sc->ckey.srv_addr);
 	e->key_len = sc->ckey.len;
 	__builtin_memcpy(e->key, sc->ckey.key, BRC_KEY_MAX);
 	e->len = len;

@@ -52,7 +52,8 @@
 	X(PARSE_REP, "brc_parse_rep") \
 	X(SERVE, "brc_serve_in") \
 	X(PARSE_REQ_HELD, "brc_parse_req_held") \
-	X(SERVE_BATCH, "brc_serve_batch")
+	X(SERVE_BATCH, "brc_serve_batch") \
+	X(SERVE_EMIT6, "brc_serve_emit6")
 #define BRC_JMP_ENUM(name, func) BRC_JMP_##name,
 enum brc_jmp_slot { BRC_JMP_SLOTS(BRC_JMP_ENUM) BRC_JMP__MAX };
 #undef BRC_JMP_ENUM
@@ -90,10 +91,12 @@ struct brc_config {
  * must not fill brc_flows, and they hold no marks to lose); a served
  * connection's entry moves there again at its close (its last FIN/ACKs still
  * need translating).
- * Addresses in network order, ports in host order. */
+ * Addresses as IPv6 in network order, an IPv4 address mapped (::ffff:a.b.c.d,
+ * RFC 4291), so that one key serves both families; ports in host order. */
+#define BRC_ADDR_WORDS 4
 struct brc_flow_key {
-	__u32 cli_addr;
-	__u32 srv_addr;
+	__u32 cli_addr[BRC_ADDR_WORDS];
+	__u32 srv_addr[BRC_ADDR_WORDS];
 	__u16 cli_port;
 	__u16 srv_port;
 };
@@ -326,7 +329,7 @@ struct brc_subcmd {
  * flight, and while younger than brc_config.max_age_ns. Entries are per
  * server address: two Redis behind one interface never share one. */
 struct brc_cache_key {
-	__u32 srv_addr;         /* the Redis address (network order) the entry came from */
+	__u32 srv_addr[BRC_ADDR_WORDS]; /* the Redis address the entry came from (as in brc_flow_key) */
 	__u32 len;
 	__u8 key[BRC_KEY_MAX];  /* zero-padded after len */
 };
@@ -344,7 +347,7 @@ struct brc_cache_entry {
 				 * from its brc_expiry record; 0 = filled with no agent
 				 * in charge (brc_ttlkeys decides, as at the fill) */
 	__u32 bucket;
-	__u32 srv_addr;
+	__u32 srv_addr[BRC_ADDR_WORDS];
 	__u32 key_len;
 	__u8 key[BRC_KEY_MAX];
 	__u32 len;              /* bytes of reply[]; len and reply are a struct brc_served */
@@ -382,7 +385,7 @@ struct brc_expiry {
 	__u64 ver;              /* the key bucket's version, read before Redis was asked */
 	__u64 gver;             /* the global version, likewise */
 	__u64 expire_ns;        /* CLOCK_MONOTONIC of Redis's deadline, or BRC_EXPIRY_NEVER */
-	__u32 srv_addr;         /* the record's own key again: LRU elements are recycled */
+	__u32 srv_addr[BRC_ADDR_WORDS]; /* the record's own key again: LRU elements are recycled */
 	__u32 key_len;          /* under a reader, so a copy counts only as one write */
 	__u8 key[BRC_KEY_MAX];  /* (write_id at both ends) of the key asked for */
 	__u64 write_id_end;     /* write_id again, written after everything else */
@@ -469,7 +472,7 @@ struct brc_server {
  * of this interface: Redis's own invalidation feed (CLIENT TRACKING BCAST) reports
  * every key that changes, so writes the wire does not show (loopback, a Unix
  * socket, expiry, eviction, scripts, a replica's stream) and those of traffic BRC
- * cannot follow at all (connections not seen from their SYN, IPv6, IP options,
+ * cannot follow at all (connections not seen from their SYN, IPv6 extension headers, IP options,
  * fragments) are invalidated within the feed's lag, with no lease. Connections
  * BRC tracks never lean on that lag: a lost parser's global mark and a reset
  * writer's hold stay as without an agent (the fuzzer found answers stale for
@@ -593,10 +596,10 @@ struct brc_ooo {
 #define BRC_COUNTERS(X) \
 	X(PKT_INGRESS, "TCP segments to the Redis port seen at ingress") \
 	X(PKT_EGRESS, "TCP segments from the Redis port seen at egress") \
-	X(PKT_IPV6, "IPv6 packets seen at ingress (to the Redis port: invalidate everything)") \
+	X(PKT_IPV6, "IPv6 packets BRC does not parse seen at ingress: extension headers (to the Redis port: invalidate everything)") \
 	X(PKT_IP_OPTIONS, "IPv4 packets with IP options seen at ingress (to the Redis port: invalidate everything)") \
 	X(PKT_FRAGMENT, "IPv4 fragments seen at ingress (that may be to the Redis port: invalidate everything)") \
-	X(PKT_MALFORMED, "IPv4 packets whose lengths do not add up, passed untouched") \
+	X(PKT_MALFORMED, "IP packets whose lengths do not add up, passed untouched") \
 	X(FLOWS_TRACKED, "connections tracked from their SYN") \
 	X(FLOWS_CLOSED, "tracked connections released on RST or FIN") \
 	X(SYN_IGNORED, "SYNs on a live tracked connection: ignored, as the kernel does (challenge ACK)") \

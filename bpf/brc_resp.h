@@ -767,7 +767,7 @@ static __always_inline void brc_rq_cmd_done(struct brc_scratch *sc, struct brc_f
 			f->rq_cflags |= BRC_CF_TTL;
 		if (argc <= f->rq_keyarg || f->rq_key_len > BRC_KEY_MAX)
 			break;          /* such keys are never cached anyway */
-		sc->ckey.srv_addr = sc->fk.srv_addr;
+		brc_addr_copy(sc->ckey.srv_addr, sc->fk.srv_addr);
 		sc->ckey.len = f->rq_key_len;
 		__builtin_memcpy(sc->ckey.key, f->rq_key, BRC_KEY_MAX);
 		if (f->rq_cflags & BRC_CF_TTL) {
@@ -1128,7 +1128,7 @@ static __always_inline void brc_rp_chg_apply(struct brc_scratch *sc, struct brc_
 		break;
 	case BRC_CHG_SET_CLEARS_TTL:
 		if (brc_rp_is_ok(f)) {
-			sc->ckey.srv_addr = sc->fk.srv_addr;
+			brc_addr_copy(sc->ckey.srv_addr, sc->fk.srv_addr);
 			sc->ckey.len = f->chg_len[slot];
 			__builtin_memcpy(sc->ckey.key, buf, BRC_KEY_MAX);
 			if (brc_ttlkeys.delete(&sc->ckey) == 0)

@@ -48,7 +48,15 @@ struct brc_serve_scratch {
 	__u32 batch_keys_left;          /* keys of the current MGET not walked yet */
 	__u32 batch_candidate;          /* brc_serve_lookup: more than one GET may be here */
 	__u32 batch_refused;            /* brc_serve_batch refused this segment: serve it as any other */
+	__u32 emit_src;                 /* brc_serve_emit6: what to send (BRC_EMIT_*) */
+	__u32 emit_len;                 /* ... and its length */
 };
+
+/* What brc_serve_emit6 sends, for an IPv6 connection (ss->emit_src). */
+#define BRC_EMIT_ENTRY 0        /* ss->entry.reply: an answer */
+#define BRC_EMIT_SERVED 1       /* the flow's brc_served: a resend */
+#define BRC_EMIT_BATCH 2        /* ss->batch.data: a batch's answer */
+#define BRC_EMIT_RESET 3        /* RSTs both ways (brc_serve_reset) */
 
 BPF_PERCPU_ARRAY(brc_serve_scratch, struct brc_serve_scratch, 1);
 
@@ -135,7 +143,7 @@ static __always_inline __u32 brc_serve_parse_key(struct brc_serve_scratch *ss, _
 	if (p[(koff + L) & (BRC_SERVE_REQ_MAX - 1)] != '\r' ||
 	    p[(koff + L + 1) & (BRC_SERVE_REQ_MAX - 1)] != '\n')
 		return 0;
-	ss->ckey.srv_addr = ss->pkt.daddr;
+	brc_addr_copy(ss->ckey.srv_addr, ss->pkt.daddr);
 	ss->ckey.len = L;
 #pragma clang loop unroll(disable)
 	for (i = 0; i < BRC_KEY_MAX; i++) {
@@ -195,20 +203,28 @@ static __always_inline int brc_serve_parse_get(struct __sk_buff *skb, struct brc
 
 /* Consume (or resend) the request in @skb: a pure ACK in server space cloned
  * to this device's ingress (the GET's ack reaches the server), then the skb
- * itself becomes the reply and goes out of this device. */
-static __always_inline int brc_serve_emit(struct __sk_buff *skb, struct brc_serve_scratch *ss,
-					  const struct brc_seg *seg, struct brc_seqadj *sa, const __u8 *data, __u32 len)
+ * itself becomes the reply and goes out of this device. @v6 (a constant): the
+ * IPv6 builders, which only brc_serve_emit6 runs (brc_serve_in has no room for
+ * both: its jumps would reach past the 32k instructions a jump spans). */
+static __always_inline int brc_serve_emit_ip(struct __sk_buff *skb, struct brc_serve_scratch *ss,
+					     const struct brc_seg *seg, struct brc_seqadj *sa,
+					     const __u8 *data, __u32 len, const int v6)
 {
 	struct brc_reply_facts fa = {};
-	int partial;
+	int partial, rc;
 
 	partial = brc_csum_is_partial(skb, seg);
 	if (partial < 0)
 		goto err;
 	if (partial)
 		brc_count(SERVE_CSUM_PARTIAL);
-	if (brc_pure_ack_build(skb, seg, brc_seqadj_pure_ack_seq(sa),
-			       brc_seqadj_c2s_ack(sa, seg->ack), partial, sa, &ss->rs) < 0)
+	if (v6)
+		rc = brc_pure_ack_build6(skb, seg, brc_seqadj_pure_ack_seq(sa),
+					 brc_seqadj_c2s_ack(sa, seg->ack), partial, sa, &ss->rs);
+	else
+		rc = brc_pure_ack_build(skb, seg, brc_seqadj_pure_ack_seq(sa),
+					brc_seqadj_c2s_ack(sa, seg->ack), partial, sa, &ss->rs);
+	if (rc < 0)
 		goto err;
 	if (bpf_clone_redirect(skb, skb->ifindex, BPF_F_INGRESS) < 0)
 		brc_count(SERVE_ERR_CLONE);
@@ -216,13 +232,72 @@ static __always_inline int brc_serve_emit(struct __sk_buff *skb, struct brc_serv
 	fa.ack = brc_seqadj_reply_ack(sa);
 	fa.tsval = sa->srv_tsval;
 	fa.window = sa->srv_win;
-	if (brc_reply_build(skb, seg, &fa, data, len, partial, &ss->rs) < 0)
+	if (v6)
+		rc = brc_reply_build6(skb, seg, &fa, data, len, partial, &ss->rs);
+	else
+		rc = brc_reply_build(skb, seg, &fa, data, len, partial, &ss->rs);
+	if (rc < 0)
 		goto err;
 	return bpf_redirect(skb->ifindex, 0);
 err:
 	/* half rewritten: drop it; the client retransmits and gets a resend */
 	brc_count(SERVE_ERR_BUILD);
 	return TC_ACT_SHOT;
+}
+
+/* The RSTs of brc_serve_reset: the server's (clone to ingress), then the
+ * client's (the skb, redirected out). @v6 as for brc_serve_emit_ip. */
+static __always_inline int brc_serve_rsts_ip(struct __sk_buff *skb, struct brc_serve_scratch *ss,
+					     const struct brc_seg *seg, struct brc_seqadj *sa, const int v6)
+{
+	int partial, rc;
+
+	partial = brc_csum_is_partial(skb, seg);
+	if (partial < 0)
+		return TC_ACT_SHOT;
+	if (v6)
+		rc = brc_rst_build6(skb, seg, brc_seqadj_pure_ack_seq(sa),
+				    brc_seqadj_c2s_ack(sa, seg->ack), 0, partial, &ss->rs);
+	else
+		rc = brc_rst_build(skb, seg, brc_seqadj_pure_ack_seq(sa),
+				   brc_seqadj_c2s_ack(sa, seg->ack), 0, partial, &ss->rs);
+	if (rc < 0)
+		return TC_ACT_SHOT;
+	bpf_clone_redirect(skb, skb->ifindex, BPF_F_INGRESS);
+	if (v6)
+		rc = brc_rst_build6(skb, seg, brc_seqadj_reply_seq(sa), brc_seqadj_reply_ack(sa),
+				    1, partial, &ss->rs);
+	else
+		rc = brc_rst_build(skb, seg, brc_seqadj_reply_seq(sa), brc_seqadj_reply_ack(sa),
+				   1, partial, &ss->rs);
+	if (rc < 0)
+		return TC_ACT_SHOT;
+	return bpf_redirect(skb->ifindex, 0);
+}
+
+/* An IPv6 connection's emit: handed to brc_serve_emit6 (@src a BRC_EMIT_*,
+ * @len the reply's length). Returns only when the tail call failed. */
+static __always_inline int brc_serve_emit6_call(struct __sk_buff *skb, struct brc_serve_scratch *ss,
+						__u32 src, __u32 len)
+{
+	ss->emit_src = src;
+	ss->emit_len = len;
+	brc_jmp.call(skb, BRC_JMP_SERVE_EMIT6);
+	/* nothing was sent, and the segment cannot pass untranslated: the
+	 * client sends it again */
+	brc_count(TAILCALL_FAILED);
+	return TC_ACT_SHOT;
+}
+
+/* brc_serve_emit_ip for either family; @src says where @data is from, for
+ * brc_serve_emit6 (IPv6). */
+static __always_inline int brc_serve_emit(struct __sk_buff *skb, struct brc_serve_scratch *ss,
+					  const struct brc_seg *seg, struct brc_seqadj *sa,
+					  const __u8 *data, __u32 len, __u32 src)
+{
+	if (ss->pkt.ipv6)
+		return brc_serve_emit6_call(skb, ss, src, len);
+	return brc_serve_emit_ip(skb, ss, seg, sa, data, len, 0);
 }
 
 /* The identical bytes are gone: RST the server (clone to ingress) and the
@@ -232,22 +307,12 @@ static __always_inline int brc_serve_reset(struct __sk_buff *skb, struct brc_scr
 					   struct brc_flow *f,
 					   struct brc_seqadj *sa)
 {
-	int partial;
-
 	brc_count(RESET);
 	sa->flags |= BRC_SA_F_CLOSING;
 	brc_flow_close(sc, f, 0);
-	partial = brc_csum_is_partial(skb, seg);
-	if (partial < 0)
-		return TC_ACT_SHOT;
-	if (brc_rst_build(skb, seg, brc_seqadj_pure_ack_seq(sa),
-			  brc_seqadj_c2s_ack(sa, seg->ack), 0, partial, &ss->rs) < 0)
-		return TC_ACT_SHOT;
-	bpf_clone_redirect(skb, skb->ifindex, BPF_F_INGRESS);
-	if (brc_rst_build(skb, seg, brc_seqadj_reply_seq(sa), brc_seqadj_reply_ack(sa),
-			  1, partial, &ss->rs) < 0)
-		return TC_ACT_SHOT;
-	return bpf_redirect(skb->ifindex, 0);
+	if (ss->pkt.ipv6)
+		return brc_serve_emit6_call(skb, ss, BRC_EMIT_RESET, 0);
+	return brc_serve_rsts_ip(skb, ss, seg, sa, 0);
 }
 
 /* Is ss->entry, copied out of @e, one whole fill of the key in ss->ckey that
@@ -260,7 +325,7 @@ static __always_inline int brc_serve_copy_ok(const struct brc_serve_scratch *ss,
 
 	if (c->fill_id != c->fill_id_end || e->fill_id != c->fill_id)
 		return 0;
-	if (c->srv_addr != ss->ckey.srv_addr || c->key_len != ss->ckey.len)
+	if (!brc_addr_eq(c->srv_addr, ss->ckey.srv_addr) || c->key_len != ss->ckey.len)
 		return 0;
 	return brc_bytes_equal(c->key, ss->ckey.key, BRC_KEY_MAX);
 }

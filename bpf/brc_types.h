@@ -31,4 +31,18 @@ struct brc_scratch {
 	struct brc_ooo ooo;         /* the value a new brc_ooo element is created from */
 };
 
+/* Addresses as the contract keeps them (BRC_ADDR_WORDS words, network order). */
+static __always_inline void brc_addr_copy(__u32 *dst, const __u32 *src)
+{
+	dst[0] = src[0];
+	dst[1] = src[1];
+	dst[2] = src[2];
+	dst[3] = src[3];
+}
+
+static __always_inline int brc_addr_eq(const __u32 *a, const __u32 *b)
+{
+	return ((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3])) == 0;
+}
+
 #endif /* BRC_TYPES_H */

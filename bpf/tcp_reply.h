@@ -35,6 +35,7 @@
 #include <uapi/linux/bpf.h>
 #include <uapi/linux/if_ether.h>
 #include <uapi/linux/ip.h>
+#include <uapi/linux/ipv6.h>
 #include <uapi/linux/tcp.h>
 #include <uapi/linux/in.h>
 
@@ -127,6 +128,24 @@ static __always_inline __u32 brc_csum_pseudo(__be32 saddr, __be32 daddr, __u32 t
 	return (__u32)bpf_csum_diff(NULL, 0, (__be32 *)&ph, sizeof(ph), 0);
 }
 
+/* IPv6 pseudo-header for the TCP checksum (RFC 8200, 8.1). */
+struct brc_pseudo_hdr6 {
+	struct in6_addr saddr;
+	struct in6_addr daddr;
+	__be32 len;
+	__u8 zero[3];
+	__u8 next;
+};
+
+static __always_inline __u32 brc_csum_pseudo6(const struct ipv6hdr *ip6, __u32 tcp_len)
+{
+	struct brc_pseudo_hdr6 ph = { .len = bpf_htonl(tcp_len), .next = IPPROTO_TCP };
+
+	ph.saddr = ip6->saddr;
+	ph.daddr = ip6->daddr;
+	return (__u32)bpf_csum_diff(NULL, 0, (__be32 *)&ph, sizeof(ph), 0);
+}
+
 /* Is the request skb CHECKSUM_PARTIAL? __sk_buff does not show ip_summed, so
  * ask the kernel: bpf_l4_csum_replace() without BPF_F_PSEUDO_HDR leaves the
  * check field alone exactly when the skb is PARTIAL (the field then holds only
@@ -187,29 +206,16 @@ static __always_inline __u32 brc_csum_reply(const __u8 *data, __u32 len, __u32 s
 	return (__u32)bpf_csum_diff(NULL, 0, (__be32 *)tail, sizeof(tail), sum);
 }
 
-/* Shared tail of both builders: resize the skb to @payload_len bytes after the
- * TCP header, write IP header @ip (tot_len, checksum), the TCP header in @hdr
- * (checksum computed here) and the payload from @data. */
-static __always_inline int brc__emit(struct __sk_buff *skb, const struct brc_seg *s, struct iphdr *ip,
-				     __u8 *hdr, __u32 thl, const __u8 *data,
-				     __u32 payload_len, int partial)
+/* The TCP half of emitting: the TCP header in @hdr (its check field zeroed,
+ * the checksum computed here on the pseudo-header sum @sum) and the payload
+ * from @data, after the IP header was written for a segment of @thl +
+ * @payload_len bytes. */
+static __always_inline int brc__emit_tcp(struct __sk_buff *skb, const struct brc_seg *s,
+					 __u8 *hdr, __u32 thl, const __u8 *data,
+					 __u32 payload_len, int partial, __u32 sum)
 {
-	__u32 tcp_len = thl + payload_len, sum;
 	__u16 check;
 
-	if (bpf_skb_change_tail(skb, s->l4_off + tcp_len, 0) < 0)
-		return BRC_REPLY_E_HELPER;
-
-	ip->tot_len = bpf_htons(sizeof(*ip) + tcp_len);
-	ip->check = 0;
-	ip->check = ~brc_csum_fold((__u32)bpf_csum_diff(NULL, 0, (__be32 *)ip, sizeof(*ip), 0));
-	if (bpf_skb_store_bytes(skb, s->l3_off, ip, sizeof(*ip), 0) < 0)
-		return BRC_REPLY_E_HELPER;
-
-	/* check field (bytes 16-17 of the header) zero while summing */
-	hdr[BRC_TCP_CSUM_OFF] = 0;
-	hdr[BRC_TCP_CSUM_OFF + 1] = 0;
-	sum = brc_csum_pseudo(ip->saddr, ip->daddr, tcp_len);
 	if (partial) {
 		/* what the stack puts in a CHECKSUM_PARTIAL segment: the device (or
 		 * skb_checksum_help) adds header and payload from csum_start on */
@@ -237,21 +243,38 @@ static __always_inline int brc__emit(struct __sk_buff *skb, const struct brc_seg
 	return 0;
 }
 
-/* Load and check the IPv4 and TCP headers of @s into @ip and @hdr (@sack:
- * also find the SACK option, for the pure ACK). Returns the TCP header length
- * (20..60) or a negative BRC_REPLY_E_*. */
-static __always_inline int brc__load_hdrs(struct __sk_buff *skb, const struct brc_seg *s,
-					  struct iphdr *ip, struct brc_reply_scratch *sc, const int sack)
+/* Shared tail of the IPv4 builders: resize the skb to @payload_len bytes after
+ * the TCP header, write IP header @ip (tot_len, checksum), then the TCP half. */
+static __always_inline int brc__emit(struct __sk_buff *skb, const struct brc_seg *s, struct iphdr *ip,
+				     __u8 *hdr, __u32 thl, const __u8 *data,
+				     __u32 payload_len, int partial)
+{
+	__u32 tcp_len = thl + payload_len, sum;
+
+	if (bpf_skb_change_tail(skb, s->l4_off + tcp_len, 0) < 0)
+		return BRC_REPLY_E_HELPER;
+
+	ip->tot_len = bpf_htons(sizeof(*ip) + tcp_len);
+	ip->check = 0;
+	ip->check = ~brc_csum_fold((__u32)bpf_csum_diff(NULL, 0, (__be32 *)ip, sizeof(*ip), 0));
+	if (bpf_skb_store_bytes(skb, s->l3_off, ip, sizeof(*ip), 0) < 0)
+		return BRC_REPLY_E_HELPER;
+
+	/* check field (bytes 16-17 of the header) zero while summing */
+	hdr[BRC_TCP_CSUM_OFF] = 0;
+	hdr[BRC_TCP_CSUM_OFF + 1] = 0;
+	sum = brc_csum_pseudo(ip->saddr, ip->daddr, tcp_len);
+	return brc__emit_tcp(skb, s, hdr, thl, data, payload_len, partial, sum);
+}
+
+/* The TCP header of @s into sc->hdr and its option walk (@sack: also the
+ * SACK option). Returns the header length or a negative BRC_REPLY_E_*. */
+static __always_inline int brc__load_tcp(struct __sk_buff *skb, const struct brc_seg *s,
+					 struct brc_reply_scratch *sc, const int sack)
 {
 	__u32 thl = s->thl;
 	int ret;
 
-	if (s->l4_off != s->l3_off + sizeof(*ip))
-		return BRC_REPLY_E_IP;
-	if (bpf_skb_load_bytes(skb, s->l3_off, ip, sizeof(*ip)) < 0)
-		return BRC_REPLY_E_HELPER;
-	if (ip->version != 4 || ip->ihl != 5)
-		return BRC_REPLY_E_IP;
 	ret = sack ? brc_tcp_opts_load(skb, s->l4_off, thl, sc->hdr, &sc->opts) :
 		     brc_tcp_opts_load_no_sack(skb, s->l4_off, thl, sc->hdr, &sc->opts);
 	if (ret == -2)
@@ -259,6 +282,124 @@ static __always_inline int brc__load_hdrs(struct __sk_buff *skb, const struct br
 	if (ret < 0)
 		return BRC_REPLY_E_OPTS;
 	return thl;
+}
+
+/* Load and check the IPv4 and TCP headers of @s into @ip and @hdr (@sack:
+ * also find the SACK option, for the pure ACK). Returns the TCP header length
+ * (20..60) or a negative BRC_REPLY_E_*. */
+static __always_inline int brc__load_hdrs(struct __sk_buff *skb, const struct brc_seg *s,
+					  struct iphdr *ip, struct brc_reply_scratch *sc, const int sack)
+{
+	if (s->l4_off != s->l3_off + sizeof(*ip))
+		return BRC_REPLY_E_IP;
+	if (bpf_skb_load_bytes(skb, s->l3_off, ip, sizeof(*ip)) < 0)
+		return BRC_REPLY_E_HELPER;
+	if (ip->version != 4 || ip->ihl != 5)
+		return BRC_REPLY_E_IP;
+	return brc__load_tcp(skb, s, sc, sack);
+}
+
+/* The IPv6 tail: payload_len instead of tot_len, no header checksum, and
+ * RFC 8200's pseudo-header. */
+static __always_inline int brc__emit6(struct __sk_buff *skb, const struct brc_seg *s, struct ipv6hdr *ip6,
+				      __u8 *hdr, __u32 thl, const __u8 *data,
+				      __u32 payload_len, int partial)
+{
+	__u32 tcp_len = thl + payload_len, sum;
+
+	if (bpf_skb_change_tail(skb, s->l4_off + tcp_len, 0) < 0)
+		return BRC_REPLY_E_HELPER;
+	ip6->payload_len = bpf_htons(tcp_len);
+	if (bpf_skb_store_bytes(skb, s->l3_off, ip6, sizeof(*ip6), 0) < 0)
+		return BRC_REPLY_E_HELPER;
+	hdr[BRC_TCP_CSUM_OFF] = 0;
+	hdr[BRC_TCP_CSUM_OFF + 1] = 0;
+	sum = brc_csum_pseudo6(ip6, tcp_len);
+	return brc__emit_tcp(skb, s, hdr, thl, data, payload_len, partial, sum);
+}
+
+/* brc__load_hdrs for IPv6 without extension headers (the only IPv6 the
+ * parser follows). */
+static __always_inline int brc__load_hdrs6(struct __sk_buff *skb, const struct brc_seg *s,
+					   struct ipv6hdr *ip6, struct brc_reply_scratch *sc, const int sack)
+{
+	if (s->l4_off != s->l3_off + sizeof(*ip6))
+		return BRC_REPLY_E_IP;
+	if (bpf_skb_load_bytes(skb, s->l3_off, ip6, sizeof(*ip6)) < 0)
+		return BRC_REPLY_E_HELPER;
+	if (ip6->version != 6 || ip6->nexthdr != IPPROTO_TCP)
+		return BRC_REPLY_E_IP;
+	return brc__load_tcp(skb, s, sc, sack);
+}
+
+/* The TCP header of a pure ACK (brc_pure_ack_build) in sc->hdr. */
+static __always_inline void brc__ack_tcp(__u8 *hdr, __u32 srv_seq, __u32 srv_ack,
+					 const struct brc_seqadj *sa, struct brc_reply_scratch *sc)
+{
+	brc_buf_put_be32(hdr, BRC_TCP_SEQ_OFF, srv_seq);
+	brc_buf_put_be32(hdr, BRC_TCP_ACK_OFF, srv_ack);
+	hdr[13] = BRC_TCP_ACK;
+	if (sa && (sa->flags & BRC_SA_F_INJECTED) && sc->opts.sack_n)
+		brc_seqadj_sack_buf(sa, hdr, &sc->opts, 1);   /* the checksum is recomputed later */
+}
+
+static __always_inline void brc__swap_ports(__u8 *hdr)
+{
+	int i;
+
+#pragma unroll
+	for (i = 0; i < 2; i++) {
+		__u8 b = hdr[i];
+
+		hdr[i] = hdr[i + 2];
+		hdr[i + 2] = b;
+	}
+}
+
+/* The TCP header of a reply (brc_reply_build) in sc->hdr, @thl bytes. */
+static __always_inline void brc__reply_tcp(__u8 *hdr, int thl, const struct brc_reply_facts *f,
+					   struct brc_reply_scratch *sc)
+{
+	brc__swap_ports(hdr);
+	brc_buf_put_be32(hdr, BRC_TCP_SEQ_OFF, f->seq);
+	brc_buf_put_be32(hdr, BRC_TCP_ACK_OFF, f->ack);
+	hdr[13] = BRC_TCP_ACK | BRC_TCP_PSH;
+	hdr[14] = f->window >> 8;
+	hdr[15] = f->window;
+	hdr[18] = 0; /* urgent pointer */
+	hdr[19] = 0;
+	brc_tcp_opts_reply_buf(hdr, thl, &sc->opts, f->tsval, sc->opts.tsval);
+}
+
+/* The TCP header of a RST|ACK (brc_rst_build) in sc->hdr, @thl bytes. */
+static __always_inline void brc__rst_tcp(__u8 *hdr, int thl, __u32 seq, __u32 ack, int to_client,
+					 struct brc_reply_scratch *sc)
+{
+	if (to_client)
+		brc__swap_ports(hdr);
+	brc_buf_put_be32(hdr, BRC_TCP_SEQ_OFF, seq);
+	brc_buf_put_be32(hdr, BRC_TCP_ACK_OFF, ack);
+	hdr[13] = BRC_TCP_RST | BRC_TCP_ACK;
+	hdr[14] = 0;
+	hdr[15] = 0;
+	hdr[18] = 0;
+	hdr[19] = 0;
+	sc->opts.flags &= ~BRC_OPT_F_TS;
+	brc_tcp_opts_reply_buf(hdr, thl, &sc->opts, 0, 0);
+}
+
+/* Swap the Ethernet addresses in place: a reply goes back out of the device the
+ * request came in on. Returns 0, or -1 when they could not be read or written. */
+static __always_inline int brc__swap_macs(struct __sk_buff *skb)
+{
+	__u8 mac[2 * ETH_ALEN], tmp[ETH_ALEN];
+
+	if (bpf_skb_load_bytes(skb, 0, mac, sizeof(mac)) < 0)
+		return -1;
+	__builtin_memcpy(tmp, mac, ETH_ALEN);
+	__builtin_memcpy(mac, mac + ETH_ALEN, ETH_ALEN);
+	__builtin_memcpy(mac + ETH_ALEN, tmp, ETH_ALEN);
+	return bpf_skb_store_bytes(skb, 0, mac, sizeof(mac), 0) < 0 ? -1 : 0;
 }
 
 /* Turn the request skb into the pure ACK for the server: payload stripped,
@@ -274,7 +415,6 @@ static __always_inline int brc_pure_ack_build(struct __sk_buff *skb, const struc
 					      const struct brc_seqadj *sa,
 					      struct brc_reply_scratch *sc)
 {
-	__u8 *hdr = sc->hdr;
 	struct iphdr ip;
 	int thl;
 
@@ -283,26 +423,8 @@ static __always_inline int brc_pure_ack_build(struct __sk_buff *skb, const struc
 		return thl;
 	if (thl < BRC_TCP_HDR_MIN || thl > BRC_TCP_HDR_MAX)
 		return BRC_REPLY_E_OPTS;
-	brc_buf_put_be32(hdr, BRC_TCP_SEQ_OFF, srv_seq);
-	brc_buf_put_be32(hdr, BRC_TCP_ACK_OFF, srv_ack);
-	hdr[13] = BRC_TCP_ACK;
-	if (sa && (sa->flags & BRC_SA_F_INJECTED) && sc->opts.sack_n)
-		brc_seqadj_sack_buf(sa, hdr, &sc->opts, 1);   /* the checksum is recomputed below */
-	return brc__emit(skb, s, &ip, hdr, thl, NULL, 0, partial);
-}
-
-/* Swap the Ethernet addresses in place: a reply goes back out of the device the
- * request came in on. Returns 0, or -1 when they could not be read or written. */
-static __always_inline int brc__swap_macs(struct __sk_buff *skb)
-{
-	__u8 mac[2 * ETH_ALEN], tmp[ETH_ALEN];
-
-	if (bpf_skb_load_bytes(skb, 0, mac, sizeof(mac)) < 0)
-		return -1;
-	__builtin_memcpy(tmp, mac, ETH_ALEN);
-	__builtin_memcpy(mac, mac + ETH_ALEN, ETH_ALEN);
-	__builtin_memcpy(mac + ETH_ALEN, tmp, ETH_ALEN);
-	return bpf_skb_store_bytes(skb, 0, mac, sizeof(mac), 0) < 0 ? -1 : 0;
+	brc__ack_tcp(sc->hdr, srv_seq, srv_ack, sa, sc);
+	return brc__emit(skb, s, &ip, sc->hdr, thl, NULL, 0, partial);
 }
 
 /* Turn the request skb into the reply to the client: MACs, addresses and ports
@@ -339,6 +461,8 @@ static __always_inline int brc_reply_build(struct __sk_buff *skb, const struct b
 	ip.frag_off = bpf_htons(BRC_IP_DF);
 	ip.ttl = BRC_REPLY_TTL;
 
+	/* brc__reply_tcp's steps, written out: calling it (the same code once
+	 * inlined) took brc_serve_in's verification past 1M instructions */
 #pragma unroll
 	for (i = 0; i < 2; i++) { /* swap the ports */
 		__u8 b = hdr[i];
@@ -376,10 +500,9 @@ static __always_inline int brc_rst_build(struct __sk_buff *skb, const struct brc
 					 __u32 seq, __u32 ack, int to_client, int partial,
 					 struct brc_reply_scratch *sc)
 {
-	__u8 *hdr = sc->hdr;
 	struct iphdr ip;
 	__be32 addr;
-	int thl, i;
+	int thl;
 
 	thl = brc__load_hdrs(skb, s, &ip, sc, 0);
 	if (thl < 0)
@@ -389,33 +512,97 @@ static __always_inline int brc_rst_build(struct __sk_buff *skb, const struct brc
 	if (to_client) {
 		if (brc__swap_macs(skb) < 0)
 			return BRC_REPLY_E_HELPER;
-		/* the same swaps as brc_reply_build's, written out in both: a
+		/* the same swap as brc_reply_build's, written out in both: a
 		 * helper taking @ip by pointer took brc_serve_in past the
 		 * verifier's 1M instructions */
 		addr = ip.saddr;
 		ip.saddr = ip.daddr;
 		ip.daddr = addr;
-#pragma unroll
-		for (i = 0; i < 2; i++) {
-			__u8 b = hdr[i];
-
-			hdr[i] = hdr[i + 2];
-			hdr[i + 2] = b;
-		}
 	}
 	ip.id = 0;
 	ip.frag_off = bpf_htons(BRC_IP_DF);
 	ip.ttl = BRC_REPLY_TTL;
-	brc_buf_put_be32(hdr, BRC_TCP_SEQ_OFF, seq);
-	brc_buf_put_be32(hdr, BRC_TCP_ACK_OFF, ack);
-	hdr[13] = BRC_TCP_RST | BRC_TCP_ACK;
-	hdr[14] = 0;
-	hdr[15] = 0;
-	hdr[18] = 0;
-	hdr[19] = 0;
-	sc->opts.flags &= ~BRC_OPT_F_TS;
-	brc_tcp_opts_reply_buf(hdr, thl, &sc->opts, 0, 0);
-	return brc__emit(skb, s, &ip, hdr, thl, NULL, 0, partial);
+	brc__rst_tcp(sc->hdr, thl, seq, ack, to_client, sc);
+	return brc__emit(skb, s, &ip, sc->hdr, thl, NULL, 0, partial);
+}
+
+/* The IPv6 builders: as the IPv4 ones, the addresses swapped in the IPv6
+ * header for the client, the hop limit BRC_REPLY_TTL and the flow label 0 (the
+ * reply is a new flow of the server's), no header checksum. */
+static __always_inline void brc__reply_ip6(struct ipv6hdr *ip6, int swap)
+{
+	struct in6_addr addr;
+
+	if (swap) {
+		addr = ip6->saddr;
+		ip6->saddr = ip6->daddr;
+		ip6->daddr = addr;
+	}
+	ip6->flow_lbl[0] &= 0xf0;       /* the low nibble of the traffic class stays */
+	ip6->flow_lbl[1] = 0;
+	ip6->flow_lbl[2] = 0;
+	ip6->hop_limit = BRC_REPLY_TTL;
+}
+
+static __always_inline int brc_pure_ack_build6(struct __sk_buff *skb, const struct brc_seg *s,
+					       __u32 srv_seq, __u32 srv_ack, int partial,
+					       const struct brc_seqadj *sa,
+					       struct brc_reply_scratch *sc)
+{
+	struct ipv6hdr ip6;
+	int thl;
+
+	thl = brc__load_hdrs6(skb, s, &ip6, sc, 1);
+	if (thl < 0)
+		return thl;
+	if (thl < BRC_TCP_HDR_MIN || thl > BRC_TCP_HDR_MAX)
+		return BRC_REPLY_E_OPTS;
+	brc__ack_tcp(sc->hdr, srv_seq, srv_ack, sa, sc);
+	return brc__emit6(skb, s, &ip6, sc->hdr, thl, NULL, 0, partial);
+}
+
+static __always_inline int brc_reply_build6(struct __sk_buff *skb, const struct brc_seg *s,
+					    const struct brc_reply_facts *f,
+					    const __u8 *data, __u32 len, int partial,
+					    struct brc_reply_scratch *sc)
+{
+	struct ipv6hdr ip6;
+	int thl;
+
+	if (len == 0 || len > BRC_REPLY_MAX)
+		return BRC_REPLY_E_LEN;
+	thl = brc__load_hdrs6(skb, s, &ip6, sc, 0);
+	if (thl < 0)
+		return thl;
+	if (thl < BRC_TCP_HDR_MIN || thl > BRC_TCP_HDR_MAX)
+		return BRC_REPLY_E_OPTS;
+	if (brc__swap_macs(skb) < 0)
+		return BRC_REPLY_E_HELPER;
+	brc__reply_ip6(&ip6, 1);
+	brc__reply_tcp(sc->hdr, thl, f, sc);
+	asm volatile("" : "+r"(len));
+	if (len == 0 || len > BRC_REPLY_MAX)
+		return BRC_REPLY_E_LEN;
+	return brc__emit6(skb, s, &ip6, sc->hdr, thl, data, len, partial);
+}
+
+static __always_inline int brc_rst_build6(struct __sk_buff *skb, const struct brc_seg *s,
+					  __u32 seq, __u32 ack, int to_client, int partial,
+					  struct brc_reply_scratch *sc)
+{
+	struct ipv6hdr ip6;
+	int thl;
+
+	thl = brc__load_hdrs6(skb, s, &ip6, sc, 0);
+	if (thl < 0)
+		return thl;
+	if (thl < BRC_TCP_HDR_MIN || thl > BRC_TCP_HDR_MAX)
+		return BRC_REPLY_E_OPTS;
+	if (to_client && brc__swap_macs(skb) < 0)
+		return BRC_REPLY_E_HELPER;
+	brc__reply_ip6(&ip6, to_client);
+	brc__rst_tcp(sc->hdr, thl, seq, ack, to_client, sc);
+	return brc__emit6(skb, s, &ip6, sc->hdr, thl, NULL, 0, partial);
 }
 
 #endif /* BRC_TCP_REPLY_H */

@@ -16,7 +16,7 @@ description:
     until the client reconnects. This module closes them with C(CLIENT KILL ID <id>), O(batch_size) at a
     time with O(pause) seconds between batches, so that their clients reconnect through BRC. Clients with
     a connection pool (redis-py, Jedis, Lettuce, go-redis ...) reconnect on their next command.
-  - Only TCP clients that reached Redis on O(redis_port) over an IPv4 address of O(interface), from an
+  - Only TCP clients that reached Redis on O(redis_port) over an address of O(interface), from an
     address that is not the host's own, that are absent from BRC's flow tables (C(brc_flows),
     C(brc_transient)) and older than the attached programs (CLIENT LIST C(age) greater than the seconds
     since the later of the ingress and egress programs was loaded).
@@ -208,7 +208,7 @@ def main():
         if iface not in addrs:
             raise BrcError("interface %s has no address (or does not exist)" % iface,
                            "set brc_interface to the interface clients reach Redis on")
-        brc_addrs = [a for a in addrs[iface] if ":" not in a]
+        brc_addrs = addrs[iface]
         local = [a for lst in addrs.values() for a in lst]
         since, _progs = brc_reconnect.seconds_since_attach(iface)
         result["attached_s"] = round(since, 3)

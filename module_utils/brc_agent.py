@@ -83,7 +83,6 @@ import inspect
 import logging
 import os
 import signal
-import socket
 import struct
 import sys
 import time
@@ -260,12 +259,12 @@ class AgentMaps:
         """Write brc_expiry records: (key, srv_addr, ver, gver, expire_ns) each."""
         for key, addr, ver, gver, expire_ns in records:
             k = self.key_struct()
-            k.srv_addr, k.len = addr, len(key)
+            k.srv_addr[:], k.len = addr, len(key)
             ctypes.memmove(k.key, key, len(key))
             x = self.expiry_struct()
             x.write_id = x.write_id_end = struct.unpack("<Q", os.urandom(8))[0]
             x.ver, x.gver, x.expire_ns = ver, gver, expire_ns
-            x.srv_addr, x.key_len = addr, len(key)
+            x.srv_addr[:], x.key_len = addr, len(key)
             ctypes.memmove(x.key, key, len(key))
             self.expiry.update(ctypes.string_at(ctypes.addressof(k), ctypes.sizeof(k)),
                                ctypes.string_at(ctypes.addressof(x), ctypes.sizeof(x)))
@@ -276,7 +275,7 @@ class AgentMaps:
         for raw in m.keys(limit=limit):
             if m.delete(raw):
                 k = self.key_struct.from_buffer_copy(raw)
-                out.append((bytes(bytearray(k.key[:min(k.len, len(k.key))])), k.srv_addr))
+                out.append((bytes(bytearray(k.key[:min(k.len, len(k.key))])), tuple(k.srv_addr)))
         return out
 
     def drain_wanted(self, limit):
@@ -290,17 +289,18 @@ class AgentMaps:
 
 # --- the Redis side -------------------------------------------------------------------------
 
-def host_ipv4_addrs():
-    """Every IPv4 address of this host (its network namespace), as the network-order
-    __u32 a struct brc_cache_key holds: the addresses a client may reach Redis at."""
+def host_addrs():
+    """Every IPv4 and IPv6 address of this host (its network namespace), as a struct
+    brc_cache_key holds them (brc_contract.addr_words): the addresses a client may
+    reach Redis at."""
     from pyroute2 import IPRoute
     ipr = IPRoute()
     try:
         addrs = set()
-        for msg in ipr.get_addr(family=socket.AF_INET):
+        for msg in ipr.get_addr():
             a = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
             if a:
-                addrs.add(struct.unpack("<I", socket.inet_aton(a))[0])
+                addrs.add(brc_contract.addr_words(a.split("%")[0]))
         return sorted(addrs)
     finally:
         ipr.close()
@@ -550,7 +550,7 @@ class Agent:
         self.flush(change_reason(self.flushed_at, state) or "reconnect")
         self.flushed_at = state
         self.clock_offset = wall_offset_ns()
-        self.server_addrs = host_ipv4_addrs()
+        self.server_addrs = host_addrs()
         self.acl_digest = acl          # read before the load: a change after it reloads again
         self.reload_auth("connected")
         self.check_and_beat()

@@ -10,8 +10,10 @@ __metaclass__ = type
 
 import ctypes
 import hashlib
+import ipaddress
 import os
 import re
+import struct
 
 CONTRACT_HEADER = "brc_contract.h"
 
@@ -175,6 +177,22 @@ class Contract:
         for name in sorted(self.constants):
             parts.append("%s=%d" % (name, self.constants[name]))
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def addr_words(ip):
+    """An address (text, IPv4 or IPv6) as the contract's address fields hold it:
+    BRC_ADDR_WORDS __u32 of IPv6 in network order, an IPv4 address mapped
+    (::ffff:a.b.c.d). A tuple, to assign to such a field or to compare with one."""
+    addr = ipaddress.ip_address(ip)
+    if addr.version == 4:
+        addr = ipaddress.IPv6Address("::ffff:" + str(addr))
+    return struct.unpack("=4I", addr.packed)
+
+
+def addr_text(words):
+    """addr_words() back to text (an IPv4 address for a mapped one)."""
+    addr = ipaddress.IPv6Address(struct.pack("=4I", *words))
+    return str(addr.ipv4_mapped or addr)
 
 
 def load_contract(src_dir):

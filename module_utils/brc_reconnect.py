@@ -8,7 +8,7 @@ as `segments_untracked` until the client reconnects. This closes such connection
 
 Which clients, one reason each (the first that applies, in REASONS order); a client
 with no reason is a candidate:
-  - a TCP client that reached Redis over one of the BRC interface's IPv4 addresses on
+  - a TCP client that reached Redis over one of the BRC interface's addresses on
     the Redis port, from an address that is not the host's own (traffic between a
     host's own addresses goes over `lo`, never through BRC);
   - not a replication link (flags S, M), not blocked (b), not in MULTI (x), not
@@ -31,12 +31,10 @@ __metaclass__ = type
 import ctypes
 import ipaddress
 import os
-import socket
-import sys
 import time
 
 from ansible.module_utils.brc_common import BrcError
-from ansible.module_utils import brc_auth, brc_pins
+from ansible.module_utils import brc_auth, brc_contract, brc_pins
 
 # Skip reasons, in the order they are judged (each client is counted under the first).
 REASONS = (
@@ -45,7 +43,7 @@ REASONS = (
     ("replication", "replication link (flags S or M)"),
     ("other_port", "connected to another port than the one BRC watches"),
     ("loopback", "over loopback: never through BRC"),
-    ("other_address", "connected to an address that is not on the BRC interface (or IPv6)"),
+    ("other_address", "connected to an address that is not on the BRC interface"),
     ("local", "from one of the host's own addresses: over lo, never through BRC"),
     ("kept_user", "ACL user in keep_users (the host agent's)"),
     ("multi", "in MULTI: killing it would drop its transaction"),
@@ -100,6 +98,11 @@ def split_addr(addr):
     return host, int(port)
 
 
+def _canonical(addr):
+    """One text per address (IPv6 has several), without a link-local scope."""
+    return str(ipaddress.ip_address(addr.split("%")[0]))
+
+
 def _int(value, default=0):
     try:
         return int(value)
@@ -110,7 +113,7 @@ def _int(value, default=0):
 class Judge:
     """Decides, per CLIENT LIST entry, the reason to leave it (None: reconnect it).
 
-    brc_addrs: IPv4 addresses of the BRC interface; local_addrs: every address of the
+    brc_addrs: addresses of the BRC interface; local_addrs: every address of the
     host; tracked(cli_ip, cli_port, srv_ip, srv_port) -> bool; since_attach_s: seconds
     since the programs were attached (a client older than that predates them).
     """
@@ -118,8 +121,8 @@ class Judge:
     def __init__(self, port, brc_addrs, local_addrs, tracked, since_attach_s, self_id=None,
                  keep_users=(), include_pubsub=False, include_monitor=False):
         self.port = port
-        self.brc_addrs = set(brc_addrs)
-        self.local_addrs = set(local_addrs)
+        self.brc_addrs = set(_canonical(a) for a in brc_addrs)
+        self.local_addrs = set(_canonical(a) for a in local_addrs)
         self.tracked = tracked
         self.since_attach_s = since_attach_s
         self.self_id = self_id
@@ -141,9 +144,9 @@ class Judge:
             return "other_port"
         if ipaddress.ip_address(cli[0]).is_loopback or ipaddress.ip_address(srv[0]).is_loopback:
             return "loopback"
-        if srv[0] not in self.brc_addrs:
+        if _canonical(srv[0]) not in self.brc_addrs:
             return "other_address"
-        if cli[0] in self.local_addrs:
+        if _canonical(cli[0]) in self.local_addrs:
             return "local"
         if c.get("user") in self.keep_users:
             return "kept_user"
@@ -223,17 +226,13 @@ class FlowTables:
 
     def key(self, cli_ip, cli_port, srv_ip, srv_port):
         k = self.key_cls()
-        # addresses in network order (the bytes as on the wire), ports in host order
-        k.cli_addr = int.from_bytes(socket.inet_aton(cli_ip), sys.byteorder)
-        k.srv_addr = int.from_bytes(socket.inet_aton(srv_ip), sys.byteorder)
+        k.cli_addr[:] = brc_contract.addr_words(cli_ip)
+        k.srv_addr[:] = brc_contract.addr_words(srv_ip)
         k.cli_port, k.srv_port = cli_port, srv_port
         return ctypes.string_at(ctypes.addressof(k), ctypes.sizeof(k))
 
     def __call__(self, cli_ip, cli_port, srv_ip, srv_port):
-        try:
-            key = self.key(cli_ip, cli_port, srv_ip, srv_port)
-        except OSError:
-            return False   # not IPv4: BRC follows IPv4 only
+        key = self.key(cli_ip, cli_port, srv_ip, srv_port)
         return any(m.lookup(key) is not None for m in self.maps)
 
 

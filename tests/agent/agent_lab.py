@@ -17,13 +17,12 @@ import ctypes
 import os
 import shutil
 import signal
-import socket
-import struct
 import subprocess
 import tempfile
 import time
 
 import brc_attach
+from ansible.module_utils.brc_contract import addr_words
 from serve_lab import PORT, ServeLab
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -252,7 +251,7 @@ class AgentLab(ServeLab):
         t = self.brc.build.bpf.get_table(b"brc_expiry")
         k = t.Key()
         raw = key.encode()
-        k.srv_addr = struct.unpack("<I", socket.inet_aton(self.pair.server_ip))[0]
+        k.srv_addr[:] = addr_words(self.pair.server_ip)
         k.len = len(raw)
         ctypes.memmove(k.key, raw, len(raw))
         try:

@@ -66,10 +66,14 @@ def ipv4_tcp(src, dst, sport, dport, seq, ack, flags, payload=b"", opts=b"",
     return mac_dst + mac_src + b"\x08\x00" + ip + tcp + payload
 
 
-def ipv6_tcp(sport, dport, payload=b""):
+def ipv6_tcp(sport, dport, payload=b"", hop_by_hop=False):
+    """An IPv6 TCP frame ::1 -> ::2; @hop_by_hop: behind a hop-by-hop options header
+    (PadN), which BRC does not parse."""
     tcp = struct.pack("!HHIIBBHHH", sport, dport, 1, 0, 5 << 4, 0x18, 65535, 0, 0)
-    ip6 = struct.pack("!IHBB", 6 << 28, len(tcp) + len(payload), 6, 64) + b"\0" * 15 + b"\1" + b"\0" * 15 + b"\2"
-    return b"\x02\0\0\0\0\x02\x02\0\0\0\0\x01\x86\xdd" + ip6 + tcp + payload
+    ext = b"\x06\x00\x01\x04\x00\x00\x00\x00" if hop_by_hop else b""
+    ip6 = struct.pack("!IHBB", 6 << 28, len(ext) + len(tcp) + len(payload), 0 if hop_by_hop else 6, 64) \
+        + b"\0" * 15 + b"\1" + b"\0" * 15 + b"\2"
+    return b"\x02\0\0\0\0\x02\x02\0\0\0\0\x01\x86\xdd" + ip6 + ext + tcp + payload
 
 
 def bulk(v):
@@ -195,7 +199,7 @@ class Brc:
     def _cache_key(self, t, key, server):
         k = t.Key()
         key = key if isinstance(key, bytes) else key.encode()
-        k.srv_addr = struct.unpack("<I", socket.inet_aton(server))[0]
+        k.srv_addr[:] = brc_contract.addr_words(server)
         k.len = len(key)
         for i, ch in enumerate(key):
             k.key[i] = ch
@@ -215,7 +219,7 @@ class Brc:
         v.ver = self.bpf[b"brc_keyver"][ctypes.c_uint32(bucket_of(key))].ver - (1 if stale else 0)
         v.gver = self.global_state()["ver"]
         v.expire_ns = expire_ns
-        v.srv_addr, v.key_len = own.srv_addr, own.len
+        v.srv_addr[:], v.key_len = own.srv_addr, own.len
         ctypes.memmove(v.key, own.key, ctypes.sizeof(v.key))
         t[k] = v
 
@@ -355,8 +359,8 @@ class Conn:
 
     def flow_key(self, table):
         k = table.Key()
-        k.cli_addr = struct.unpack("<I", socket.inet_aton(self.client))[0]
-        k.srv_addr = struct.unpack("<I", socket.inet_aton(self.server))[0]
+        k.cli_addr[:] = brc_contract.addr_words(self.client)
+        k.srv_addr[:] = brc_contract.addr_words(self.server)
         k.cli_port, k.srv_port = self.cport, self.sport
         return k
 

@@ -60,7 +60,7 @@ def test_with_an_agent_untracked_and_unparsed_traffic_needs_no_lease(brc, port):
     with agent_in_charge(brc):
         with Delta(brc) as d:
             u.send(resp("SET", "agent:elsewhere", "x"))
-            brc.ingress(ipv6_tcp(port, 6379, resp("SET", "agent:v6", "x")))
+            brc.ingress(ipv6_tcp(port, 6379, resp("SET", "agent:v6", "x"), hop_by_hop=True))
         assert d["segments_untracked"] == 1 and d["invalidate_untracked"] == 0
         assert d["invalidate_unparsed"] == 0 and brc.global_state()["hold_until_ns"] == 0
         assert answerable(brc, c, key)

@@ -5,10 +5,8 @@ import time
 
 import pytest
 
-import socket
-import struct
-
 import brc_testlib
+from ansible.module_utils.brc_contract import addr_words
 from brc_testlib import (Conn, Delta, bulk, counted_get, filled, filled_conn, ipv4_tcp, marks, pending,
                         resp, tcp_options, user)
 
@@ -335,8 +333,8 @@ def test_a_full_flow_table_never_evicts_a_live_connection(brc, port):
     finally:
         for client, cport in filler:
             k = t.Key()
-            k.cli_addr = struct.unpack("<I", socket.inet_aton(client))[0]
-            k.srv_addr = struct.unpack("<I", socket.inet_aton(live.server))[0]
+            k.cli_addr[:] = addr_words(client)
+            k.srv_addr[:] = addr_words(live.server)
             k.cli_port, k.srv_port = cport, 6379
             for name in (b"brc_flows", b"brc_transient"):
                 try:

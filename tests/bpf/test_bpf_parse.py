@@ -11,7 +11,7 @@ GET_SET = resp("SET", "split:k", "value") + resp("GET", "split:k")
 def test_unusual_packets_pass_untouched_and_are_counted(brc, port):
     c = Conn(brc, port).handshake()
     with Delta(brc) as d:
-        brc.ingress(ipv6_tcp(port, 6379, resp("GET", "x")))
+        brc.ingress(ipv6_tcp(port, 6379, resp("GET", "x"), hop_by_hop=True))
         brc.ingress(ipv4_tcp(c.client, c.server, port, 6379, c.cseq, c.sseq, "PA", resp("GET", "x"),
                              ip_opts=b"\x01\x01\x01\x00"))
         brc.ingress(ipv4_tcp(c.client, c.server, port, 6379, c.cseq, c.sseq, "PA", resp("GET", "x"),

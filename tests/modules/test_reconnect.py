@@ -21,7 +21,7 @@ def line(cid, addr, laddr="%s:%d" % (BRC, PORT), flags="N", age=100, user="defau
 
 
 def judge(tracked=(), since=50.0, **kw):
-    return rc.Judge(PORT, [BRC], [BRC, "127.0.0.1", "10.9.0.99"], lambda ci, cp, si, sp: (ci, cp) in tracked,
+    return rc.Judge(PORT, [BRC, "2001:db8::2"], [BRC, "127.0.0.1", "10.9.0.99", "2001:db8::2", "2001:db8::99"], lambda ci, cp, si, sp: (ci, cp) in tracked,
                     since, self_id=kw.pop("self_id", 1), **kw)
 
 
@@ -35,7 +35,8 @@ CASES = [
     ("other port", line(7, "10.9.0.1:40000", "%s:6380" % BRC), {}, "other_port"),
     ("loopback", line(7, "127.0.0.1:40000", "127.0.0.1:6379"), {}, "loopback"),
     ("other address of the host", line(7, "10.9.0.1:40000", "10.9.0.99:6379"), {}, "other_address"),
-    ("ipv6", line(7, "[2001:db8::1]:40000", "[2001:db8::2]:6379"), {}, "other_address"),
+    ("ipv6 to the BRC interface", line(7, "[2001:db8::1]:40000", "[2001:db8:0::2]:6379"), {}, None),
+    ("ipv6 to another address", line(7, "[2001:db8::1]:40000", "[2001:db8::99]:6379"), {}, "other_address"),
     ("from the host itself", line(7, "%s:40000" % BRC), {}, "local"),
     ("the agent's user", line(7, "10.9.0.1:40000", user="brc-agent"), {"keep_users": ["brc-agent"]}, "kept_user"),
     ("in MULTI", line(7, "10.9.0.1:40000", flags="x", multi=2), {}, "multi"),
@@ -170,9 +171,15 @@ def test_flow_key_layout():
     class Tables(rc.FlowTables):
         def __init__(self):   # the key only: no pinned maps here
             self.key_cls = contract_for(BPF_DIR).structs["brc_flow_key"]
+    ports = (40000).to_bytes(2, "little") + (6379).to_bytes(2, "little")
+    # struct brc_flow_key: addresses as IPv6 in network order, IPv4 mapped (::ffff:a.b.c.d),
+    # ports in host order (little endian here)
+    mapped = bytes(10) + b"\xff\xff"
     key = Tables().key("10.0.0.1", 40000, "10.0.0.2", 6379)
-    # struct brc_flow_key: addresses in network order, ports in host order (little endian here)
-    assert key == bytes([10, 0, 0, 1, 10, 0, 0, 2]) + (40000).to_bytes(2, "little") + (6379).to_bytes(2, "little")
+    assert key == mapped + bytes([10, 0, 0, 1]) + mapped + bytes([10, 0, 0, 2]) + ports
+    key = Tables().key("fd00:bc::2", 40000, "fd00:bc::1", 6379)
+    v6 = bytes([0xfd, 0, 0, 0xbc]) + bytes(11)
+    assert key == v6 + b"\x02" + v6 + b"\x01" + ports
 
 
 # --- errors, from real redis-servers ------------------------------------------------------

@@ -343,19 +343,22 @@ V6_SERVER, V6_CLIENT = "fd00:bc::1", "fd00:bc::2"
 
 
 def test_d7_writes_brc_cannot_parse_invalidate(lab):
-    """D7: writes BRC does not parse reach Redis unseen: over IPv6 (the lab's Redis also
-    bound to fd00:bc::1, a unique-local address on both veth ends, only inside the
-    lab's namespaces) and over IPv4 with IP options (setsockopt IP_OPTIONS NOP NOP NOP
-    EOL). The key is hot in the kernel for IPv4 clients before each write; after it,
-    they get what Redis holds, never the old value (`invalidate_unparsed` grows)."""
+    """D7: writes BRC does not parse reach Redis unseen: over IPv6 with an extension
+    header (a hop-by-hop option, setsockopt IPV6_HOPOPTS; the lab's Redis also bound
+    to fd00:bc::1, a unique-local address on both veth ends, only inside the lab's
+    namespaces) and over IPv4 with IP options (setsockopt IP_OPTIONS NOP NOP NOP EOL).
+    The key is hot in the kernel for IPv4 clients before each write; after it, they
+    get what Redis holds, never the old value (`invalidate_unparsed` grows)."""
     key = "bb:d7:k"
     pair = lab.pair
+    hop_by_hop = b"\x00\x00\x01\x04\x00\x00\x00\x00"     # PadN: one 8-byte header
     try:
         with address(pair.server, pair.server_dev, V6_SERVER + "/64", v6=True), \
                 address(pair.client, pair.client_dev, V6_CLIENT + "/64", v6=True), \
                 redis_bind(lab, V6_SERVER), client(lab) as c:
             set_hot(lab, c, key, "v1")
-            with client(lab, host=V6_SERVER) as w6, Delta(lab) as d:
+            opts = [(socket.IPPROTO_IPV6, socket.IPV6_HOPOPTS, hop_by_hop)]
+            with client(lab, host=V6_SERVER, sockopts=opts) as w6, Delta(lab) as d:
                 ok(w6.call("SET", key, "v2-over-ipv6"))
                 got = [c.call("GET", key) for _ in range(5)]
             assert got == [b"v2-over-ipv6"] * 5, got
@@ -372,6 +375,48 @@ def test_d7_writes_brc_cannot_parse_invalidate(lab):
             warm(lab, c, key, "v3-with-ip-options")
     finally:
         _del(lab, key)
+
+
+@pytest.mark.parametrize("checksum", ["offload", "full"])
+def test_ipv6_connections_are_followed_and_answered_like_ipv4(lab, checksum):
+    """IPv6 without extension headers is parsed, cached from and answered as IPv4 is
+    (issue 11), with the client's checksum offload on (CHECKSUM_PARTIAL requests) and
+    off: a write over it invalidates its key only (`invalidate_key`, nothing unparsed,
+    IPv4 readers keep their hits on other keys); an IPv6 client's repeated GETs are
+    >= 90% answered in the kernel, every reply what Redis holds (read over loopback),
+    also right after its own write and another client's."""
+    key, other = "bb:v6:k", "bb:v6:other"
+    pair = lab.pair
+    tx = "on" if checksum == "offload" else "off"
+    try:
+        with address(pair.server, pair.server_dev, V6_SERVER + "/64", v6=True), \
+                address(pair.client, pair.client_dev, V6_CLIENT + "/64", v6=True), \
+                ethtool(pair.client, pair.client_dev, "tx", "tx-checksumming", tx), \
+                redis_bind(lab, V6_SERVER), client(lab) as c:
+            set_hot(lab, c, key, "v1")
+            set_hot(lab, c, other, "o1")
+            with Delta(lab) as d, client(lab, host=V6_SERVER) as c6:
+                ok(c6.call("SET", key, "v2-over-ipv6"))
+                got = [c.call("GET", key) for _ in range(5)]
+                _, hits = gets_answered(lab, c, other, 5)
+            assert got == [b"v2-over-ipv6"] * 5, got
+            assert hits == 5, "a parsed IPv6 write invalidated more than its key"
+            assert not d["pkt_ipv6"] and not d["invalidate_unparsed"] and not d["invalidate_global"], d
+            assert d["invalidate_key"] == 1 and d["flows_tracked"] == 1, d
+            with client(lab, host=V6_SERVER) as c6:
+                warm(lab, c6, key, "v2-over-ipv6")
+                got, hits = gets_answered(lab, c6, key, 200)
+                assert got == [b"v2-over-ipv6"] * 200, set(got)
+                assert hits >= 180, hits
+                ok(c6.call("SET", key, "v3-over-ipv6"))
+                assert c6.call("GET", key) == b"v3-over-ipv6"
+                ok(c.call("SET", key, "v4-over-ipv4"))
+                assert c6.call("GET", key) == b"v4-over-ipv4"
+                warm(lab, c6, key, "v4-over-ipv4")
+            with truth(lab) as t:
+                assert t.call("GET", key) == b"v4-over-ipv4"
+    finally:
+        _del(lab, key, other)
 
 
 # --------------------------------------------------------------------------- D8

@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from ansible.module_utils.brc_contract import addr_words
 from brc_testlib import _csum, ipv4_tcp, prog_test_run, resp, bulk
 
 TC_ACT_OK, TC_ACT_SHOT, TC_ACT_REDIRECT = 0, 2, 7
@@ -270,8 +271,8 @@ def _flows(lab):
 
 def _flow_key(table, cport):
     k = table.Key()
-    k.cli_addr = struct.unpack("<I", socket.inet_aton(CLI))[0]
-    k.srv_addr = struct.unpack("<I", socket.inet_aton(SRV))[0]
+    k.cli_addr[:] = addr_words(CLI)
+    k.srv_addr[:] = addr_words(SRV)
     k.cli_port, k.srv_port = cport, PORT
     return k
 

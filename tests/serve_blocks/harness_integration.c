@@ -48,7 +48,7 @@ int it_ingress(struct __sk_buff *skb)
 
 	if (!fl || !e || !sc)
 		return TC_ACT_OK;
-	if (brc_parse_tcp4(skb, &p) != BRC_PKT_TCP4)
+	if (brc_parse_tcp(skb, &p) != BRC_PKT_TCP)
 		return TC_ACT_OK;
 	if (bpf_skb_load_bytes(skb, p.l4_off, &th, sizeof(th)) < 0)
 		return TC_ACT_OK;
