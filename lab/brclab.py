@@ -4,6 +4,7 @@ Shape:
 
     root netns (controller)          netns <p>br                 netns <p>h<i>   (i = 1..N)
     veth brc<name>0 10.77.0.1/24 --- ctl ] br0 [ h<i> ----------- eth0 10.77.0.<10+i>/24
+                                                                  fd00:bc:77::<10+i>/64
 
 where <p> is ``brc<name>-``.  Each host's first process is started as
 ``ip netns exec <p>h<i> unshare --uts --pid --fork --mount-proc --mount sh init.sh``; init.sh
@@ -13,7 +14,9 @@ shares the host's mount namespace (a bpffs mounted in one task is there in the n
 on that host).  ``Lab.exec`` joins the same namespaces with nsenter.
 
 Only the lab's own /24 is used, only inside namespaces the lab creates; the root namespace gets
-one veth whose connected route is the only route added.  ``down`` removes every namespace, link,
+one veth whose connected route is the only route added. Hosts also get a unique-local IPv6
+address (fd00:bc:<second octet of the /24>::/64), so IPv6 clients can be tried between them;
+the controller's veth has IPv6 disabled, so it never leaves the lab's namespaces.  ``down`` removes every namespace, link,
 process (by PID) and file the lab created, also after a crash or a half-finished ``up``.
 
 Stdlib only: the CLI (``labctl``) runs under any python3 on the machine.
@@ -140,6 +143,10 @@ class Lab(HostConfig):
 
     def host_addr(self, index):
         return str(self._net[HOST_ADDR_OFFSET + index])
+
+    def host_addr6(self, index):
+        """The host's unique-local IPv6 address (its /24's second octet names the /64)."""
+        return "fd00:bc:%d::%d" % (self._net.network_address.packed[1], HOST_ADDR_OFFSET + index)
 
     def host_netns(self, index):
         return "%sh%d" % (self.prefix, index)
@@ -337,7 +344,8 @@ class Lab(HostConfig):
         _run(["ip", "-n", self.bridge_netns, "-batch", "-"], input="\n".join(batch) + "\n")
         for h in hosts:
             _run(["ip", "-n", h.netns, "-batch", "-"], input="\n".join([
-                "link set lo up", "addr add %s/24 dev eth0" % h.addr, "link set eth0 up"]) + "\n")
+                "link set lo up", "addr add %s/24 dev eth0" % h.addr,
+                "addr add %s/64 dev eth0 nodad" % self.host_addr6(h.index), "link set eth0 up"]) + "\n")
         _run(["ip", "link", "add", self.veth, "type", "veth", "peer", "name", "ctl",
               "netns", self.bridge_netns])
         try:   # no IPv6 chatter from the root namespace into the lab

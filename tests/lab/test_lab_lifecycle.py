@@ -4,6 +4,7 @@ recovered, and `up` on a running lab is a no-op or a clear refusal.
 These build their own small labs (names l*/s*, leased so concurrent sessions never share one),
 so they never disturb the session lab or a user's demo lab.
 """
+import ipaddress
 import os
 import signal
 import subprocess
@@ -189,6 +190,16 @@ def test_labctl_status_exec_inventory(lab):
     assert out.stdout.strip() == "redis2"
     down = labctl("status", "--name", "zz")      # never created in this test session
     assert down.returncode == 3 and "down" in down.stdout
+
+
+def test_hosts_reach_each_others_redis_over_ipv6(lab):
+    """Each host has its unique-local IPv6 address, and Redis listens on it: an IPv6
+    client in one host reaches another host's Redis (issue 11's IPv6 clients)."""
+    h1, h2 = lab.hosts[0], lab.hosts[1]
+    addr6 = lab.host_addr6(h2.index)
+    assert addr6.startswith("fd00:bc:") and ipaddress.ip_address(addr6).is_private
+    out = labctl("exec", "--name", lab.name, h1.name, "--", "redis-cli", "-h", addr6, "PING")
+    assert out.returncode == 0 and out.stdout.strip() == "PONG", out.stdout + out.stderr
 
 
 def test_lab_names_and_subnets_are_distinct():
