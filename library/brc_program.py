@@ -39,6 +39,9 @@ options:
     description:
       - Drop and recreate pinned maps whose layout differs from the new build (their contents are lost).
       - Maps whose layout matches are reused either way.
+      - Never the flow tables while a connection answered in the kernel is open on the interface,
+        as its sequence translation is there. The module then fails with the number of such
+        connections and the fix (mode V(off), let them close, then upgrade).
     type: bool
     default: false
   cflags:

@@ -14,7 +14,10 @@
 #     and recreates them without reset_maps, since counts labelled with another
 #     build's names would be wrong and losing them costs no cache;
 #   - programs and tail-call arrays are pinned under a temporary name and renamed
-#     over the old pins, so a reader always finds a complete program.
+#     over the old pins, so a reader always finds a complete program;
+#   - reset_maps never drops the flow tables while a connection answered in the kernel
+#     is open: its segments need the table's sequence offsets until it closes, and
+#     without them they would pass untranslated (a stuck connection).
 
 from __future__ import absolute_import, division, print_function
 
@@ -50,6 +53,22 @@ def _bpf_api():
 def _norm_type(t):
     t = str(t).lower()
     return t[len("bpf_map_type_"):] if t.startswith("bpf_map_type_") else t
+
+
+# The maps a served connection's sequence translation lives in, by contract role.
+TRANSLATION_MAPS = ("flows", "transient")
+
+
+def open_served_connections(pdir, contract):
+    """Connections open in the pinned flow table that were answered in the kernel (their
+    key is in brc_served too; the two keys share one layout, the pinned one): each needs
+    the table's offsets until it closes. 0 when either map is not pinned."""
+    flows = os.path.join(pdir, contract.map_name("flows"))
+    served = os.path.join(pdir, contract.map_name("served"))
+    if not (os.path.exists(flows) and os.path.exists(served)):
+        return 0
+    with brc_pins.PinnedMap(flows) as f, brc_pins.PinnedMap(served) as s:
+        return sum(1 for key in f.keys() if s.lookup(key) is not None)
 
 
 def layout_mismatches(declared, pinned):
@@ -185,6 +204,19 @@ def install(interface, src_dir, pin_root, cflags=(), reset_maps=False, check_mod
                 "set reset_maps: true to drop and recreate those maps (their cache entries and "
                 "stats are lost), or deploy sources with the pinned layout",
                 mismatches=[dict(zip(("map", "field", "pinned", "new"), b)) for b in bad])
+        translation = set(contract.map_name(r) for r in TRANSLATION_MAPS)
+        if translation & set(b[0] for b in bad):
+            n = open_served_connections(pdir, contract)
+            if n:
+                raise BrcError(
+                    "%d connection(s) answered in the kernel are open on %s, and the new build "
+                    "changes the layout of the flow tables (%s) that keep their sequence "
+                    "translation: dropping them would stall those connections" % (
+                        n, interface, ", ".join(sorted(translation & set(b[0] for b in bad)))),
+                    "set the mode to off (brc_mode: off; served connections stay translated), "
+                    "let them close (restart the clients' connection pools), then upgrade "
+                    "with reset_maps: true",
+                    open_served_connections=n)
         for name in sorted(set(b[0] for b in bad) | stale_histograms):
             os.unlink(os.path.join(pdir, name))
             dropped.append(name)

@@ -35,7 +35,7 @@ def test_bpffs_mount_unmount_and_foreign_mounts(in_netns):
 
 
 LIFECYCLE = r"""
-import json, re, shutil, tempfile
+import ctypes, json, re, shutil, tempfile
 from ansible.module_utils import brc_build, brc_tc, brc_maps, brc_pins
 from ansible.module_utils.brc_common import BrcError, read_json
 from ansible.module_utils.brc_contract import load_contract
@@ -123,6 +123,30 @@ out["stats_reset"] = brc_maps.reset_stats(PD, c2)
 out["stats_reset_again"] = brc_maps.reset_stats(PD, c2)
 out["counters_after_reset"] = brc_maps.read_counters(PD, c2)
 
+# A layout change of the flow tables while a connection answered in the kernel is open
+# (its key in brc_flows and in brc_served): refused even with reset_maps, nothing
+# touched; once it is gone, reset_maps drops the tables.
+fl = tempfile.mkdtemp(prefix="brcmt-flow-")
+shutil.rmtree(fl); shutil.copytree(lay, fl)
+h = open(fl + "/brc_contract.h").read()
+h = h.replace("struct brc_flow {\n", "struct brc_flow {\n\t__u64 test_layout;\n", 1)  # brc_flows' value grows
+open(fl + "/brc_contract.h", "w").write(h)
+served_key = b"\x5a" * ctypes.sizeof(c2.structs["brc_flow_key"])
+with brc_pins.PinnedMap(PD + "/brc_flows") as m:
+    m.update(served_key, b"\0" * m.info["value_size"])
+with brc_pins.PinnedMap(PD + "/brc_served") as m:
+    m.update(served_key, b"\0" * m.info["value_size"])
+progs_before, maps_before = brc_pins.pinned_programs(PD), ids()
+try:
+    install(src=fl, reset_maps=True)
+    out["flows_refused"] = None
+except BrcError as e:
+    out["flows_refused"] = {"text": e.text, "details": e.details}
+out["flows_untouched"] = brc_pins.pinned_programs(PD) == progs_before and ids() == maps_before
+with brc_pins.PinnedMap(PD + "/brc_served") as m:
+    m.delete(served_key)
+out["flows_reset"] = install(src=fl, reset_maps=True)
+
 out["detach"] = brc_tc.detach(IF, state_dir=STATE)
 out["detach_again"] = brc_tc.detach(IF, state_dir=STATE)
 with brc_tc.Tc(IF) as tc:
@@ -142,7 +166,7 @@ emit(out)
 def test_program_tc_config_stats_lifecycle(in_netns):
     # several real builds (bcc compile + verifier, ~1 min each on a busy machine): a bound
     # for a hang, not a timing
-    r = in_netns(LIFECYCLE, peer=True, timeout=600)
+    r = in_netns(LIFECYCLE, peer=True, timeout=900)
     first = r["first"]
     assert first["changed"] and set(first["programs"]) == {"ingress", "egress"}
     assert {"prog_ingress", "prog_egress", "brc_config", "brc_stats", "brc_latency"} <= set(r["pins"])
@@ -190,6 +214,12 @@ def test_program_tc_config_stats_lifecycle(in_netns):
     assert r["reset_ids"].pop("brc_stats") is True and not any(r["reset_ids"].values())
     assert r["stats_reset_check"] is True and r["stats_reset"] is True and r["stats_reset_again"] is False
     assert not any(r["counters_after_reset"].values())
+    # the flow tables are never dropped under an open served connection, even with reset_maps
+    refused = r["flows_refused"]
+    assert refused and refused["details"]["open_served_connections"] == 1, refused
+    assert "brc_flows" in refused["text"] and "brc_mode: off" in refused["text"], refused
+    assert r["flows_untouched"]
+    assert {"brc_flows", "brc_transient"} <= set(r["flows_reset"]["maps_reset"]), r["flows_reset"]
     # removal
     assert r["detach"]["changed"] and not r["detach_again"]["changed"] and r["clsact_left"] is False
     assert r["attach_foreign"]["changed"] and not r["attach_foreign"]["clsact_owned"]
