@@ -10,8 +10,9 @@
  *                  `*2\r\n$3\r\nGET\r\n$<n>\r\n<n bytes>\r\n` on a connection
  *                  that has sent nothing else is answered with ONE FIXED REPLY
  *                  (brc_floor_reply, written by the bench), through serve's
- *                  reply path (brc_serve_emit(): the pure-ACK clone to the
- *                  server, the request skb turned into the reply);
+ *                  reply path (brc_serve_emit_ip(): the pure-ACK clone to the
+ *                  server, the request skb turned into the reply; IPv4 only,
+ *                  as the bench's clients are);
  *   brc_floor_out  server->client: seqadj tracking and translation, as
  *                  brc_serve_out() does in brc.c.
  *
@@ -76,8 +77,8 @@ BPF_TABLE("lru_hash", struct brc_flow_key, struct brc_floor_flow, brc_floor_flow
 static __always_inline void brc_floor_key(struct brc_flow_key *fk, const struct brc_pkt *pkt,
 					  int from_client)
 {
-	fk->cli_addr = from_client ? pkt->saddr : pkt->daddr;
-	fk->srv_addr = from_client ? pkt->daddr : pkt->saddr;
+	brc_addr_copy(fk->cli_addr, from_client ? pkt->saddr : pkt->daddr);
+	brc_addr_copy(fk->srv_addr, from_client ? pkt->daddr : pkt->saddr);
 	fk->cli_port = from_client ? pkt->sport : pkt->dport;
 	fk->srv_port = from_client ? pkt->dport : pkt->sport;
 }
@@ -127,7 +128,7 @@ int brc_floor_in(struct __sk_buff *skb)
 
 	if (!cfg || !ss || skb->mark == BRC_SERVE_MARK)
 		return TC_ACT_OK;
-	if (brc_parse_tcp4(skb, &ss->pkt) != BRC_PKT_TCP4 || ss->pkt.dport != cfg->port)
+	if (brc_parse_tcp(skb, &ss->pkt) != BRC_PKT_TCP || ss->pkt.ipv6 || ss->pkt.dport != cfg->port)
 		return TC_ACT_OK;
 	brc_floor_key(&fk, &ss->pkt, 1);
 	fl = brc_floor_flows.lookup(&fk);
@@ -155,7 +156,7 @@ int brc_floor_in(struct __sk_buff *skb)
 	if (__sync_val_compare_and_swap(&fl->in_busy, 0, now | 1) != 0) {
 		/* another CPU is in this connection's client bytes: the client
 		 * sends this segment again (serve does the same) */
-		if ((__s64)(now - fl->in_busy) < (__s64)BRC_BUSY_FRESH_NS)
+		if ((__s64)(now - fl->in_busy) < (__s64)BRC_BUSY_STALE_NS)
 			return TC_ACT_SHOT;
 		fl->in_busy = now | 1;  /* a stale lock is no CPU at work */
 	}
@@ -208,7 +209,7 @@ drop:
 	return TC_ACT_SHOT;
 emit:
 	fl->in_busy = 0;
-	return brc_serve_emit(skb, ss, &seg, sa, rb->data, len);
+	return brc_serve_emit_ip(skb, ss, &seg, sa, rb->data, len, 0);
 }
 
 int brc_floor_out(struct __sk_buff *skb)
@@ -223,7 +224,7 @@ int brc_floor_out(struct __sk_buff *skb)
 
 	if (!cfg || !ss || skb->mark == BRC_SERVE_MARK)
 		return TC_ACT_OK;
-	if (brc_parse_tcp4(skb, &ss->pkt) != BRC_PKT_TCP4 || ss->pkt.sport != cfg->port)
+	if (brc_parse_tcp(skb, &ss->pkt) != BRC_PKT_TCP || ss->pkt.ipv6 || ss->pkt.sport != cfg->port)
 		return TC_ACT_OK;
 	brc_floor_key(&fk, &ss->pkt, 0);
 	fl = brc_floor_flows.lookup(&fk);

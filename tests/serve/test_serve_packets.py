@@ -302,7 +302,7 @@ def test_a_segment_beside_another_cpu_is_dropped_not_the_connection(lab):
             miss_and_fill(p, get, val)
             before = lab.brc.counters()
             # a lock another CPU holds now: dated ahead, so that the time this test's own
-            # map reads take cannot age it past BRC_BUSY_FRESH_NS on a busy machine
+            # map reads take cannot age it past BRC_BUSY_STALE_NS on a busy machine
             _set_busy(lab, p.cport, time.monotonic_ns() + 10 ** 9)
             p.cts += 1
             rv, _ = p.run("ingress", p.c2s("PA", get))
