@@ -55,7 +55,8 @@ FLOOR_SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "brc_floor.
 FLOOR_PROGRAMS = {"ingress": "brc_floor_in", "egress": "brc_floor_out"}
 FLOOR_CFLAGS = ["-DBRC_FLOWS_MAX=64", "-DBRC_TRANSIENT_MAX=64", "-DBRC_CACHE_MAX=64",
                 "-DBRC_REPLYBUF_MAX=64", "-DBRC_TTLKEYS_MAX=64", "-DBRC_OOO_FLOWS=16",
-                "-DBRC_USERS_MAX=16", "-DBRC_TOUCHED_MAX=64", "-DBRC_EXPIRY_WANTED_MAX=64"]
+                "-DBRC_USERS_MAX=16", "-DBRC_TOUCHED_MAX=64", "-DBRC_EXPIRY_WANTED_MAX=64",
+                "-DBRC_UNTRACKED_MAX=16", "-DBRC_ADOPT_MAX=16"]
 _INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"')
 
 
@@ -147,6 +148,16 @@ class Brc:
             gap["gap_pins"] = brc_maps.blind_gap_pins(self.pin_dir, self.contract)
         brc_tc.attach(self.device, self.pin_dir, tc=self.tc, state_dir=self.state_dir, **gap)
         self.attached = True
+
+    def upgrade(self, src_dir):
+        """A new build of @src_dir attached in place of this one, as brc_program and
+        brc_tc upgrade a host: the pinned maps reused (the layout unchanged), the
+        programs pinned over the old ones, the filters replaced (no gap)."""
+        from ansible.module_utils import brc_compile, brc_pins, brc_tc
+        self.build = brc_compile.compile_programs(src_dir, pin_dir=self.pin_dir)
+        for name, fd in list(self.build.programs.items()) + list(self.build.helpers.items()):
+            brc_pins.pin_replace(fd, brc_pins.prog_pin(self.pin_dir, name))
+        brc_tc.attach(self.device, self.pin_dir, tc=self.tc, state_dir=self.state_dir)
 
     def detach(self):
         from ansible.module_utils import brc_tc

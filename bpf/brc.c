@@ -36,6 +36,7 @@
 #include "tcp_opts.h"
 #include "tcp_reply.h"
 #include "brc_flow.h"
+#include "brc_adopt.h"
 #include "brc_cache.h"
 #include "brc_resp.h"
 #include "brc_ooo.h"
@@ -311,11 +312,17 @@ static __always_inline void brc_unparsed(struct __sk_buff *skb, int kind, const 
 		brc_count(PKT_IP_OPTIONS);
 	else if (kind == BRC_PKT_FRAGMENT)
 		brc_count(PKT_FRAGMENT);
-	if (!brc_pkt_may_carry_command(skb, kind, pkt, cfg->port) || brc_agent_on())
-		return;         /* with an agent in charge, Redis reports what it writes */
+	if (!brc_pkt_may_carry_command(skb, kind, pkt, cfg->port))
+		return;
 	g = brc_get_global();
 	if (!g)
 		return;
+	if (brc_agent_on()) {
+		/* Redis reports what it writes; a change of who may read what
+		 * only a load made after it has run shows */
+		brc_auth_unseen(g, bpf_ktime_get_ns() + BRC_UNTRACKED_LEASE_NS);
+		return;
+	}
 	brc_hold_until(g, bpf_ktime_get_ns() + BRC_UNTRACKED_LEASE_NS);
 	__sync_fetch_and_add(&g->ver, 1);
 	brc_count(INVALIDATE_UNPARSED);
@@ -391,7 +398,7 @@ int brc_ingress(struct __sk_buff *skb)
 	struct brc_pkt pkt = {};
 	struct brc_flow *f;
 	__u64 busy;
-	int kind;
+	int kind, drop = 0;
 
 	if (!cfg || !sc)
 		return TC_ACT_OK;
@@ -428,6 +435,7 @@ int brc_ingress(struct __sk_buff *skb)
 				brc_transient.delete(&sc->fk);
 			return TC_ACT_OK;
 		}
+		brc_untracked_forget(sc);
 		f = brc_flow_syn(sc, pkt.seq);
 		if (f && pkt.payload_len) {
 			/* TCP Fast Open: data BRC does not parse reaches Redis */
@@ -439,9 +447,15 @@ int brc_ingress(struct __sk_buff *skb)
 	} else {
 		f = brc_flow_find(sc);
 		if (!f) {
-			if (pkt.payload_len)
-				brc_flow_missing(sc);
-			return TC_ACT_OK;
+			if (!brc_agent_on()) {
+				if (pkt.payload_len)
+					brc_flow_missing(sc);
+				return TC_ACT_OK;
+			}
+			/* under an agent it may be adopted at a proven boundary */
+			f = brc_untracked_in(sc, cfg, &pkt, &drop);
+			if (!f)
+				return drop ? TC_ACT_SHOT : TC_ACT_OK;
 		}
 	}
 	if (!(f->flags & BRC_FF_CLOSED) &&
@@ -828,6 +842,8 @@ int brc_egress(struct __sk_buff *skb)
 	if (!f) {
 		if (pkt.payload_len)
 			brc_flow_missing(sc);
+		if (brc_agent_on())
+			brc_untracked_out(skb, sc, &pkt);
 		return TC_ACT_OK;
 	}
 	f->last_ns = sc->now;
@@ -871,6 +887,10 @@ int brc_egress(struct __sk_buff *skb)
 		} else {
 			start = pkt.payload_off + (__u32)(-d);
 			f->srv_next = pkt.seq + pkt.payload_len;
+			/* an adopted connection's replies are on: answers may start */
+			if ((f->flags & BRC_FF_UNPROVEN) &&
+			    (__sync_fetch_and_and(&f->flags, ~(__u64)BRC_FF_UNPROVEN) & BRC_FF_UNPROVEN))
+				brc_count(ADOPT_PROVEN);
 			/* a given-up connection's replies decide nothing any more */
 			if (f->rp_state != BRC_RP_LOST && !(f->dirty & BRC_DIRTY_GIVEUP)) {
 				sc->off = start;

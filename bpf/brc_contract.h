@@ -43,6 +43,8 @@
 #define BRC_MAP_USERS "brc_users"
 #define BRC_MAP_SERVER "brc_server"
 #define BRC_MAP_OOO "brc_ooo"
+#define BRC_MAP_UNTRACKED "brc_untracked"
+#define BRC_MAP_ADOPT "brc_adopt"
 
 /* The tail-call array the loader fills (one build's, pinned beside the
  * programs), slot n = the n-th entry: the program (function) it calls. */
@@ -113,6 +115,9 @@ struct brc_flow_key {
 #define BRC_FF_SERVED 64        /* answered at least once: translation for the rest of its life */
 #define BRC_FF_CLOSED 128       /* closed, kept (in brc_transient) only to translate its last FIN/ACKs */
 #define BRC_FF_OOO_HELD 256     /* client bytes after a hole are held in brc_ooo: never answered until parsed */
+#define BRC_FF_UNPROVEN 512     /* adopted (struct brc_adopt): never answered before Redis has sent it a
+				 * reply, the only proof that its replies are on (CLIENT REPLY OFF
+				 * does not show in CLIENT LIST) */
 
 /* brc_flow.track: what the flow does with the reply to its tracked GET. */
 #define BRC_TRACK_NONE 0
@@ -416,7 +421,8 @@ struct brc_global {
 				 * (a client RST with commands pending) */
 	__u64 auth_epoch;       /* bumped when a command that may change who can read
 				 * what, or the server's role, completes (or its
-				 * connection closes before the reply is seen) */
+				 * connection closes before the reply is seen), and
+				 * under an agent by client bytes BRC cannot parse */
 	__u64 auth_inflight;    /* such commands passed and not complete */
 	__u64 auth_hold_until_ns; /* such a command may still run until then (its client
 				   * reset the connection first): a load of brc_server
@@ -473,7 +479,9 @@ struct brc_server {
  * every key that changes, so writes the wire does not show (loopback, a Unix
  * socket, expiry, eviction, scripts, a replica's stream) and those of traffic BRC
  * cannot follow at all (connections not seen from their SYN, IPv6 extension headers, IP options,
- * fragments) are invalidated within the feed's lag, with no lease. Connections
+ * fragments) are invalidated within the feed's lag, with no lease. Who may read what has
+ * no feed: such bytes stop answers until the agent has loaded the users again after
+ * Redis ran them (proven from brc_untracked, or after a lease for unparsed packets). Connections
  * BRC tracks never lean on that lag: a lost parser's global mark and a reset
  * writer's hold stay as without an agent (the fuzzer found answers stale for
  * the feed's lag without them). Nothing is answered unless beat_ns is younger than
@@ -555,6 +563,61 @@ struct brc_feed_batch {
  * LRU/LFU clocks see the reads it no longer serves (maxmemory eviction would
  * otherwise take the hottest keys first). */
 #define BRC_TOUCH_SAMPLE 8
+
+/* Adopting connections BRC did not see open (opened before the attach, or
+ * their SYN unseen), while an agent is in charge. Their bytes cannot be
+ * parsed from the middle of a command, so they are adopted at a command
+ * boundary Redis itself proves:
+ *   1. brc_untracked (LRU_HASH keyed by struct brc_flow_key, written only by
+ *      the programs): the sequence numbers each side sent and acked last.
+ *   2. The agent reads the record, then the server socket (sock_diag: nothing
+ *      unread, nothing unsent), then Redis's CLIENT LIST entry of the tuple
+ *      (query buffer and output buffers empty, no flags: not blocked, in
+ *      MULTI, subscribed, tracking or monitoring; no CLIENT REPLY SKIP last),
+ *      then the socket and the record again. If the server had acked every
+ *      client byte the record saw and no client byte moved since, Redis has
+ *      executed every command before cli_next and written every reply before
+ *      srv_next.
+ *   3. It writes a proven brc_adopt (HASH keyed by struct brc_flow_key) with
+ *      what CLIENT LIST said (db, user, protocol) and the socket's MSS and
+ *      window shift. The programs adopt the flow at the next client payload
+ *      segment that starts exactly at cli_next while the record still ends
+ *      at both numbers; any other segment spends the ticket unused.
+ * A connection that never rests is frozen first: an unproven brc_adopt with
+ * freeze_until_ns, until which its new client bytes are dropped (the client
+ * sends them again), so Redis catches up. A proven ticket keeps dropping new
+ * bytes past the boundary until the segment that starts there (a tail loss
+ * probe resends the last segment first). An adopted flow is BRC_FF_UNPROVEN
+ * until Redis's first reply. */
+struct brc_untracked {
+	__u32 cli_next;         /* one past the highest client byte seen (BRC_UT_F_CLI) */
+	__u32 srv_next;         /* one past the highest server byte seen (BRC_UT_F_SRV) */
+	__u32 cli_ack;          /* highest ack the client sent */
+	__u32 srv_ack;          /* highest ack the server sent */
+	__u64 flags;            /* BRC_UT_F_*: which halves were seen (atomic or) */
+	__u64 seen_ns;          /* CLOCK_MONOTONIC of the last segment either way */
+	__u16 srv_win;          /* the server's last raw window */
+	__u16 pad[3];
+};
+
+#define BRC_UT_F_CLI 1
+#define BRC_UT_F_SRV 2
+#define BRC_ADOPT_FREEZE_MAX_NS 1000000000ULL /* a freeze the programs honour at most */
+
+struct brc_adopt {
+	__u64 freeze_until_ns;  /* unproven: drop the client's new bytes until then */
+	__u32 proven;           /* 1: what follows is Redis's word at cli_next / srv_next */
+	__u32 cli_next;
+	__u32 srv_next;
+	__u32 db;               /* CLIENT LIST db= */
+	__u16 proto;            /* resp= (2 or 3) */
+	__u16 mss;              /* the socket's smaller MSS (sock_diag: snd_mss, advmss) */
+	__u8 cli_wscale;        /* the client's window shift (sock_diag: snd_wscale) */
+	__u8 authed;            /* a user other than default: Redis authenticated it */
+	__u8 pad[2];
+	__u32 user_len;         /* CLIENT LIST user= */
+	__u8 user[BRC_USER_MAX];
+};
 
 /* brc_replybuf: LRU_HASH keyed by struct brc_flow_key: the tracked GET's reply
  * bytes as they stream out (a reply can span segments). */
@@ -680,7 +743,12 @@ struct brc_ooo {
 	X(SACK_BLOCKS_REMOVED, "SACK blocks removed in translation: inside an injected reply, or a D-SACK older than the latest offset change") \
 	X(SERVE_OVER_MSS, "would-be hits passed: the reply does not fit one segment of the connection's MSS") \
 	X(SERVE_BATCHES, "segments of several GETs or of MGETs answered in the kernel with one reply (each GET is a hit)") \
-	X(SERVE_MGETS, "MGETs answered in the kernel, every key from the cache (in serve_batches)")
+	X(SERVE_MGETS, "MGETs answered in the kernel, every key from the cache (in serve_batches)") \
+	X(FLOWS_ADOPTED, "connections not seen from their SYN, adopted at a command boundary the agent proved") \
+	X(ADOPT_FROZEN, "client segments of a connection being adopted dropped during its freeze (sent again)") \
+	X(ADOPT_MISSED, "adoption tickets spent by a segment not at the proven boundary (not adopted)") \
+	X(ADOPT_PROVEN, "adopted connections whose first reply from Redis was seen (answerable from then on)") \
+	X(AUTH_UNSEEN, "client segments BRC cannot parse under an agent: answers wait for users loaded after Redis ran them")
 
 #define BRC_COUNTER_ENUM(name, doc) BRC_C_##name,
 enum brc_counter { BRC_COUNTERS(BRC_COUNTER_ENUM) BRC_C__MAX };

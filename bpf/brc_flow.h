@@ -443,6 +443,20 @@ static __always_inline int brc_rst_acceptable(const struct brc_flow *f, __u32 se
 	return (f->flags & BRC_FF_CLI_FIN) && seq == f->cli_next + 1;
 }
 
+/* Client bytes BRC cannot parse reach Redis while an agent is in charge. Its
+ * feed reports the keys they change, but nothing reports a change of who may
+ * read what (CONFIG SET requirepass, ACL SETUSER) as it happens, and the
+ * agent's poll of ACL LIST lags a beat: the users loaded count as old (the
+ * agent loads them again at its next beat), and a load counts only if made
+ * after @until (0: none) or after the agent proved Redis ran those bytes. */
+static __always_inline void brc_auth_unseen(struct brc_global *g, __u64 until)
+{
+	__sync_fetch_and_add(&g->auth_epoch, 1);
+	if (until)
+		brc_hold_slot(&g->auth_hold_until_ns, until);
+	brc_count(AUTH_UNSEEN);
+}
+
 /* A payload segment found no flow: the connection existed before attach, or
  * its SYN was not seen. Its commands cannot be followed, so any of them may be
  * a write: invalidate everything and hold everything in flight for a lease

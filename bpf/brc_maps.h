@@ -88,6 +88,18 @@ BRC_PERSISTENT("lru_hash", struct brc_flow_key, struct brc_replybuf, brc_replybu
 /* brc_ooo: client bytes after a sequence hole, per connection, until it fills. */
 BRC_PERSISTENT("lru_hash", struct brc_flow_key, struct brc_ooo, brc_ooo, BRC_OOO_FLOWS);
 
+#ifndef BRC_UNTRACKED_MAX
+#define BRC_UNTRACKED_MAX 4096      /* untracked connections remembered for adoption */
+#endif
+#ifndef BRC_ADOPT_MAX
+#define BRC_ADOPT_MAX 256           /* adoption tickets (freezes and proofs) at once */
+#endif
+
+/* Adoption (brc_contract.h): what the programs saw of untracked connections, and
+ * the agent's tickets for them. */
+BRC_PERSISTENT("lru_hash", struct brc_flow_key, struct brc_untracked, brc_untracked, BRC_UNTRACKED_MAX);
+BRC_PERSISTENT("hash", struct brc_flow_key, struct brc_adopt, brc_adopt, BRC_ADOPT_MAX);
+
 /* brc_ttlkeys: keys given a TTL (exact, not per bucket: a plain SET of one
  * key must not make another key's TTL forgotten). Not LRU: when full, the
  * key's bucket is marked for good instead. */

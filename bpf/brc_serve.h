@@ -338,8 +338,10 @@ static __always_inline int brc_serve_flow_ready(const struct brc_config *cfg,
 {
 	if (cfg->mode != BRC_MODE_SERVE)
 		return 0;
-	/* BRC_FF_OOO_HELD: bytes after a hole were passed at today's offsets */
-	if ((f->flags & (BRC_FF_CLOSED | BRC_FF_CLI_FIN | BRC_FF_SRV_FIN | BRC_FF_OOO_HELD)) ||
+	/* BRC_FF_OOO_HELD: bytes after a hole were passed at today's offsets;
+	 * BRC_FF_UNPROVEN: adopted, and Redis may have its replies off */
+	if ((f->flags & (BRC_FF_CLOSED | BRC_FF_CLI_FIN | BRC_FF_SRV_FIN | BRC_FF_OOO_HELD |
+			 BRC_FF_UNPROVEN)) ||
 	    f->state != BRC_FS_EST)
 		return 0;
 	if (f->dirty || f->sent != f->replied || f->rq_state != BRC_RQ_IDLE || f->db != 0)

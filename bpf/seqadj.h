@@ -18,6 +18,7 @@
  * per-flow map value; struct brc_seg filled by the caller's parser):
  *   tc ingress, client SYN (no ACK)          brc_seqadj_init_syn()
  *   tc egress,  server SYN-ACK               brc_seqadj_init_synack()
+ *   (or, for a connection adopted mid-life,  brc_seqadj_init_adopted())
  *   tc ingress, every other client segment   brc_seqadj_track_ingress(), then
  *       brc_seqadj_classify() == BRC_SEQADJ_RESEND -> resend the stored reply
  *           (tcp_reply.h), never pass it;
@@ -168,6 +169,24 @@ static __always_inline int brc_seqadj_init_synack(struct brc_seqadj *sa, const s
 	}
 	sa->flags |= BRC_SA_F_SYNACK;
 	return 0;
+}
+
+/* A connection adopted mid-life (brc_contract.h's struct brc_adopt), at a
+ * command boundary: client bytes end at @cli_nxt, server bytes at @srv_nxt,
+ * nothing consumed or injected yet. Both halves count as seen; the server's
+ * TSval comes with its next segment (no answer before it: BRC_SA_F_TS). */
+static __always_inline void brc_seqadj_init_adopted(struct brc_seqadj *sa, __u32 cli_nxt, __u32 cli_ack,
+						   __u32 srv_nxt, __u32 srv_ack, __u16 srv_win)
+{
+	__builtin_memset(sa, 0, sizeof(*sa));
+	sa->cli_nxt = cli_nxt;
+	sa->cons_start = cli_nxt;
+	sa->cli_max_ack = cli_ack;
+	sa->srv_nxt = srv_nxt;
+	sa->inj_pos = srv_nxt;
+	sa->srv_max_ack = srv_ack;
+	sa->srv_win = srv_win;
+	sa->flags = BRC_SA_F_SYN | BRC_SA_F_SYNACK;
 }
 
 /* Both handshake halves seen. */

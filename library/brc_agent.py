@@ -52,7 +52,7 @@ options:
   lib_dir:
     description:
       - Where the agent's files are, shipped there by an earlier task (the brc role does), namely
-        C(brc-agent) (roles/brc/files) and the module_utils C(brc_agent.py), C(brc_auth.py),
+        C(brc-agent) (roles/brc/files) and the module_utils C(brc_agent.py), C(brc_adopt.py), C(brc_auth.py),
         C(brc_contract.py), C(brc_pins.py), C(brc_common.py), C(brc_facts.py).
     type: path
     default: /usr/local/lib/brc/agent

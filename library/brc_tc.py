@@ -20,7 +20,8 @@ description:
     created it (recorded in C(/var/lib/brc/<interface>/tc.json)) and no other filter uses it.
   - When a filter has to be created rather than replaced, BRC has not been seeing packets, so the
     cache map (named by C(brc_contract.h) in O(src_dir)) and the flows kept for closed connections
-    are emptied before the filter goes in (see RV(cache_flushed) and RV(flows_forgotten)).
+    and the records of untracked connections are emptied before the filter goes in (see
+    RV(cache_flushed), RV(flows_forgotten) and RV(untracked_forgotten)).
 version_added: "1.0.0"
 extends_documentation_fragment: [brc, brc.pins]
 options:
@@ -88,6 +89,14 @@ flows_forgotten:
       kept to translate their last packets) removed before a missing filter was created. Their last
       packets went by untranslated during the gap, and a client reusing such a connection's ports
       would otherwise be translated by the old connection's offsets and stall.
+  returned: when attached
+  type: int
+  sample: 0
+untracked_forgotten:
+  description:
+    - Records of connections BRC did not see open, and the host agent's tickets to adopt them,
+      removed before a missing filter was created. A record that missed packets during the gap
+      could prove a command boundary the connection has already passed.
   returned: when attached
   type: int
   sample: 0

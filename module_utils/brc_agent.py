@@ -62,6 +62,12 @@ address the client reached Redis at). Deadlines are converted from Redis's wall
 clock to CLOCK_MONOTONIC (the programs' clock): a step of the wall clock would
 move Redis's deadlines under the records, so it flushes (`clock_step`).
 
+Adoption: connections BRC did not see open (a pool opened before the attach)
+are adopted at a command boundary proven by Redis's CLIENT LIST and the
+socket's sock_diag state (module_utils/brc_adopt.py), so that they are
+answered without reconnecting. Until then their writes reach BRC through the
+feed, like any write it cannot see.
+
 TOUCH: every --touch-ms (1 s) the keys the kernel answered (brc_touched, sampled
 1 in BRC_TOUCH_SAMPLE) are read, deleted and TOUCHed in Redis in batches, so
 maxmemory's LRU/LFU clocks see the reads Redis no longer serves. Only db 0 is
@@ -88,7 +94,7 @@ import sys
 import time
 
 from ansible.module_utils.brc_common import BrcError, import_redis
-from ansible.module_utils import brc_auth, brc_contract, brc_pins
+from ansible.module_utils import brc_adopt, brc_auth, brc_contract, brc_pins
 
 INVALIDATE_CHANNEL = b"__redis__:invalidate"
 PROBE_KEY = "brc-agent:probe"
@@ -96,7 +102,7 @@ PROBE_KEY = "brc-agent:probe"
 # The agent user's least rights. The role creates the user with these
 # (ACL SETUSER <user> reset on ><password> <AGENT_GRANTS>); brc_auth's reader
 # needs TOOLKIT_GRANTS on top.
-AGENT_GRANTS = ("+client|id +client|tracking +client|trackinginfo +subscribe +ping +info "
+AGENT_GRANTS = ("+client|id +client|tracking +client|trackinginfo +client|list +subscribe +ping +info "
                 "+touch +pexpiretime +acl|list resetchannels &__redis__:invalidate resetkeys %R~* "
                 + brc_auth.TOOLKIT_GRANTS)
 
@@ -165,6 +171,8 @@ class AgentMaps:
             self.server = self._map("server")
             self.expiry = self._map("expiry")
             self.expiry_wanted = self._map("expiry_wanted")
+            self.untracked = self._map("untracked")
+            self.adopt = self._map("adopt")
             self.feed_fd = brc_pins.obj_get(brc_pins.prog_pin(pdir, "feed"))
         except BrcError as e:
             self.close()
@@ -555,12 +563,22 @@ class Agent:
         self.reload_auth("connected")
         self.check_and_beat()
 
+    def untracked_settled(self):
+        try:
+            brc_adopt.untracked_settled(self.maps, self.link)
+        except OSError as e:
+            raise brc_adopt.Unsettled("sock_diag failed: %s" % e)
+
     def reload_auth(self, why):
         try:
-            res = self.auth_load()
+            res = self.auth_load(self.untracked_settled)
             log.info("users reloaded (%s): %d users, answering=%s", why, len(res["users"]), res["answering"])
             self.next_auth = time.monotonic() + self.auth_every_s
             self.auth_retry_at = 0.0 if res["answering"] else time.monotonic() + AUTH_RETRY_S
+        except brc_adopt.Unsettled as e:
+            # bytes BRC could not parse are still on their way into Redis: the next beat looks again
+            log.debug("reloading users waits (%s): %s", why, e.text)
+            self.next_auth = self.auth_retry_at = time.monotonic() + self.beat_s
         except BrcError as e:
             log.error("reloading users failed (%s): %s", why, e.text)
             self.next_auth = self.auth_retry_at = time.monotonic() + AUTH_RETRY_S
@@ -653,13 +671,14 @@ class Agent:
             self.st.touched_keys += len(keys)
 
     def serve(self, should_stop):
-        """Feed, beat, touch and reload until something changes (raises Lost) or a stop."""
+        """Feed, beat, touch, adopt and reload until something changes (raises Lost) or a stop."""
         ex = self.link.redis.exceptions
         now = time.monotonic()
         next_beat, next_touch, next_expiry = now + self.beat_s, now + self.touch_s, now
+        adopter, next_adopt = brc_adopt.Adopter(self.maps, self.link), now
         while not should_stop():
             now = time.monotonic()
-            wait = max(0.0, min(next_beat, next_touch, next_expiry, self.next_auth) - now)
+            wait = max(0.0, min(next_beat, next_touch, next_expiry, next_adopt, self.next_auth) - now)
             try:
                 if self.link.sub.can_read(timeout=wait):
                     self.drain()          # at most DRAIN_MAX: a busy feed never starves the beat
@@ -673,6 +692,8 @@ class Agent:
                 if now >= next_expiry:
                     self.answer_wanted()
                     next_expiry = now + self.expiry_s
+                if now >= next_adopt and self.beating:
+                    next_adopt = now + adopter.step()
             except ex.RedisError as e:
                 raise redis_lost(ex, e)
             if now >= self.next_auth:
@@ -816,13 +837,15 @@ def main(argv=None):
         link = RedisLink(args.redis_host, args.redis_port, args.redis_socket, args.user, password)
         check_credentials(link)
 
-        def auth_load():
+        def auth_load(settled):
+            def state():
+                settled()       # after the epoch is noted: bytes that pass later move it
+                return brc_auth.read_state(contract, host=args.redis_host, port=args.redis_port,
+                                           unix_socket=args.redis_socket, user=args.user, password=password)
             with brc_auth.PinnedAuthMaps(args.pin_dir, contract) as auth_maps:
                 # a hold (a client reset with an auth change unanswered) is not waited
                 # out here, where it would stop the beat: the load is retried
-                return brc_auth.load(auth_maps, contract, lambda: brc_auth.read_state(
-                    contract, host=args.redis_host, port=args.redis_port, unix_socket=args.redis_socket,
-                    user=args.user, password=password), hold_wait_s=0)
+                return brc_auth.load(auth_maps, contract, state, hold_wait_s=0)
 
         agent = Agent(maps, link, auth_load, beat_s=args.beat_ms / 1000.0, touch_s=args.touch_ms / 1000.0,
                       auth_every_s=args.auth_every, expiry_s=args.expiry_ms / 1000.0)

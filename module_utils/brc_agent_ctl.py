@@ -54,8 +54,8 @@ from ansible.module_utils import brc_pins
 PYTHON = "/usr/bin/python3"
 START_STOP_DAEMON = "start-stop-daemon"
 AGENT_SCRIPT = "brc-agent"
-# What the launcher imports (brc_agent and, transitively, brc_auth -> brc_facts).
-AGENT_FILES = (AGENT_SCRIPT, "brc_agent.py", "brc_auth.py", "brc_contract.py", "brc_pins.py",
+# What the launcher imports (brc_agent and, transitively, brc_adopt, brc_auth -> brc_facts).
+AGENT_FILES = (AGENT_SCRIPT, "brc_agent.py", "brc_adopt.py", "brc_auth.py", "brc_contract.py", "brc_pins.py",
                "brc_common.py", "brc_facts.py")
 DEFAULT_LIB_DIR = "/usr/local/lib/brc/agent"
 DEFAULT_PASSWORD_FILE = "/etc/brc/agent.password"

@@ -155,20 +155,28 @@ def cache_pin(pdir, contract):
 # and a client that reused such a tuple during the gap opened a connection whose SYN BRC
 # never saw: the old entry would translate it by the closed connection's offsets and Redis
 # would drop every segment (a stuck connection). None of them holds marks or counts as
-# live, so removing them needs nothing else.
-BLIND_GAP_MAPS = (("cache", "cache_flushed"), ("transient", "flows_forgotten"))
+# live, so removing them needs nothing else. Likewise the records of untracked
+# connections and the adoption tickets built on them (bpf/brc_adopt.h): a record that
+# missed segments could prove a boundary the connection has long passed.
+BLIND_GAP_MAPS = (("cache", "cache_flushed"), ("transient", "flows_forgotten"),
+                  ("untracked", "untracked_forgotten"), ("adopt", "untracked_forgotten"))
 
 
 def blind_gap_pins(pdir, contract):
-    """{result key: pin} of the maps end_blind_gap() empties."""
-    return dict((counted, os.path.join(pdir, contract.map_name(role))) for role, counted in BLIND_GAP_MAPS)
+    """[(result key, pin)] of the maps end_blind_gap() empties (those @contract has:
+    an older build's lacks the adoption maps)."""
+    return [(counted, os.path.join(pdir, contract.map_name(role))) for role, counted in BLIND_GAP_MAPS
+            if "BRC_MAP_" + role.upper() in contract.strings]
 
 
 def end_blind_gap(pins):
     """What a filter that has to be created again does before it runs: empty the maps of
     BLIND_GAP_MAPS. Returns {result key: entries removed}; a pin that does not exist (a
     build without the map) counts 0."""
-    return dict((counted, _empty(pin) if os.path.exists(pin) else 0) for counted, pin in pins.items())
+    out = {}
+    for counted, pin in pins:
+        out[counted] = out.get(counted, 0) + (_empty(pin) if os.path.exists(pin) else 0)
+    return out
 
 
 def configure(pdir, contract, wanted, check_mode=False, src_dir=""):

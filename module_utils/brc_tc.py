@@ -206,7 +206,7 @@ def attach(interface, pdir, check_mode=False, predict_change=False, tc=None, sta
     before = {d: _short(tc.ours(d)) for d in brc_pins.DIRECTIONS}
     clsact = tc.clsact_present()
     result = {"changed": False, "clsact_owned": bool(state.get("clsact_owned")),
-              "cache_flushed": 0, "flows_forgotten": 0,
+              "cache_flushed": 0, "flows_forgotten": 0, "untracked_forgotten": 0,
               "diff": {"before": {"clsact": clsact, "filters": before}}}
     if missing:
         if check_mode:

@@ -53,7 +53,9 @@ def test_the_feed_bumps_the_keys_redis_reported_and_flushes(brc, port):
 
 def test_with_an_agent_untracked_and_unparsed_traffic_needs_no_lease(brc, port):
     """D15: with the feed, connections BRC did not see open (and packets it cannot
-    parse) no longer invalidate everything and hold it for a lease."""
+    parse) no longer invalidate everything and hold it for a lease. Who may read what
+    has no feed: answers wait for users loaded after Redis ran those bytes (the agent
+    proves it, or waits out the auth hold of a packet BRC cannot parse)."""
     key = "agent:lease:%d" % port
     c = filled_conn(brc, port, key)
     u = Conn(brc, port + 30000)                  # opened before the attach
@@ -63,6 +65,10 @@ def test_with_an_agent_untracked_and_unparsed_traffic_needs_no_lease(brc, port):
             brc.ingress(ipv6_tcp(port, 6379, resp("SET", "agent:v6", "x"), hop_by_hop=True))
         assert d["segments_untracked"] == 1 and d["invalidate_untracked"] == 0
         assert d["invalidate_unparsed"] == 0 and brc.global_state()["hold_until_ns"] == 0
+        assert d["auth_unseen"] == 2 and not answerable(brc, c, key)
+        brc.load_users()
+        assert not answerable(brc, c, key)      # the unparsed packet's auth hold
+        brc.clear_holds()
         assert answerable(brc, c, key)
 
 
