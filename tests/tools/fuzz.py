@@ -1077,6 +1077,9 @@ SERVING_SUB3_OPS = dict(SUB3_OPS, set=0.2, incr=0.1, pipeline=0.1, types=0.1, mu
                         leave=4, quit=1.5)
 # The share of connections that ask for RESP3 (HELLO 3) as they open, and after RESET
 RESP3_SHARE = 0.5
+# With a host agent in charge, the share of connections opened again while BRC is
+# detached at the start and at each epoch (Fuzz.reopen_unseen): the agent adopts them.
+UNSEEN_SHARE = 0.5
 
 WHITESPACE = [b" ", b"  ", b"\t", b" \t "]
 
@@ -2789,6 +2792,38 @@ class Fuzz:
         if bad:
             raise RuntimeError("set-up refused: %s" % bad)
 
+    def reopen_unseen(self, workers, rng):
+        """With a host agent in charge: some workers' connections are opened again while
+        BRC is detached, as a client pool opened before the attach would be, so that the
+        agent has connections to adopt (module_utils/brc_adopt.py) and the oracle checks
+        what they get. Called with no worker running (before they start, or paused). The
+        old connections close while BRC still sees them: their closes release their flows
+        (a flow whose close went unseen would hold its marks for ever)."""
+        if not agent_in_charge(self.lab) or not hasattr(getattr(self.lab, "brc", None), "detach"):
+            return
+        chosen = [w for w in workers if rng.random() < UNSEEN_SHARE]
+        if not chosen:
+            return
+        before = self.lab.counters().get("flows_closed", 0)
+        open_before = [w for w in chosen if w.sock is not None]
+        for w in open_before:
+            w.close("fin")
+        deadline = time.time() + 5.0
+        while self.lab.counters().get("flows_closed", 0) - before < len(open_before) and \
+                time.time() < deadline:
+            time.sleep(0.01)
+        self.lab.brc.detach()
+        try:
+            for w in chosen:
+                try:
+                    w.connect()
+                except (ConnectionError, socket.timeout, Stall, Closed, Desync) as e:
+                    self.board.violation("connect", w.inc, "opened while detached: %s" % e)
+                    w.close("rst")
+        finally:
+            self.lab.brc.attach()
+        self.board.note("connections opened while BRC was detached", len(chosen))
+
     def teardown(self):
         cmds = []
         if self.board.requirepass.current():
@@ -2814,8 +2849,10 @@ class Fuzz:
             b.t0 = time.time()
             for i in range(self.connections):
                 rng = random.Random("%d/%s/%d" % (self.seed, self.label, i))
-                w = Worker(self, i, rng)
-                workers.append(w)
+                workers.append(Worker(self, i, rng))
+            unseen_rng = random.Random("%d/%s/unseen" % (self.seed, self.label))
+            self.reopen_unseen(workers, unseen_rng)
+            for w in workers:
                 w.start()
             next_epoch = time.time() + epoch_seconds
             next_refresh = time.time() + 1.0
@@ -2833,6 +2870,8 @@ class Fuzz:
                         b.note("epoch: some worker did not pause")
                     try:
                         self.oracle.epoch(self.sync(), t0)
+                        if b.paused >= b.running:
+                            self.reopen_unseen(workers, unseen_rng)
                     finally:
                         b.release()
                     self.deadline += time.time() - t0     # the pause is not traffic time
@@ -2867,7 +2906,8 @@ KEY_COUNTERS = ("hit", "would_hit", "mismatch", "verify_raced", "fill", "miss", 
                 "invalidate_global", "get_uncacheable_pending", "get_uncacheable_dirty",
                 "get_uncacheable_db", "fill_refused_ttl", "flows_tracked", "tailcall_failed",
                 "get_uncacheable_agent", "fill_refused_expiry", "expiry_wanted",
-                "answer_near_expiry", "feed_keys", "feed_flushes")
+                "answer_near_expiry", "feed_keys", "feed_flushes", "flows_adopted", "adopt_frozen",
+                "adopt_missed", "adopt_proven")
 
 
 def agent_in_charge(lab):
