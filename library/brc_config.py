@@ -90,7 +90,8 @@ cache_flushed:
   description:
     - Cache entries removed because the task moved the mode away from C(off).
     - BRC does not see writes while off, so entries from before may be stale; they
-      are removed before the programs look again.
+      are removed before the programs look again. So are the records of connections BRC
+      did not see open (the host agent adopts them from those), which off let by unseen.
   returned: success
   type: int
   sample: 0

@@ -157,7 +157,8 @@ def main():
             pdir = brc_pins.pin_dir(p["pin_root"], p["interface"])
             contract = brc_maps.contract_for(p["src_dir"])
             out["map"] = os.path.join(pdir, contract.map_name("config"))
-            out.update(brc_guard.arm(marker, out["map"], check, brc_maps.cache_pin(pdir, contract)))
+            out.update(brc_guard.arm(marker, out["map"], check, brc_maps.cache_pin(pdir, contract),
+                                     brc_maps.untracked_pins(pdir, contract)))
             module.exit_json(changed=True, **out)
         if p["state"] == "watching":
             if check:

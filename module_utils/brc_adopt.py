@@ -170,7 +170,11 @@ def not_at_boundary(entry, user_max):
 
 
 class Unsettled(BrcError):
-    """Redis may not have run every byte BRC saw of a connection it does not track."""
+    """Redis may not have run every byte BRC saw of a connection it does not track: a
+    passing state (retry_soon)."""
+
+    def __init__(self, msg):
+        BrcError.__init__(self, msg, retry_soon=True)
 
 
 def untracked_settled(maps, link):

@@ -575,11 +575,14 @@ class Agent:
             log.info("users reloaded (%s): %d users, answering=%s", why, len(res["users"]), res["answering"])
             self.next_auth = time.monotonic() + self.auth_every_s
             self.auth_retry_at = 0.0 if res["answering"] else time.monotonic() + AUTH_RETRY_S
-        except brc_adopt.Unsettled as e:
-            # bytes BRC could not parse are still on their way into Redis: the next beat looks again
-            log.debug("reloading users waits (%s): %s", why, e.text)
-            self.next_auth = self.auth_retry_at = time.monotonic() + self.beat_s
         except BrcError as e:
+            if e.details.get("retry_soon"):
+                # bytes that may change who reads what are still on their way into Redis,
+                # or kept passing (an untracked connection before its adoption): the next
+                # beat tries again
+                log.info("reloading users waits (%s): %s", why, e.msg)
+                self.next_auth = self.auth_retry_at = time.monotonic() + self.beat_s
+                return
             log.error("reloading users failed (%s): %s", why, e.text)
             self.next_auth = self.auth_retry_at = time.monotonic() + AUTH_RETRY_S
 

@@ -645,7 +645,7 @@ def load(maps, contract, state, check_mode=False, attempts=LOAD_ATTEMPTS, inflig
         server = dict(before_server, auth_epoch=g["auth_epoch"], **server_settings(current))
         return result(current["users"], server, g["auth_inflight"] == 0, 0)
 
-    why, tried = "no attempt made", 0
+    why, tried, moved = "no attempt made", 0, False
     for attempt in range(1, attempts + 1):
         tried = attempt
         # 1. stop answering, note the epoch, let in-flight auth commands complete
@@ -672,7 +672,7 @@ def load(maps, contract, state, check_mode=False, attempts=LOAD_ATTEMPTS, inflig
             _apply_users(maps, contract, current["users"])
         except BrcError as e:
             raise BrcError("%s. Serve answers stay stopped (brc_server.auth_epoch is BRC_EPOCH_NONE) "
-                           "until a load succeeds" % e.msg, e.fix, serve_stopped=True)
+                           "until a load succeeds" % e.msg, e.fix, **dict(e.details, serve_stopped=True))
         # 3. valid only if nothing that changes who can read what completed meanwhile
         g = read_global(maps, contract)
         if g["auth_epoch"] == e0 and g["auth_inflight"] == 0:
@@ -684,12 +684,13 @@ def load(maps, contract, state, check_mode=False, attempts=LOAD_ATTEMPTS, inflig
             return result(read_users(maps, contract), server, answering, attempt)
         why = ("an auth change completed during the read (brc_global.auth_epoch %d -> %d, %d in flight)"
                % (e0, g["auth_epoch"], g["auth_inflight"]))
+        moved = True
         sleep(poll_s)
     raise BrcError("could not load Redis's users into BRC after %d attempts: %s. Serve answers stay "
                    "stopped (brc_server.auth_epoch is BRC_EPOCH_NONE) until a load succeeds"
                    % (tried, why),
                    "retry brc_auth once ACL changes and AUTH traffic settle (re-run the play)",
-                   serve_stopped=True)
+                   serve_stopped=True, **({"retry_soon": True} if moved else {}))
 
 
 def pin_interfaces(pin_root):

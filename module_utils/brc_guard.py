@@ -8,9 +8,11 @@
 #
 # A revert empties the cache first (cache, when the marker names it): the change it undoes
 # may have been to mode off, in which BRC sees no writes, and leaving off must not answer
-# from entries older than that gap (brc_maps.flush_cache, as brc_config does).
+# from entries older than that gap (brc_maps.flush_cache, as brc_config does). Likewise the
+# records of untracked connections (forget: brc_maps.untracked_pins), which mode off let
+# packets by.
 #
-# The marker is JSON {map, cache, value (hex bytes), armed_at, token}; <marker>.reverted is a
+# The marker is JSON {map, cache, forget, value (hex bytes), armed_at, token}; <marker>.reverted is a
 # marker the watcher acted on, <marker>.log one line per event, for the operator.
 
 from __future__ import absolute_import, division, print_function
@@ -61,9 +63,10 @@ def token_of(marker):
         return None
 
 
-def arm(marker, map_path, check_mode=False, cache_path=None):
-    """Save the map's current value in marker, with the cache a revert empties; a newer
-    arm replaces an older one (and its watcher, which finds another token, leaves)."""
+def arm(marker, map_path, check_mode=False, cache_path=None, forget_paths=()):
+    """Save the map's current value in marker, with the cache and the maps (@forget_paths)
+    a revert empties; a newer arm replaces an older one (and its watcher, which finds
+    another token, leaves)."""
     value = read_value(map_path)
     if check_mode:
         return {"armed": False, "value": value}
@@ -72,7 +75,8 @@ def arm(marker, map_path, check_mode=False, cache_path=None):
         os.makedirs(parent, 0o755)
     tmp = marker + ".tmp"
     with open(tmp, "w") as f:
-        json.dump({"map": map_path, "cache": cache_path, "value": value, "armed_at": time.time(),
+        json.dump({"map": map_path, "cache": cache_path, "forget": list(forget_paths), "value": value,
+                   "armed_at": time.time(),
                    "token": binascii.hexlify(os.urandom(8)).decode()}, f)
     os.rename(tmp, marker)
     if os.path.exists(marker + ".reverted"):
@@ -87,6 +91,7 @@ def _restore(marker, reason):
     flushed = 0
     if saved.get("cache") and os.path.exists(saved["cache"]):
         flushed = brc_maps.flush_cache(saved["cache"])
+    brc_maps.forget_pins(saved.get("forget", ()))
     write_value(saved["map"], saved["value"])
     os.rename(marker, marker + ".reverted")
     _log(marker, "reverted (%s): restored %s, %d cache entries emptied first"

@@ -158,8 +158,27 @@ def cache_pin(pdir, contract):
 # live, so removing them needs nothing else. Likewise the records of untracked
 # connections and the adoption tickets built on them (bpf/brc_adopt.h): a record that
 # missed segments could prove a boundary the connection has long passed.
-BLIND_GAP_MAPS = (("cache", "cache_flushed"), ("transient", "flows_forgotten"),
-                  ("untracked", "untracked_forgotten"), ("adopt", "untracked_forgotten"))
+UNTRACKED_MAPS = ("untracked", "adopt")
+BLIND_GAP_MAPS = (("cache", "cache_flushed"), ("transient", "flows_forgotten")) + \
+    tuple((role, "untracked_forgotten") for role in UNTRACKED_MAPS)
+
+
+def untracked_pins(pdir, contract):
+    """The pins of the records of untracked connections and of the adoption tickets (those
+    @contract has)."""
+    return [os.path.join(pdir, contract.map_name(role)) for role in UNTRACKED_MAPS
+            if "BRC_MAP_" + role.upper() in contract.strings]
+
+
+def forget_pins(pins):
+    """Empty the maps pinned at @pins (those that exist); returns the entries removed."""
+    return sum(_empty(pin) for pin in pins if os.path.exists(pin))
+
+
+def forget_untracked(pdir, contract):
+    """Empty the records of untracked connections and the adoption tickets: mode off, like a
+    missing filter, lets their packets by unseen. Returns the entries removed."""
+    return forget_pins(untracked_pins(pdir, contract))
 
 
 def blind_gap_pins(pdir, contract):
@@ -183,8 +202,9 @@ def configure(pdir, contract, wanted, check_mode=False, src_dir=""):
     """Merge wanted (None = keep) into the live config.
 
     Returns (changed, before, after, cache_flushed). Leaving mode off empties the cache
-    first (see flush_cache), before the programs look again; cache_flushed counts the
-    entries removed (0 otherwise, and in check mode).
+    first (see flush_cache), and the records of untracked connections (forget_untracked),
+    before the programs look again; cache_flushed counts the cache entries removed (0
+    otherwise, and in check mode).
     """
     before = read_config(pdir, contract, src_dir)
     after = dict(before)
@@ -201,6 +221,7 @@ def configure(pdir, contract, wanted, check_mode=False, src_dir=""):
     if changed and not check_mode:
         if before.get("mode") == "off" and after.get("mode") != "off":
             flushed = flush_cache(cache_pin(pdir, contract))
+            forget_untracked(pdir, contract)
         write_config(pdir, contract, after)
     return changed, before, after, flushed
 

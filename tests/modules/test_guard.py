@@ -34,10 +34,25 @@ def test_guard_snapshots_and_restores_a_pinned_map(in_netns):
         brc_pins.obj_pin(fd, cache)
         os.close(fd)
 
+        # and a record of an untracked connection (mode off let its packets by unseen)
+        usize = ctypes.sizeof(contract.structs["brc_flow_key"])
+        fd = lib.bpf_map_create(1, b"brc_untracked", usize,
+                                ctypes.sizeof(contract.structs["brc_untracked"]), 16, None)
+        assert fd >= 0, ctypes.get_errno()
+        untracked = PD + "/" + contract.map_name("untracked")
+        brc_pins.obj_pin(fd, untracked)
+        os.close(fd)
+
         def cached(n):
             with brc_pins.PinnedMap(cache) as m:
                 for i in range(n):
                     m.update(bytes([i + 1]) * ksize, bytes(vsize))
+                return m.count()
+
+        def records(n):
+            with brc_pins.PinnedMap(untracked) as m:
+                for i in range(n):
+                    m.update(bytes([i + 1]) * usize, bytes(m.info["value_size"]))
                 return m.count()
 
         def value():
@@ -56,9 +71,11 @@ def test_guard_snapshots_and_restores_a_pinned_map(in_netns):
         out["arm"] = run_main(brc_guard, state="armed", **args)
         put(2)                                              # the change
         out["cached_before_revert"] = cached(3)
+        out["records_before_revert"] = records(2)
         out["watch"] = run_main(brc_guard, state="watching", timeout=1, **args)
         out["restored"] = value() == bytes([1]) * size
         out["cached_after_revert"] = cached(0)
+        out["records_after_revert"] = records(0)
         out["late_confirm"] = run_main(brc_guard, state="confirmed", **args)
 
         out["arm2"] = run_main(brc_guard, state="armed", **args)
@@ -94,6 +111,7 @@ def test_guard_snapshots_and_restores_a_pinned_map(in_netns):
     assert r["watch"]["changed"] and r["watch"]["reverted"] and not r["watch"]["confirmed"] and r["restored"]
     # the change undone may have been to mode off: what the cache held before it is gone
     assert r["cached_before_revert"] == 3 and r["cached_after_revert"] == 0 and r["watch"]["cache_flushed"] == 3
+    assert r["records_before_revert"] == 2 and r["records_after_revert"] == 0
     assert r["late_confirm"]["failed"] and "already reverted" in r["late_confirm"]["msg"]
     assert r["check_confirm"]["changed"] and r["check_confirm"]["confirmed"]
     assert r["confirm"]["changed"] and r["confirm"]["confirmed"]

@@ -62,7 +62,12 @@ out["ids_after_check"] = brc_pins.pinned_programs(PD)
 
 out["attach"] = brc_tc.attach(IF, PD, state_dir=STATE)
 out["attach_again"] = brc_tc.attach(IF, PD, state_dir=STATE)
+# mode off let untracked connections' packets by unseen: leaving it forgets their records
+with brc_pins.PinnedMap(os.path.join(PD, c.map_name("untracked"))) as m:
+    m.update(b"\x01" * m.info["key_size"], bytes(m.info["value_size"]))
 out["cfg"] = brc_maps.configure(PD, c, {"mode": "observe", "port": 6379, "max_age": 30})
+with brc_pins.PinnedMap(os.path.join(PD, c.map_name("untracked"))) as m:
+    out["untracked_after_cfg"] = m.count()
 out["cfg_again"] = brc_maps.configure(PD, c, {"mode": "observe", "port": 6379, "max_age": 30})
 out["cfg_check"] = brc_maps.configure(PD, c, {"mode": "serve"}, check_mode=True)
 out["mode_after_check"] = brc_maps.read_config(PD, c)["mode"]
@@ -185,6 +190,7 @@ def test_program_tc_config_stats_lifecycle(in_netns):
     changed, before, after, flushed = r["cfg"]
     assert flushed == 0            # leaving off with an empty cache removes nothing
     assert changed and before["mode"] == "off" and after["mode"] == "observe" and after["max_age"] == 30
+    assert r["untracked_after_cfg"] == 0
     assert not r["cfg_again"][0]
     assert r["cfg_check"][0] and r["mode_after_check"] == "observe"
     # real traffic moved the counters in both directions
