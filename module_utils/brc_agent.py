@@ -573,8 +573,12 @@ class Agent:
         try:
             res = self.auth_load(self.untracked_settled)
             log.info("users reloaded (%s): %d users, answering=%s", why, len(res["users"]), res["answering"])
-            self.next_auth = time.monotonic() + self.auth_every_s
-            self.auth_retry_at = 0.0 if res["answering"] else time.monotonic() + AUTH_RETRY_S
+            if res["answering"]:
+                self.next_auth, self.auth_retry_at = time.monotonic() + self.auth_every_s, 0.0
+            else:
+                # a hold (bytes BRC could not parse may still run until then) outlived the
+                # load: nothing else may come to move the epoch, so load again after it
+                self.next_auth = self.auth_retry_at = time.monotonic() + AUTH_RETRY_S
         except BrcError as e:
             if e.details.get("retry_soon"):
                 # bytes that may change who reads what are still on their way into Redis,

@@ -4,6 +4,7 @@ BRC does not see). No timed waits: every wait is a bounded poll for an agent
 report (a marker write's bucket bumped by the feed, a heartbeat, a counter)."""
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -600,3 +601,30 @@ def test_hot_keys_answered_in_the_kernel_survive_eviction_as_without_brc(agent_l
         assert evicted >= 500, (base, with_brc)          # the load did evict
     assert base[0] == HOT, base                          # the scenario holds without BRC
     assert with_brc[0] == HOT, (with_brc, base)          # and so with BRC serving
+
+
+def test_a_hold_that_outlives_a_users_load_is_followed_by_another_load(agent_lab):
+    """A client segment BRC cannot parse (it carries IP options) reaches Redis: it may
+    change who reads what, so answers wait for a users load made after its hold. The
+    load the epoch's move starts at once comes too early to count; the agent loads again
+    after the hold instead of leaving answers stopped until its periodic reload."""
+    from ansible.module_utils import brc_agent
+    from blackbox import Delta, client, gets_answered
+    lab, key = agent_lab, "agent:hold:%d" % time.monotonic_ns()
+    lab.cli("SET", key, "v")
+    c = client(lab)
+    try:
+        wait_for(lambda: gets_answered(lab, c, key, 1) == ([b"v"], 1), "a GET of %s answered" % key)
+        nops = b"\x01\x01\x01\x00"      # three IPOPT_NOOP and IPOPT_END: options, changing nothing
+        with Delta(lab) as d:
+            odd = client(lab, sockopts=[(socket.IPPROTO_IP, socket.IP_OPTIONS, nops)])
+            try:
+                assert odd.call("PING") == "PONG"
+            finally:
+                odd.close()
+        assert d["pkt_ip_options"] >= 1 and d["auth_unseen"] >= 1, d
+        # bounded well below the periodic reload: the wait is for the load after the hold
+        wait_for(lambda: gets_answered(lab, c, key, 1) == ([b"v"], 1), "answers after the hold",
+                 timeout=brc_agent.AUTH_EVERY_S / 3, poll=0.05)
+    finally:
+        c.close()
