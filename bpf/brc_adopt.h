@@ -58,8 +58,9 @@ static __always_inline void brc_untracked_forget(struct brc_scratch *sc)
 /* The proven ticket @t becomes a flow at its boundary (the segment being
  * processed starts there): Redis's db, user and protocol, the socket's MSS and
  * window shift, sequence state from the record @u. Unproven until Redis's first
- * reply. The state becomes established last: the other hook skips the flow
- * until then. */
+ * reply. A replica's link starts given up, at the master's stream as the
+ * record last saw it. The state becomes established last: the other hook
+ * skips the flow until then. */
 static __always_inline struct brc_flow *brc_adopt_flow(struct brc_scratch *sc, const struct brc_config *cfg,
 						       const struct brc_untracked *u, const struct brc_adopt *t)
 {
@@ -77,7 +78,7 @@ static __always_inline struct brc_flow *brc_adopt_flow(struct brc_scratch *sc, c
 	if (!f)
 		return 0;
 	f->cli_next = t->cli_next;
-	f->srv_next = t->srv_next;
+	f->srv_next = t->replica ? u->srv_next : t->srv_next;
 	f->cli_ack = u->cli_ack;
 	f->srv_ack = u->srv_ack;
 	f->created_ns = sc->now;
@@ -91,7 +92,9 @@ static __always_inline struct brc_flow *brc_adopt_flow(struct brc_scratch *sc, c
 	f->cli_wscale = t->cli_wscale;
 	if (t->authed)
 		flags |= BRC_FF_AUTHED;
-	if (cfg->mode == BRC_MODE_SERVE) {
+	if (t->replica)
+		brc_dirty(f, BRC_DIRTY_BIT_REPLICATION);        /* never answered: not served */
+	else if (cfg->mode == BRC_MODE_SERVE) {
 		brc_seqadj_init_adopted((struct brc_seqadj *)f->serve_reserved, t->cli_next, u->cli_ack,
 					t->srv_next, u->srv_ack, u->srv_win);
 		flags |= BRC_FF_SERVE;
@@ -126,7 +129,7 @@ static __always_inline struct brc_flow *brc_untracked_in(struct brc_scratch *sc,
 		fresh = (u->flags & BRC_UT_F_CLI) && brc_seq_after(pkt->seq + pkt->payload_len, u->cli_next);
 		frozen = (__s64)(t->freeze_until_ns - sc->now);
 		if (t->proven && pkt->seq == t->cli_next) {
-			if (u->cli_next == t->cli_next && u->srv_next == t->srv_next &&
+			if (u->cli_next == t->cli_next && (t->replica || u->srv_next == t->srv_next) &&
 			    (u->flags & (BRC_UT_F_CLI | BRC_UT_F_SRV)) == (BRC_UT_F_CLI | BRC_UT_F_SRV))
 				f = brc_adopt_flow(sc, cfg, u, t);
 			else

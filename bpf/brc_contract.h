@@ -588,7 +588,12 @@ struct brc_feed_batch {
  * sends them again), so Redis catches up. A proven ticket keeps dropping new
  * bytes past the boundary until the segment that starts there (a tail loss
  * probe resends the last segment first). An adopted flow is BRC_FF_UNPROVEN
- * until Redis's first reply. */
+ * until Redis's first reply.
+ * A replica's link (flags S) is adopted too, given up from the start, as it
+ * would be had it connected after the attach: its commands (REPLCONF ACK each
+ * second) are then parsed, and no longer move the auth epoch as unseen bytes.
+ * Only its client side is proven: the master's stream to it may never rest
+ * and is never paired with requests. */
 struct brc_untracked {
 	__u32 cli_next;         /* one past the highest client byte seen (BRC_UT_F_CLI) */
 	__u32 srv_next;         /* one past the highest server byte seen (BRC_UT_F_SRV) */
@@ -614,7 +619,9 @@ struct brc_adopt {
 	__u16 mss;              /* the socket's smaller MSS (sock_diag: snd_mss, advmss) */
 	__u8 cli_wscale;        /* the client's window shift (sock_diag: snd_wscale) */
 	__u8 authed;            /* a user other than default: Redis authenticated it */
-	__u8 pad[2];
+	__u8 replica;           /* 1: a replica's link to this master (CLIENT LIST flags=S): adopted
+				 * given up (BRC_DIRTY_BIT_REPLICATION), its server side unmatched */
+	__u8 pad[1];
 	__u32 user_len;         /* CLIENT LIST user= */
 	__u8 user[BRC_USER_MAX];
 };

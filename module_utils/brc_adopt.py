@@ -22,6 +22,12 @@ before srv_next, and the ticket carries CLIENT LIST's db, user and protocol and
 the socket's MSS and window shift. CLIENT REPLY OFF does not show in CLIENT
 LIST: the flow stays unanswered until Redis sends it a reply (BRC_FF_UNPROVEN).
 
+A replica's link to this master (flags S) is adopted given up, as if it had
+connected after the attach: steps 1, 2, 3 (query buffer only) and 5 prove its
+client side alone. Until then its REPLCONF ACK, each second, is client bytes BRC
+cannot parse, which may change who reads what: each moves the auth epoch, and
+answers wait for the next users load.
+
 Each connection is frozen for the proof, for up to FREEZE_S: the programs
 drop its new client bytes (the client sends them again, as after a loss), so
 a busy connection comes to rest and none moves while the proof is read. An
@@ -146,14 +152,23 @@ def peer_text(ip, port):
     return "[%s]:%d" % (ip, port) if ":" in ip else "%s:%d" % (ip, port)
 
 
+def replica_link(entry):
+    """Does CLIENT LIST's @entry say it is a replica's link to this master? Such a
+    link is adopted given up, as it would be had it connected after the attach: its
+    client side alone needs a command boundary (the master's stream to it is no
+    reply and may never rest)."""
+    return entry is not None and entry.get("flags") == "S"
+
+
 def not_at_boundary(entry, user_max):
     """Why CLIENT LIST's @entry is not a connection at rest that BRC can model
     (None: it is)."""
     if entry is None:
         return "not in CLIENT LIST"
-    if entry.get("flags") != "N":
+    replica = replica_link(entry)
+    if entry.get("flags") != "N" and not replica:
         return "flags %s" % entry.get("flags")
-    for name in ("qbuf", "obl", "oll", "omem", "sub", "psub", "ssub"):
+    for name in ("qbuf",) if replica else ("qbuf", "obl", "oll", "omem", "sub", "psub", "ssub"):
         if entry.get(name, "0") != "0":
             return "%s=%s" % (name, entry.get(name))
     if entry.get("multi") != "-1":
@@ -286,7 +301,8 @@ class Adopter:
             r = self._record(key)
             if not r or (r.flags & self.both) != self.both:
                 continue
-            if self.pending.get(key) == (r.cli_next, r.srv_next):
+            proven = self.pending.get(key)
+            if proven and proven[0] == r.cli_next and proven[1] in (None, r.srv_next):
                 continue                        # proven, its next segment not sent yet
             if key not in self.frozen:
                 self._ticket(key, freeze_until_ns=time.monotonic_ns() + self.freeze_ns)
@@ -316,9 +332,10 @@ class Adopter:
             if why:
                 self._fail(key, why)
                 continue
+            replica = replica_link(entry)
             after = sock_state(srv_ip, srv_port, cli_ip, cli_port)
             r0, r1 = first[key], self._record(key)
-            if after is None or after["notsent"] or after["rqueue"]:
+            if after is None or (after["notsent"] and not replica) or after["rqueue"]:
                 self._fail(key, "socket busy")
                 continue
             if not r1 or r1.cli_next != r0.cli_next or r1.srv_ack != r0.srv_ack:
@@ -329,10 +346,11 @@ class Adopter:
             self._ticket(key, proven=1, freeze_until_ns=time.monotonic_ns() + self.proven_freeze_ns,
                          cli_next=r1.cli_next, srv_next=r1.srv_next, db=int(entry["db"]),
                          proto=int(entry["resp"]), mss=min(after["mss"], 0xffff), cli_wscale=after["wscale"],
-                         authed=int(user != b"default"), user=user)
+                         authed=int(user != b"default"), user=user, replica=int(replica))
             self.frozen.pop(key, None)
             self.retry.pop(key, None)
-            self.pending[key] = (r1.cli_next, r1.srv_next)
+            self.pending[key] = (r1.cli_next, None if replica else r1.srv_next)
             self.proven += 1
-            log.info("adoption proven for %s:%d -> %s:%d (db %s, user %s, resp %s)", cli_ip, cli_port,
-                     srv_ip, srv_port, entry["db"], entry["user"], entry["resp"])
+            log.info("adoption proven for %s:%d -> %s:%d (db %s, user %s, resp %s%s)", cli_ip, cli_port,
+                     srv_ip, srv_port, entry["db"], entry["user"], entry["resp"],
+                     ", a replica's link: given up" if replica else "")

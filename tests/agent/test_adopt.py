@@ -3,11 +3,14 @@ boundary the agent proves from Redis's CLIENT LIST and the server socket, and th
 answered in the kernel without reconnecting: black-box, what each client gets against
 what Redis holds (read over loopback, a path BRC does not see), beside a fresh
 connection, and again after an upgrade of the programs."""
+import shutil
+import tempfile
 import time
 
 from agent_lab import wait_for
 from blackbox import Delta, RedisError, address, client, config, gets_answered, truth
 from ansible.module_utils.brc_resp import encode
+from serve_lab import PORT
 
 V6_SERVER, V6_CLIENT = "fd00:bd::1", "fd00:bd::2"
 CONNECTIONS = 10
@@ -194,3 +197,59 @@ def test_an_ipv6_connection_opened_before_the_attach_is_adopted_and_answered(age
             assert hits >= 180, hits
         finally:
             c6.close()
+
+
+def test_a_replicas_link_opened_before_the_attach_is_adopted_given_up(agent_lab):
+    """A replica's link to the served master predates every deploy. Its REPLCONF ACK,
+    each second, is client bytes BRC cannot parse while the link is untracked: each
+    moves the auth epoch and stops answers until the agent's next users load. Adopted
+    given up (CLIENT LIST flags=S), as a link opened after the attach is, its ACKs are
+    parsed and move nothing, and replication goes on through it."""
+    lab, pair, tag = agent_lab, agent_lab.pair, time.monotonic_ns()
+    port = PORT + 2
+    key = "adopt:replica:%d" % tag
+
+    def replica(*args):
+        r = pair.run(pair.client, ["redis-cli", "-h", pair.client_ip, "-p", str(port)] + list(args), check=False)
+        return r.stdout.strip()
+
+    def replica_info():
+        return dict(line.strip().split(":", 1) for line in replica("INFO", "replication").splitlines()
+                    if ":" in line and not line.startswith("#"))
+
+    lab.brc.detach()
+    try:
+        workdir = tempfile.mkdtemp(prefix="brcag-replica-")
+        proc = pair.popen(pair.client, ["redis-server", "--bind", pair.client_ip, "--port", str(port),
+                                        "--save", "", "--appendonly", "no", "--protected-mode", "no",
+                                        "--dir", workdir, "--daemonize", "no",
+                                        "--replicaof", pair.server_ip, str(PORT)])
+        wait_for(lambda: replica_info().get("master_link_status") == "up", "the replica in sync", timeout=30)
+    finally:
+        lab.brc.attach()
+    try:
+        with Delta(lab) as d:
+            wait_for(lambda: d.now().get("flows_adopted", 0) >= 1, "the replica's link to be adopted",
+                     timeout=30, poll=0.1)
+        assert d["dirty_replication"] >= 1 and d["hit"] == 0, d
+        with truth(lab) as t:
+            assert t.call("SET", key, "through-the-adopted-link") == "OK"
+        wait_for(lambda: replica("GET", key) == "through-the-adopted-link", "the write on the replica")
+        with Delta(lab) as d:
+            acked = int(replica_info()["master_repl_offset"])
+            # REPLCONF ACKs (each second) pass, parsed: the master sees the replica's offset
+            wait_for(lambda: any("offset=" in v and int(v.split("offset=")[1].split(",")[0]) >= acked
+                                 for k, v in lab.info("replication").items() if k.startswith("slave")),
+                     "the replica's ACK of the write")
+            time.sleep(2.5)      # two more ACKs at least
+        assert d["auth_unseen"] == 0 and d["segments_untracked"] == 0, d
+        assert replica_info().get("master_link_status") == "up"
+        c = client(lab)
+        try:
+            wait_answered(lab, c, key, b"through-the-adopted-link")
+        finally:
+            c.close()
+    finally:
+        pair._kill(proc.pid)
+        proc.wait(10)
+        shutil.rmtree(workdir, ignore_errors=True)

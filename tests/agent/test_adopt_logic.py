@@ -100,4 +100,11 @@ def test_a_connection_at_rest_is_one_with_no_flags_no_buffers_and_no_reply_mode_
         bad[k] = v
         assert brc_adopt.not_at_boundary(bad, 64), why
     assert brc_adopt.not_at_boundary(None, 64) == "not in CLIENT LIST"
+    # a replica's link: its query buffer alone matters (the master's stream to it is no reply)
+    link = dict(entry, flags="S", cmd="replconf|ack", omem="20504", oll="1", obl="0")
+    assert brc_adopt.replica_link(link) and brc_adopt.not_at_boundary(link, 64) is None
+    assert brc_adopt.not_at_boundary(dict(link, qbuf="40"), 64) == "qbuf=40"
+    for flags in ("M", "SP", "O"):
+        assert not brc_adopt.replica_link(dict(entry, flags=flags))
+        assert brc_adopt.not_at_boundary(dict(entry, flags=flags), 64) == "flags " + flags
     assert brc_adopt.not_at_boundary(dict(entry, user="u" * 65), 64)
